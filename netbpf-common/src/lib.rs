@@ -1,0 +1,333 @@
+//! Types shared by the eBPF programs and the userspace loader.
+//!
+//! Every map key and value lives here with a fixed `#[repr(C)]` layout,
+//! explicit padding fields and a compile-time size assertion, so both sides
+//! agree byte for byte. Conventions:
+//!
+//! * IPv4 addresses are `[u8; 4]` in network order (as on the wire).
+//! * Ports and ICMP identifiers are `u16` in **host** order.
+//! * Times are nanoseconds of `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`).
+//! * Padding fields are always zero; keys are compared as raw bytes by the
+//!   kernel, so a non-zero pad would make an otherwise equal key miss.
+#![no_std]
+
+use core::mem::size_of;
+
+/// IP protocol numbers netbpf translates.
+pub mod proto {
+    /// ICMP (echo request/reply are translated by identifier).
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+}
+
+/// Names of the maps, as declared in the eBPF object and pinned in bpffs.
+pub mod map_names {
+    /// LPM trie: masquerade source CIDRs → [`crate::MasqRule`].
+    pub const MASQ_RULES: &str = "MASQ_RULES";
+    /// Hash: inside endpoint → [`crate::MappingValue`] (endpoint-independent mapping).
+    pub const NAT_MAPPINGS: &str = "NAT_MAPPINGS";
+    /// Hash: outside endpoint → inside [`crate::Endpoint`].
+    pub const NAT_REVERSE: &str = "NAT_REVERSE";
+    /// Hash: [`crate::FlowKey`] → [`crate::FlowValue`].
+    pub const CONNTRACK: &str = "CONNTRACK";
+    /// Per-CPU array of u64 indexed by [`crate::Counter`].
+    pub const STATS: &str = "STATS";
+    /// Per-CPU array of u64: port allocations by number of probes needed.
+    pub const PORT_PROBES: &str = "PORT_PROBES";
+    /// Every map netbpf pins, in the order `netbpf` lists them.
+    pub const ALL: [&str; 6] = [
+        MASQ_RULES,
+        NAT_MAPPINGS,
+        NAT_REVERSE,
+        CONNTRACK,
+        STATS,
+        PORT_PROBES,
+    ];
+}
+
+/// Default capacities (entries); the daemon's config can change them.
+pub mod capacity {
+    /// Masquerade CIDRs.
+    pub const MASQ_RULES: u32 = 1024;
+    /// Flows tracked at once.
+    pub const CONNTRACK: u32 = 262_144;
+    /// NAT mappings (and their reverse entries).
+    pub const NAT_MAPPINGS: u32 = 262_144;
+}
+
+/// How many ports the kernel tries before it gives up allocating a mapping.
+/// The first try is the original port (when it lies in the range), the rest
+/// walk linearly from a random start.
+pub const MAX_PORT_PROBES: u32 = 32;
+
+/// Buckets of [`map_names::PORT_PROBES`]: index `n` counts allocations that
+/// succeeded on probe `n` (0 = first try); the last bucket counts failures.
+pub const PORT_PROBE_BUCKETS: u32 = MAX_PORT_PROBES + 1;
+
+/// Key of the masquerade LPM trie: the source prefix in network order. The
+/// prefix length is carried by aya's LPM `Key` wrapper around this.
+pub type MasqPrefix = [u8; 4];
+
+/// What to do with packets whose source lies in a masquerade CIDR when they
+/// leave the uplink.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MasqRule {
+    /// Source address to translate to (the uplink address), network order.
+    pub to_addr: [u8; 4],
+    /// First port of the SNAT range; `0` together with `port_max == 0`
+    /// means "Linux style": keep the original port's class (1–1023 or
+    /// 1024–65535).
+    pub port_min: u16,
+    /// Last port of the SNAT range (inclusive).
+    pub port_max: u16,
+}
+const _: () = assert!(size_of::<MasqRule>() == 8);
+
+/// One side of a translation: protocol, address and port (or ICMP id).
+/// Key and value of [`map_names::NAT_REVERSE`], key of
+/// [`map_names::NAT_MAPPINGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// IPv4 address, network order.
+    pub addr: [u8; 4],
+    /// Port (TCP/UDP) or echo identifier (ICMP), host order.
+    pub port: u16,
+    /// IP protocol number ([`proto`]).
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<Endpoint>() == 8);
+
+impl Endpoint {
+    /// An endpoint with zeroed padding.
+    pub const fn new(proto: u8, addr: [u8; 4], port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// Value of [`map_names::NAT_MAPPINGS`]: the outside endpoint that an inside
+/// endpoint is translated to, for every destination (RFC 4787 REQ-1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappingValue {
+    /// The outside endpoint (uplink address and allocated port).
+    pub outside: Endpoint,
+    /// When a flow last started using this mapping. Garbage collection keeps
+    /// a mapping while any flow references it, and for a grace period after
+    /// this time, so a flow created during a collection pass is never left
+    /// without its mapping.
+    pub last_used_ns: u64,
+}
+const _: () = assert!(size_of::<MappingValue>() == 16);
+
+/// Key of [`map_names::CONNTRACK`]: one flow as seen from the inside.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Inside (container) address, network order.
+    pub inside_addr: [u8; 4],
+    /// Remote (outside) address, network order.
+    pub remote_addr: [u8; 4],
+    /// Inside port or ICMP echo identifier, host order.
+    pub inside_port: u16,
+    /// Remote port, host order; 0 for ICMP.
+    pub remote_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FlowKey>() == 16);
+
+impl FlowKey {
+    /// A flow key with zeroed padding.
+    pub const fn new(
+        proto: u8,
+        inside_addr: [u8; 4],
+        inside_port: u16,
+        remote_addr: [u8; 4],
+        remote_port: u16,
+    ) -> Self {
+        Self {
+            inside_addr,
+            remote_addr,
+            inside_port,
+            remote_port,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Bits of [`FlowValue::flags`]. The kernel only ever sets bits (atomic OR);
+/// userspace derives the connection state and its timeout from them.
+pub mod flow_flags {
+    /// A packet went out (inside → remote).
+    pub const SEEN_OUT: u64 = 1 << 0;
+    /// A packet came in (remote → inside).
+    pub const SEEN_IN: u64 = 1 << 1;
+    /// TCP SYN seen going out.
+    pub const SYN_OUT: u64 = 1 << 2;
+    /// TCP SYN seen coming in.
+    pub const SYN_IN: u64 = 1 << 3;
+    /// TCP FIN seen going out.
+    pub const FIN_OUT: u64 = 1 << 4;
+    /// TCP FIN seen coming in.
+    pub const FIN_IN: u64 = 1 << 5;
+    /// TCP RST seen in either direction.
+    pub const RST: u64 = 1 << 6;
+    /// The flow was opened from outside (endpoint-independent filtering let
+    /// a remote reach an existing mapping).
+    pub const OPENED_IN: u64 = 1 << 7;
+}
+
+/// Value of [`map_names::CONNTRACK`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// Outside address the inside endpoint is translated to, network order.
+    pub outside_addr: [u8; 4],
+    /// Outside port or ICMP identifier, host order.
+    pub outside_port: u16,
+    /// Always zero.
+    pub _pad0: u16,
+    /// [`flow_flags`] bits (64 bits wide so the kernel can OR them
+    /// atomically: the BPF target has 64-bit atomics only).
+    pub flags: u64,
+    /// When the flow was created.
+    pub created_ns: u64,
+    /// When the last packet of the flow was seen, in either direction.
+    pub last_seen_ns: u64,
+    /// Packets inside → remote.
+    pub packets_out: u64,
+    /// Bytes (IP total length) inside → remote.
+    pub bytes_out: u64,
+    /// Packets remote → inside.
+    pub packets_in: u64,
+    /// Bytes (IP total length) remote → inside.
+    pub bytes_in: u64,
+}
+const _: () = assert!(size_of::<FlowValue>() == 64);
+
+/// Everything the datapath counts, as indexes into [`map_names::STATS`].
+/// Drops are named by reason; every drop the programs make increments
+/// exactly one `Drop*` counter.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets the programs looked at and left untouched (no rule matched).
+    Passed = 0,
+    /// Packets source-translated on the way out.
+    SnatPackets,
+    /// Bytes (IP total length) source-translated on the way out.
+    SnatBytes,
+    /// Reply packets translated back to the inside endpoint.
+    ReversePackets,
+    /// Bytes (IP total length) translated back.
+    ReverseBytes,
+    /// NAT mappings created.
+    MappingsCreated,
+    /// Conntrack flows created.
+    FlowsCreated,
+    /// IPv4 fragments that arrived at the uplink and were passed untouched.
+    FragmentsPassed,
+    /// Dropped: IPv4 header invalid (version, IHL, total length, truncated).
+    DropMalformedIp,
+    /// Dropped: the TCP/UDP/ICMP header is truncated or invalid.
+    DropMalformedL4,
+    /// Dropped: a fragment from a masquerade CIDR (it cannot be translated).
+    DropFragment,
+    /// Dropped: a masquerade source with a protocol netbpf cannot translate.
+    DropUnsupportedProto,
+    /// Dropped: an ICMP type from a masquerade source that is not translated.
+    DropUnsupportedIcmp,
+    /// Dropped: every probed port of the SNAT range was taken.
+    DropPortExhausted,
+    /// Dropped: the mapping table is full.
+    DropMappingTableFull,
+    /// Dropped: the conntrack table is full.
+    DropConntrackFull,
+    /// Dropped: inbound TCP without SYN for a mapping with no such flow.
+    DropTcpNoFlow,
+    /// Dropped: a kernel helper failed while rewriting the packet.
+    DropRewriteFailed,
+}
+
+impl Counter {
+    /// Number of counters (the size of the stats map).
+    pub const COUNT: u32 = Counter::DropRewriteFailed as u32 + 1;
+
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Counter::COUNT as usize] = [
+        Counter::Passed,
+        Counter::SnatPackets,
+        Counter::SnatBytes,
+        Counter::ReversePackets,
+        Counter::ReverseBytes,
+        Counter::MappingsCreated,
+        Counter::FlowsCreated,
+        Counter::FragmentsPassed,
+        Counter::DropMalformedIp,
+        Counter::DropMalformedL4,
+        Counter::DropFragment,
+        Counter::DropUnsupportedProto,
+        Counter::DropUnsupportedIcmp,
+        Counter::DropPortExhausted,
+        Counter::DropMappingTableFull,
+        Counter::DropConntrackFull,
+        Counter::DropTcpNoFlow,
+        Counter::DropRewriteFailed,
+    ];
+
+    /// Stable snake_case name, used in `netbpf stats` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Passed => "passed",
+            Counter::SnatPackets => "snat_packets",
+            Counter::SnatBytes => "snat_bytes",
+            Counter::ReversePackets => "reverse_packets",
+            Counter::ReverseBytes => "reverse_bytes",
+            Counter::MappingsCreated => "mappings_created",
+            Counter::FlowsCreated => "flows_created",
+            Counter::FragmentsPassed => "fragments_passed",
+            Counter::DropMalformedIp => "drop_malformed_ip",
+            Counter::DropMalformedL4 => "drop_malformed_l4",
+            Counter::DropFragment => "drop_fragment",
+            Counter::DropUnsupportedProto => "drop_unsupported_proto",
+            Counter::DropUnsupportedIcmp => "drop_unsupported_icmp",
+            Counter::DropPortExhausted => "drop_port_exhausted",
+            Counter::DropMappingTableFull => "drop_mapping_table_full",
+            Counter::DropConntrackFull => "drop_conntrack_full",
+            Counter::DropTcpNoFlow => "drop_tcp_no_flow",
+            Counter::DropRewriteFailed => "drop_rewrite_failed",
+        }
+    }
+
+    /// Whether this counter counts dropped packets.
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= (Counter::DropMalformedIp as u32)
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, contain only integers and
+    // byte arrays, and have explicit padding fields, so every bit pattern is
+    // valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::MasqRule {}
+    unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::MappingValue {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+}

@@ -1,0 +1,41 @@
+//! Every map the programs use. Types and names come from `netbpf-common`;
+//! capacities here are defaults that the loader overrides from the config.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuArray},
+};
+use netbpf_common::{
+    Counter, Endpoint, FlowKey, FlowValue, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS,
+    capacity,
+};
+
+/// Masquerade source CIDRs, written by userspace.
+#[map]
+pub(crate) static MASQ_RULES: LpmTrie<MasqPrefix, MasqRule> =
+    LpmTrie::with_max_entries(capacity::MASQ_RULES, 0);
+
+/// Inside endpoint → outside endpoint (one per inside endpoint: EIM).
+#[map]
+pub(crate) static NAT_MAPPINGS: HashMap<Endpoint, MappingValue> =
+    HashMap::with_max_entries(capacity::NAT_MAPPINGS, 0);
+
+/// Outside endpoint → inside endpoint. Inserted first with `BPF_NOEXIST`:
+/// whoever inserts it owns the port.
+#[map]
+pub(crate) static NAT_REVERSE: HashMap<Endpoint, Endpoint> =
+    HashMap::with_max_entries(capacity::NAT_MAPPINGS, 0);
+
+/// Per-flow state, written by the programs, expired by userspace.
+#[map]
+pub(crate) static CONNTRACK: HashMap<FlowKey, FlowValue> =
+    HashMap::with_max_entries(capacity::CONNTRACK, 0);
+
+/// Counters indexed by [`Counter`].
+#[map]
+pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Port allocations by number of probes needed.
+#[map]
+pub(crate) static PORT_PROBES: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(PORT_PROBE_BUCKETS, 0);

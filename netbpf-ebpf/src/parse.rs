@@ -1,0 +1,273 @@
+//! Packet parsing: one bounds-checked cursor, one `parse_*` per layer.
+//!
+//! Contract: every read goes through [`Cursor`], which checks the read
+//! against `data_end` before it happens (the verifier requires it, and it is
+//! what keeps a truncated packet from being misread). A parser either returns
+//! the header it read and advances, or fails with the [`Counter`] that names
+//! why the packet is malformed. Offsets are relative to the start of the
+//! Ethernet header, so the rewrite layer can use them with
+//! `bpf_skb_store_bytes` and the checksum helpers.
+
+use core::mem::{offset_of, size_of};
+
+use aya_ebpf::programs::TcContext;
+use netbpf_common::{Counter, proto};
+use network_types::{
+    eth::EthHdr,
+    icmp::Icmpv4Hdr,
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+/// EtherType of IPv4, as it appears in memory on a little-endian host.
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+
+/// ICMP echo reply.
+pub(crate) const ICMP_ECHO_REPLY: u8 = 0;
+/// ICMP echo request.
+pub(crate) const ICMP_ECHO_REQUEST: u8 = 8;
+
+/// TCP flag bits in the 13th byte of the header.
+pub(crate) mod tcp_flags {
+    pub(crate) const FIN: u8 = 0x01;
+    pub(crate) const SYN: u8 = 0x02;
+    pub(crate) const RST: u8 = 0x04;
+    pub(crate) const ACK: u8 = 0x10;
+}
+
+/// Offset of the TCP data offset (high nibble) in the header.
+const TCP_DOFF_OFF: usize = 12;
+/// Offset of the TCP flags byte.
+const TCP_FLAGS_OFF: usize = 13;
+
+/// Bytes of headers the parser may need in the linear part of an skb:
+/// Ethernet + the longest IPv4 header + a TCP header.
+const MAX_HDR_LEN: u32 = (EthHdr::LEN + 60 + TcpHdr::LEN) as u32;
+
+/// A bounds-checked read position in packet memory.
+struct Cursor {
+    start: usize,
+    end: usize,
+}
+
+impl Cursor {
+    /// Reads a `T` at byte `off` from the start of the packet.
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        let at = self.start + off;
+        if at + size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: bounds checked above; the header types are byte arrays
+        // (alignment 1), so an unaligned read is fine.
+        Some(unsafe { core::ptr::read_unaligned(at as *const T) })
+    }
+}
+
+/// The transport part of a parsed packet.
+#[derive(Clone, Copy)]
+pub(crate) enum L4 {
+    /// TCP or UDP ports (host order) and, for TCP, the flags byte.
+    Ports { src: u16, dst: u16, tcp_flags: u8 },
+    /// ICMP with its type; `id` is the echo identifier (host order) for
+    /// echo request/reply, 0 otherwise.
+    Icmp { icmp_type: u8, id: u16 },
+    /// A protocol netbpf does not parse.
+    Other,
+    /// A fragment: only the first one carries the transport header, so none
+    /// is read.
+    Fragment,
+}
+
+/// An IPv4 packet's fields and where they are.
+#[derive(Clone, Copy)]
+pub(crate) struct Packet {
+    /// Offset of the IPv4 header.
+    pub l3_off: usize,
+    /// Offset of the transport header.
+    pub l4_off: usize,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source address, network order.
+    pub src: [u8; 4],
+    /// Destination address, network order.
+    pub dst: [u8; 4],
+    /// IP total length (for byte counters).
+    pub tot_len: u16,
+    /// Transport header.
+    pub l4: L4,
+}
+
+/// Why parsing did not produce a packet to work on.
+enum ParseError {
+    /// Not IPv4 (ARP, IPv6, ...): not ours.
+    NotIpv4,
+    /// The headers are not all in the linear part of the buffer; pulling
+    /// more of the skb may help.
+    Short,
+    /// The packet is malformed; the counter says how.
+    Malformed(Counter),
+}
+
+/// Parses the Ethernet + IPv4 + transport headers of an skb. Non-IPv4
+/// frames come back as `Ok(None)`.
+#[inline(always)]
+pub(crate) fn parse_tc(ctx: &TcContext) -> Result<Option<Packet>, Counter> {
+    match parse(ctx.data(), ctx.data_end()) {
+        Ok(pkt) => Ok(Some(pkt)),
+        Err(ParseError::NotIpv4) => Ok(None),
+        Err(ParseError::Malformed(reason)) => Err(reason),
+        Err(ParseError::Short) => {
+            // Headers may sit in paged data (GRO, some drivers): pull the
+            // header bytes into the linear area and parse again.
+            let len = ctx.len();
+            let want = if len < MAX_HDR_LEN { len } else { MAX_HDR_LEN };
+            if ctx.pull_data(want).is_err() {
+                return Err(Counter::DropMalformedIp);
+            }
+            match parse(ctx.data(), ctx.data_end()) {
+                Ok(pkt) => Ok(Some(pkt)),
+                Err(ParseError::NotIpv4) => Ok(None),
+                Err(ParseError::Malformed(reason)) => Err(reason),
+                // Still short after the pull: the packet really is truncated.
+                Err(ParseError::Short) => Err(Counter::DropMalformedIp),
+            }
+        }
+    }
+}
+
+/// Parses one frame in `[start, end)`.
+#[inline(always)]
+fn parse(start: usize, end: usize) -> Result<Packet, ParseError> {
+    let cur = Cursor { start, end };
+    let eth: EthHdr = cur.read(0).ok_or(ParseError::Short)?;
+    if eth.ether_type != ETH_P_IP_BE {
+        return Err(ParseError::NotIpv4);
+    }
+    let l3_off = EthHdr::LEN;
+    parse_ipv4(&cur, l3_off)
+}
+
+/// Parses the IPv4 header at `l3_off` and the transport header after it.
+#[inline(always)]
+fn parse_ipv4(cur: &Cursor, l3_off: usize) -> Result<Packet, ParseError> {
+    let ip: Ipv4Hdr = cur.read(l3_off).ok_or(ParseError::Short)?;
+    let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+    if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        return Err(ParseError::Malformed(Counter::DropMalformedIp));
+    }
+    let tot_len = u16::from_be_bytes(ip.tot_len);
+    if (tot_len as usize) < ihl {
+        return Err(ParseError::Malformed(Counter::DropMalformedIp));
+    }
+    let l4_off = l3_off + ihl;
+    // The options (if any) must be present too.
+    let _: u8 = cur.read(l4_off - 1).ok_or(ParseError::Short)?;
+
+    let frag = u16::from_be_bytes(ip.frags);
+    let more_fragments = frag & 0x2000 != 0;
+    let frag_offset = frag & 0x1fff;
+    let mut pkt = Packet {
+        l3_off,
+        l4_off,
+        proto: ip.proto,
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        tot_len,
+        l4: L4::Other,
+    };
+    if more_fragments || frag_offset != 0 {
+        pkt.l4 = L4::Fragment;
+        return Ok(pkt);
+    }
+    // Length the transport header may use, per the IP header.
+    let l4_room = tot_len as usize - ihl;
+    pkt.l4 = match ip.proto {
+        proto::TCP => parse_tcp(cur, l4_off, l4_room)?,
+        proto::UDP => parse_udp(cur, l4_off, l4_room)?,
+        proto::ICMP => parse_icmp(cur, l4_off, l4_room)?,
+        _ => L4::Other,
+    };
+    Ok(pkt)
+}
+
+#[inline(always)]
+fn parse_tcp(cur: &Cursor, off: usize, room: usize) -> Result<L4, ParseError> {
+    if room < TcpHdr::LEN {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    // Read the fixed header as bytes: one bounds check covers the ports,
+    // the data offset and the flags.
+    let tcp: [u8; TcpHdr::LEN] = cur.read(off).ok_or(ParseError::Short)?;
+    let doff = ((tcp[TCP_DOFF_OFF] >> 4) as usize) * 4;
+    if doff < TcpHdr::LEN || doff > room {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    Ok(L4::Ports {
+        src: u16::from_be_bytes([tcp[0], tcp[1]]),
+        dst: u16::from_be_bytes([tcp[2], tcp[3]]),
+        tcp_flags: tcp[TCP_FLAGS_OFF],
+    })
+}
+
+#[inline(always)]
+fn parse_udp(cur: &Cursor, off: usize, room: usize) -> Result<L4, ParseError> {
+    if room < UdpHdr::LEN {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    let udp: UdpHdr = cur.read(off).ok_or(ParseError::Short)?;
+    let len = u16::from_be_bytes(udp.len) as usize;
+    if len < UdpHdr::LEN || len > room {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    Ok(L4::Ports {
+        src: u16::from_be_bytes(udp.src),
+        dst: u16::from_be_bytes(udp.dst),
+        tcp_flags: 0,
+    })
+}
+
+#[inline(always)]
+fn parse_icmp(cur: &Cursor, off: usize, room: usize) -> Result<L4, ParseError> {
+    if room < Icmpv4Hdr::LEN {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    let icmp: Icmpv4Hdr = cur.read(off).ok_or(ParseError::Short)?;
+    let id = match icmp.type_ {
+        ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => u16::from_be_bytes([icmp.data[0], icmp.data[1]]),
+        _ => 0,
+    };
+    Ok(L4::Icmp {
+        icmp_type: icmp.type_,
+        id,
+    })
+}
+
+/// Offsets of fields the rewrite layer changes, relative to their header.
+pub(crate) mod off {
+    use super::*;
+
+    /// IPv4 source address.
+    pub(crate) const IP_SRC: usize = offset_of!(Ipv4Hdr, src_addr);
+    /// IPv4 destination address.
+    pub(crate) const IP_DST: usize = offset_of!(Ipv4Hdr, dst_addr);
+    /// IPv4 header checksum.
+    pub(crate) const IP_CHECK: usize = offset_of!(Ipv4Hdr, check);
+    /// TCP source port.
+    pub(crate) const TCP_SRC: usize = offset_of!(TcpHdr, source);
+    /// TCP destination port.
+    pub(crate) const TCP_DST: usize = offset_of!(TcpHdr, dest);
+    /// TCP checksum.
+    pub(crate) const TCP_CHECK: usize = offset_of!(TcpHdr, check);
+    /// UDP source port.
+    pub(crate) const UDP_SRC: usize = offset_of!(UdpHdr, src);
+    /// UDP destination port.
+    pub(crate) const UDP_DST: usize = offset_of!(UdpHdr, dst);
+    /// UDP checksum.
+    pub(crate) const UDP_CHECK: usize = offset_of!(UdpHdr, check);
+    /// ICMP checksum.
+    pub(crate) const ICMP_CHECK: usize = offset_of!(Icmpv4Hdr, check);
+    /// ICMP echo identifier (first two bytes of the rest-of-header).
+    pub(crate) const ICMP_ID: usize = offset_of!(Icmpv4Hdr, data);
+}

@@ -1,0 +1,2052 @@
+//! Parsing and validation of netbpf's TOML configuration file.
+//!
+//! The file has this shape (key names are a user-facing contract):
+//!
+//! ```toml
+//! [uplink]
+//! interface = "eth0"            # required: the host's outside interface
+//! # address = "203.0.113.1"     # optional: default is the interface's first IPv4 address
+//!
+//! [[masquerade]]                # iptables -t nat -A POSTROUTING -s 10.77.0.0/24 -o eth0 -j MASQUERADE
+//! source = "10.77.0.0/24"       # required IPv4 CIDR, host bits must be zero
+//! # ports = "32768-60999"       # optional SNAT source-port range "A-B" or single "A"
+//!
+//! [[publish]]                   # docker run -p 8080:4000
+//! proto = "tcp"                 # tcp | udp
+//! port = 8080                   # integer, or a string range "8000-8010"
+//! to = "10.77.0.2:4000"         # container address:port (first port of a 1:1 range)
+//! # address = "127.0.0.1"       # optional: only answer on this host address
+//!
+//! [[container]]
+//! address = "10.77.0.2"
+//! interface = "veth-c1"
+//!
+//! [conntrack]                   # optional, all keys optional
+//! capacity = 262144
+//! udp_timeout = "5m"            # integer seconds or "300s", "5m", "2h4m", ...
+//! tcp_established_timeout = "2h4m"
+//! tcp_transitory_timeout = "4m"
+//! icmp_timeout = "60s"
+//! ```
+//!
+//! [`Config::from_toml`] deserializes the text into private "raw" structs
+//! (unknown keys are rejected everywhere) and then validates them into the
+//! public types. Validation stops at the **first** error found; every
+//! [`ConfigError::Invalid`] names the offending key path (for example
+//! `masquerade[1].source`), quotes the bad value and says why it is wrong.
+//! Non-fatal findings (timeouts below the RFC minimums) are collected in
+//! [`Config::warnings`]; this module never logs while parsing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// Maximum length in bytes of a Linux interface name (`IFNAMSIZ - 1`).
+pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+
+/// Default conntrack table capacity (maximum number of tracked flows).
+pub const DEFAULT_CONNTRACK_CAPACITY: u32 = 262_144;
+
+/// Smallest accepted conntrack table capacity.
+pub const MIN_CONNTRACK_CAPACITY: u32 = 1024;
+
+/// Largest accepted conntrack table capacity.
+pub const MAX_CONNTRACK_CAPACITY: u32 = 16_777_216;
+
+/// Longest accepted conntrack timeout (365 days).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// UDP mapping timeout minimum from RFC 4787 REQ-5 (2 minutes).
+pub const RFC_MIN_UDP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Established TCP timeout minimum from RFC 5382 REQ-5 (2 hours 4 minutes).
+pub const RFC_MIN_TCP_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(7440);
+
+/// Transitory TCP timeout minimum from RFC 5382 REQ-5 (4 minutes).
+pub const RFC_MIN_TCP_TRANSITORY_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// ICMP query mapping timeout minimum from RFC 5508 REQ-1 (60 seconds).
+pub const RFC_MIN_ICMP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default UDP mapping timeout: the RFC 4787 recommendation of 5 minutes.
+pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(300);
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Everything that can go wrong while loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The path that was being read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+    /// The text is not valid TOML, has an unknown key, or a value has the
+    /// wrong type. Holds the toml crate's message (with line and column).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value is well-formed TOML but not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Key path of the offending value, e.g. `publish[0].to`.
+        key: String,
+        /// Why the value was rejected (quotes the value).
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Public value types
+// ---------------------------------------------------------------------------
+
+/// An IPv4 network in CIDR notation, e.g. `10.77.0.0/24`.
+///
+/// Parsing accepts `a.b.c.d/n` (n in 0..=32) or a bare address (meaning /32).
+/// Parsing does not reject host bits; see [`Ipv4Cidr::has_host_bits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    /// Network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// The network mask as a host-order integer (prefix lengths above 32
+    /// are treated as 32).
+    pub fn mask(&self) -> u32 {
+        let p = u32::from(self.prefix_len.min(32));
+        if p == 0 { 0 } else { u32::MAX << (32 - p) }
+    }
+
+    /// This CIDR with the host bits cleared.
+    pub fn network(&self) -> Ipv4Cidr {
+        Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(self.addr) & self.mask()),
+            prefix_len: self.prefix_len.min(32),
+        }
+    }
+
+    /// Whether `addr` has bits set below the prefix.
+    pub fn has_host_bits(&self) -> bool {
+        u32::from(self.addr) & !self.mask() != 0
+    }
+
+    /// Whether `ip` lies within this network.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(self.addr) ^ u32::from(ip)) & self.mask() == 0
+    }
+
+    /// Whether the two networks share any address (one contains the other).
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        let mask = self.mask() & other.mask();
+        (u32::from(self.addr) ^ u32::from(other.addr)) & mask == 0
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let prefix_len = match prefix {
+            None => 32,
+            Some(p) => match parse_decimal(p) {
+                Some(n) if n <= 32 => n as u8,
+                _ => return Err(format!("prefix length {p:?} is not in 0..=32")),
+            },
+        };
+        Ok(Ipv4Cidr { addr, prefix_len })
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// An inclusive range of ports, `start..=end`. A single port has
+/// `start == end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// First port of the range.
+    pub start: u16,
+    /// Last port of the range (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// A range covering the single port `port`.
+    pub fn single(port: u16) -> PortRange {
+        PortRange {
+            start: port,
+            end: port,
+        }
+    }
+
+    /// Number of ports in the range (0 only if `end < start`).
+    pub fn len(&self) -> u32 {
+        if self.end < self.start {
+            0
+        } else {
+            u32::from(self.end) - u32::from(self.start) + 1
+        }
+    }
+
+    /// Whether the range is empty (only possible if `end < start`).
+    pub fn is_empty(&self) -> bool {
+        self.end < self.start
+    }
+
+    /// Whether `port` is within the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+
+    /// Whether the two ranges share at least one port.
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        !self.is_empty() && !other.is_empty() && self.start <= other.end && other.start <= self.end
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    /// Parses `"A"` or `"A-B"` with `1 <= A <= B <= 65535`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = match s.split_once('-') {
+            Some((a, b)) => (a.trim(), Some(b.trim())),
+            None => (s.trim(), None),
+        };
+        let start = parse_port(a)?;
+        let end = match b {
+            Some(b) => parse_port(b)?,
+            None => start,
+        };
+        if start > end {
+            return Err(format!("start {start} is greater than end {end}"));
+        }
+        Ok(PortRange { start, end })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// Transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number: 6 for TCP, 17 for UDP.
+    pub fn number(&self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Config sections
+// ---------------------------------------------------------------------------
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The host's outside interface (`[uplink]`).
+    pub uplink: Uplink,
+    /// Source-NAT rules (`[[masquerade]]`), in file order.
+    pub masquerade: Vec<Masquerade>,
+    /// Published ports / DNAT rules (`[[publish]]`), in file order.
+    pub publish: Vec<Publish>,
+    /// Per-container routes (`[[container]]`), in file order.
+    pub container: Vec<Container>,
+    /// Connection tracking settings (`[conntrack]`, defaults if absent).
+    pub conntrack: ConntrackConfig,
+    /// Non-fatal findings, e.g. timeouts below RFC minimums. Each entry
+    /// starts with the key path it is about.
+    pub warnings: Vec<String>,
+}
+
+/// The `[uplink]` table: the host's outside interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    /// Interface name, e.g. `eth0`.
+    pub interface: String,
+    /// Address to masquerade to; `None` means "the interface's first IPv4
+    /// address" (resolved outside this module).
+    pub address: Option<Ipv4Addr>,
+}
+
+/// One `[[masquerade]]` entry: SNAT traffic from `source` leaving the uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masquerade {
+    /// Source network (host bits are zero).
+    pub source: Ipv4Cidr,
+    /// Optional SNAT source-port range.
+    pub ports: Option<PortRange>,
+}
+
+/// One `[[publish]]` entry: DNAT host port(s) to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Transport protocol.
+    pub proto: Proto,
+    /// Host port or port range.
+    pub port: PortRange,
+    /// Container address.
+    pub to_addr: Ipv4Addr,
+    /// Container port; for a range, the first port of a 1:1 mapped range.
+    pub to_port: u16,
+    /// Only answer on this host address (`None` = any; `"0.0.0.0"` in the
+    /// file also means any).
+    pub address: Option<Ipv4Addr>,
+}
+
+impl Publish {
+    /// The container port that `host_port` maps to, or `None` if
+    /// `host_port` is not published by this entry.
+    pub fn target_port(&self, host_port: u16) -> Option<u16> {
+        if !self.port.contains(host_port) {
+            return None;
+        }
+        self.to_port.checked_add(host_port - self.port.start)
+    }
+}
+
+/// One `[[container]]` entry: route `address` via `interface`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The container's IPv4 address.
+    pub address: Ipv4Addr,
+    /// Host side of the container's veth pair.
+    pub interface: String,
+}
+
+/// The `[conntrack]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackConfig {
+    /// Maximum number of tracked flows.
+    pub capacity: u32,
+    /// Idle timeouts per flow type.
+    pub timeouts: Timeouts,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig {
+            capacity: DEFAULT_CONNTRACK_CAPACITY,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Conntrack idle timeouts. The defaults follow RFC 4787, 5382, 5508 and
+/// 7857: UDP 5 min, TCP established 2 h 4 min, TCP transitory 4 min,
+/// ICMP 60 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// UDP mapping timeout.
+    pub udp: Duration,
+    /// Established TCP connection timeout.
+    pub tcp_established: Duration,
+    /// Transitory TCP (handshake / closing) timeout.
+    pub tcp_transitory: Duration,
+    /// ICMP query mapping timeout.
+    pub icmp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            udp: DEFAULT_UDP_TIMEOUT,
+            tcp_established: RFC_MIN_TCP_ESTABLISHED_TIMEOUT,
+            tcp_transitory: RFC_MIN_TCP_TRANSITORY_TIMEOUT,
+            icmp: RFC_MIN_ICMP_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration from TOML text.
+    ///
+    /// Syntax errors, unknown keys and type mismatches yield
+    /// [`ConfigError::Syntax`] with the toml crate's message (which carries
+    /// line and column). Semantic problems yield the **first**
+    /// [`ConfigError::Invalid`] found, checking sections in the order
+    /// uplink, masquerade, publish, container, conntrack.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// Reads the file at `path` and parses it with [`Config::from_toml`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Emits every entry of [`Config::warnings`] with `log::warn!`.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            log::warn!("{w}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Durations
+// ---------------------------------------------------------------------------
+
+/// Parses a duration: bare seconds (`"90"`) or number+unit groups with units
+/// `h`, `m`, `s`, each at most once and in that order (`"90s"`, `"5m"`,
+/// `"2h4m"`, `"1h30m15s"`). Surrounding whitespace is ignored. Zero is
+/// accepted here (callers decide whether it is meaningful).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".to_string());
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| "number too large".to_string());
+    }
+    let mut total: u64 = 0;
+    let mut last_rank = 3u8;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("expected a number at {rest:?}"));
+        }
+        let (num, after) = rest.split_at(digits);
+        let n: u64 = num.parse().map_err(|_| "number too large".to_string())?;
+        let Some(unit) = after.chars().next() else {
+            return Err(format!("missing unit after {num} (expected h, m or s)"));
+        };
+        if after.starts_with("ms") {
+            return Err("milliseconds are not supported (units are h, m, s)".to_string());
+        }
+        let (mult, rank) = match unit {
+            'h' => (3600u64, 2u8),
+            'm' => (60, 1),
+            's' => (1, 0),
+            other => return Err(format!("unknown unit {other:?} (expected h, m or s)")),
+        };
+        if rank >= last_rank {
+            return Err("units must appear at most once each, in the order h, m, s".to_string());
+        }
+        last_rank = rank;
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| "duration too large".to_string())?;
+        rest = &after[unit.len_utf8()..];
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Formats whole seconds compactly: `7440` -> `"2h4m"`, `90` -> `"1m30s"`.
+fn format_secs(total: u64) -> String {
+    if total == 0 {
+        return "0s".to_string();
+    }
+    let (h, m, s) = (total / 3600, total % 3600 / 60, total % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Small parsing helpers
+// ---------------------------------------------------------------------------
+
+/// Parses a plain decimal number (ASCII digits only, no sign), at most 10
+/// digits.
+fn parse_decimal(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match parse_decimal(s) {
+        Some(n @ 1..=65535) => Ok(n as u16),
+        Some(n) => Err(format!("port {n} is out of range 1..=65535")),
+        None => Err(format!(
+            "{s:?} is not a port number (expected \"A\" or \"A-B\" with 1 <= A <= B <= 65535)"
+        )),
+    }
+}
+
+fn port_from_int(key: &str, n: i64) -> Result<u16, ConfigError> {
+    match u16::try_from(n) {
+        Ok(p) if p >= 1 => Ok(p),
+        _ => Err(invalid(key, format!("{n} is out of range 1..=65535"))),
+    }
+}
+
+fn port_range_value(key: &str, v: &IntOrStr) -> Result<PortRange, ConfigError> {
+    match v {
+        IntOrStr::Int(n) => port_from_int(key, *n).map(PortRange::single),
+        IntOrStr::Str(s) => s
+            .parse()
+            .map_err(|e| invalid(key, format!("{s:?} is not a valid port range: {e}"))),
+    }
+}
+
+fn check_interface_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| Err(invalid(key, format!("{name:?} {why}")));
+    if name.is_empty() {
+        return bad("is empty; an interface name is required");
+    }
+    if name.len() > MAX_INTERFACE_NAME_LEN {
+        return bad(&format!(
+            "is {} bytes long; interface names are at most {MAX_INTERFACE_NAME_LEN} bytes",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return bad("is not a valid interface name");
+    }
+    if name.contains('/') {
+        return bad("contains '/', which is not allowed in interface names");
+    }
+    if name.contains(':') {
+        return bad("contains ':', which is not allowed in interface names");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains whitespace or control characters");
+    }
+    Ok(())
+}
+
+fn parse_ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not an IPv4 address")))
+}
+
+/// Rejects addresses that can never be a unicast host address.
+fn check_unicast(key: &str, s: &str, ip: Ipv4Addr) -> Result<(), ConfigError> {
+    let why = if ip.is_unspecified() {
+        "is the unspecified address"
+    } else if ip.is_broadcast() {
+        "is the broadcast address"
+    } else if ip.is_multicast() {
+        "is a multicast address"
+    } else {
+        return Ok(());
+    };
+    Err(invalid(
+        key,
+        format!("{s:?} {why}; expected a unicast IPv4 address"),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Raw (deserialized) form
+// ---------------------------------------------------------------------------
+
+/// An integer or a string, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IntOrStr {
+    Int(i64),
+    Str(String),
+}
+
+struct IntOrStrVisitor(&'static str);
+
+impl Visitor<'_> for IntOrStrVisitor {
+    type Value = IntOrStr;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrStr, E> {
+        Ok(IntOrStr::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrStr, E> {
+        i64::try_from(v)
+            .map(IntOrStr::Int)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrStr, E> {
+        Ok(IntOrStr::Str(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<IntOrStr, E> {
+        Ok(IntOrStr::Str(v))
+    }
+}
+
+fn de_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IntOrStr>, D::Error> {
+    d.deserialize_any(IntOrStrVisitor(
+        "an integer port or a string range like \"8000-8010\"",
+    ))
+    .map(Some)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IntOrStr>, D::Error> {
+    d.deserialize_any(IntOrStrVisitor(
+        "integer seconds or a duration string like \"5m\" or \"2h4m\"",
+    ))
+    .map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    uplink: Option<RawUplink>,
+    #[serde(default)]
+    masquerade: Vec<RawMasquerade>,
+    #[serde(default)]
+    publish: Vec<RawPublish>,
+    #[serde(default)]
+    container: Vec<RawContainer>,
+    conntrack: Option<RawConntrack>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    interface: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasquerade {
+    source: Option<String>,
+    #[serde(default, deserialize_with = "de_port")]
+    ports: Option<IntOrStr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    proto: Option<String>,
+    #[serde(default, deserialize_with = "de_port")]
+    port: Option<IntOrStr>,
+    to: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainer {
+    address: Option<String>,
+    interface: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    capacity: Option<i64>,
+    #[serde(default, deserialize_with = "de_duration")]
+    udp_timeout: Option<IntOrStr>,
+    #[serde(default, deserialize_with = "de_duration")]
+    tcp_established_timeout: Option<IntOrStr>,
+    #[serde(default, deserialize_with = "de_duration")]
+    tcp_transitory_timeout: Option<IntOrStr>,
+    #[serde(default, deserialize_with = "de_duration")]
+    icmp_timeout: Option<IntOrStr>,
+}
+
+fn required<T>(key: &str, v: Option<T>, what: &str) -> Result<T, ConfigError> {
+    v.ok_or_else(|| invalid(key, format!("is required ({what})")))
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let uplink = validate_uplink(self.uplink)?;
+        let masquerade = validate_masquerade(self.masquerade)?;
+        let publish = validate_publish(self.publish)?;
+        let container = validate_containers(self.container, &uplink)?;
+        let conntrack = validate_conntrack(self.conntrack, &mut warnings)?;
+        Ok(Config {
+            uplink,
+            masquerade,
+            publish,
+            container,
+            conntrack,
+            warnings,
+        })
+    }
+}
+
+fn validate_uplink(raw: Option<RawUplink>) -> Result<Uplink, ConfigError> {
+    let raw = raw.ok_or_else(|| {
+        invalid(
+            "uplink",
+            "the [uplink] table is required (it names the host's outside interface)",
+        )
+    })?;
+    let interface = required(
+        "uplink.interface",
+        raw.interface,
+        "the host's outside interface, e.g. \"eth0\"",
+    )?;
+    check_interface_name("uplink.interface", &interface)?;
+    let address = match raw.address {
+        None => None,
+        Some(s) => {
+            let ip = parse_ipv4("uplink.address", &s)?;
+            check_unicast("uplink.address", &s, ip)?;
+            Some(ip)
+        }
+    };
+    Ok(Uplink { interface, address })
+}
+
+fn validate_masquerade(raw: Vec<RawMasquerade>) -> Result<Vec<Masquerade>, ConfigError> {
+    let mut out: Vec<Masquerade> = Vec::with_capacity(raw.len());
+    for (i, m) in raw.into_iter().enumerate() {
+        let key = format!("masquerade[{i}].source");
+        let s = required(&key, m.source, "an IPv4 CIDR like \"10.77.0.0/24\"")?;
+        let source: Ipv4Cidr = s
+            .parse()
+            .map_err(|e| invalid(&key, format!("{s:?} is not an IPv4 CIDR: {e}")))?;
+        if source.has_host_bits() {
+            return Err(invalid(
+                &key,
+                format!(
+                    "{s:?} has host bits set (did you mean \"{}\"?)",
+                    source.network()
+                ),
+            ));
+        }
+        for (j, prev) in out.iter().enumerate() {
+            if prev.source.overlaps(&source) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{s:?} overlaps masquerade[{j}].source (\"{}\")",
+                        prev.source
+                    ),
+                ));
+            }
+        }
+        let ports = match &m.ports {
+            None => None,
+            Some(v) => Some(port_range_value(&format!("masquerade[{i}].ports"), v)?),
+        };
+        out.push(Masquerade { source, ports });
+    }
+    Ok(out)
+}
+
+fn validate_publish(raw: Vec<RawPublish>) -> Result<Vec<Publish>, ConfigError> {
+    let mut out: Vec<Publish> = Vec::with_capacity(raw.len());
+    for (i, p) in raw.into_iter().enumerate() {
+        let k = |field: &str| format!("publish[{i}].{field}");
+
+        let proto_s = required(&k("proto"), p.proto, "\"tcp\" or \"udp\"")?;
+        let proto = match proto_s.as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => {
+                return Err(invalid(
+                    k("proto"),
+                    format!(
+                        "{proto_s:?} is not a supported protocol (expected \"tcp\" or \"udp\")"
+                    ),
+                ));
+            }
+        };
+
+        let port_v = required(
+            &k("port"),
+            p.port,
+            "a host port like 8080 or a range like \"8000-8010\"",
+        )?;
+        let port = port_range_value(&k("port"), &port_v)?;
+
+        let to = required(
+            &k("to"),
+            p.to,
+            "container \"address:port\", e.g. \"10.77.0.2:4000\"",
+        )?;
+        let (addr_s, port_s) = to.rsplit_once(':').ok_or_else(|| {
+            invalid(
+                k("to"),
+                format!("{to:?} is not \"address:port\" (e.g. \"10.77.0.2:4000\")"),
+            )
+        })?;
+        let to_addr: Ipv4Addr = addr_s.parse().map_err(|_| {
+            invalid(
+                k("to"),
+                format!("{to:?}: {addr_s:?} is not an IPv4 address"),
+            )
+        })?;
+        check_unicast(&k("to"), &to, to_addr)?;
+        let to_port = parse_port(port_s).map_err(|e| invalid(k("to"), format!("{to:?}: {e}")))?;
+        let span = port.end - port.start;
+        if u32::from(to_port) + u32::from(span) > 65535 {
+            return Err(invalid(
+                k("to"),
+                format!(
+                    "{to:?}: host ports {port} would map to {}-{}, past 65535",
+                    to_port,
+                    u32::from(to_port) + u32::from(span)
+                ),
+            ));
+        }
+
+        let address = match p.address {
+            None => None,
+            Some(s) => {
+                let ip = parse_ipv4(&k("address"), &s)?;
+                if ip.is_unspecified() {
+                    None
+                } else {
+                    check_unicast(&k("address"), &s, ip)?;
+                    Some(ip)
+                }
+            }
+        };
+
+        for (j, prev) in out.iter().enumerate() {
+            let addresses_collide = match (prev.address, address) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if prev.proto == proto && prev.port.overlaps(&port) && addresses_collide {
+                let prev_where = match prev.address {
+                    Some(a) => format!(" on {a}"),
+                    None => String::new(),
+                };
+                return Err(invalid(
+                    k("port"),
+                    format!(
+                        "{proto} port {port} overlaps publish[{j}].port ({} {}{prev_where})",
+                        prev.proto, prev.port
+                    ),
+                ));
+            }
+        }
+
+        out.push(Publish {
+            proto,
+            port,
+            to_addr,
+            to_port,
+            address,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_containers(
+    raw: Vec<RawContainer>,
+    uplink: &Uplink,
+) -> Result<Vec<Container>, ConfigError> {
+    let mut out: Vec<Container> = Vec::with_capacity(raw.len());
+    let mut by_addr: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut by_if: HashMap<String, usize> = HashMap::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let akey = format!("container[{i}].address");
+        let ikey = format!("container[{i}].interface");
+
+        let addr_s = required(&akey, c.address, "the container's IPv4 address")?;
+        let address = parse_ipv4(&akey, &addr_s)?;
+        check_unicast(&akey, &addr_s, address)?;
+        if let Some(&j) = by_addr.get(&address) {
+            return Err(invalid(
+                &akey,
+                format!("{addr_s:?} is already used by container[{j}].address"),
+            ));
+        }
+        if uplink.address == Some(address) {
+            return Err(invalid(
+                &akey,
+                format!("{addr_s:?} is the same as uplink.address"),
+            ));
+        }
+
+        let interface = required(&ikey, c.interface, "host side of the container's veth")?;
+        check_interface_name(&ikey, &interface)?;
+        if let Some(&j) = by_if.get(&interface) {
+            return Err(invalid(
+                &ikey,
+                format!("{interface:?} is already used by container[{j}].interface"),
+            ));
+        }
+        if interface == uplink.interface {
+            return Err(invalid(
+                &ikey,
+                format!("{interface:?} is the uplink interface (uplink.interface)"),
+            ));
+        }
+
+        by_addr.insert(address, i);
+        by_if.insert(interface.clone(), i);
+        out.push(Container { address, interface });
+    }
+    Ok(out)
+}
+
+fn validate_timeout(
+    key: &str,
+    raw: Option<IntOrStr>,
+    default: Duration,
+    rfc_min: Duration,
+    rfc: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Duration, ConfigError> {
+    let (d, shown) = match raw {
+        None => return Ok(default),
+        Some(IntOrStr::Int(n)) => {
+            let secs = u64::try_from(n)
+                .map_err(|_| invalid(key, format!("{n} is negative; expected seconds > 0")))?;
+            (Duration::from_secs(secs), n.to_string())
+        }
+        Some(IntOrStr::Str(s)) => {
+            let d = parse_duration(&s)
+                .map_err(|e| invalid(key, format!("{s:?} is not a valid duration ({e})")))?;
+            (d, format!("{s:?}"))
+        }
+    };
+    if d.is_zero() {
+        return Err(invalid(
+            key,
+            format!("{shown} is zero; a timeout must be positive"),
+        ));
+    }
+    if d > MAX_TIMEOUT {
+        return Err(invalid(
+            key,
+            format!("{shown} is longer than the maximum of 365 days"),
+        ));
+    }
+    if d < rfc_min {
+        warnings.push(format!(
+            "{key}: {shown} ({}) is below the {rfc} minimum of {}; flows may expire while still in use",
+            format_secs(d.as_secs()),
+            format_secs(rfc_min.as_secs())
+        ));
+    }
+    Ok(d)
+}
+
+fn validate_conntrack(
+    raw: Option<RawConntrack>,
+    warnings: &mut Vec<String>,
+) -> Result<ConntrackConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(ConntrackConfig::default());
+    };
+    let defaults = Timeouts::default();
+    let capacity = match raw.capacity {
+        None => DEFAULT_CONNTRACK_CAPACITY,
+        Some(n) => match u32::try_from(n) {
+            Ok(c) if (MIN_CONNTRACK_CAPACITY..=MAX_CONNTRACK_CAPACITY).contains(&c) => c,
+            _ => {
+                return Err(invalid(
+                    "conntrack.capacity",
+                    format!(
+                        "{n} is out of range {MIN_CONNTRACK_CAPACITY}..={MAX_CONNTRACK_CAPACITY}"
+                    ),
+                ));
+            }
+        },
+    };
+    let udp = validate_timeout(
+        "conntrack.udp_timeout",
+        raw.udp_timeout,
+        defaults.udp,
+        RFC_MIN_UDP_TIMEOUT,
+        "RFC 4787",
+        warnings,
+    )?;
+    let tcp_established = validate_timeout(
+        "conntrack.tcp_established_timeout",
+        raw.tcp_established_timeout,
+        defaults.tcp_established,
+        RFC_MIN_TCP_ESTABLISHED_TIMEOUT,
+        "RFC 5382",
+        warnings,
+    )?;
+    let tcp_transitory = validate_timeout(
+        "conntrack.tcp_transitory_timeout",
+        raw.tcp_transitory_timeout,
+        defaults.tcp_transitory,
+        RFC_MIN_TCP_TRANSITORY_TIMEOUT,
+        "RFC 5382",
+        warnings,
+    )?;
+    let icmp = validate_timeout(
+        "conntrack.icmp_timeout",
+        raw.icmp_timeout,
+        defaults.icmp,
+        RFC_MIN_ICMP_TIMEOUT,
+        "RFC 5508",
+        warnings,
+    )?;
+    Ok(ConntrackConfig {
+        capacity,
+        timeouts: Timeouts {
+            udp,
+            tcp_established,
+            tcp_transitory,
+            icmp,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+[uplink]
+interface = "eth0"
+address = "203.0.113.1"
+
+[[masquerade]]
+source = "10.77.0.0/24"
+ports = "32768-60999"
+
+[[publish]]
+proto = "tcp"
+port = 8080
+to = "10.77.0.2:4000"
+
+[[publish]]
+proto = "udp"
+port = "8000-8010"
+to = "10.77.0.3:9000"
+address = "127.0.0.1"
+
+[[container]]
+address = "10.77.0.2"
+interface = "veth-c1"
+
+[[container]]
+address = "10.77.0.3"
+interface = "veth-c2"
+
+[conntrack]
+capacity = 262144
+udp_timeout = "5m"
+tcp_established_timeout = "2h4m"
+tcp_transitory_timeout = "4m"
+icmp_timeout = "60s"
+"#;
+
+    const UPLINK: &str = "[uplink]\ninterface = \"eth0\"\n";
+
+    fn ok(extra: &str) -> Config {
+        match Config::from_toml(&format!("{UPLINK}{extra}")) {
+            Ok(c) => c,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    fn err_raw(text: &str) -> ConfigError {
+        match Config::from_toml(text) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn err(extra: &str) -> String {
+        err_raw(&format!("{UPLINK}{extra}")).to_string()
+    }
+
+    /// Asserts the error is Invalid with `key`, and its message contains all `parts`.
+    fn assert_invalid(extra: &str, key: &str, parts: &[&str]) {
+        let e = err_raw(&format!("{UPLINK}{extra}"));
+        let msg = e.to_string();
+        match &e {
+            ConfigError::Invalid { key: k, .. } => assert_eq!(k, key, "message: {msg}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        assert!(msg.starts_with(&format!("{key}: ")), "{msg}");
+        for p in parts {
+            assert!(msg.contains(p), "{msg:?} should contain {p:?}");
+        }
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn cidr(s: &str) -> Ipv4Cidr {
+        s.parse().unwrap()
+    }
+
+    // --- full example and defaults ---
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::from_toml(FULL).unwrap();
+        assert_eq!(
+            c.uplink,
+            Uplink {
+                interface: "eth0".into(),
+                address: Some(ip("203.0.113.1"))
+            }
+        );
+        assert_eq!(
+            c.masquerade,
+            vec![Masquerade {
+                source: cidr("10.77.0.0/24"),
+                ports: Some(PortRange {
+                    start: 32768,
+                    end: 60999
+                }),
+            }]
+        );
+        assert_eq!(
+            c.publish,
+            vec![
+                Publish {
+                    proto: Proto::Tcp,
+                    port: PortRange::single(8080),
+                    to_addr: ip("10.77.0.2"),
+                    to_port: 4000,
+                    address: None,
+                },
+                Publish {
+                    proto: Proto::Udp,
+                    port: PortRange {
+                        start: 8000,
+                        end: 8010
+                    },
+                    to_addr: ip("10.77.0.3"),
+                    to_port: 9000,
+                    address: Some(ip("127.0.0.1")),
+                },
+            ]
+        );
+        assert_eq!(
+            c.container,
+            vec![
+                Container {
+                    address: ip("10.77.0.2"),
+                    interface: "veth-c1".into()
+                },
+                Container {
+                    address: ip("10.77.0.3"),
+                    interface: "veth-c2".into()
+                },
+            ]
+        );
+        assert_eq!(
+            c.conntrack,
+            ConntrackConfig {
+                capacity: 262144,
+                timeouts: Timeouts {
+                    udp: Duration::from_secs(300),
+                    tcp_established: Duration::from_secs(7440),
+                    tcp_transitory: Duration::from_secs(240),
+                    icmp: Duration::from_secs(60),
+                },
+            }
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = ok("");
+        assert_eq!(c.uplink.interface, "eth0");
+        assert_eq!(c.uplink.address, None);
+        assert!(c.masquerade.is_empty());
+        assert!(c.publish.is_empty());
+        assert!(c.container.is_empty());
+        assert_eq!(c.conntrack, ConntrackConfig::default());
+        assert_eq!(c.conntrack.capacity, 262144);
+        assert_eq!(c.conntrack.timeouts.udp, Duration::from_secs(300));
+        assert_eq!(
+            c.conntrack.timeouts.tcp_established,
+            Duration::from_secs(7440)
+        );
+        assert_eq!(
+            c.conntrack.timeouts.tcp_transitory,
+            Duration::from_secs(240)
+        );
+        assert_eq!(c.conntrack.timeouts.icmp, Duration::from_secs(60));
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn empty_conntrack_table_gets_defaults() {
+        let c = ok("[conntrack]\n");
+        assert_eq!(c.conntrack, ConntrackConfig::default());
+    }
+
+    #[test]
+    fn partial_conntrack_keeps_other_defaults() {
+        let c = ok("[conntrack]\nudp_timeout = 600\ncapacity = 1024\n");
+        assert_eq!(c.conntrack.capacity, 1024);
+        assert_eq!(c.conntrack.timeouts.udp, Duration::from_secs(600));
+        assert_eq!(c.conntrack.timeouts.icmp, Duration::from_secs(60));
+        assert_eq!(
+            c.conntrack.timeouts.tcp_established,
+            Duration::from_secs(7440)
+        );
+    }
+
+    #[test]
+    fn publish_only_config_is_fine() {
+        let c = ok("[[publish]]\nproto = \"udp\"\nport = 53\nto = \"10.0.0.5:53\"\n");
+        assert!(c.masquerade.is_empty());
+        assert_eq!(c.publish.len(), 1);
+        assert_eq!(c.publish[0].proto.number(), 17);
+    }
+
+    // --- syntax / unknown keys / types ---
+
+    #[test]
+    fn syntax_error_has_line_number() {
+        let e = err_raw("[uplink]\ninterface = \"eth0\"\n[[publish]\nproto = \"tcp\"\n");
+        match &e {
+            ConfigError::Syntax(msg) => assert!(msg.contains("line 3"), "{msg}"),
+            other => panic!("expected Syntax, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_key_rejected() {
+        let e = err_raw("[uplink]\ninterface = \"eth0\"\n\n[bogus]\nx = 1\n");
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::Syntax(_)));
+        assert!(msg.contains("bogus"), "{msg}");
+        assert!(msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_nested_keys_rejected() {
+        for (extra, word) in [
+            (
+                "[[masquerade]]\nsource = \"10.0.0.0/8\"\nsrc = \"x\"\n",
+                "src",
+            ),
+            (
+                "[[publish]]\nproto = \"tcp\"\nport = 1\nto = \"1.2.3.4:1\"\nhost = \"x\"\n",
+                "host",
+            ),
+            (
+                "[[container]]\naddress = \"10.0.0.2\"\ninterface = \"v\"\nmac = \"x\"\n",
+                "mac",
+            ),
+            ("[conntrack]\ntcp_timeout = 5\n", "tcp_timeout"),
+        ] {
+            let msg = err(extra);
+            assert!(msg.contains(word), "{msg}");
+            assert!(msg.contains("unknown field"), "{msg}");
+        }
+        let msg = err_raw("[uplink]\ninterface = \"eth0\"\nname = \"x\"\n").to_string();
+        assert!(
+            msg.contains("unknown field") && msg.contains("name"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn type_errors_include_toml_message() {
+        let msg = err("[[publish]]\nproto = \"tcp\"\nport = true\nto = \"1.2.3.4:1\"\n");
+        assert!(msg.contains("line 5"), "{msg}");
+        assert!(msg.contains("8000-8010"), "{msg}");
+        let msg = err("[conntrack]\nudp_timeout = 1.5\n");
+        assert!(msg.contains("line 4") && msg.contains("duration"), "{msg}");
+        let msg = err("[conntrack]\ncapacity = \"big\"\n");
+        assert!(msg.contains("line 4"), "{msg}");
+    }
+
+    // --- uplink ---
+
+    #[test]
+    fn uplink_required() {
+        let e = err_raw("[[container]]\naddress = \"10.0.0.2\"\ninterface = \"v\"\n");
+        assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "uplink"));
+        assert!(e.to_string().contains("required"));
+        let e = err_raw("[uplink]\naddress = \"1.2.3.4\"\n");
+        let msg = e.to_string();
+        assert!(msg.starts_with("uplink.interface: "), "{msg}");
+        assert!(msg.contains("required"), "{msg}");
+    }
+
+    fn uplink_err(name: &str) -> String {
+        err_raw(&format!("[uplink]\ninterface = {name:?}\n")).to_string()
+    }
+
+    #[test]
+    fn uplink_interface_rules() {
+        let m = uplink_err("");
+        assert!(
+            m.starts_with("uplink.interface: \"\"") && m.contains("empty"),
+            "{m}"
+        );
+        let m = uplink_err("abcdefghijklmnop");
+        assert!(
+            m.contains("uplink.interface") && m.contains("\"abcdefghijklmnop\""),
+            "{m}"
+        );
+        assert!(m.contains("at most 15 bytes"), "{m}");
+        let m = uplink_err("eth/0");
+        assert!(m.contains("uplink.interface") && m.contains("'/'"), "{m}");
+        let m = uplink_err("eth 0");
+        assert!(
+            m.contains("uplink.interface") && m.contains("whitespace"),
+            "{m}"
+        );
+        let m = uplink_err("eth0\t");
+        assert!(m.contains("whitespace"), "{m}");
+        let m = uplink_err(".");
+        assert!(
+            m.contains("uplink.interface") && m.contains("not a valid"),
+            "{m}"
+        );
+        let m = uplink_err("..");
+        assert!(m.contains("not a valid"), "{m}");
+        let m = uplink_err("eth0:1");
+        assert!(m.contains("':'"), "{m}");
+        // exactly 15 bytes is fine
+        let c = Config::from_toml("[uplink]\ninterface = \"abcdefghijklmno\"\n").unwrap();
+        assert_eq!(c.uplink.interface.len(), 15);
+        // ... but 15 chars of multi-byte UTF-8 is too long
+        let m = uplink_err("ééééééééé");
+        assert!(m.contains("18 bytes"), "{m}");
+    }
+
+    #[test]
+    fn uplink_address_checked() {
+        let e = err_raw("[uplink]\ninterface = \"eth0\"\naddress = \"203.0.113\"\n").to_string();
+        assert!(e.starts_with("uplink.address: \"203.0.113\""), "{e}");
+        assert!(e.contains("not an IPv4 address"), "{e}");
+        let e = err_raw("[uplink]\ninterface = \"eth0\"\naddress = \"224.0.0.1\"\n").to_string();
+        assert!(
+            e.contains("uplink.address") && e.contains("multicast"),
+            "{e}"
+        );
+        let e = err_raw("[uplink]\ninterface = \"eth0\"\naddress = \"::1\"\n").to_string();
+        assert!(e.contains("uplink.address") && e.contains("\"::1\""), "{e}");
+    }
+
+    // --- masquerade ---
+
+    #[test]
+    fn masquerade_host_bits_suggests_network() {
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.77.0.1/24\"\n",
+            "masquerade[0].source",
+            &[
+                "\"10.77.0.1/24\"",
+                "host bits",
+                "did you mean \"10.77.0.0/24\"?",
+            ],
+        );
+        let e = err("[[masquerade]]\nsource = \"10.77.0.1/24\"\n");
+        assert_eq!(
+            e,
+            "masquerade[0].source: \"10.77.0.1/24\" has host bits set (did you mean \"10.77.0.0/24\"?)"
+        );
+    }
+
+    #[test]
+    fn masquerade_bad_cidr() {
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.77.0.0/33\"\n",
+            "masquerade[0].source",
+            &["\"10.77.0.0/33\"", "prefix length"],
+        );
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.77.0/24\"\n",
+            "masquerade[0].source",
+            &["not an IPv4 CIDR", "not an IPv4 address"],
+        );
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.77.0.0/+8\"\n",
+            "masquerade[0].source",
+            &["prefix length"],
+        );
+        assert_invalid(
+            "[[masquerade]]\nports = 5\n",
+            "masquerade[0].source",
+            &["required"],
+        );
+    }
+
+    #[test]
+    fn masquerade_bare_address_is_slash_32() {
+        let c = ok("[[masquerade]]\nsource = \"10.77.0.9\"\n");
+        assert_eq!(c.masquerade[0].source, cidr("10.77.0.9/32"));
+    }
+
+    #[test]
+    fn masquerade_overlap_names_both_keys() {
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.77.0.0/24\"\n[[masquerade]]\nsource = \"192.168.0.0/16\"\n\
+             [[masquerade]]\nsource = \"10.0.0.0/8\"\n",
+            "masquerade[2].source",
+            &[
+                "\"10.0.0.0/8\"",
+                "overlaps",
+                "masquerade[0].source",
+                "10.77.0.0/24",
+            ],
+        );
+        // Identical entries overlap too.
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.77.0.0/24\"\n[[masquerade]]\nsource = \"10.77.0.0/24\"\n",
+            "masquerade[1].source",
+            &["overlaps masquerade[0].source"],
+        );
+        // Adjacent networks do not overlap.
+        let c = ok(
+            "[[masquerade]]\nsource = \"10.77.0.0/24\"\n[[masquerade]]\nsource = \"10.77.1.0/24\"\n",
+        );
+        assert_eq!(c.masquerade.len(), 2);
+    }
+
+    #[test]
+    fn masquerade_ports() {
+        let c = ok("[[masquerade]]\nsource = \"10.0.0.0/8\"\nports = 40000\n");
+        assert_eq!(c.masquerade[0].ports, Some(PortRange::single(40000)));
+        let c = ok("[[masquerade]]\nsource = \"10.0.0.0/8\"\nports = \"1024\"\n");
+        assert_eq!(c.masquerade[0].ports, Some(PortRange::single(1024)));
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.0.0.0/8\"\nports = \"60999-32768\"\n",
+            "masquerade[0].ports",
+            &["\"60999-32768\"", "greater than"],
+        );
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.0.0.0/8\"\nports = \"0-100\"\n",
+            "masquerade[0].ports",
+            &["\"0-100\"", "out of range"],
+        );
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.0.0.0/8\"\nports = 70000\n",
+            "masquerade[0].ports",
+            &["70000", "out of range"],
+        );
+        assert_invalid(
+            "[[masquerade]]\nsource = \"10.0.0.0/8\"\nports = \"a-b\"\n",
+            "masquerade[0].ports",
+            &["\"a-b\"", "not a port number"],
+        );
+    }
+
+    // --- publish ---
+
+    fn publish(proto: &str, port: &str, to: &str, address: Option<&str>) -> String {
+        let mut s = format!("[[publish]]\nproto = \"{proto}\"\nport = {port}\nto = \"{to}\"\n");
+        if let Some(a) = address {
+            s.push_str(&format!("address = \"{a}\"\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn publish_proto() {
+        assert_invalid(
+            &publish("sctp", "80", "10.0.0.2:80", None),
+            "publish[0].proto",
+            &["\"sctp\"", "\"tcp\" or \"udp\""],
+        );
+        assert_invalid(
+            "[[publish]]\nport = 80\nto = \"10.0.0.2:80\"\n",
+            "publish[0].proto",
+            &["required"],
+        );
+        assert_eq!(Proto::Tcp.number(), 6);
+        assert_eq!(Proto::Udp.to_string(), "udp");
+    }
+
+    #[test]
+    fn publish_port() {
+        assert_invalid(
+            &publish("tcp", "0", "10.0.0.2:80", None),
+            "publish[0].port",
+            &["0", "out of range"],
+        );
+        assert_invalid(
+            &publish("tcp", "65536", "10.0.0.2:80", None),
+            "publish[0].port",
+            &["65536", "out of range"],
+        );
+        assert_invalid(
+            &publish("tcp", "-1", "10.0.0.2:80", None),
+            "publish[0].port",
+            &["-1", "out of range"],
+        );
+        assert_invalid(
+            &publish("tcp", "\"8010-8000\"", "10.0.0.2:80", None),
+            "publish[0].port",
+            &["\"8010-8000\"", "greater than"],
+        );
+        assert_invalid(
+            &publish("tcp", "\"80-\"", "10.0.0.2:80", None),
+            "publish[0].port",
+            &["\"80-\"", "not a port number"],
+        );
+        assert_invalid(
+            "[[publish]]\nproto = \"tcp\"\nto = \"10.0.0.2:80\"\n",
+            "publish[0].port",
+            &["required"],
+        );
+        let c = ok(&publish("tcp", "\"65535\"", "10.0.0.2:1", None));
+        assert_eq!(c.publish[0].port, PortRange::single(65535));
+    }
+
+    #[test]
+    fn publish_to() {
+        assert_invalid(
+            &publish("tcp", "80", "10.0.0.2", None),
+            "publish[0].to",
+            &["\"10.0.0.2\"", "address:port"],
+        );
+        assert_invalid(
+            &publish("tcp", "80", "10.0.0:80", None),
+            "publish[0].to",
+            &["\"10.0.0:80\"", "not an IPv4 address"],
+        );
+        assert_invalid(
+            &publish("tcp", "80", "10.0.0.2:0", None),
+            "publish[0].to",
+            &["\"10.0.0.2:0\"", "out of range"],
+        );
+        assert_invalid(
+            &publish("tcp", "80", "10.0.0.2:99999", None),
+            "publish[0].to",
+            &["\"10.0.0.2:99999\"", "out of range"],
+        );
+        assert_invalid(
+            &publish("tcp", "80", "10.0.0.2:", None),
+            "publish[0].to",
+            &["not a port number"],
+        );
+        assert_invalid(
+            &publish("tcp", "80", "0.0.0.0:80", None),
+            "publish[0].to",
+            &["\"0.0.0.0:80\"", "unspecified"],
+        );
+        assert_invalid(
+            "[[publish]]\nproto = \"tcp\"\nport = 80\n",
+            "publish[0].to",
+            &["required"],
+        );
+    }
+
+    #[test]
+    fn publish_range_must_fit() {
+        assert_invalid(
+            &publish("tcp", "\"8000-8010\"", "10.0.0.2:65530", None),
+            "publish[0].to",
+            &["\"10.0.0.2:65530\"", "8000-8010", "65540", "past 65535"],
+        );
+        let c = ok(&publish("tcp", "\"8000-8010\"", "10.0.0.2:65525", None));
+        assert_eq!(c.publish[0].port.len(), 11);
+        assert_eq!(c.publish[0].target_port(8010), Some(65535));
+        assert_eq!(c.publish[0].target_port(8000), Some(65525));
+        assert_eq!(c.publish[0].target_port(8011), None);
+    }
+
+    #[test]
+    fn publish_address() {
+        assert_invalid(
+            &publish("tcp", "80", "10.0.0.2:80", Some("localhost")),
+            "publish[0].address",
+            &["\"localhost\"", "not an IPv4 address"],
+        );
+        assert_invalid(
+            &publish("tcp", "80", "10.0.0.2:80", Some("255.255.255.255")),
+            "publish[0].address",
+            &["broadcast"],
+        );
+        let c = ok(&publish("tcp", "80", "10.0.0.2:80", Some("0.0.0.0")));
+        assert_eq!(c.publish[0].address, None);
+    }
+
+    #[test]
+    fn publish_overlap_same_proto_no_address() {
+        let text = format!(
+            "{}{}",
+            publish("tcp", "\"8000-8010\"", "10.0.0.2:80", None),
+            publish("tcp", "8005", "10.0.0.3:80", Some("127.0.0.1"))
+        );
+        assert_invalid(
+            &text,
+            "publish[1].port",
+            &["tcp port 8005", "overlaps publish[0].port", "8000-8010"],
+        );
+    }
+
+    #[test]
+    fn publish_overlap_same_address() {
+        let text = format!(
+            "{}{}",
+            publish("udp", "53", "10.0.0.2:53", Some("127.0.0.1")),
+            publish("udp", "\"50-60\"", "10.0.0.3:53", Some("127.0.0.1"))
+        );
+        assert_invalid(
+            &text,
+            "publish[1].port",
+            &["udp port 50-60", "publish[0].port", "udp 53 on 127.0.0.1"],
+        );
+    }
+
+    #[test]
+    fn publish_no_overlap_cases() {
+        // Different protocols.
+        let c = ok(&format!(
+            "{}{}",
+            publish("tcp", "53", "10.0.0.2:53", None),
+            publish("udp", "53", "10.0.0.2:53", None)
+        ));
+        assert_eq!(c.publish.len(), 2);
+        // Different explicit addresses.
+        let c = ok(&format!(
+            "{}{}",
+            publish("tcp", "80", "10.0.0.2:80", Some("127.0.0.1")),
+            publish("tcp", "80", "10.0.0.3:80", Some("192.0.2.1"))
+        ));
+        assert_eq!(c.publish.len(), 2);
+        // Disjoint ranges.
+        let c = ok(&format!(
+            "{}{}",
+            publish("tcp", "\"8000-8010\"", "10.0.0.2:80", None),
+            publish("tcp", "\"8011-8020\"", "10.0.0.3:80", None)
+        ));
+        assert_eq!(c.publish.len(), 2);
+    }
+
+    // --- container ---
+
+    fn container(addr: &str, ifname: &str) -> String {
+        format!("[[container]]\naddress = \"{addr}\"\ninterface = \"{ifname}\"\n")
+    }
+
+    #[test]
+    fn container_address_unique() {
+        assert_invalid(
+            &format!(
+                "{}{}{}",
+                container("10.0.0.2", "v1"),
+                container("10.0.0.3", "v2"),
+                container("10.0.0.2", "v3")
+            ),
+            "container[2].address",
+            &["\"10.0.0.2\"", "already used by container[0].address"],
+        );
+    }
+
+    #[test]
+    fn container_interface_unique() {
+        assert_invalid(
+            &format!(
+                "{}{}",
+                container("10.0.0.2", "v1"),
+                container("10.0.0.3", "v1")
+            ),
+            "container[1].interface",
+            &["\"v1\"", "already used by container[0].interface"],
+        );
+    }
+
+    #[test]
+    fn container_interface_rules() {
+        assert_invalid(
+            &container("10.0.0.2", "veth-container-01"),
+            "container[0].interface",
+            &["\"veth-container-01\"", "at most 15 bytes"],
+        );
+        assert_invalid(
+            &container("10.0.0.2", ""),
+            "container[0].interface",
+            &["empty"],
+        );
+        assert_invalid(
+            &container("10.0.0.2", "a/b"),
+            "container[0].interface",
+            &["'/'"],
+        );
+        assert_invalid(
+            &container("10.0.0.2", "a b"),
+            "container[0].interface",
+            &["whitespace"],
+        );
+        assert_invalid(
+            &container("10.0.0.2", ".."),
+            "container[0].interface",
+            &["not a valid"],
+        );
+        assert_invalid(
+            &container("10.0.0.2", "eth0"),
+            "container[0].interface",
+            &["\"eth0\"", "uplink interface"],
+        );
+        assert_invalid(
+            "[[container]]\naddress = \"10.0.0.2\"\n",
+            "container[0].interface",
+            &["required"],
+        );
+    }
+
+    #[test]
+    fn container_address_rules() {
+        assert_invalid(
+            &container("10.0.0.256", "v1"),
+            "container[0].address",
+            &["\"10.0.0.256\"", "not an IPv4 address"],
+        );
+        assert_invalid(
+            &container("239.1.1.1", "v1"),
+            "container[0].address",
+            &["multicast"],
+        );
+        assert_invalid(
+            "[[container]]\ninterface = \"v1\"\n",
+            "container[0].address",
+            &["required"],
+        );
+    }
+
+    #[test]
+    fn container_address_not_uplink_address() {
+        let text = format!(
+            "[uplink]\ninterface = \"eth0\"\naddress = \"10.0.0.1\"\n{}",
+            container("10.0.0.1", "v1")
+        );
+        let msg = err_raw(&text).to_string();
+        assert!(
+            msg.starts_with("container[0].address: \"10.0.0.1\""),
+            "{msg}"
+        );
+        assert!(msg.contains("uplink.address"), "{msg}");
+    }
+
+    // --- conntrack ---
+
+    #[test]
+    fn conntrack_capacity_bounds() {
+        assert_invalid(
+            "[conntrack]\ncapacity = 1023\n",
+            "conntrack.capacity",
+            &["1023", "out of range 1024..=16777216"],
+        );
+        assert_invalid(
+            "[conntrack]\ncapacity = 16777217\n",
+            "conntrack.capacity",
+            &["16777217", "out of range"],
+        );
+        assert_invalid(
+            "[conntrack]\ncapacity = -5\n",
+            "conntrack.capacity",
+            &["-5"],
+        );
+        assert_eq!(
+            ok("[conntrack]\ncapacity = 16777216\n").conntrack.capacity,
+            16777216
+        );
+    }
+
+    #[test]
+    fn conntrack_timeout_forms() {
+        let c = ok(
+            "[conntrack]\nudp_timeout = 300\ntcp_established_timeout = \"3h\"\n\
+                    tcp_transitory_timeout = \"300s\"\nicmp_timeout = \"1m30s\"\n",
+        );
+        let t = c.conntrack.timeouts;
+        assert_eq!(t.udp, Duration::from_secs(300));
+        assert_eq!(t.tcp_established, Duration::from_secs(10800));
+        assert_eq!(t.tcp_transitory, Duration::from_secs(300));
+        assert_eq!(t.icmp, Duration::from_secs(90));
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn conntrack_timeout_zero_is_error() {
+        assert_invalid(
+            "[conntrack]\nudp_timeout = 0\n",
+            "conntrack.udp_timeout",
+            &["0", "zero"],
+        );
+        assert_invalid(
+            "[conntrack]\nicmp_timeout = \"0s\"\n",
+            "conntrack.icmp_timeout",
+            &["\"0s\"", "zero"],
+        );
+    }
+
+    #[test]
+    fn conntrack_timeout_invalid() {
+        assert_invalid(
+            "[conntrack]\ntcp_transitory_timeout = \"5x\"\n",
+            "conntrack.tcp_transitory_timeout",
+            &["\"5x\"", "not a valid duration", "unknown unit"],
+        );
+        assert_invalid(
+            "[conntrack]\ntcp_established_timeout = -1\n",
+            "conntrack.tcp_established_timeout",
+            &["-1", "negative"],
+        );
+        assert_invalid(
+            "[conntrack]\nudp_timeout = \"400d\"\n",
+            "conntrack.udp_timeout",
+            &["\"400d\""],
+        );
+        assert_invalid(
+            "[conntrack]\nudp_timeout = \"9000h\"\n",
+            "conntrack.udp_timeout",
+            &["\"9000h\"", "365 days"],
+        );
+    }
+
+    #[test]
+    fn short_timeouts_warn() {
+        let c = ok(
+            "[conntrack]\nudp_timeout = \"60s\"\ntcp_established_timeout = \"1h\"\n\
+                    tcp_transitory_timeout = 60\nicmp_timeout = \"30s\"\n",
+        );
+        assert_eq!(c.conntrack.timeouts.udp, Duration::from_secs(60));
+        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+        let w = &c.warnings;
+        assert!(
+            w[0].starts_with("conntrack.udp_timeout") && w[0].contains("RFC 4787"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("2m"), "{w:?}");
+        assert!(
+            w[1].starts_with("conntrack.tcp_established_timeout"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("RFC 5382") && w[1].contains("2h4m"), "{w:?}");
+        assert!(w[2].starts_with("conntrack.tcp_transitory_timeout") && w[2].contains("4m"));
+        assert!(w[3].starts_with("conntrack.icmp_timeout") && w[3].contains("RFC 5508"));
+        // Exactly at the minimum: no warning.
+        let c = ok(
+            "[conntrack]\nudp_timeout = 120\ntcp_established_timeout = 7440\n\
+                    tcp_transitory_timeout = 240\nicmp_timeout = 60\n",
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    // --- parse_duration ---
+
+    #[test]
+    fn parse_duration_ok() {
+        let cases = [
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("2h4m", 7440),
+            ("1h", 3600),
+            ("1h30m15s", 5415),
+            ("1h15s", 3615),
+            ("0", 0),
+            ("0s", 0),
+            (" 5m ", 300),
+            ("120m", 7200),
+        ];
+        for (s, secs) in cases {
+            assert_eq!(parse_duration(s), Ok(Duration::from_secs(secs)), "{s}");
+        }
+    }
+
+    #[test]
+    fn parse_duration_errors() {
+        for s in [
+            "",
+            " ",
+            "m",
+            "5x",
+            "1h30",
+            "5m1h",
+            "1m1m",
+            "-5s",
+            "+5s",
+            "1.5h",
+            "5 m",
+            "5ms",
+            "h5",
+            "99999999999999999999s",
+            "9999999999999999999h",
+            "5M",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s:?} should fail");
+        }
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("1h30").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("5m1h").unwrap_err().contains("order"));
+        assert!(parse_duration("5ms").unwrap_err().contains("milliseconds"));
+    }
+
+    #[test]
+    fn format_secs_cases() {
+        assert_eq!(format_secs(7440), "2h4m");
+        assert_eq!(format_secs(90), "1m30s");
+        assert_eq!(format_secs(60), "1m");
+        assert_eq!(format_secs(0), "0s");
+        assert_eq!(format_secs(3601), "1h1s");
+    }
+
+    // --- value types ---
+
+    #[test]
+    fn cidr_parse_display() {
+        let c = cidr("10.77.0.0/24");
+        assert_eq!(c.to_string(), "10.77.0.0/24");
+        assert_eq!(cidr("0.0.0.0/0").to_string(), "0.0.0.0/0");
+        assert!("10.0.0.0/".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.0/-1".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.0/24/1".parse::<Ipv4Cidr>().is_err());
+        assert!("010.0.0.0/8".parse::<Ipv4Cidr>().is_err());
+        assert!(cidr("10.77.0.1/24").has_host_bits());
+        assert_eq!(cidr("10.77.0.1/24").network(), c);
+        assert!(!cidr("10.77.0.1/32").has_host_bits());
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let c = cidr("10.77.0.0/24");
+        assert!(c.contains(ip("10.77.0.0")));
+        assert!(c.contains(ip("10.77.0.255")));
+        assert!(!c.contains(ip("10.77.1.0")));
+        assert!(cidr("0.0.0.0/0").contains(ip("255.255.255.255")));
+        assert!(cidr("1.2.3.4/32").contains(ip("1.2.3.4")));
+        assert!(!cidr("1.2.3.4/32").contains(ip("1.2.3.5")));
+    }
+
+    #[test]
+    fn cidr_overlaps() {
+        let a = cidr("10.0.0.0/8");
+        let b = cidr("10.77.0.0/24");
+        let c = cidr("10.77.1.0/24");
+        assert!(a.overlaps(&b) && b.overlaps(&a));
+        assert!(!b.overlaps(&c) && !c.overlaps(&b));
+        assert!(cidr("0.0.0.0/0").overlaps(&c));
+        assert!(b.overlaps(&b));
+        assert!(!cidr("192.168.0.0/16").overlaps(&a));
+    }
+
+    #[test]
+    fn port_range_basics() {
+        let r: PortRange = "8000-8010".parse().unwrap();
+        assert_eq!(
+            r,
+            PortRange {
+                start: 8000,
+                end: 8010
+            }
+        );
+        assert_eq!(r.len(), 11);
+        assert!(!r.is_empty());
+        assert_eq!(r.to_string(), "8000-8010");
+        assert_eq!(PortRange::single(80).to_string(), "80");
+        assert_eq!(PortRange::single(80).len(), 1);
+        assert_eq!("1-65535".parse::<PortRange>().unwrap().len(), 65535);
+        assert_eq!("80-80".parse::<PortRange>().unwrap().to_string(), "80");
+        assert!("+80".parse::<PortRange>().is_err());
+        assert!("".parse::<PortRange>().is_err());
+        assert!("1-2-3".parse::<PortRange>().is_err());
+        assert!(r.overlaps(&PortRange::single(8010)));
+        assert!(!r.overlaps(&PortRange::single(8011)));
+        assert!(r.contains(8000) && !r.contains(7999));
+        let bogus = PortRange { start: 5, end: 4 };
+        assert_eq!(bogus.len(), 0);
+        assert!(bogus.is_empty());
+    }
+
+    #[test]
+    fn error_display_formats() {
+        let e = ConfigError::Invalid {
+            key: "publish[0].to".into(),
+            reason: "bad".into(),
+        };
+        assert_eq!(e.to_string(), "publish[0].to: bad");
+        let e = Config::load(Path::new("/nonexistent/netbpf-test.toml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(
+            e.to_string().contains("/nonexistent/netbpf-test.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_reads_file() {
+        let path =
+            std::env::temp_dir().join(format!("netbpf-config-test-{}.toml", std::process::id()));
+        std::fs::write(&path, FULL).unwrap();
+        let c = Config::load(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(c.unwrap(), Config::from_toml(FULL).unwrap());
+    }
+}

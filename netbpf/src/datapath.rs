@@ -1,0 +1,322 @@
+//! Loading, attaching and configuring the datapath.
+//!
+//! [`Datapath::start`] does everything or nothing: it resolves the config
+//! against the host (interfaces, addresses), loads the object, fills the
+//! maps, attaches the programs and only then pins the maps. Any failure
+//! before the end drops what was made (aya detaches programs when their
+//! links are dropped) and leaves no pins behind.
+
+use std::{
+    fs, io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{LpmTrie, MapError, lpm_trie::Key},
+    programs::{ProgramError, SchedClassifier, TcAttachType},
+};
+use log::{info, warn};
+use netbpf_common::{MasqPrefix, MasqRule, map_names};
+
+use crate::{
+    config::Config,
+    maps::{self, MapsError, NatMaps},
+    netdev::{self, NetdevError},
+};
+
+/// Names of the programs in the object.
+pub mod programs {
+    /// tc egress on the uplink (masquerade).
+    pub const EGRESS: &str = "netbpf_egress";
+    /// tc ingress on the uplink (reverse translation).
+    pub const INGRESS: &str = "netbpf_ingress";
+}
+
+/// Why the datapath could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The uplink named in the config is unusable.
+    #[error("uplink.interface: {0}")]
+    Uplink(#[source] NetdevError),
+    /// bpffs is not available.
+    #[error("bpffs at {path}: {source}")]
+    Bpffs {
+        /// Where bpffs was expected.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// Another datapath is pinned in the directory.
+    #[error(
+        "a netbpf datapath is already pinned at {0} (another daemon running? stop it, or remove the directory if it is stale)"
+    )]
+    AlreadyPinned(PathBuf),
+    /// Loading the object failed (verifier, permissions, kernel support).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] EbpfError),
+    /// A program failed to load or attach.
+    #[error("program {name}: {source}")]
+    Program {
+        /// The program.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map is missing from the object or could not be written.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: MapError,
+    },
+    /// Pinning failed.
+    #[error("pinning map {name} at {path}: {source}")]
+    Pin {
+        /// The map.
+        name: &'static str,
+        /// The pin path.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// Reading the pinned maps back failed.
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// The configuration resolved against this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Uplink interface name.
+    pub uplink: String,
+    /// Uplink interface index.
+    pub uplink_ifindex: u32,
+    /// Address masqueraded traffic leaves with.
+    pub uplink_addr: Ipv4Addr,
+}
+
+/// Resolves interface names and the uplink address.
+pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
+    let name = &config.uplink.interface;
+    let uplink_ifindex = netdev::ifindex(name).map_err(DatapathError::Uplink)?;
+    let uplink_addr = match config.uplink.address {
+        Some(addr) => addr,
+        None => netdev::first_ipv4(name).map_err(DatapathError::Uplink)?,
+    };
+    Ok(Resolved {
+        uplink: name.clone(),
+        uplink_ifindex,
+        uplink_addr,
+    })
+}
+
+/// Mounts bpffs at `/sys/fs/bpf` if the pin directory lives there and it is
+/// not mounted yet, then creates the pin directory.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(bpffs) && !is_bpffs(bpffs) {
+        info!("mounting bpffs at {}", bpffs.display());
+        nix::mount::mount(
+            Some("bpf"),
+            bpffs,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| DatapathError::Bpffs {
+            path: bpffs.to_owned(),
+            source: io::Error::from(e),
+        })?;
+    }
+    if maps::pin_path(pin_dir, map_names::CONNTRACK).exists() {
+        return Err(DatapathError::AlreadyPinned(pin_dir.to_owned()));
+    }
+    fs::create_dir_all(pin_dir).map_err(|source| DatapathError::Bpffs {
+        path: pin_dir.to_owned(),
+        source,
+    })
+}
+
+/// Whether `path` is a bpffs mount point.
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Loads the embedded object with the config's capacities, without
+/// attaching anything. Used by the daemon and by the in-kernel tests.
+pub fn load(config: &Config) -> Result<Ebpf, DatapathError> {
+    let capacity = config.conntrack.capacity;
+    EbpfLoader::new()
+        .map_max_entries(map_names::CONNTRACK, capacity)
+        .map_max_entries(map_names::NAT_MAPPINGS, capacity)
+        .map_max_entries(map_names::NAT_REVERSE, capacity)
+        .load(crate::ebpf_object())
+        .map_err(DatapathError::Load)
+}
+
+/// Writes the masquerade rules into a loaded object.
+pub fn fill_masquerade(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    uplink_addr: Ipv4Addr,
+) -> Result<(), DatapathError> {
+    let name = map_names::MASQ_RULES;
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(DatapathError::Map {
+            name,
+            source: MapError::InvalidName {
+                name: name.to_owned(),
+            },
+        })?;
+    let mut trie: LpmTrie<_, MasqPrefix, MasqRule> =
+        LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    for m in &config.masquerade {
+        let (port_min, port_max) = m.ports.map(|r| (r.start, r.end)).unwrap_or((0, 0));
+        let rule = MasqRule {
+            to_addr: uplink_addr.octets(),
+            port_min,
+            port_max,
+        };
+        let key = Key::new(u32::from(m.source.prefix_len), m.source.addr.octets());
+        trie.insert(&key, &rule, 0)
+            .map_err(|source| DatapathError::Map { name, source })?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches one tc program.
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    ifindex: u32,
+    attach: TcAttachType,
+) -> Result<(), DatapathError> {
+    let err = |source| DatapathError::Program { name, source };
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    // On kernels >= 6.6 aya attaches through tcx (no qdisc needed).
+    prog.attach(ifindex, attach).map_err(err)?;
+    Ok(())
+}
+
+/// A running datapath: programs attached, maps filled and pinned. Dropping
+/// it detaches the programs; [`Datapath::stop`] also removes the pins.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    /// What the config resolved to.
+    pub resolved: Resolved,
+}
+
+impl Datapath {
+    /// Validated config in, attached datapath out (or nothing changed).
+    pub fn start(config: &Config, pin_dir: &Path) -> Result<Self, DatapathError> {
+        let resolved = resolve(config)?;
+        prepare_pin_dir(pin_dir)?;
+        let mut ebpf = load(config)?;
+        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_relay) {
+            warn!("kernel log relay unavailable: {e}");
+        }
+        fill_masquerade(&mut ebpf, config, resolved.uplink_addr)?;
+        attach_tc(&mut ebpf, programs::EGRESS, resolved.uplink_ifindex, TcAttachType::Egress)?;
+        attach_tc(&mut ebpf, programs::INGRESS, resolved.uplink_ifindex, TcAttachType::Ingress)?;
+        if let Err(e) = pin_maps(&ebpf, pin_dir) {
+            let _ = maps::unpin_all(pin_dir);
+            return Err(e);
+        }
+        info!(
+            "attached to {} (ifindex {}), masquerading {} CIDR(s) to {}; maps pinned in {}",
+            resolved.uplink,
+            resolved.uplink_ifindex,
+            config.masquerade.len(),
+            resolved.uplink_addr,
+            pin_dir.display()
+        );
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            resolved,
+        })
+    }
+
+    /// The pinned NAT maps of this datapath.
+    pub fn nat_maps(&self) -> Result<NatMaps, DatapathError> {
+        Ok(NatMaps::open_pinned(&self.pin_dir)?)
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Detaches the programs and removes the pins.
+    pub fn stop(self) -> Result<(), DatapathError> {
+        drop(self.ebpf);
+        maps::unpin_all(&self.pin_dir)?;
+        Ok(())
+    }
+}
+
+/// Pins every map under `dir`.
+fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), DatapathError> {
+    for name in map_names::ALL {
+        let map = ebpf.map(name).ok_or(DatapathError::Map {
+            name,
+            source: MapError::InvalidName {
+                name: name.to_owned(),
+            },
+        })?;
+        let path = maps::pin_path(dir, name);
+        map.pin(&path)
+            .map_err(|source| DatapathError::Pin { name, path, source })?;
+    }
+    Ok(())
+}
+
+/// Relays aya-log records from the kernel to the `log` crate.
+fn spawn_log_relay(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        // SAFETY: the AsyncFd owns the logger, so the fd it polls stays open
+        // for as long as it is registered.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            warn!("kernel log relay: cannot poll the log buffer");
+            return;
+        };
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!("kernel log relay stopped: {e}");
+                    return;
+                }
+            }
+        }
+    });
+}
