@@ -46,7 +46,11 @@ pub(crate) fn is_syn(flags: u8) -> bool {
 #[inline(always)]
 fn bits_for(dir: Dir, tcp: Option<u8>) -> u64 {
     let (seen, syn, fin) = match dir {
-        Dir::Out => (flow_flags::SEEN_OUT, flow_flags::SYN_OUT, flow_flags::FIN_OUT),
+        Dir::Out => (
+            flow_flags::SEEN_OUT,
+            flow_flags::SYN_OUT,
+            flow_flags::FIN_OUT,
+        ),
         Dir::In => (flow_flags::SEEN_IN, flow_flags::SYN_IN, flow_flags::FIN_IN),
     };
     let mut bits = seen;
@@ -66,7 +70,12 @@ fn bits_for(dir: Dir, tcp: Option<u8>) -> u64 {
 
 /// A fresh flow value for a packet that opens a flow.
 #[inline(always)]
-pub(crate) fn new_flow(outside_addr: [u8; 4], outside_port: u16, extra_flags: u64, now: u64) -> FlowValue {
+pub(crate) fn new_flow(
+    outside_addr: [u8; 4],
+    outside_port: u16,
+    extra_flags: u64,
+    now: u64,
+) -> FlowValue {
     FlowValue {
         outside_addr,
         outside_port,

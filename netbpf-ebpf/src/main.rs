@@ -11,7 +11,10 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![allow(internal_features, reason = "atomic intrinsics: the BPF target has no AtomicU64 RMW ops")]
+#![allow(
+    internal_features,
+    reason = "atomic intrinsics: the BPF target has no AtomicU64 RMW ops"
+)]
 
 mod conntrack;
 mod maps;
@@ -45,10 +48,10 @@ fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
             // TCX_NEXT: other tcx programs (and then the stack) still run.
             TC_ACT_UNSPEC
         }
-        Ok(Verdict::Translated) => TC_ACT_OK as i32,
+        Ok(Verdict::Translated) => TC_ACT_OK,
         Err(reason) => {
             stats::inc(reason);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }

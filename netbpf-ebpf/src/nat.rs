@@ -73,7 +73,14 @@ pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     conntrack::touch(flow, Dir::Out, pkt, now);
     // SAFETY: map value pointer, valid for this run.
     let (outside_addr, outside_port) = unsafe { ((*flow).outside_addr, (*flow).outside_port) };
-    rewrite::rewrite(ctx, pkt, Side::Source, outside_addr, inside_port, outside_port)?;
+    rewrite::rewrite(
+        ctx,
+        pkt,
+        Side::Source,
+        outside_addr,
+        inside_port,
+        outside_port,
+    )?;
     stats::inc(Counter::SnatPackets);
     stats::add(Counter::SnatBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
@@ -108,7 +115,14 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
         None => open_inbound(&key, &inside, &outside, pkt, now)?,
     };
     conntrack::touch(flow, Dir::In, pkt, now);
-    rewrite::rewrite(ctx, pkt, Side::Destination, inside.addr, outside_port, inside.port)?;
+    rewrite::rewrite(
+        ctx,
+        pkt,
+        Side::Destination,
+        inside.addr,
+        outside_port,
+        inside.port,
+    )?;
     stats::inc(Counter::ReversePackets);
     stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
@@ -157,9 +171,7 @@ fn insert_flow(
         Err(e) if e == -EEXIST => {}
         Err(_) => return Err(Counter::DropConntrackFull),
     }
-    CONNTRACK
-        .get_ptr_mut(key)
-        .ok_or(Counter::DropConntrackFull)
+    CONNTRACK.get_ptr_mut(key).ok_or(Counter::DropConntrackFull)
 }
 
 /// The outside endpoint of an inside endpoint: the existing mapping, or a
@@ -248,5 +260,8 @@ fn allocate_port(inside: &Endpoint, rule: &MasqRule) -> Result<Endpoint, Counter
 /// who was affected).
 #[inline(never)]
 fn log_exhausted(ctx: &TcContext, inside: &Endpoint) {
-    warn!(ctx, "netbpf: no free port for proto {} port {}", inside.proto, inside.port);
+    warn!(
+        ctx,
+        "netbpf: no free port for proto {} port {}", inside.proto, inside.port
+    );
 }

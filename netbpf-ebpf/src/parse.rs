@@ -12,13 +12,7 @@ use core::mem::{offset_of, size_of};
 
 use aya_ebpf::programs::TcContext;
 use netbpf_common::{Counter, proto};
-use network_types::{
-    eth::EthHdr,
-    icmp::Icmpv4Hdr,
-    ip::Ipv4Hdr,
-    tcp::TcpHdr,
-    udp::UdpHdr,
-};
+use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
 /// EtherType of IPv4, as it appears in memory on a little-endian host.
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
@@ -114,19 +108,23 @@ enum ParseError {
 /// frames come back as `Ok(None)`.
 #[inline(always)]
 pub(crate) fn parse_tc(ctx: &TcContext) -> Result<Option<Packet>, Counter> {
-    match parse(ctx.data(), ctx.data_end()) {
+    let len = ctx.len() as usize;
+    match parse(ctx.data(), ctx.data_end(), len) {
         Ok(pkt) => Ok(Some(pkt)),
         Err(ParseError::NotIpv4) => Ok(None),
         Err(ParseError::Malformed(reason)) => Err(reason),
         Err(ParseError::Short) => {
             // Headers may sit in paged data (GRO, some drivers): pull the
             // header bytes into the linear area and parse again.
-            let len = ctx.len();
-            let want = if len < MAX_HDR_LEN { len } else { MAX_HDR_LEN };
+            let want = if (len as u32) < MAX_HDR_LEN {
+                len as u32
+            } else {
+                MAX_HDR_LEN
+            };
             if ctx.pull_data(want).is_err() {
                 return Err(Counter::DropMalformedIp);
             }
-            match parse(ctx.data(), ctx.data_end()) {
+            match parse(ctx.data(), ctx.data_end(), len) {
                 Ok(pkt) => Ok(Some(pkt)),
                 Err(ParseError::NotIpv4) => Ok(None),
                 Err(ParseError::Malformed(reason)) => Err(reason),
@@ -137,28 +135,31 @@ pub(crate) fn parse_tc(ctx: &TcContext) -> Result<Option<Packet>, Counter> {
     }
 }
 
-/// Parses one frame in `[start, end)`.
+/// Parses one frame in `[start, end)` (the linear part of a packet of
+/// `pkt_len` bytes in all).
 #[inline(always)]
-fn parse(start: usize, end: usize) -> Result<Packet, ParseError> {
+fn parse(start: usize, end: usize, pkt_len: usize) -> Result<Packet, ParseError> {
     let cur = Cursor { start, end };
     let eth: EthHdr = cur.read(0).ok_or(ParseError::Short)?;
     if eth.ether_type != ETH_P_IP_BE {
         return Err(ParseError::NotIpv4);
     }
     let l3_off = EthHdr::LEN;
-    parse_ipv4(&cur, l3_off)
+    parse_ipv4(&cur, l3_off, pkt_len)
 }
 
 /// Parses the IPv4 header at `l3_off` and the transport header after it.
+/// The IP total length must fit in the `pkt_len` bytes of the packet
+/// (RFC 1812 §5.2.2: a packet shorter than its header says is invalid).
 #[inline(always)]
-fn parse_ipv4(cur: &Cursor, l3_off: usize) -> Result<Packet, ParseError> {
+fn parse_ipv4(cur: &Cursor, l3_off: usize, pkt_len: usize) -> Result<Packet, ParseError> {
     let ip: Ipv4Hdr = cur.read(l3_off).ok_or(ParseError::Short)?;
     let ihl = ((ip.vihl & 0x0f) as usize) * 4;
     if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(ParseError::Malformed(Counter::DropMalformedIp));
     }
     let tot_len = u16::from_be_bytes(ip.tot_len);
-    if (tot_len as usize) < ihl {
+    if (tot_len as usize) < ihl || l3_off + tot_len as usize > pkt_len {
         return Err(ParseError::Malformed(Counter::DropMalformedIp));
     }
     let l4_off = l3_off + ihl;

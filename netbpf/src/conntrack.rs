@@ -184,7 +184,14 @@ impl FlowRow {
 
     /// Table header matching [`FlowRow::cells`].
     pub const HEADER: [&'static str; 9] = [
-        "PROTO", "INSIDE", "OUTSIDE", "REMOTE", "STATE", "AGE", "IDLE", "PKTS OUT/IN",
+        "PROTO",
+        "INSIDE",
+        "OUTSIDE",
+        "REMOTE",
+        "STATE",
+        "AGE",
+        "IDLE",
+        "PKTS OUT/IN",
         "BYTES OUT/IN",
     ];
 
@@ -214,13 +221,20 @@ pub fn list(maps: &NatMaps, timeouts: &Timeouts) -> Result<Vec<FlowRow>, MapsErr
         .map(|(k, v)| FlowRow::new(k, v, now, timeouts))
         .collect();
     rows.sort_by(|a, b| {
-        (&a.proto, a.inside_addr, a.inside_port, a.remote_addr, a.remote_port).cmp(&(
-            &b.proto,
-            b.inside_addr,
-            b.inside_port,
-            b.remote_addr,
-            b.remote_port,
-        ))
+        (
+            &a.proto,
+            a.inside_addr,
+            a.inside_port,
+            a.remote_addr,
+            a.remote_port,
+        )
+            .cmp(&(
+                &b.proto,
+                b.inside_addr,
+                b.inside_port,
+                b.remote_addr,
+                b.remote_port,
+            ))
     });
     Ok(rows)
 }
@@ -318,12 +332,18 @@ mod tests {
         let s = |f| FlowState::of(proto::TCP, f);
         assert_eq!(s(SEEN_OUT | SYN_OUT), FlowState::SynSent);
         assert_eq!(s(SEEN_IN | SYN_IN | OPENED_IN), FlowState::SynRecv);
-        assert_eq!(s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN), FlowState::Established);
+        assert_eq!(
+            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN),
+            FlowState::Established
+        );
         // Picked up mid-stream, seen both ways: established.
         assert_eq!(s(SEEN_OUT | SEEN_IN), FlowState::Established);
         // SYN out answered by a bare ACK: not established.
         assert_eq!(s(SEEN_OUT | SYN_OUT | SEEN_IN), FlowState::SynSent);
-        assert_eq!(s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | FIN_OUT), FlowState::FinWait);
+        assert_eq!(
+            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | FIN_OUT),
+            FlowState::FinWait
+        );
         assert_eq!(
             s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | FIN_OUT | FIN_IN),
             FlowState::Closing

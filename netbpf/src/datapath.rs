@@ -146,9 +146,9 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
 
 /// Whether `path` is a bpffs mount point.
 fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    const BPF_FS_MAGIC: u64 = 0xcafe4a11;
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type().0 as u64 == BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
@@ -171,14 +171,12 @@ pub fn fill_masquerade(
     uplink_addr: Ipv4Addr,
 ) -> Result<(), DatapathError> {
     let name = map_names::MASQ_RULES;
-    let map = ebpf
-        .map_mut(name)
-        .ok_or(DatapathError::Map {
-            name,
-            source: MapError::InvalidName {
-                name: name.to_owned(),
-            },
-        })?;
+    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })?;
     let mut trie: LpmTrie<_, MasqPrefix, MasqRule> =
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     for m in &config.masquerade {
@@ -236,8 +234,18 @@ impl Datapath {
             warn!("kernel log relay unavailable: {e}");
         }
         fill_masquerade(&mut ebpf, config, resolved.uplink_addr)?;
-        attach_tc(&mut ebpf, programs::EGRESS, resolved.uplink_ifindex, TcAttachType::Egress)?;
-        attach_tc(&mut ebpf, programs::INGRESS, resolved.uplink_ifindex, TcAttachType::Ingress)?;
+        attach_tc(
+            &mut ebpf,
+            programs::EGRESS,
+            resolved.uplink_ifindex,
+            TcAttachType::Egress,
+        )?;
+        attach_tc(
+            &mut ebpf,
+            programs::INGRESS,
+            resolved.uplink_ifindex,
+            TcAttachType::Ingress,
+        )?;
         if let Err(e) = pin_maps(&ebpf, pin_dir) {
             let _ = maps::unpin_all(pin_dir);
             return Err(e);

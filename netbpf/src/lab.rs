@@ -122,7 +122,8 @@ impl Lab {
         lab.host.ip(&["addr", "add", &up, "dev", "eth0"])?;
         lab.outside.ip(&["addr", "add", &out, "dev", "eth0"])?;
         // The outside machine is the host's internet: default route to it.
-        lab.host.ip(&["route", "add", "default", "via", &OUTSIDE_ADDR.to_string()])?;
+        lab.host
+            .ip(&["route", "add", "default", "via", &OUTSIDE_ADDR.to_string()])?;
         lab.host.sysctl("net.ipv4.ip_forward=1")?;
         for i in 1..=n {
             lab.add_container(i)?;
@@ -137,8 +138,25 @@ impl Lab {
         netns::veth(&self.host, &host_veth, &ns, "eth0")?;
         let a = addr.to_string();
         ns.ip(&["addr", "add", &format!("{a}/32"), "dev", "eth0"])?;
-        ns.ip(&["route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])?;
-        ns.ip(&["route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "onlink",
+        ])?;
         self.host
             .ip(&["route", "add", &format!("{a}/32"), "dev", &host_veth])?;
         self.host
@@ -399,7 +417,9 @@ pub fn ping(ns: &Netns, dst: Ipv4Addr, id: u16) -> Result<Ipv4Addr, LabError> {
         let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
         s.set_read_timeout(Some(Duration::from_millis(400)))?;
         for seq in 1..=5u16 {
-            let mut req = [8u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'e', b't', b'b', b'p', b'f', 0, 0];
+            let mut req = [
+                8u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'e', b't', b'b', b'p', b'f', 0, 0,
+            ];
             req[4..6].copy_from_slice(&id.to_be_bytes());
             req[6..8].copy_from_slice(&seq.to_be_bytes());
             let sum = internet_checksum(&req);
@@ -410,7 +430,10 @@ pub fn ping(ns: &Netns, dst: Ipv4Addr, id: u16) -> Result<Ipv4Addr, LabError> {
                 let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
                 let Ok(n) = s.recv(&mut buf) else { break };
                 // SAFETY: recv initialised the first n bytes.
-                let pkt: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+                let pkt: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
                 let ihl = usize::from(pkt.first().copied().unwrap_or(0) & 0x0f) * 4;
                 let icmp = pkt.get(ihl..).unwrap_or(&[]);
                 if icmp.len() >= 8
@@ -472,7 +495,10 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     );
     println!("  outside {prefix}-out: {OUTSIDE_ADDR}, whoami server on tcp+udp :{SERVICE_PORT}");
     lab.start_daemon(exe, "")?;
-    println!("  netbpf daemon attached to {prefix}-host/eth0, maps pinned in {}", lab.pin_dir.display());
+    println!(
+        "  netbpf daemon attached to {prefix}-host/eth0, maps pinned in {}",
+        lab.pin_dir.display()
+    );
     println!();
     println!("The Docker way, outbound: every container reaches the outside as {UPLINK_ADDR}");
     let dst = SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT);
@@ -493,7 +519,10 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     let nat = lab.nat_maps()?;
     let rows = crate::conntrack::list(&nat, &crate::config::Timeouts::default())?;
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
-    print!("{}", crate::table::render(&crate::conntrack::FlowRow::HEADER, &cells));
+    print!(
+        "{}",
+        crate::table::render(&crate::conntrack::FlowRow::HEADER, &cells)
+    );
     println!();
     if once {
         info!("lab: done (--once)");

@@ -151,7 +151,7 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let datapath = Datapath::start(&config, &pin_dir)?;
     let mut nat = datapath.nat_maps()?;
-    let timeouts = config.conntrack.timeouts.clone();
+    let timeouts = config.conntrack.timeouts;
     let mut gc = tokio::time::interval(Duration::from_secs(args.gc_interval.max(1)));
     info!("running; Ctrl-C or SIGTERM stops");
     loop {
@@ -221,7 +221,11 @@ fn stats(args: OutputArgs, pin_dir: &std::path::Path) -> Result<()> {
             .collect();
         println!(
             "port allocations by probes needed (last bucket = failed): {}",
-            if probes.is_empty() { "none".to_owned() } else { probes.join(" ") }
+            if probes.is_empty() {
+                "none".to_owned()
+            } else {
+                probes.join(" ")
+            }
         );
     }
     Ok(())

@@ -7,7 +7,9 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
-use netbpf_common::{Counter, Endpoint, FlowKey, FlowValue, MappingValue, PORT_PROBE_BUCKETS, map_names};
+use netbpf_common::{
+    Counter, Endpoint, FlowKey, FlowValue, MappingValue, PORT_PROBE_BUCKETS, map_names,
+};
 
 /// Errors reading the pinned maps.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +97,10 @@ impl NatMaps {
     /// Opens the maps pinned in `dir`.
     pub fn open_pinned(dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {
-            conntrack: hash(map_names::CONNTRACK, open_pinned(dir, map_names::CONNTRACK)?)?,
+            conntrack: hash(
+                map_names::CONNTRACK,
+                open_pinned(dir, map_names::CONNTRACK)?,
+            )?,
             mappings: hash(
                 map_names::NAT_MAPPINGS,
                 open_pinned(dir, map_names::NAT_MAPPINGS)?,
@@ -169,7 +174,10 @@ impl Stats {
 /// Reads and sums the per-CPU counters pinned in `dir`.
 pub fn read_stats(dir: &Path) -> Result<Stats, MapsError> {
     let stats = per_cpu(map_names::STATS, open_pinned(dir, map_names::STATS)?)?;
-    let probes = per_cpu(map_names::PORT_PROBES, open_pinned(dir, map_names::PORT_PROBES)?)?;
+    let probes = per_cpu(
+        map_names::PORT_PROBES,
+        open_pinned(dir, map_names::PORT_PROBES)?,
+    )?;
     let sum = |map: &PerCpuArray<MapData, u64>, name: &'static str, i: u32| {
         map.get(&i, 0)
             .map(|values| values.iter().sum::<u64>())

@@ -37,7 +37,10 @@ pub fn first_ipv4(name: &str) -> Result<Ipv4Addr, NetdevError> {
     let addrs = getifaddrs().map_err(NetdevError::List)?;
     addrs
         .filter(|a| a.interface_name == name)
-        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip())))
+        .filter_map(|a| {
+            a.address
+                .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+        })
         .next()
         .ok_or_else(|| NetdevError::NoAddress {
             name: name.to_owned(),

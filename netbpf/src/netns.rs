@@ -157,7 +157,16 @@ impl Drop for Netns {
 /// Creates a veth pair with one end in each namespace.
 pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> Result<(), NetnsError> {
     a.ip(&[
-        "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", b.name(),
+        "link",
+        "add",
+        a_name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_name,
+        "netns",
+        b.name(),
     ])?;
     a.ip(&["link", "set", a_name, "up"])?;
     b.ip(&["link", "set", b_name, "up"])?;

@@ -39,7 +39,10 @@ mod tests {
     fn columns_align_to_widest_cell() {
         let out = render(
             &["A", "BB"],
-            &[vec!["long".into(), "x".into()], vec!["y".into(), "z".into()]],
+            &[
+                vec!["long".into(), "x".into()],
+                vec!["y".into(), "z".into()],
+            ],
         );
         assert_eq!(out, "A     BB\nlong  x\ny     z\n");
     }
