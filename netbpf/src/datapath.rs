@@ -37,6 +37,14 @@ pub mod programs {
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    /// The config uses a feature this version cannot apply yet.
+    #[error("{key}: {what} is not supported by this version of netbpf yet; remove it to start")]
+    Unsupported {
+        /// The config key.
+        key: String,
+        /// The feature.
+        what: &'static str,
+    },
     /// The uplink named in the config is unusable.
     #[error("uplink.interface: {0}")]
     Uplink(#[source] NetdevError),
@@ -102,8 +110,21 @@ pub struct Resolved {
     pub uplink_addr: Ipv4Addr,
 }
 
-/// Resolves interface names and the uplink address.
+/// Resolves interface names and the uplink address, and refuses config
+/// sections this version cannot apply (rather than ignoring them).
 pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
+    if !config.publish.is_empty() {
+        return Err(DatapathError::Unsupported {
+            key: "publish[0]".into(),
+            what: "publishing ports (DNAT)",
+        });
+    }
+    if !config.container.is_empty() {
+        return Err(DatapathError::Unsupported {
+            key: "container[0]".into(),
+            what: "per-container-IP routing",
+        });
+    }
     let name = &config.uplink.interface;
     let uplink_ifindex = netdev::ifindex(name).map_err(DatapathError::Uplink)?;
     let uplink_addr = match config.uplink.address {
