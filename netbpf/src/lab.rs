@@ -347,7 +347,8 @@ fn serve_tcp(listener: TcpListener, greeting: &str, stop: &AtomicBool) {
         match listener.accept() {
             Ok((mut stream, peer)) => {
                 let _ = stream.set_nonblocking(false);
-                let _ = writeln!(stream, "{greeting} {peer}");
+                // One write, one segment.
+                let _ = stream.write_all(format!("{greeting} {peer}\n").as_bytes());
                 // Keep it open until the client closes, so concurrent
                 // connections really are concurrent.
                 let _ = stream.set_nonblocking(true);
