@@ -170,8 +170,10 @@ impl FlowKey {
     }
 }
 
-/// Bits of [`FlowValue::flags`]. The kernel only ever sets bits (atomic OR);
-/// userspace derives the connection state and its timeout from them.
+/// Bits of [`FlowValue::flags`]. The kernel sets bits with an atomic OR, and
+/// clears them (all but [`flow_flags::OPENED_IN`]) only when an opening SYN
+/// reuses the tuple of a closed or reset TCP flow; userspace derives the
+/// connection state and its timeout from them.
 pub mod flow_flags {
     /// A packet went out (inside → remote).
     pub const SEEN_OUT: u64 = 1 << 0;
@@ -258,7 +260,9 @@ pub enum Counter {
     DropMappingTableFull,
     /// Dropped: the conntrack table is full.
     DropConntrackFull,
-    /// Dropped: inbound TCP without SYN for a mapping with no such flow.
+    /// Dropped: inbound TCP without an opening SYN from a remote that has no
+    /// flow with the mapping it targets (endpoint-independent filtering only
+    /// lets a SYN open a TCP flow).
     DropTcpNoFlow,
     /// Dropped: a kernel helper failed while rewriting the packet.
     DropRewriteFailed,

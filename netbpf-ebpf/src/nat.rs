@@ -112,7 +112,11 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
     let now = conntrack::now_ns();
     let flow = match CONNTRACK.get_ptr_mut(&key) {
         Some(flow) => flow,
-        None => open_inbound(&key, &inside, &outside, pkt, now)?,
+        None => match open_inbound(&key, &inside, &outside, pkt, now)? {
+            Some(flow) => flow,
+            // A reverse entry whose mapping is being expired: not ours.
+            None => return Ok(Verdict::Pass),
+        },
     };
     conntrack::touch(flow, Dir::In, pkt, now);
     rewrite::rewrite(
@@ -130,7 +134,9 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
 
 /// A remote this mapping has not talked to yet reaches it
 /// (endpoint-independent filtering, RFC 4787 REQ-8 / RFC 5382 REQ-3):
-/// open a flow for it, if the mapping is still live.
+/// open a flow for it, if the mapping is still live (`Ok(None)` if it is
+/// not: the reverse entry outlives its mapping for a moment while userspace
+/// expires it).
 #[inline(always)]
 fn open_inbound(
     key: &FlowKey,
@@ -138,26 +144,24 @@ fn open_inbound(
     outside: &Endpoint,
     pkt: &Packet,
     now: u64,
-) -> Result<*mut netbpf_common::FlowValue, Counter> {
+) -> Result<Option<*mut netbpf_common::FlowValue>, Counter> {
     if let Some(tcp) = conntrack::tcp_flags_of(pkt)
         && !conntrack::is_syn(tcp)
     {
         return Err(Counter::DropTcpNoFlow);
     }
-    // The reverse entry can outlive its mapping for a moment while
-    // userspace expires it; only a live mapping accepts new flows.
     let Some(mapping) = NAT_MAPPINGS.get_ptr_mut(inside) else {
-        return Err(Counter::DropTcpNoFlow);
+        return Ok(None);
     };
     // SAFETY: map value pointer, valid for this run.
     unsafe {
         if (*mapping).outside != *outside {
-            return Err(Counter::DropTcpNoFlow);
+            return Ok(None);
         }
         (*mapping).last_used_ns = now;
     }
     let value = conntrack::new_flow(outside.addr, outside.port, flow_flags::OPENED_IN, now);
-    insert_flow(key, &value)
+    insert_flow(key, &value).map(Some)
 }
 
 /// Inserts a new flow, or returns the one another CPU inserted first.

@@ -88,7 +88,7 @@ pub(crate) struct Packet {
     /// Destination address, network order.
     pub dst: [u8; 4],
     /// IP total length (for byte counters).
-    pub tot_len: u16,
+    pub tot_len: u32,
     /// Transport header.
     pub l4: L4,
 }
@@ -158,8 +158,12 @@ fn parse_ipv4(cur: &Cursor, l3_off: usize, pkt_len: usize) -> Result<Packet, Par
     if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(ParseError::Malformed(Counter::DropMalformedIp));
     }
-    let tot_len = u16::from_be_bytes(ip.tot_len);
-    if (tot_len as usize) < ihl || l3_off + tot_len as usize > pkt_len {
+    let mut tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if tot_len == 0 && pkt_len > l3_off + 0xffff {
+        // IPv4 BIG TCP: a GSO packet over 64 KiB carries total length 0.
+        tot_len = pkt_len - l3_off;
+    }
+    if tot_len < ihl || l3_off + tot_len > pkt_len {
         return Err(ParseError::Malformed(Counter::DropMalformedIp));
     }
     let l4_off = l3_off + ihl;
@@ -175,7 +179,7 @@ fn parse_ipv4(cur: &Cursor, l3_off: usize, pkt_len: usize) -> Result<Packet, Par
         proto: ip.proto,
         src: ip.src_addr,
         dst: ip.dst_addr,
-        tot_len,
+        tot_len: tot_len as u32,
         l4: L4::Other,
     };
     if more_fragments || frag_offset != 0 {
@@ -183,7 +187,7 @@ fn parse_ipv4(cur: &Cursor, l3_off: usize, pkt_len: usize) -> Result<Packet, Par
         return Ok(pkt);
     }
     // Length the transport header may use, per the IP header.
-    let l4_room = tot_len as usize - ihl;
+    let l4_room = tot_len - ihl;
     pkt.l4 = match ip.proto {
         proto::TCP => parse_tcp(cur, l4_off, l4_room)?,
         proto::UDP => parse_udp(cur, l4_off, l4_room)?,

@@ -205,6 +205,7 @@ impl FlowRow {
             self.state.name().to_owned(),
             format!("{}s", self.age_secs),
             format!("{}s", self.idle_secs),
+            format!("{}s", self.expires_in_secs),
             format!("{}/{}", self.packets_out, self.packets_in),
             format!("{}/{}", self.bytes_out, self.bytes_in),
         ]

@@ -46,10 +46,10 @@ pub enum DatapathError {
         what: &'static str,
     },
     /// The uplink named in the config is unusable.
-    #[error("uplink.interface: {0}")]
+    #[error("uplink.interface")]
     Uplink(#[source] NetdevError),
     /// bpffs is not available.
-    #[error("bpffs at {path}: {source}")]
+    #[error("bpffs at {path}")]
     Bpffs {
         /// Where bpffs was expected.
         path: PathBuf,
@@ -63,10 +63,10 @@ pub enum DatapathError {
     )]
     AlreadyPinned(PathBuf),
     /// Loading the object failed (verifier, permissions, kernel support).
-    #[error("loading the eBPF object: {0}")]
+    #[error("loading the eBPF object")]
     Load(#[source] EbpfError),
     /// A program failed to load or attach.
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program {
         /// The program.
         name: &'static str,
@@ -75,7 +75,7 @@ pub enum DatapathError {
         source: ProgramError,
     },
     /// A map is missing from the object or could not be written.
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         /// The map.
         name: &'static str,
@@ -84,7 +84,7 @@ pub enum DatapathError {
         source: MapError,
     },
     /// Pinning failed.
-    #[error("pinning map {name} at {path}: {source}")]
+    #[error("pinning map {name} at {path}")]
     Pin {
         /// The map.
         name: &'static str,
@@ -162,7 +162,16 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
     fs::create_dir_all(pin_dir).map_err(|source| DatapathError::Bpffs {
         path: pin_dir.to_owned(),
         source,
-    })
+    })?;
+    // Checked before anything is loaded or attached, so a bad --pin-dir
+    // never leaves programs running without their pins.
+    if !is_bpffs(pin_dir) {
+        return Err(DatapathError::Bpffs {
+            path: pin_dir.to_owned(),
+            source: io::Error::other("not on a bpf filesystem (mount -t bpf bpf DIR)"),
+        });
+    }
+    Ok(())
 }
 
 /// Whether `path` is a bpffs mount point.

@@ -49,7 +49,7 @@ pub enum LabError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     /// I/O on a file, socket or process.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,

@@ -81,7 +81,8 @@ struct OutputArgs {
 
 #[derive(Debug, Args)]
 struct LabArgs {
-    /// Prefix of the namespaces the lab creates.
+    /// Prefix of the namespaces the lab creates; the lab's daemon pins its
+    /// maps at /sys/fs/bpf/PREFIX (the global --pin-dir does not apply).
     #[arg(long, default_value = "netbpf-lab")]
     prefix: String,
     /// Run the demo once and exit instead of showing live counters.
@@ -164,15 +165,15 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
                         info!("expired {} flow(s), released {} mapping(s)", r.flows, r.mappings);
                     }
                     Ok(_) => {}
-                    Err(e) => warn!("conntrack expiry pass failed: {e}"),
+                    Err(e) => warn!("conntrack expiry pass failed: {:#}", anyhow::Error::from(e)),
                 }
             }
         }
     }
     drop(nat);
     if let Err(e) = datapath.stop() {
-        error!("stopping: {e}");
-        return Err(e.into());
+        error!("stopping: {:#}", anyhow::Error::from(e));
+        return Err(anyhow::anyhow!("stopping failed"));
     }
     info!("detached and unpinned");
     Ok(())

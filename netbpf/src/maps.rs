@@ -25,7 +25,7 @@ pub enum MapsError {
         name: &'static str,
     },
     /// Opening or reading a map failed.
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         /// The map.
         name: &'static str,
@@ -34,7 +34,7 @@ pub enum MapsError {
         source: MapError,
     },
     /// A filesystem operation on the pin directory failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path.
         path: PathBuf,

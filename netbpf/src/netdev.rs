@@ -20,7 +20,7 @@ pub enum NetdevError {
         name: String,
     },
     /// Listing addresses failed.
-    #[error("listing interface addresses: {0}")]
+    #[error("listing interface addresses")]
     List(#[source] nix::Error),
 }
 

@@ -28,7 +28,7 @@ pub enum NetnsError {
         stderr: String,
     },
     /// A command could not be started.
-    #[error("`{cmd}`: {source} (is iproute2 installed? `cargo xtask setup` installs it)")]
+    #[error("`{cmd}` could not start (is iproute2 installed? `cargo xtask setup` installs it)")]
     Spawn {
         /// The command line.
         cmd: String,
@@ -37,7 +37,7 @@ pub enum NetnsError {
         source: io::Error,
     },
     /// Entering the namespace failed.
-    #[error("entering network namespace {name}: {source}")]
+    #[error("entering network namespace {name}")]
     Enter {
         /// The namespace.
         name: String,

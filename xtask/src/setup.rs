@@ -64,11 +64,18 @@ pub struct DebianTool {
 /// Runtime and test tools. Add entries here when the lab or the tests start
 /// using another tool (toolchain.md lists what Debian has: iptables,
 /// conntrack, ncat, socat, tcpdump, bpftool, ...).
-pub const DEBIAN_TOOLS: &[DebianTool] = &[DebianTool {
-    binary: "ip",
-    package: "iproute2",
-    why: "the lab and the tests create network namespaces, veths and routes with `ip`",
-}];
+pub const DEBIAN_TOOLS: &[DebianTool] = &[
+    DebianTool {
+        binary: "ip",
+        package: "iproute2",
+        why: "the lab and the tests create network namespaces, veths and routes with `ip`",
+    },
+    DebianTool {
+        binary: "sysctl",
+        package: "procps",
+        why: "the lab and the tests set forwarding and proxy-ARP sysctls inside their namespaces",
+    },
+];
 
 /// State of one `setup` run.
 struct Setup<'a> {
