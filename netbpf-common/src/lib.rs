@@ -37,9 +37,17 @@ pub mod map_names {
     pub const STATS: &str = "STATS";
     /// Per-CPU array of u64: port allocations by number of probes needed.
     pub const PORT_PROBES: &str = "PORT_PROBES";
-    /// Every map netbpf pins, in the order `netbpf` lists them.
-    pub const ALL: [&str; 6] = [
+    /// LPM trie: [`crate::PublishKey`] → [`crate::PublishRule`] (published ports).
+    pub const PUBLISH: &str = "PUBLISH";
+    /// Hash: the host's own IPv4 addresses (network order) → 1. Published
+    /// ports without an address answer on these.
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// Every map netbpf pins, in the order `netbpf` lists them. The last
+    /// one is pinned last: its pin means the datapath is ready.
+    pub const ALL: [&str; 8] = [
         MASQ_RULES,
+        PUBLISH,
+        LOCAL_ADDRS,
         NAT_MAPPINGS,
         NAT_REVERSE,
         CONNTRACK,
@@ -52,6 +60,10 @@ pub mod map_names {
 pub mod capacity {
     /// Masquerade CIDRs.
     pub const MASQ_RULES: u32 = 1024;
+    /// Published-port trie entries (a range takes at most 30).
+    pub const PUBLISH: u32 = 16384;
+    /// Host addresses.
+    pub const LOCAL_ADDRS: u32 = 256;
     /// Flows tracked at once.
     pub const CONNTRACK: u32 = 262_144;
     /// NAT mappings (and their reverse entries).
@@ -86,6 +98,62 @@ pub struct MasqRule {
     pub port_max: u16,
 }
 const _: () = assert!(size_of::<MasqRule>() == 8);
+
+/// Data of the published-ports LPM key, compared most significant bit
+/// first: protocol, then the host address (0.0.0.0 = any local address),
+/// then the host port in network order. A port range is stored as the few
+/// prefix-aligned blocks that cover it, all with the same [`PublishRule`],
+/// so a lookup is one trie walk whatever the number of rules.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PublishKey {
+    /// IP protocol number (TCP or UDP).
+    pub proto: u8,
+    /// Host address the port answers on, network order; 0.0.0.0 = any of
+    /// the host's addresses ([`map_names::LOCAL_ADDRS`]).
+    pub addr: [u8; 4],
+    /// Host port, **network order** (so prefixes cover port ranges).
+    pub port_be: [u8; 2],
+    /// Always zero (never part of a prefix).
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PublishKey>() == 8);
+
+/// Bits of a [`PublishKey`] before the port: protocol and address.
+pub const PUBLISH_KEY_FIXED_BITS: u32 = 40;
+/// Bits of a [`PublishKey`] that a full-port lookup matches.
+pub const PUBLISH_KEY_BITS: u32 = PUBLISH_KEY_FIXED_BITS + 16;
+
+impl PublishKey {
+    /// A key with zeroed padding; `port` in host order.
+    pub const fn new(proto: u8, addr: [u8; 4], port: u16) -> Self {
+        Self {
+            proto,
+            addr,
+            port_be: port.to_be_bytes(),
+            _pad: 0,
+        }
+    }
+}
+
+/// Where a published port (range) goes: host port `p` in
+/// `[host_port_min, host_port_max]` maps to `to_addr:(to_port + p - host_port_min)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishRule {
+    /// Container address, network order.
+    pub to_addr: [u8; 4],
+    /// Container port of the first host port, host order.
+    pub to_port: u16,
+    /// First host port of the range, host order.
+    pub host_port_min: u16,
+    /// Last host port of the range, host order (for listing; lookups use the
+    /// trie).
+    pub host_port_max: u16,
+    /// Always zero.
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<PublishRule>() == 12);
 
 /// One side of a translation: protocol, address and port (or ICMP id).
 /// Key and value of [`map_names::NAT_REVERSE`], key of
@@ -190,8 +258,11 @@ pub mod flow_flags {
     /// TCP RST seen in either direction.
     pub const RST: u64 = 1 << 6;
     /// The flow was opened from outside (endpoint-independent filtering let
-    /// a remote reach an existing mapping).
+    /// a remote reach an existing mapping, or a published port).
     pub const OPENED_IN: u64 = 1 << 7;
+    /// The flow goes to a published port (DNAT): its outside endpoint is
+    /// the host address and port the client used.
+    pub const PUBLISHED: u64 = 1 << 8;
 }
 
 /// Value of [`map_names::CONNTRACK`].
@@ -244,6 +315,12 @@ pub enum Counter {
     FlowsCreated,
     /// IPv4 fragments that arrived at the uplink and were passed untouched.
     FragmentsPassed,
+    /// Packets to a published port translated to the container.
+    DnatPackets,
+    /// Bytes (IP total length) translated to a published container.
+    DnatBytes,
+    /// ICMP errors translated (outer and embedded headers), both directions.
+    IcmpErrorsTranslated,
     /// Dropped: IPv4 header invalid (version, IHL, total length, truncated).
     DropMalformedIp,
     /// Dropped: the TCP/UDP/ICMP header is truncated or invalid.
@@ -266,11 +343,18 @@ pub enum Counter {
     DropTcpNoFlow,
     /// Dropped: a kernel helper failed while rewriting the packet.
     DropRewriteFailed,
+    /// Dropped: arrived on the uplink addressed straight to an address in a
+    /// masquerade CIDR (only published ports and live mappings reach
+    /// containers; Docker >= 28 blocks this too).
+    DropDirectToInside,
+    /// Dropped: an ICMP error about a flow netbpf does not know, coming from
+    /// or going to a container (RFC 5508 REQ-4/5: no mapping, no delivery).
+    DropIcmpNoFlow,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropRewriteFailed as u32 + 1;
+    pub const COUNT: u32 = Counter::DropIcmpNoFlow as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -282,6 +366,9 @@ impl Counter {
         Counter::MappingsCreated,
         Counter::FlowsCreated,
         Counter::FragmentsPassed,
+        Counter::DnatPackets,
+        Counter::DnatBytes,
+        Counter::IcmpErrorsTranslated,
         Counter::DropMalformedIp,
         Counter::DropMalformedL4,
         Counter::DropFragment,
@@ -292,6 +379,8 @@ impl Counter {
         Counter::DropConntrackFull,
         Counter::DropTcpNoFlow,
         Counter::DropRewriteFailed,
+        Counter::DropDirectToInside,
+        Counter::DropIcmpNoFlow,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -305,6 +394,9 @@ impl Counter {
             Counter::MappingsCreated => "mappings_created",
             Counter::FlowsCreated => "flows_created",
             Counter::FragmentsPassed => "fragments_passed",
+            Counter::DnatPackets => "dnat_packets",
+            Counter::DnatBytes => "dnat_bytes",
+            Counter::IcmpErrorsTranslated => "icmp_errors_translated",
             Counter::DropMalformedIp => "drop_malformed_ip",
             Counter::DropMalformedL4 => "drop_malformed_l4",
             Counter::DropFragment => "drop_fragment",
@@ -315,6 +407,8 @@ impl Counter {
             Counter::DropConntrackFull => "drop_conntrack_full",
             Counter::DropTcpNoFlow => "drop_tcp_no_flow",
             Counter::DropRewriteFailed => "drop_rewrite_failed",
+            Counter::DropDirectToInside => "drop_direct_to_inside",
+            Counter::DropIcmpNoFlow => "drop_icmp_no_flow",
         }
     }
 
@@ -330,6 +424,8 @@ mod pod {
     // byte arrays, and have explicit padding fields, so every bit pattern is
     // valid and there are no uninitialised bytes.
     unsafe impl aya::Pod for super::MasqRule {}
+    unsafe impl aya::Pod for super::PublishKey {}
+    unsafe impl aya::Pod for super::PublishRule {}
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::MappingValue {}
     unsafe impl aya::Pod for super::FlowKey {}

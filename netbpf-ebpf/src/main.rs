@@ -17,6 +17,7 @@
 )]
 
 mod conntrack;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;

@@ -7,13 +7,23 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     Counter, Endpoint, FlowKey, FlowValue, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS,
-    capacity,
+    PublishKey, PublishRule, capacity,
 };
 
 /// Masquerade source CIDRs, written by userspace.
 #[map]
 pub(crate) static MASQ_RULES: LpmTrie<MasqPrefix, MasqRule> =
     LpmTrie::with_max_entries(capacity::MASQ_RULES, 0);
+
+/// Published ports, written by userspace.
+#[map]
+pub(crate) static PUBLISH: LpmTrie<PublishKey, PublishRule> =
+    LpmTrie::with_max_entries(capacity::PUBLISH, 0);
+
+/// The host's own addresses, written by userspace.
+#[map]
+pub(crate) static LOCAL_ADDRS: HashMap<[u8; 4], u32> =
+    HashMap::with_max_entries(capacity::LOCAL_ADDRS, 0);
 
 /// Inside endpoint → outside endpoint (one per inside endpoint: EIM).
 #[map]

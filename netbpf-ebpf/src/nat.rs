@@ -20,14 +20,19 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netbpf_common::{
-    Counter, Endpoint, FlowKey, MAX_PORT_PROBES, MappingValue, MasqRule, flow_flags, proto,
+    Counter, Endpoint, FlowKey, MAX_PORT_PROBES, MappingValue, MasqRule, PUBLISH_KEY_BITS,
+    PublishKey, PublishRule, flow_flags, proto,
 };
 
 use crate::{
     Verdict,
     conntrack::{self, Dir},
-    maps::{CONNTRACK, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE},
-    parse::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, L4, Packet},
+    icmp,
+    maps::{CONNTRACK, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE, PUBLISH},
+    parse::{
+        ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
+        ICMP_TIME_EXCEEDED, L4, Packet,
+    },
     rewrite::{self, Side},
     stats,
 };
@@ -35,32 +40,102 @@ use crate::{
 /// `EEXIST`, as map updates return it (negated).
 const EEXIST: i32 = 17;
 
-/// Source NAT for a packet leaving the uplink.
+/// The addresses and ports of a packet as the NAT sees them. For TCP/UDP
+/// the ports; for ICMP echo the identifier as the source port of a request
+/// (and destination port of a reply), the other port 0.
+#[derive(Clone, Copy)]
+pub(crate) struct Tuple {
+    pub proto: u8,
+    pub src: [u8; 4],
+    pub sport: u16,
+    pub dst: [u8; 4],
+    pub dport: u16,
+}
+
+/// What one side of a packet is translated to.
+#[derive(Clone, Copy)]
+pub(crate) struct Translation {
+    pub addr: [u8; 4],
+    pub port: u16,
+    /// The flow goes to a published port (DNAT) rather than a mapping.
+    pub published: bool,
+}
+
+/// Whether an ICMP type is an error that quotes the packet it is about.
+#[inline(always)]
+pub(crate) fn is_icmp_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
+}
+
+/// Source NAT for a packet leaving the uplink: an existing flow (a
+/// masqueraded one, or the reply side of a published port), or a new
+/// masquerade flow.
 #[inline(always)]
 pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
-    let Some(rule) = MASQ_RULES.get(&Key::new(32, pkt.src)) else {
-        return Ok(Verdict::Pass);
-    };
-    let rule = *rule;
-    // From here on the packet comes from a masquerade CIDR: it leaves
-    // translated or not at all, never with its private source.
-    let (inside_port, remote_port) = match pkt.l4 {
-        L4::Ports { src, dst, .. } => (src, dst),
+    let tuple = match pkt.l4 {
+        L4::Ports { src, dst, .. } => Tuple {
+            proto: pkt.proto,
+            src: pkt.src,
+            sport: src,
+            dst: pkt.dst,
+            dport: dst,
+        },
         L4::Icmp {
             icmp_type: ICMP_ECHO_REQUEST,
             id,
-            ..
-        } => (id, 0),
-        L4::Icmp { .. } => return Err(Counter::DropUnsupportedIcmp),
-        L4::Fragment => return Err(Counter::DropFragment),
-        L4::Other => return Err(Counter::DropUnsupportedProto),
+        } => Tuple {
+            proto: pkt.proto,
+            src: pkt.src,
+            sport: id,
+            dst: pkt.dst,
+            dport: 0,
+        },
+        L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
+            return icmp::error_out(ctx, pkt);
+        }
+        L4::Icmp { .. } => return untranslatable(pkt, Counter::DropUnsupportedIcmp),
+        L4::Fragment => return untranslatable(pkt, Counter::DropFragment),
+        L4::Other => return untranslatable(pkt, Counter::DropUnsupportedProto),
     };
-    let key = FlowKey::new(pkt.proto, pkt.src, inside_port, pkt.dst, remote_port);
+    let Some(to) = outbound(ctx, pkt, &tuple)? else {
+        return Ok(Verdict::Pass);
+    };
+    rewrite::rewrite(ctx, pkt, Side::Source, to.addr, tuple.sport, to.port)?;
+    stats::inc(Counter::SnatPackets);
+    stats::add(Counter::SnatBytes, pkt.tot_len as u64);
+    Ok(Verdict::Translated)
+}
+
+/// A packet leaving the uplink that cannot be translated: dropped if it
+/// comes from a masquerade CIDR (it must not leave with its private
+/// source), left alone otherwise.
+#[inline(always)]
+pub(crate) fn untranslatable(pkt: &Packet, reason: Counter) -> Result<Verdict, Counter> {
+    if MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
+        Err(reason)
+    } else {
+        Ok(Verdict::Pass)
+    }
+}
+
+/// Finds (or, for a masquerade source, creates) the outbound flow of a
+/// packet and records the packet on it. `None`: not a NAT flow.
+#[inline(always)]
+pub(crate) fn outbound(
+    ctx: &TcContext,
+    pkt: &Packet,
+    t: &Tuple,
+) -> Result<Option<Translation>, Counter> {
+    let key = FlowKey::new(t.proto, t.src, t.sport, t.dst, t.dport);
     let now = conntrack::now_ns();
     let flow = match CONNTRACK.get_ptr_mut(&key) {
         Some(flow) => flow,
         None => {
-            let inside = Endpoint::new(pkt.proto, pkt.src, inside_port);
+            let Some(rule) = MASQ_RULES.get(&Key::new(32, t.src)) else {
+                return Ok(None);
+            };
+            let rule = *rule;
+            let inside = Endpoint::new(t.proto, t.src, t.sport);
             let outside = mapping_for(&inside, &rule, now).inspect_err(|e| {
                 if *e == Counter::DropPortExhausted {
                     log_exhausted(ctx, &inside);
@@ -72,64 +147,146 @@ pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     };
     conntrack::touch(flow, Dir::Out, pkt, now);
     // SAFETY: map value pointer, valid for this run.
-    let (outside_addr, outside_port) = unsafe { ((*flow).outside_addr, (*flow).outside_port) };
-    rewrite::rewrite(
-        ctx,
-        pkt,
-        Side::Source,
-        outside_addr,
-        inside_port,
-        outside_port,
-    )?;
-    stats::inc(Counter::SnatPackets);
-    stats::add(Counter::SnatBytes, pkt.tot_len as u64);
-    Ok(Verdict::Translated)
+    let (addr, port, flags) = unsafe { ((*flow).outside_addr, (*flow).outside_port, (*flow).flags) };
+    Ok(Some(Translation {
+        addr,
+        port,
+        published: flags & flow_flags::PUBLISHED != 0,
+    }))
 }
 
-/// Reverse translation for a packet arriving on the uplink.
+/// Destination NAT for a packet arriving on the uplink: the reply to a
+/// mapping, or a new or existing flow to a published port.
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
-    let (outside_port, remote_port) = match pkt.l4 {
-        L4::Ports { src, dst, .. } => (dst, src),
+    let tuple = match pkt.l4 {
+        L4::Ports { src, dst, .. } => Tuple {
+            proto: pkt.proto,
+            src: pkt.src,
+            sport: src,
+            dst: pkt.dst,
+            dport: dst,
+        },
         L4::Icmp {
             icmp_type: ICMP_ECHO_REPLY,
             id,
-            ..
-        } => (id, 0),
+        } => Tuple {
+            proto: pkt.proto,
+            src: pkt.src,
+            sport: 0,
+            dst: pkt.dst,
+            dport: id,
+        },
+        L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
+            return icmp::error_in(ctx, pkt);
+        }
         L4::Fragment => {
+            guard_inside(pkt)?;
             stats::inc(Counter::FragmentsPassed);
             return Ok(Verdict::Pass);
         }
-        L4::Icmp { .. } | L4::Other => return Ok(Verdict::Pass),
+        L4::Icmp { .. } | L4::Other => return guard_inside(pkt),
     };
-    let outside = Endpoint::new(pkt.proto, pkt.dst, outside_port);
-    let Some(inside) = NAT_REVERSE.get_ptr(&outside) else {
-        return Ok(Verdict::Pass);
+    let Some(to) = inbound(pkt, &tuple)? else {
+        return guard_inside(pkt);
     };
-    // SAFETY: map value pointer, valid for this run.
-    let inside = unsafe { *inside };
-    let key = FlowKey::new(pkt.proto, inside.addr, inside.port, pkt.src, remote_port);
+    rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
+    if to.published {
+        stats::inc(Counter::DnatPackets);
+        stats::add(Counter::DnatBytes, pkt.tot_len as u64);
+    } else {
+        stats::inc(Counter::ReversePackets);
+        stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
+    }
+    Ok(Verdict::Translated)
+}
+
+/// Packets from outside addressed straight to a masquerade CIDR are
+/// dropped: containers behind NAT are reached through published ports and
+/// live mappings only.
+#[inline(always)]
+fn guard_inside(pkt: &Packet) -> Result<Verdict, Counter> {
+    if MASQ_RULES.get(&Key::new(32, pkt.dst)).is_some() {
+        Err(Counter::DropDirectToInside)
+    } else {
+        Ok(Verdict::Pass)
+    }
+}
+
+/// Finds (or opens) the inbound side of a flow for a packet from
+/// `t.src:t.sport` to the outside endpoint `t.dst:t.dport`, records the
+/// packet on it, and returns the inside endpoint. `None`: not for a
+/// container.
+#[inline(always)]
+pub(crate) fn inbound(pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Counter> {
+    let outside = Endpoint::new(t.proto, t.dst, t.dport);
     let now = conntrack::now_ns();
+    if let Some(inside) = NAT_REVERSE.get_ptr(&outside) {
+        // SAFETY: map value pointer, valid for this run.
+        let inside = unsafe { *inside };
+        let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
+        let flow = match CONNTRACK.get_ptr_mut(&key) {
+            Some(flow) => flow,
+            None => match open_inbound(&key, &inside, &outside, pkt, now)? {
+                Some(flow) => flow,
+                // A reverse entry whose mapping is being expired: not ours.
+                None => return Ok(None),
+            },
+        };
+        conntrack::touch(flow, Dir::In, pkt, now);
+        return Ok(Some(Translation {
+            addr: inside.addr,
+            port: inside.port,
+            published: false,
+        }));
+    }
+    if t.proto == proto::ICMP {
+        return Ok(None);
+    }
+    let Some(rule) = published(t.proto, t.dst, t.dport) else {
+        return Ok(None);
+    };
+    let to_port = published_port(&rule, t.dport);
+    let key = FlowKey::new(t.proto, rule.to_addr, to_port, t.src, t.sport);
     let flow = match CONNTRACK.get_ptr_mut(&key) {
         Some(flow) => flow,
-        None => match open_inbound(&key, &inside, &outside, pkt, now)? {
-            Some(flow) => flow,
-            // A reverse entry whose mapping is being expired: not ours.
-            None => return Ok(Verdict::Pass),
-        },
+        None => {
+            if let Some(tcp) = conntrack::tcp_flags_of(pkt)
+                && !conntrack::is_syn(tcp)
+            {
+                return Err(Counter::DropTcpNoFlow);
+            }
+            let flags = flow_flags::OPENED_IN | flow_flags::PUBLISHED;
+            let value = conntrack::new_flow(t.dst, t.dport, flags, now);
+            insert_flow(&key, &value)?
+        }
     };
     conntrack::touch(flow, Dir::In, pkt, now);
-    rewrite::rewrite(
-        ctx,
-        pkt,
-        Side::Destination,
-        inside.addr,
-        outside_port,
-        inside.port,
-    )?;
-    stats::inc(Counter::ReversePackets);
-    stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
-    Ok(Verdict::Translated)
+    Ok(Some(Translation {
+        addr: rule.to_addr,
+        port: to_port,
+        published: true,
+    }))
+}
+
+/// The published rule for `addr:port`, if any: a rule bound to that
+/// address, else a rule for any address if `addr` is one of the host's.
+#[inline(always)]
+pub(crate) fn published(proto: u8, addr: [u8; 4], port: u16) -> Option<PublishRule> {
+    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, addr, port));
+    if let Some(rule) = PUBLISH.get(&key) {
+        return Some(*rule);
+    }
+    LOCAL_ADDRS.get_ptr(&addr)?;
+    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, [0; 4], port));
+    PUBLISH.get(&key).copied()
+}
+
+/// The container port that host port `port` of a rule maps to (1:1).
+#[inline(always)]
+pub(crate) fn published_port(rule: &PublishRule, port: u16) -> u16 {
+    rule.to_port
+        .wrapping_add(port.wrapping_sub(rule.host_port_min))
 }
 
 /// A remote this mapping has not talked to yet reaches it
@@ -246,6 +403,12 @@ fn allocate_port(inside: &Endpoint, rule: &MasqRule) -> Result<Endpoint, Counter
             lo + (start + probe) % size
         };
         let outside = Endpoint::new(inside.proto, rule.to_addr, port as u16);
+        // A published port is never handed out as a mapping.
+        if inside.proto != proto::ICMP && published(inside.proto, rule.to_addr, port as u16).is_some()
+        {
+            probe += 1;
+            continue;
+        }
         match NAT_REVERSE.insert(&outside, inside, BPF_NOEXIST as u64) {
             Ok(()) => {
                 stats::port_probes(probe);

@@ -21,6 +21,12 @@ const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 pub(crate) const ICMP_ECHO_REPLY: u8 = 0;
 /// ICMP echo request.
 pub(crate) const ICMP_ECHO_REQUEST: u8 = 8;
+/// ICMP destination unreachable (incl. fragmentation needed).
+pub(crate) const ICMP_DEST_UNREACH: u8 = 3;
+/// ICMP time exceeded.
+pub(crate) const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMP parameter problem.
+pub(crate) const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 /// TCP flag bits in the 13th byte of the header.
 pub(crate) mod tcp_flags {
@@ -247,6 +253,90 @@ fn parse_icmp(cur: &Cursor, off: usize, room: usize) -> Result<L4, ParseError> {
         icmp_type: icmp.type_,
         id,
     })
+}
+
+/// Bytes of headers an ICMP error needs in the linear area: Ethernet, outer
+/// IPv4 with options, ICMP header, quoted IPv4 with options, 8 bytes of
+/// the quoted transport header (plus room for a TCP checksum).
+const MAX_ICMP_ERR_HDR_LEN: u32 = (EthHdr::LEN + 60 + 8 + 60 + 20) as u32;
+
+/// The packet quoted in an ICMP error (RFC 792: its IP header and at least
+/// the first 8 bytes of its payload).
+#[derive(Clone, Copy)]
+pub(crate) struct Quoted {
+    /// Offset of the quoted IPv4 header.
+    pub l3_off: usize,
+    /// Offset of the quoted transport header.
+    pub l4_off: usize,
+    /// Bytes of the quoted transport header present in the packet.
+    pub l4_len: usize,
+    /// Its protocol.
+    pub proto: u8,
+    /// Its source address.
+    pub src: [u8; 4],
+    /// Its destination address.
+    pub dst: [u8; 4],
+    /// TCP/UDP source port, or the identifier of a quoted echo request.
+    pub sport: u16,
+    /// TCP/UDP destination port (0 for ICMP).
+    pub dport: u16,
+    /// Type of a quoted ICMP message.
+    pub icmp_type: u8,
+}
+
+/// Parses the packet quoted in the ICMP error `pkt`. Options in the quoted
+/// header are stepped over (RFC 5508 REQ-3b); a quoted non-first fragment
+/// has no transport header and is malformed for NAT purposes.
+#[inline(always)]
+pub(crate) fn parse_quoted(ctx: &TcContext, pkt: &Packet) -> Result<Quoted, Counter> {
+    let end = pkt.l3_off + pkt.tot_len as usize;
+    let off = pkt.l4_off + Icmpv4Hdr::LEN;
+    match quoted(ctx.data(), ctx.data_end(), off, end) {
+        Err(ParseError::Short) => {
+            let len = ctx.len();
+            let want = if len < MAX_ICMP_ERR_HDR_LEN { len } else { MAX_ICMP_ERR_HDR_LEN };
+            if ctx.pull_data(want).is_err() {
+                return Err(Counter::DropMalformedL4);
+            }
+            quoted(ctx.data(), ctx.data_end(), off, end).map_err(|_| Counter::DropMalformedL4)
+        }
+        other => other.map_err(|_| Counter::DropMalformedL4),
+    }
+}
+
+#[inline(always)]
+fn quoted(start: usize, end: usize, off: usize, pkt_end: usize) -> Result<Quoted, ParseError> {
+    let cur = Cursor { start, end };
+    let ip: Ipv4Hdr = cur.read(off).ok_or(ParseError::Short)?;
+    let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+    if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    if u16::from_be_bytes(ip.frags) & 0x1fff != 0 {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    let l4_off = off + ihl;
+    if l4_off + 8 > pkt_end {
+        return Err(ParseError::Malformed(Counter::DropMalformedL4));
+    }
+    let l4: [u8; 8] = cur.read(l4_off).ok_or(ParseError::Short)?;
+    let mut q = Quoted {
+        l3_off: off,
+        l4_off,
+        l4_len: pkt_end - l4_off,
+        proto: ip.proto,
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        sport: u16::from_be_bytes([l4[0], l4[1]]),
+        dport: u16::from_be_bytes([l4[2], l4[3]]),
+        icmp_type: 0,
+    };
+    if ip.proto == proto::ICMP {
+        q.icmp_type = l4[0];
+        q.sport = u16::from_be_bytes([l4[4], l4[5]]);
+        q.dport = 0;
+    }
+    Ok(q)
 }
 
 /// Offsets of fields the rewrite layer changes, relative to their header.

@@ -18,7 +18,9 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TcAttachType},
 };
 use log::{info, warn};
-use netbpf_common::{MasqPrefix, MasqRule, map_names};
+use netbpf_common::{
+    MasqPrefix, MasqRule, PUBLISH_KEY_FIXED_BITS, PublishKey, PublishRule, map_names,
+};
 
 use crate::{
     config::Config,
@@ -108,17 +110,14 @@ pub struct Resolved {
     pub uplink_ifindex: u32,
     /// Address masqueraded traffic leaves with.
     pub uplink_addr: Ipv4Addr,
+    /// The host's IPv4 addresses when the daemon started: published ports
+    /// without an address answer on these.
+    pub local_addrs: Vec<Ipv4Addr>,
 }
 
 /// Resolves interface names and the uplink address, and refuses config
 /// sections this version cannot apply (rather than ignoring them).
 pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
-    if !config.publish.is_empty() {
-        return Err(DatapathError::Unsupported {
-            key: "publish[0]".into(),
-            what: "publishing ports (DNAT)",
-        });
-    }
     if !config.container.is_empty() {
         return Err(DatapathError::Unsupported {
             key: "container[0]".into(),
@@ -131,10 +130,15 @@ pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
         Some(addr) => addr,
         None => netdev::first_ipv4(name).map_err(DatapathError::Uplink)?,
     };
+    let mut local_addrs = netdev::all_ipv4().map_err(DatapathError::Uplink)?;
+    if !local_addrs.contains(&uplink_addr) {
+        local_addrs.push(uplink_addr);
+    }
     Ok(Resolved {
         uplink: name.clone(),
         uplink_ifindex,
         uplink_addr,
+        local_addrs,
     })
 }
 
@@ -223,6 +227,74 @@ pub fn fill_masquerade(
     Ok(())
 }
 
+/// Splits the port range `[start, end]` into the fewest prefix-aligned
+/// blocks that cover it: `(first port, prefix bits of the port)`. A block
+/// of `2^k` ports aligned on `2^k` is one LPM entry with `16 - k` bits.
+pub fn port_blocks(start: u16, end: u16) -> Vec<(u16, u32)> {
+    let (mut cur, end) = (u32::from(start), u32::from(end));
+    let mut out = Vec::new();
+    while cur <= end {
+        let mut size: u32 = if cur == 0 { 1 << 16 } else { 1 << cur.trailing_zeros().min(16) };
+        while cur + size - 1 > end {
+            size >>= 1;
+        }
+        out.push((cur as u16, 16 - size.trailing_zeros()));
+        cur += size;
+    }
+    out
+}
+
+/// Writes the published ports and the host's addresses into a loaded
+/// object.
+pub fn fill_publish(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    local_addrs: &[Ipv4Addr],
+) -> Result<(), DatapathError> {
+    let name = map_names::PUBLISH;
+    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })?;
+    let mut trie: LpmTrie<_, PublishKey, PublishRule> =
+        LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    for p in &config.publish {
+        let rule = PublishRule {
+            to_addr: p.to_addr.octets(),
+            to_port: p.to_port,
+            host_port_min: p.port.start,
+            host_port_max: p.port.end,
+            _pad: 0,
+        };
+        let addr = p.address.map(|a| a.octets()).unwrap_or([0; 4]);
+        for (base, bits) in port_blocks(p.port.start, p.port.end) {
+            let key = Key::new(
+                PUBLISH_KEY_FIXED_BITS + bits,
+                PublishKey::new(p.proto.number(), addr, base),
+            );
+            trie.insert(&key, &rule, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+    }
+    let name = map_names::LOCAL_ADDRS;
+    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })?;
+    let mut addrs: aya::maps::HashMap<_, [u8; 4], u32> =
+        aya::maps::HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    for a in local_addrs {
+        addrs
+            .insert(&a.octets(), &1, 0)
+            .map_err(|source| DatapathError::Map { name, source })?;
+    }
+    Ok(())
+}
+
 /// Loads and attaches one tc program.
 fn attach_tc(
     ebpf: &mut Ebpf,
@@ -264,6 +336,7 @@ impl Datapath {
             warn!("kernel log relay unavailable: {e}");
         }
         fill_masquerade(&mut ebpf, config, resolved.uplink_addr)?;
+        fill_publish(&mut ebpf, config, &resolved.local_addrs)?;
         attach_tc(
             &mut ebpf,
             programs::EGRESS,
@@ -281,11 +354,12 @@ impl Datapath {
             return Err(e);
         }
         info!(
-            "attached to {} (ifindex {}), masquerading {} CIDR(s) to {}; maps pinned in {}",
+            "attached to {} (ifindex {}), masquerading {} CIDR(s) to {}, {} published port rule(s); maps pinned in {}",
             resolved.uplink,
             resolved.uplink_ifindex,
             config.masquerade.len(),
             resolved.uplink_addr,
+            config.publish.len(),
             pin_dir.display()
         );
         Ok(Self {
@@ -357,4 +431,32 @@ fn spawn_log_relay(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_blocks;
+
+    fn covered(blocks: &[(u16, u32)]) -> Vec<u32> {
+        blocks
+            .iter()
+            .flat_map(|&(base, bits)| {
+                let size = 1u32 << (16 - bits);
+                assert_eq!(u32::from(base) % size, 0, "block {base}/{bits} aligned");
+                u32::from(base)..u32::from(base) + size
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_cover_exactly_the_range() {
+        for (a, b) in [(8080, 8080), (8000, 8010), (1, 65535), (0, 65535), (1024, 2047), (32768, 60999)] {
+            let blocks = port_blocks(a, b);
+            let ports = covered(&blocks);
+            assert_eq!(ports, (u32::from(a)..=u32::from(b)).collect::<Vec<_>>(), "{a}-{b}");
+            assert!(blocks.len() <= 32, "{a}-{b}: {} blocks", blocks.len());
+        }
+        assert_eq!(port_blocks(8080, 8080), vec![(8080, 16)]);
+        assert_eq!(port_blocks(0, 65535), vec![(0, 0)]);
+    }
 }

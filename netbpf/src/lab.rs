@@ -204,7 +204,8 @@ impl Lab {
             .map_err(io_err("starting the daemon"))?;
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        let ready = maps::pin_path(&self.pin_dir, netbpf_common::map_names::ALL[5]);
+        let names = netbpf_common::map_names::ALL;
+        let ready = maps::pin_path(&self.pin_dir, names[names.len() - 1]);
         while Instant::now() < deadline {
             if ready.exists() {
                 return Ok(());

@@ -46,3 +46,14 @@ pub fn first_ipv4(name: &str) -> Result<Ipv4Addr, NetdevError> {
             name: name.to_owned(),
         })
 }
+
+/// Every IPv4 address of every interface in this network namespace.
+pub fn all_ipv4() -> Result<Vec<Ipv4Addr>, NetdevError> {
+    let addrs = getifaddrs().map_err(NetdevError::List)?;
+    let mut out: Vec<Ipv4Addr> = addrs
+        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip())))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
