@@ -452,11 +452,25 @@ fn untranslatable_packets_from_the_cidr_are_dropped_not_leaked() {
     assert_eq!(dp.egress(&gre).0, TC_SHOT);
     assert_eq!(dp.counter(Counter::DropUnsupportedProto), 1);
     // An ICMP query type netbpf does not translate (timestamp request).
-    let timestamp = simple(C1, REMOTE, &L4::Raw { proto: ICMP, bytes: vec![13, 0, 0xf2, 0xff, 0, 0, 0, 0] });
+    let timestamp = simple(
+        C1,
+        REMOTE,
+        &L4::Raw {
+            proto: ICMP,
+            bytes: vec![13, 0, 0xf2, 0xff, 0, 0, 0, 0],
+        },
+    );
     assert_eq!(dp.egress(&timestamp).0, TC_SHOT);
     assert_eq!(dp.counter(Counter::DropUnsupportedIcmp), 1);
     // An ICMP error whose quoted packet is cut short: cannot be matched.
-    let unreach = simple(C1, REMOTE, &L4::Raw { proto: ICMP, bytes: vec![3, 3, 0xfc, 0xfc, 0, 0, 0, 0] });
+    let unreach = simple(
+        C1,
+        REMOTE,
+        &L4::Raw {
+            proto: ICMP,
+            bytes: vec![3, 3, 0xfc, 0xfc, 0, 0, 0, 0],
+        },
+    );
     assert_eq!(dp.egress(&unreach).0, TC_SHOT);
     // A truncated TCP header (IP says 20 bytes of TCP, only 10 present).
     let mut short = simple(C1, REMOTE, &tcp(1, 2, SYN));
@@ -503,4 +517,307 @@ fn tcp_flags_track_close_and_reset() {
         "RST back",
     );
     assert_ne!(dp.flows()[0].1.flags & flow_flags::RST, 0);
+}
+
+const PUBLISH_CONFIG: &str = r#"
+[[publish]]
+proto = "tcp"
+port = 8080
+to = "10.77.0.2:4000"
+
+[[publish]]
+proto = "udp"
+port = "9000-9010"
+to = "10.77.0.3:5000"
+
+[[publish]]
+proto = "tcp"
+port = 8443
+to = "10.77.0.2:443"
+address = "203.0.113.9"
+
+[[publish]]
+proto = "udp"
+port = 5353
+to = "10.77.0.2:53"
+"#;
+
+/// A datapath with the published ports above; the host's only address is
+/// the uplink's.
+fn publish_dp() -> Dp {
+    let dp = Dp::new("");
+    let config = Config::from_toml(&format!("{BASE_CONFIG}{PUBLISH_CONFIG}")).expect("config");
+    let mut dp = dp;
+    datapath::fill_publish(&mut dp.ebpf, &config, &[UPLINK]).expect("fill publish");
+    dp
+}
+
+#[test]
+fn published_port_dnat_in_and_reply_out() {
+    if !require_root("published_port_dnat_in_and_reply_out") {
+        return;
+    }
+    let dp = publish_dp();
+    let syn = tcp(50000, 8080, SYN);
+    let (rc, out) = dp.ingress(&simple(REMOTE, UPLINK, &syn));
+    assert_eq!(rc, TC_OK);
+    // The container sees the real client address.
+    assert_bytes(
+        &out,
+        &simple(REMOTE, C1, &tcp(50000, 4000, SYN)),
+        "SYN to container",
+    );
+    let (rc, out) = dp.egress(&simple(C1, REMOTE, &tcp(4000, 50000, SYN | ACK)));
+    assert_eq!(rc, TC_OK);
+    assert_bytes(
+        &out,
+        &simple(UPLINK, REMOTE, &tcp(8080, 50000, SYN | ACK)),
+        "SYN-ACK out",
+    );
+    let (k, v) = dp.flows()[0];
+    assert_eq!(
+        k,
+        FlowKey::new(TCP, C1.octets(), 4000, REMOTE.octets(), 50000)
+    );
+    assert_eq!((v.outside_addr, v.outside_port), (UPLINK.octets(), 8080));
+    assert_ne!(v.flags & flow_flags::PUBLISHED, 0);
+    assert_ne!(v.flags & flow_flags::OPENED_IN, 0);
+    assert_eq!(dp.counter(Counter::DnatPackets), 1);
+    assert_eq!(dp.counter(Counter::SnatPackets), 1);
+    // Mid-stream TCP to a published port without a flow: dropped.
+    let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(50001, 8080, ACK)));
+    assert_eq!(rc, TC_SHOT);
+}
+
+#[test]
+fn published_range_maps_one_to_one() {
+    if !require_root("published_range_maps_one_to_one") {
+        return;
+    }
+    let dp = publish_dp();
+    for host_port in [9000u16, 9007, 9010] {
+        let q = udp(40000 + host_port, host_port, b"ping");
+        let (rc, out) = dp.ingress(&simple(REMOTE, UPLINK, &q));
+        assert_eq!(rc, TC_OK, "port {host_port}");
+        let to = 5000 + (host_port - 9000);
+        assert_bytes(
+            &out,
+            &simple(REMOTE, C2, &udp(40000 + host_port, to, b"ping")),
+            "range",
+        );
+    }
+    // Just outside the range: not published, left to the host.
+    let pkt = simple(REMOTE, UPLINK, &udp(1, 9011, b"x"));
+    let (rc, out) = dp.ingress(&pkt);
+    assert_eq!(rc, TC_NEXT);
+    assert_bytes(&out, &pkt, "9011 untouched");
+}
+
+#[test]
+fn published_port_bound_to_an_address() {
+    if !require_root("published_port_bound_to_an_address") {
+        return;
+    }
+    let dp = publish_dp();
+    let other = Ipv4Addr::new(203, 0, 113, 9);
+    let pkt = simple(REMOTE, UPLINK, &tcp(1000, 8443, SYN));
+    let (rc, out) = dp.ingress(&pkt);
+    assert_eq!(rc, TC_NEXT, "not published on the uplink address");
+    assert_bytes(&out, &pkt, "untouched");
+    let (rc, out) = dp.ingress(&simple(REMOTE, other, &tcp(1000, 8443, SYN)));
+    assert_eq!(rc, TC_OK);
+    assert_bytes(
+        &out,
+        &simple(REMOTE, C1, &tcp(1000, 443, SYN)),
+        "bound address",
+    );
+}
+
+#[test]
+fn unsolicited_inbound_never_reaches_a_container() {
+    if !require_root("unsolicited_inbound_never_reaches_a_container") {
+        return;
+    }
+    let dp = publish_dp();
+    // Not published, no mapping: the host's business.
+    let pkt = simple(REMOTE, UPLINK, &tcp(1000, 8081, SYN));
+    assert_eq!(dp.ingress(&pkt).0, TC_NEXT);
+    // Straight to a container address: dropped.
+    for l4 in [tcp(1000, 4000, SYN), udp(1000, 53, b"x"), echo(false, 1, 1)] {
+        assert_eq!(dp.ingress(&simple(REMOTE, C1, &l4)).0, TC_SHOT);
+    }
+    assert_eq!(dp.counter(Counter::DropDirectToInside), 3);
+    assert!(dp.flows().is_empty());
+}
+
+#[test]
+fn mappings_never_take_a_published_port() {
+    if !require_root("mappings_never_take_a_published_port") {
+        return;
+    }
+    let dp = publish_dp();
+    let p = dp.out_port(C1, &udp(5353, 53, b"q"));
+    assert_ne!(p, 5353, "5353/udp is published");
+    let p = dp.out_port(C1, &tcp(8080, 443, SYN));
+    assert_ne!(p, 8080, "8080/tcp is published");
+    // Same port numbers on the other protocol are free to keep.
+    assert_eq!(dp.out_port(C1, &udp(8080, 53, b"q")), 8080);
+}
+
+/// Two containers send UDP from port 5353 to REMOTE:53; the second is
+/// re-ported. Returns its outside port.
+fn two_udp_senders(dp: &Dp) -> u16 {
+    let q = udp(5353, 53, b"query");
+    assert_eq!(dp.out_port(C1, &q), 5353);
+    let p = dp.out_port(C2, &q);
+    assert_ne!(p, 5353);
+    p
+}
+
+#[test]
+fn icmp_port_unreachable_in_translates_outer_and_quoted_headers() {
+    if !require_root("icmp_port_unreachable_in_translates_outer_and_quoted_headers") {
+        return;
+    }
+    let dp = Dp::new("");
+    let p = two_udp_senders(&dp);
+    let before = dp.flows();
+    // The remote quotes the whole datagram it got (as Linux does).
+    let sent = ip_packet(UPLINK, REMOTE, &udp(p, 53, b"query"));
+    let err = icmp_error(3, 3, [0; 4], &sent);
+    let (rc, out) = dp.ingress(&simple(REMOTE, UPLINK, &err));
+    assert_eq!(rc, TC_OK);
+    let original = ip_packet(C2, REMOTE, &udp(5353, 53, b"query"));
+    let want = simple(REMOTE, C2, &icmp_error(3, 3, [0; 4], &original));
+    assert_bytes(&out, &want, "port unreachable to c2");
+    assert_eq!(dp.counter(Counter::IcmpErrorsTranslated), 1);
+    // Errors neither create nor refresh flows (RFC 5508 REQ-6).
+    assert_eq!(dp.flows(), before);
+}
+
+#[test]
+fn icmp_time_exceeded_in_for_tcp_and_echo() {
+    if !require_root("icmp_time_exceeded_in_for_tcp_and_echo") {
+        return;
+    }
+    let dp = Dp::new("");
+    // TCP (traceroute -T): the router quotes IP header + 8 bytes, which
+    // does not include the TCP checksum.
+    let syn = tcp(33434, 80, SYN);
+    assert_eq!(dp.out_port(C1, &syn), 33434);
+    let (_, out) = dp.egress(&simple(C2, REMOTE, &syn));
+    let p = u16::from_be_bytes([out[34], out[35]]);
+    let router = Ipv4Addr::new(198, 51, 100, 1);
+    let sent = quote(&ip_packet(UPLINK, REMOTE, &with_sport(&syn, p)), 8);
+    let (rc, out) = dp.ingress(&simple(router, UPLINK, &icmp_error(11, 0, [0; 4], &sent)));
+    assert_eq!(rc, TC_OK);
+    let original = quote(&ip_packet(C2, REMOTE, &syn), 8);
+    // The quoted IP header's checksum must be the one of the original.
+    assert_bytes(
+        &out,
+        &simple(router, C2, &icmp_error(11, 0, [0; 4], &original)),
+        "time exceeded, TCP",
+    );
+    // ICMP echo (traceroute -I / ping): quoted id and its checksum restored.
+    let req = echo(false, 0x2222, 5);
+    dp.egress(&simple(C1, REMOTE, &req));
+    let (_, out) = dp.egress(&simple(C2, REMOTE, &req));
+    let id = u16::from_be_bytes([out[38], out[39]]);
+    assert_ne!(id, 0x2222);
+    let sent = ip_packet(UPLINK, REMOTE, &echo(false, id, 5));
+    let (rc, out) = dp.ingress(&simple(router, UPLINK, &icmp_error(11, 0, [0; 4], &sent)));
+    assert_eq!(rc, TC_OK);
+    let original = ip_packet(C2, REMOTE, &req);
+    assert_bytes(
+        &out,
+        &simple(router, C2, &icmp_error(11, 0, [0; 4], &original)),
+        "time exceeded, echo",
+    );
+}
+
+#[test]
+fn icmp_frag_needed_for_a_published_flow() {
+    if !require_root("icmp_frag_needed_for_a_published_flow") {
+        return;
+    }
+    let dp = publish_dp();
+    dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000, 8080, SYN)));
+    dp.egress(&simple(C1, REMOTE, &tcp(4000, 50000, SYN | ACK)));
+    // A router on the way back asks for a smaller MTU (PMTU discovery).
+    let router = Ipv4Addr::new(198, 51, 100, 1);
+    let reply = L4::Tcp {
+        sport: 8080,
+        dport: 50000,
+        flags: ACK,
+        payload: vec![0x61; 64],
+    };
+    let sent = ip_packet(UPLINK, REMOTE, &reply);
+    let mtu = [0, 0, 0x05, 0x00]; // next-hop MTU 1280
+    let (rc, out) = dp.ingress(&simple(router, UPLINK, &icmp_error(3, 4, mtu, &sent)));
+    assert_eq!(rc, TC_OK);
+    let L4::Tcp { payload, .. } = reply else {
+        unreachable!()
+    };
+    let original = ip_packet(
+        C1,
+        REMOTE,
+        &L4::Tcp {
+            sport: 4000,
+            dport: 50000,
+            flags: ACK,
+            payload,
+        },
+    );
+    assert_bytes(
+        &out,
+        &simple(router, C1, &icmp_error(3, 4, mtu, &original)),
+        "frag needed",
+    );
+}
+
+#[test]
+fn icmp_errors_out_from_a_container_are_translated() {
+    if !require_root("icmp_errors_out_from_a_container_are_translated") {
+        return;
+    }
+    let dp = publish_dp();
+    // A remote reaches the published 5353/udp; the container answers with
+    // port unreachable, quoting what it received.
+    let q = udp(40000, 5353, b"hello");
+    dp.ingress(&simple(REMOTE, UPLINK, &q));
+    let received = ip_packet(REMOTE, C1, &udp(40000, 53, b"hello"));
+    let (rc, out) = dp.egress(&simple(C1, REMOTE, &icmp_error(3, 3, [0; 4], &received)));
+    assert_eq!(rc, TC_OK);
+    let as_sent = ip_packet(REMOTE, UPLINK, &q);
+    assert_bytes(
+        &out,
+        &simple(UPLINK, REMOTE, &icmp_error(3, 3, [0; 4], &as_sent)),
+        "out",
+    );
+    // An error from a container about nothing netbpf knows: dropped.
+    let unknown = ip_packet(REMOTE, C1, &udp(1, 2, b"?"));
+    let (rc, _) = dp.egress(&simple(C1, REMOTE, &icmp_error(3, 3, [0; 4], &unknown)));
+    assert_eq!(rc, TC_SHOT);
+    assert_eq!(dp.counter(Counter::DropIcmpNoFlow), 1);
+}
+
+#[test]
+fn icmp_errors_without_a_flow_are_not_delivered() {
+    if !require_root("icmp_errors_without_a_flow_are_not_delivered") {
+        return;
+    }
+    let dp = Dp::new("");
+    let p = dp.out_port(C1, &udp(7777, 53, b"q"));
+    // Quotes the mapping but a remote it never talked to: dropped.
+    let stranger = Ipv4Addr::new(198, 51, 100, 200);
+    let sent = ip_packet(UPLINK, stranger, &udp(p, 53, b"q"));
+    let (rc, _) = dp.ingress(&simple(stranger, UPLINK, &icmp_error(3, 3, [0; 4], &sent)));
+    assert_eq!(rc, TC_SHOT);
+    assert_eq!(dp.counter(Counter::DropIcmpNoFlow), 1);
+    // Quotes a port netbpf does not own: the host's own traffic, untouched.
+    let host = ip_packet(UPLINK, REMOTE, &udp(12345, 53, b"q"));
+    let pkt = simple(REMOTE, UPLINK, &icmp_error(3, 3, [0; 4], &host));
+    let (rc, out) = dp.ingress(&pkt);
+    assert_eq!(rc, TC_NEXT);
+    assert_bytes(&out, &pkt, "host's error untouched");
 }

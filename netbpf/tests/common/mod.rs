@@ -254,3 +254,28 @@ pub fn assert_bytes(actual: &[u8], expected: &[u8], what: &str) {
         );
     }
 }
+
+/// The IPv4 packet (no Ethernet header) carrying `l4` from `src` to `dst`.
+pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, l4: &L4) -> Vec<u8> {
+    frame(src, dst, l4, &IpOpts::default())[14..].to_vec()
+}
+
+/// An ICMP error of `icmp_type`/`code` quoting `quoted` (an IPv4 packet,
+/// possibly cut short as routers do), with its checksum computed.
+pub fn icmp_error(icmp_type: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> L4 {
+    let mut b = vec![icmp_type, code, 0, 0];
+    b.extend_from_slice(&rest);
+    b.extend_from_slice(quoted);
+    let c = checksum(&b);
+    b[2..4].copy_from_slice(&c.to_be_bytes());
+    L4::Raw {
+        proto: ICMP,
+        bytes: b,
+    }
+}
+
+/// The first `ihl + n` bytes of an IPv4 packet: what a router quotes.
+pub fn quote(packet: &[u8], n: usize) -> Vec<u8> {
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    packet[..(ihl + n).min(packet.len())].to_vec()
+}
