@@ -321,6 +321,9 @@ pub enum Counter {
     DnatBytes,
     /// ICMP errors translated (outer and embedded headers), both directions.
     IcmpErrorsTranslated,
+    /// Packets hairpinned: a container reaching an outside endpoint of the
+    /// NAT, translated both ways and redirected to the target.
+    HairpinPackets,
     /// Dropped: IPv4 header invalid (version, IHL, total length, truncated).
     DropMalformedIp,
     /// Dropped: the TCP/UDP/ICMP header is truncated or invalid.
@@ -350,11 +353,13 @@ pub enum Counter {
     /// Dropped: an ICMP error about a flow netbpf does not know, coming from
     /// or going to a container (RFC 5508 REQ-4/5: no mapping, no delivery).
     DropIcmpNoFlow,
+    /// Dropped: a hairpinned packet whose target has no route.
+    DropHairpinNoRoute,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropIcmpNoFlow as u32 + 1;
+    pub const COUNT: u32 = Counter::DropHairpinNoRoute as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -369,6 +374,7 @@ impl Counter {
         Counter::DnatPackets,
         Counter::DnatBytes,
         Counter::IcmpErrorsTranslated,
+        Counter::HairpinPackets,
         Counter::DropMalformedIp,
         Counter::DropMalformedL4,
         Counter::DropFragment,
@@ -381,6 +387,7 @@ impl Counter {
         Counter::DropRewriteFailed,
         Counter::DropDirectToInside,
         Counter::DropIcmpNoFlow,
+        Counter::DropHairpinNoRoute,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -397,6 +404,7 @@ impl Counter {
             Counter::DnatPackets => "dnat_packets",
             Counter::DnatBytes => "dnat_bytes",
             Counter::IcmpErrorsTranslated => "icmp_errors_translated",
+            Counter::HairpinPackets => "hairpin_packets",
             Counter::DropMalformedIp => "drop_malformed_ip",
             Counter::DropMalformedL4 => "drop_malformed_l4",
             Counter::DropFragment => "drop_fragment",
@@ -409,6 +417,7 @@ impl Counter {
             Counter::DropRewriteFailed => "drop_rewrite_failed",
             Counter::DropDirectToInside => "drop_direct_to_inside",
             Counter::DropIcmpNoFlow => "drop_icmp_no_flow",
+            Counter::DropHairpinNoRoute => "drop_hairpin_no_route",
         }
     }
 

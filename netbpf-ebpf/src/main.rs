@@ -7,7 +7,8 @@
 //! | program          | hook               | does                                   |
 //! |------------------|--------------------|----------------------------------------|
 //! | `netbpf_egress`  | tc (tcx) egress of the uplink  | masquerade (SNAT) outbound |
-//! | `netbpf_ingress` | tc (tcx) ingress of the uplink | translate replies back     |
+//! | `netbpf_ingress` | tc (tcx) ingress of the uplink | translate replies back, DNAT |
+//! | `netbpf_inside`  | tc (tcx) ingress of container-side interfaces | hairpinning |
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -17,6 +18,7 @@
 )]
 
 mod conntrack;
+mod hairpin;
 mod icmp;
 mod maps;
 mod nat;
@@ -38,6 +40,8 @@ pub(crate) enum Verdict {
     Pass,
     /// Rewritten: send it on.
     Translated,
+    /// Rewritten and redirected; the value is the helper's tc verdict.
+    Redirect(i32),
 }
 
 /// Maps a layer's result to a tc verdict and counts drops.
@@ -50,6 +54,7 @@ fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
             TC_ACT_UNSPEC
         }
         Ok(Verdict::Translated) => TC_ACT_OK,
+        Ok(Verdict::Redirect(action)) => action,
         Err(reason) => {
             stats::inc(reason);
             TC_ACT_SHOT
@@ -71,6 +76,15 @@ pub fn netbpf_egress(ctx: TcContext) -> i32 {
 pub fn netbpf_ingress(ctx: TcContext) -> i32 {
     tc_verdict(parse::parse_tc(&ctx).and_then(|pkt| match pkt {
         Some(pkt) => nat::reverse(&ctx, &pkt),
+        None => Ok(Verdict::Pass),
+    }))
+}
+
+/// tc ingress on the interfaces that lead to containers: hairpinning.
+#[classifier]
+pub fn netbpf_inside(ctx: TcContext) -> i32 {
+    tc_verdict(parse::parse_tc(&ctx).and_then(|pkt| match pkt {
+        Some(pkt) => hairpin::inside(&ctx, &pkt),
         None => Ok(Verdict::Pass),
     }))
 }

@@ -64,7 +64,10 @@ pub(crate) struct Translation {
 /// Whether an ICMP type is an error that quotes the packet it is about.
 #[inline(always)]
 pub(crate) fn is_icmp_error(icmp_type: u8) -> bool {
-    matches!(icmp_type, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
+    matches!(
+        icmp_type,
+        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+    )
 }
 
 /// Source NAT for a packet leaving the uplink: an existing flow (a
@@ -147,7 +150,8 @@ pub(crate) fn outbound(
     };
     conntrack::touch(flow, Dir::Out, pkt, now);
     // SAFETY: map value pointer, valid for this run.
-    let (addr, port, flags) = unsafe { ((*flow).outside_addr, (*flow).outside_port, (*flow).flags) };
+    let (addr, port, flags) =
+        unsafe { ((*flow).outside_addr, (*flow).outside_port, (*flow).flags) };
     Ok(Some(Translation {
         addr,
         port,
@@ -271,8 +275,14 @@ pub(crate) fn inbound(pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Co
 
 /// The published rule for `addr:port`, if any: a rule bound to that
 /// address, else a rule for any address if `addr` is one of the host's.
+/// Never for 127.0.0.0/8.
 #[inline(always)]
 pub(crate) fn published(proto: u8, addr: [u8; 4], port: u16) -> Option<PublishRule> {
+    // Loopback destinations never come from a wire: a packet that claims
+    // one is spoofed (CVE-2020-8558), and must not reach a container.
+    if addr[0] == 127 {
+        return None;
+    }
     let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, addr, port));
     if let Some(rule) = PUBLISH.get(&key) {
         return Some(*rule);
@@ -404,7 +414,8 @@ fn allocate_port(inside: &Endpoint, rule: &MasqRule) -> Result<Endpoint, Counter
         };
         let outside = Endpoint::new(inside.proto, rule.to_addr, port as u16);
         // A published port is never handed out as a mapping.
-        if inside.proto != proto::ICMP && published(inside.proto, rule.to_addr, port as u16).is_some()
+        if inside.proto != proto::ICMP
+            && published(inside.proto, rule.to_addr, port as u16).is_some()
         {
             probe += 1;
             continue;

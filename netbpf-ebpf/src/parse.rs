@@ -294,7 +294,11 @@ pub(crate) fn parse_quoted(ctx: &TcContext, pkt: &Packet) -> Result<Quoted, Coun
     match quoted(ctx.data(), ctx.data_end(), off, end) {
         Err(ParseError::Short) => {
             let len = ctx.len();
-            let want = if len < MAX_ICMP_ERR_HDR_LEN { len } else { MAX_ICMP_ERR_HDR_LEN };
+            let want = if len < MAX_ICMP_ERR_HDR_LEN {
+                len
+            } else {
+                MAX_ICMP_ERR_HDR_LEN
+            };
             if ctx.pull_data(want).is_err() {
                 return Err(Counter::DropMalformedL4);
             }
@@ -349,6 +353,8 @@ pub(crate) mod off {
     pub(crate) const IP_DST: usize = offset_of!(Ipv4Hdr, dst_addr);
     /// IPv4 header checksum.
     pub(crate) const IP_CHECK: usize = offset_of!(Ipv4Hdr, check);
+    /// IPv4 TTL (followed by the protocol: one 16-bit checksum word).
+    pub(crate) const IP_TTL: usize = offset_of!(Ipv4Hdr, ttl);
     /// TCP source port.
     pub(crate) const TCP_SRC: usize = offset_of!(TcpHdr, source);
     /// TCP destination port.

@@ -126,8 +126,13 @@ pub(crate) fn rewrite_addr(
         return Ok(());
     }
     let fail = |_| Counter::DropRewriteFailed;
-    ctx.l3_csum_replace(pkt.l3_off + off::IP_CHECK, raw4(old_addr), raw4(new_addr), 4)
-        .map_err(fail)?;
+    ctx.l3_csum_replace(
+        pkt.l3_off + off::IP_CHECK,
+        raw4(old_addr),
+        raw4(new_addr),
+        4,
+    )
+    .map_err(fail)?;
     ctx.store(pkt.l3_off + addr_off, &new_addr, 0).map_err(fail)
 }
 
@@ -172,7 +177,8 @@ fn icmp_payload_replace<const N: usize>(
             u16::from_ne_bytes([new[0], new[1]]) as u64,
         )
     };
-    ctx.l4_csum_replace(icmp_check, from, to, N as u64).map_err(fail)?;
+    ctx.l4_csum_replace(icmp_check, from, to, N as u64)
+        .map_err(fail)?;
     ctx.store(field, &new, 0).map_err(fail)
 }
 

@@ -183,7 +183,7 @@ impl FlowRow {
     }
 
     /// Table header matching [`FlowRow::cells`].
-    pub const HEADER: [&'static str; 9] = [
+    pub const HEADER: [&'static str; 10] = [
         "PROTO",
         "INSIDE",
         "OUTSIDE",
@@ -191,6 +191,7 @@ impl FlowRow {
         "STATE",
         "AGE",
         "IDLE",
+        "EXPIRES",
         "PKTS OUT/IN",
         "BYTES OUT/IN",
     ];

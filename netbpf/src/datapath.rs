@@ -32,8 +32,10 @@ use crate::{
 pub mod programs {
     /// tc egress on the uplink (masquerade).
     pub const EGRESS: &str = "netbpf_egress";
-    /// tc ingress on the uplink (reverse translation).
+    /// tc ingress on the uplink (reverse translation, DNAT).
     pub const INGRESS: &str = "netbpf_ingress";
+    /// tc ingress on the interfaces that lead to containers (hairpin).
+    pub const INSIDE: &str = "netbpf_inside";
 }
 
 /// Why the datapath could not start.
@@ -113,6 +115,10 @@ pub struct Resolved {
     /// The host's IPv4 addresses when the daemon started: published ports
     /// without an address answer on these.
     pub local_addrs: Vec<Ipv4Addr>,
+    /// Interfaces that lead to containers (name, index): those the main
+    /// routing table sends a masquerade CIDR or a published container
+    /// address to. Hairpinning is handled at their ingress.
+    pub inside: Vec<(String, u32)>,
 }
 
 /// Resolves interface names and the uplink address, and refuses config
@@ -131,15 +137,44 @@ pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
         None => netdev::first_ipv4(name).map_err(DatapathError::Uplink)?,
     };
     let mut local_addrs = netdev::all_ipv4().map_err(DatapathError::Uplink)?;
+    // Loopback addresses are never reachable through the uplink.
+    local_addrs.retain(|a| !a.is_loopback());
     if !local_addrs.contains(&uplink_addr) {
         local_addrs.push(uplink_addr);
     }
+    let routes = netdev::routes().map_err(DatapathError::Uplink)?;
+    let inside = inside_interfaces(config, &routes, name)
+        .into_iter()
+        .filter_map(|iface| netdev::ifindex(&iface).ok().map(|i| (iface, i)))
+        .collect();
     Ok(Resolved {
         uplink: name.clone(),
         uplink_ifindex,
         uplink_addr,
         local_addrs,
+        inside,
     })
+}
+
+/// Interfaces whose routes lead into a masquerade CIDR or to a published
+/// container, other than the uplink and loopback, sorted and unique.
+pub fn inside_interfaces(config: &Config, routes: &[netdev::Route], uplink: &str) -> Vec<String> {
+    let mut out: Vec<String> = routes
+        .iter()
+        .filter(|r| r.iface != uplink && r.iface != "lo" && r.prefix_len > 0)
+        .filter(|r| {
+            let net = crate::config::Ipv4Cidr {
+                addr: r.dst,
+                prefix_len: r.prefix_len,
+            };
+            config.masquerade.iter().any(|m| m.source.overlaps(&net))
+                || config.publish.iter().any(|p| net.contains(p.to_addr))
+        })
+        .map(|r| r.iface.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Mounts bpffs at `/sys/fs/bpf` if the pin directory lives there and it is
@@ -234,7 +269,11 @@ pub fn port_blocks(start: u16, end: u16) -> Vec<(u16, u32)> {
     let (mut cur, end) = (u32::from(start), u32::from(end));
     let mut out = Vec::new();
     while cur <= end {
-        let mut size: u32 = if cur == 0 { 1 << 16 } else { 1 << cur.trailing_zeros().min(16) };
+        let mut size: u32 = if cur == 0 {
+            1 << 16
+        } else {
+            1 << cur.trailing_zeros().min(16)
+        };
         while cur + size - 1 > end {
             size >>= 1;
         }
@@ -302,6 +341,17 @@ fn attach_tc(
     ifindex: u32,
     attach: TcAttachType,
 ) -> Result<(), DatapathError> {
+    attach_tc_loaded(ebpf, name, ifindex, attach, true)
+}
+
+/// Attaches a tc program, loading it first if `load`.
+fn attach_tc_loaded(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    ifindex: u32,
+    attach: TcAttachType,
+    load: bool,
+) -> Result<(), DatapathError> {
     let err = |source| DatapathError::Program { name, source };
     let prog: &mut SchedClassifier = ebpf
         .program_mut(name)
@@ -311,7 +361,9 @@ fn attach_tc(
         })?
         .try_into()
         .map_err(err)?;
-    prog.load().map_err(err)?;
+    if load {
+        prog.load().map_err(err)?;
+    }
     // On kernels >= 6.6 aya attaches through tcx (no qdisc needed).
     prog.attach(ifindex, attach).map_err(err)?;
     Ok(())
@@ -349,6 +401,15 @@ impl Datapath {
             resolved.uplink_ifindex,
             TcAttachType::Ingress,
         )?;
+        for (i, (_, ifindex)) in resolved.inside.iter().enumerate() {
+            attach_tc_loaded(
+                &mut ebpf,
+                programs::INSIDE,
+                *ifindex,
+                TcAttachType::Ingress,
+                i == 0,
+            )?;
+        }
         if let Err(e) = pin_maps(&ebpf, pin_dir) {
             let _ = maps::unpin_all(pin_dir);
             return Err(e);
@@ -361,6 +422,12 @@ impl Datapath {
             resolved.uplink_addr,
             config.publish.len(),
             pin_dir.display()
+        );
+        let inside: Vec<&str> = resolved.inside.iter().map(|(n, _)| n.as_str()).collect();
+        info!(
+            "hairpinning on {} container-side interface(s): {}",
+            inside.len(),
+            inside.join(" ")
         );
         Ok(Self {
             ebpf,
@@ -450,13 +517,48 @@ mod tests {
 
     #[test]
     fn blocks_cover_exactly_the_range() {
-        for (a, b) in [(8080, 8080), (8000, 8010), (1, 65535), (0, 65535), (1024, 2047), (32768, 60999)] {
+        for (a, b) in [
+            (8080, 8080),
+            (8000, 8010),
+            (1, 65535),
+            (0, 65535),
+            (1024, 2047),
+            (32768, 60999),
+        ] {
             let blocks = port_blocks(a, b);
             let ports = covered(&blocks);
-            assert_eq!(ports, (u32::from(a)..=u32::from(b)).collect::<Vec<_>>(), "{a}-{b}");
+            assert_eq!(
+                ports,
+                (u32::from(a)..=u32::from(b)).collect::<Vec<_>>(),
+                "{a}-{b}"
+            );
             assert!(blocks.len() <= 32, "{a}-{b}: {} blocks", blocks.len());
         }
         assert_eq!(port_blocks(8080, 8080), vec![(8080, 16)]);
         assert_eq!(port_blocks(0, 65535), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn inside_interfaces_come_from_routes_into_the_nat() {
+        let config = crate::config::Config::from_toml(
+            "[uplink]\ninterface = \"eth0\"\n[[masquerade]]\nsource = \"10.77.0.0/24\"\n\
+             [[publish]]\nproto = \"tcp\"\nport = 80\nto = \"192.168.5.2:80\"\n",
+        )
+        .expect("config");
+        let routes = crate::netdev::parse_routes(
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+             eth0\t00000000\t027100CB\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             eth0\t007100CB\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+             veth-c1\t02004D0A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n\
+             docker0\t00004D0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+             br1\t0005A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+             other\t000A0A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+        );
+        assert_eq!(routes[2].dst, std::net::Ipv4Addr::new(10, 77, 0, 2));
+        assert_eq!(routes[2].prefix_len, 32);
+        assert_eq!(
+            super::inside_interfaces(&config, &routes, "eth0"),
+            vec!["br1".to_owned(), "docker0".to_owned(), "veth-c1".to_owned()]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The lab: a container host, containers that all listen on port 4000 and
 //! an outside machine, all in network namespaces this module creates and
 //! removes. `netbpf lab` (and so `cargo xtask run`) shows the masquerade
-//! working in it; the end-to-end tests build the same topology.
+//! and published ports working in it; the end-to-end tests build the same
+//! topology.
 //!
 //! ```text
 //!  {prefix}-c1 10.77.0.2/32 eth0 ── veth-c1 ┐
@@ -41,6 +42,30 @@ pub const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 pub const SERVICE_PORT: u16 = 4000;
 /// The containers' subnet.
 pub const CONTAINER_CIDR: &str = "10.77.0.0/24";
+/// `netbpf lab` publishes container `cN`'s [`SERVICE_PORT`] on host port
+/// `DEMO_PUBLISH_BASE + N` (c1 → 8081, c2 → 8082, ...), TCP and UDP.
+pub const DEMO_PUBLISH_BASE: u16 = 8080;
+
+/// A `[[publish]]` table for [`Lab::config_toml`]'s `extra`: `proto`
+/// ("tcp" or "udp") host `port` (a number or a range "A-B") to `to`,
+/// answering only on `address` if given.
+pub fn publish_toml(
+    proto: &str,
+    port: &str,
+    to: SocketAddrV4,
+    address: Option<Ipv4Addr>,
+) -> String {
+    let port = if port.contains('-') {
+        format!("\"{port}\"")
+    } else {
+        port.to_owned()
+    };
+    let mut s = format!("\n[[publish]]\nproto = \"{proto}\"\nport = {port}\nto = \"{to}\"\n");
+    if let Some(a) = address {
+        s.push_str(&format!("address = \"{a}\"\n"));
+    }
+    s
+}
 
 /// Lab failures.
 #[derive(Debug, thiserror::Error)]
@@ -465,45 +490,55 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Runs the demo: builds the lab, starts the daemon, shows each container
-/// reaching the outside through the masquerade and the conntrack table that
-/// did it, then shows live counters until Ctrl-C (or once, with `once`).
+/// Runs the demo: builds the lab, starts the daemon with each container's
+/// port 4000 published, shows each container reaching the outside through
+/// the masquerade and the outside reaching each container through its
+/// published port, the NAT rules and the conntrack table that did it, then
+/// shows live counters until Ctrl-C (or stops there, with `once`).
 pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()> {
     println!("netbpf lab: building namespaces {prefix}-* (the host's own network is not touched)");
     let mut lab = Lab::build(prefix, 3)?;
-    let _outside_tcp = WhoamiServer::spawn(
-        &lab.outside,
-        Transport::Tcp,
-        SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT),
-        "outside: you are",
-    )?;
-    let _outside_udp = WhoamiServer::spawn(
-        &lab.outside,
-        Transport::Udp,
-        SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT),
-        "outside: you are",
-    )?;
     let mut _servers = Vec::new();
-    for (i, c) in lab.containers.iter().enumerate() {
+    for transport in [Transport::Tcp, Transport::Udp] {
         _servers.push(WhoamiServer::spawn(
-            &c.ns,
-            Transport::Tcp,
-            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
-            &format!("container c{} ({}): hello,", i + 1, c.addr),
+            &lab.outside,
+            transport,
+            SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT),
+            "outside: you are",
         )?);
+        for (i, c) in lab.containers.iter().enumerate() {
+            _servers.push(WhoamiServer::spawn(
+                &c.ns,
+                transport,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                &format!("container c{} ({}): hello,", i + 1, c.addr),
+            )?);
+        }
+    }
+    let mut publish = String::new();
+    let mut published = Vec::new();
+    for (i, c) in lab.containers.iter().enumerate() {
+        let port = DEMO_PUBLISH_BASE + 1 + i as u16;
+        let to = SocketAddrV4::new(c.addr, SERVICE_PORT);
+        for proto in ["tcp", "udp"] {
+            publish.push_str(&publish_toml(proto, &port.to_string(), to, None));
+        }
+        published.push((i + 1, port, to));
     }
     println!(
-        "  host {prefix}-host: uplink eth0 {UPLINK_ADDR}/24, containers {CONTAINER_CIDR} (each listening on :{SERVICE_PORT})"
+        "  host {prefix}-host: uplink eth0 {UPLINK_ADDR}/24, containers {CONTAINER_CIDR} (each listening on tcp+udp :{SERVICE_PORT})"
     );
     println!("  outside {prefix}-out: {OUTSIDE_ADDR}, whoami server on tcp+udp :{SERVICE_PORT}");
-    lab.start_daemon(exe, "")?;
+    lab.start_daemon(exe, &publish)?;
     println!(
-        "  netbpf daemon attached to {prefix}-host/eth0, maps pinned in {}",
-        lab.pin_dir.display()
+        "  netbpf daemon attached to {prefix}-host/eth0, maps pinned in {}; config: {}",
+        lab.pin_dir.display(),
+        lab.dir.join("netbpf.toml").display()
     );
     println!();
     println!("The Docker way, outbound: every container reaches the outside as {UPLINK_ADDR}");
     let dst = SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT);
+    let seen = |line: String| parse_whoami(&line).map(|a| a.to_string()).unwrap_or(line);
     for (i, c) in lab.containers.iter().enumerate() {
         let tcp = tcp_whoami(&c.ns, dst)?;
         let udp = udp_whoami(&c.ns, 0, dst)?;
@@ -512,10 +547,27 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
             "  c{} {:<10} tcp → outside saw {:<21} udp → {:<21} ping → reply from {icmp}",
             i + 1,
             c.addr,
-            parse_whoami(&tcp).map(|a| a.to_string()).unwrap_or(tcp),
-            parse_whoami(&udp).map(|a| a.to_string()).unwrap_or(udp),
+            seen(tcp),
+            seen(udp),
         );
     }
+    println!();
+    println!(
+        "The Docker way, inbound: the outside reaches each container through a published port, and the container sees the client's real address"
+    );
+    for (n, port, to) in &published {
+        let host = SocketAddrV4::new(UPLINK_ADDR, *port);
+        let tcp = tcp_whoami(&lab.outside, host)?;
+        let udp = udp_whoami(&lab.outside, 0, host)?;
+        println!(
+            "  {host} → c{n} {to}   tcp → c{n} saw {:<21} udp → c{n} saw {}",
+            seen(tcp),
+            seen(udp),
+        );
+    }
+    println!();
+    println!("The NAT rules (netbpf nat list):");
+    print!("{}", indent(&maps::NatRules::read(&lab.pin_dir)?.render()));
     println!();
     println!("The conntrack table that made it happen (netbpf conntrack list):");
     let nat = lab.nat_maps()?;
@@ -523,7 +575,10 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
     print!(
         "{}",
-        crate::table::render(&crate::conntrack::FlowRow::HEADER, &cells)
+        indent(&crate::table::render(
+            &crate::conntrack::FlowRow::HEADER,
+            &cells
+        ))
     );
     println!();
     if once {
@@ -561,4 +616,9 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     drop(lab);
     println!("lab removed: namespaces, pins and files are gone");
     Ok(())
+}
+
+/// Indents every line of `text` by two spaces.
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
 }

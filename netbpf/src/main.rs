@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: ConntrackCommand,
     },
+    /// Show the NAT rules of the running datapath: masquerade and published ports.
+    Nat {
+        #[command(subcommand)]
+        command: NatCommand,
+    },
     /// Show the datapath's counters (drops by reason, translations, port probes).
     Stats(OutputArgs),
     /// Run the self-contained lab demo in network namespaces (what `cargo xtask run` starts).
@@ -61,6 +66,14 @@ struct DaemonArgs {
 enum ConntrackCommand {
     /// One line per flow: proto, inside, outside, remote, state, age, packets/bytes.
     List(ConntrackListArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NatCommand {
+    /// Masquerade rules (source CIDR, address, ports) and published ports
+    /// (proto, host address and port, container address and port), as the
+    /// datapath holds them.
+    List(OutputArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +148,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Conntrack {
             command: ConntrackCommand::List(args),
         } => conntrack_list(args, &cli.pin_dir),
+        Command::Nat {
+            command: NatCommand::List(args),
+        } => nat_list(args, &cli.pin_dir),
         Command::Stats(args) => stats(args, &cli.pin_dir),
         Command::Lab(args) => {
             let exe = std::env::current_exe().context("finding the netbpf binary")?;
@@ -192,6 +208,16 @@ fn conntrack_list(args: ConntrackListArgs, pin_dir: &std::path::Path) -> Result<
         let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
         print!("{}", table::render(&conntrack::FlowRow::HEADER, &cells));
         println!("{} flow(s)", rows.len());
+    }
+    Ok(())
+}
+
+fn nat_list(args: OutputArgs, pin_dir: &std::path::Path) -> Result<()> {
+    let rules = maps::NatRules::read(pin_dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rules)?);
+    } else {
+        print!("{}", rules.render());
     }
     Ok(())
 }

@@ -22,6 +22,9 @@ pub enum NetdevError {
     /// Listing addresses failed.
     #[error("listing interface addresses")]
     List(#[source] nix::Error),
+    /// Reading the routing table failed.
+    #[error("reading /proc/net/route")]
+    Routes(#[source] std::io::Error),
 }
 
 /// The index of interface `name`.
@@ -51,9 +54,51 @@ pub fn first_ipv4(name: &str) -> Result<Ipv4Addr, NetdevError> {
 pub fn all_ipv4() -> Result<Vec<Ipv4Addr>, NetdevError> {
     let addrs = getifaddrs().map_err(NetdevError::List)?;
     let mut out: Vec<Ipv4Addr> = addrs
-        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip())))
+        .filter_map(|a| {
+            a.address
+                .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+        })
         .collect();
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// One IPv4 route of the main table, from `/proc/net/route`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Output interface.
+    pub iface: String,
+    /// Destination network.
+    pub dst: Ipv4Addr,
+    /// Prefix length of the destination.
+    pub prefix_len: u8,
+}
+
+/// The IPv4 routes of this network namespace's main table.
+pub fn routes() -> Result<Vec<Route>, NetdevError> {
+    let text = std::fs::read_to_string("/proc/net/route").map_err(NetdevError::Routes)?;
+    Ok(parse_routes(&text))
+}
+
+/// Parses `/proc/net/route` (addresses are printed as the native-endian
+/// value of the network-order address).
+pub fn parse_routes(text: &str) -> Vec<Route> {
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dst, mask) = (f.first()?, hex(f.get(1)?)?, hex(f.get(7)?)?);
+            Some(Route {
+                iface: (*iface).to_owned(),
+                dst,
+                prefix_len: u32::from(mask).count_ones() as u8,
+            })
+        })
+        .collect()
 }

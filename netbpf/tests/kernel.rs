@@ -51,7 +51,7 @@ impl Dp {
         let config = Config::from_toml(&format!("{BASE_CONFIG}{extra}")).expect("config");
         let mut ebpf = datapath::load(&config).expect("load object");
         datapath::fill_masquerade(&mut ebpf, &config, UPLINK).expect("fill rules");
-        for name in [programs::EGRESS, programs::INGRESS] {
+        for name in [programs::EGRESS, programs::INGRESS, programs::INSIDE] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .expect("program")

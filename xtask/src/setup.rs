@@ -75,6 +75,21 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "procps",
         why: "the lab and the tests set forwarding and proxy-ARP sysctls inside their namespaces",
     },
+    DebianTool {
+        binary: "ncat",
+        package: "ncat",
+        why: "the published-port tests connect to the lab's published ports from the outside machine with a real client (tests/publish.rs)",
+    },
+    DebianTool {
+        binary: "traceroute",
+        package: "traceroute",
+        why: "the tests trace from a container through the NAT with UDP, ICMP and TCP probes, which needs ICMP errors translated back (tests/publish.rs)",
+    },
+    DebianTool {
+        binary: "tracepath",
+        package: "iputils-tracepath",
+        why: "the tests run tracepath from a container to check that time-exceeded and fragmentation-needed errors reach it through the NAT (tests/publish.rs)",
+    },
 ];
 
 /// State of one `setup` run.
