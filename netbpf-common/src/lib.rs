@@ -42,12 +42,16 @@ pub mod map_names {
     /// Hash: the host's own IPv4 addresses (network order) → 1. Published
     /// ports without an address answer on these.
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// LRU hash: [`crate::FragKey`] → [`crate::FragValue`], the translation
+    /// of a fragmented datagram's first fragment, for the ones that follow.
+    pub const FRAGS: &str = "FRAGS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
+        FRAGS,
         NAT_MAPPINGS,
         NAT_REVERSE,
         CONNTRACK,
@@ -64,6 +68,8 @@ pub mod capacity {
     pub const PUBLISH: u32 = 16384;
     /// Host addresses.
     pub const LOCAL_ADDRS: u32 = 256;
+    /// Fragmented datagrams in flight (least recently used evicted).
+    pub const FRAGS: u32 = 16384;
     /// Flows tracked at once.
     pub const CONNTRACK: u32 = 262_144;
     /// NAT mappings (and their reverse entries).
@@ -154,6 +160,36 @@ pub struct PublishRule {
     pub _pad: u16,
 }
 const _: () = assert!(size_of::<PublishRule>() == 12);
+
+/// A fragmented datagram as it appears on the wire (RFC 791: source,
+/// destination, protocol and identification tie its fragments together).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address, network order.
+    pub src: [u8; 4],
+    /// Destination address, network order.
+    pub dst: [u8; 4],
+    /// IP identification, as on the wire.
+    pub id: [u8; 2],
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FragKey>() == 12);
+
+/// What the first fragment's address was translated to; the fragments that
+/// follow get the same address (they carry no ports).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    /// The new address (source going out, destination coming in).
+    pub addr: [u8; 4],
+    /// Always zero.
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FragValue>() == 8);
 
 /// One side of a translation: protocol, address and port (or ICMP id).
 /// Key and value of [`map_names::NAT_REVERSE`], key of
@@ -313,8 +349,11 @@ pub enum Counter {
     MappingsCreated,
     /// Conntrack flows created.
     FlowsCreated,
-    /// IPv4 fragments that arrived at the uplink and were passed untouched.
+    /// IPv4 fragments that arrived at the uplink and were passed untouched
+    /// (no first fragment seen for them: the host's own, or out of order).
     FragmentsPassed,
+    /// Non-first fragments translated like their first fragment.
+    FragmentsTranslated,
     /// Packets to a published port translated to the container.
     DnatPackets,
     /// Bytes (IP total length) translated to a published container.
@@ -328,7 +367,8 @@ pub enum Counter {
     DropMalformedIp,
     /// Dropped: the TCP/UDP/ICMP header is truncated or invalid.
     DropMalformedL4,
-    /// Dropped: a fragment from a masquerade CIDR (it cannot be translated).
+    /// Dropped: a non-first fragment from a masquerade CIDR whose first
+    /// fragment was not seen (it cannot be translated).
     DropFragment,
     /// Dropped: a masquerade source with a protocol netbpf cannot translate.
     DropUnsupportedProto,
@@ -371,6 +411,7 @@ impl Counter {
         Counter::MappingsCreated,
         Counter::FlowsCreated,
         Counter::FragmentsPassed,
+        Counter::FragmentsTranslated,
         Counter::DnatPackets,
         Counter::DnatBytes,
         Counter::IcmpErrorsTranslated,
@@ -401,6 +442,7 @@ impl Counter {
             Counter::MappingsCreated => "mappings_created",
             Counter::FlowsCreated => "flows_created",
             Counter::FragmentsPassed => "fragments_passed",
+            Counter::FragmentsTranslated => "fragments_translated",
             Counter::DnatPackets => "dnat_packets",
             Counter::DnatBytes => "dnat_bytes",
             Counter::IcmpErrorsTranslated => "icmp_errors_translated",
@@ -435,6 +477,8 @@ mod pod {
     unsafe impl aya::Pod for super::MasqRule {}
     unsafe impl aya::Pod for super::PublishKey {}
     unsafe impl aya::Pod for super::PublishRule {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::MappingValue {}
     unsafe impl aya::Pod for super::FlowKey {}

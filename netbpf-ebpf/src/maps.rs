@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use netbpf_common::{
-    Counter, Endpoint, FlowKey, FlowValue, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS,
-    PublishKey, PublishRule, capacity,
+    Counter, Endpoint, FlowKey, FlowValue, FragKey, FragValue, MappingValue, MasqPrefix, MasqRule,
+    PORT_PROBE_BUCKETS, PublishKey, PublishRule, capacity,
 };
 
 /// Masquerade source CIDRs, written by userspace.
@@ -24,6 +24,11 @@ pub(crate) static PUBLISH: LpmTrie<PublishKey, PublishRule> =
 #[map]
 pub(crate) static LOCAL_ADDRS: HashMap<[u8; 4], u32> =
     HashMap::with_max_entries(capacity::LOCAL_ADDRS, 0);
+
+/// Translations of fragmented datagrams for their non-first fragments.
+#[map]
+pub(crate) static FRAGS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::with_max_entries(capacity::FRAGS, 0);
 
 /// Inside endpoint → outside endpoint (one per inside endpoint: EIM).
 #[map]

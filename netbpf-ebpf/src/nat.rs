@@ -20,15 +20,15 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netbpf_common::{
-    Counter, Endpoint, FlowKey, MAX_PORT_PROBES, MappingValue, MasqRule, PUBLISH_KEY_BITS,
-    PublishKey, PublishRule, flow_flags, proto,
+    Counter, Endpoint, FlowKey, FragKey, FragValue, MAX_PORT_PROBES, MappingValue, MasqRule,
+    PUBLISH_KEY_BITS, PublishKey, PublishRule, flow_flags, proto,
 };
 
 use crate::{
     Verdict,
     conntrack::{self, Dir},
     icmp,
-    maps::{CONNTRACK, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE, PUBLISH},
+    maps::{CONNTRACK, FRAGS, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE, PUBLISH},
     parse::{
         ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
         ICMP_TIME_EXCEEDED, L4, Packet,
@@ -97,13 +97,14 @@ pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
             return icmp::error_out(ctx, pkt);
         }
         L4::Icmp { .. } => return untranslatable(pkt, Counter::DropUnsupportedIcmp),
-        L4::Fragment => return untranslatable(pkt, Counter::DropFragment),
+        L4::Fragment => return fragment_out(ctx, pkt),
         L4::Other => return untranslatable(pkt, Counter::DropUnsupportedProto),
     };
     let Some(to) = outbound(ctx, pkt, &tuple)? else {
         return Ok(Verdict::Pass);
     };
     rewrite::rewrite(ctx, pkt, Side::Source, to.addr, tuple.sport, to.port)?;
+    remember_fragment(pkt, pkt.src, pkt.dst, to.addr);
     stats::inc(Counter::SnatPackets);
     stats::add(Counter::SnatBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
@@ -184,17 +185,14 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
         L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
             return icmp::error_in(ctx, pkt);
         }
-        L4::Fragment => {
-            guard_inside(pkt)?;
-            stats::inc(Counter::FragmentsPassed);
-            return Ok(Verdict::Pass);
-        }
+        L4::Fragment => return fragment_in(ctx, pkt),
         L4::Icmp { .. } | L4::Other => return guard_inside(pkt),
     };
     let Some(to) = inbound(pkt, &tuple)? else {
         return guard_inside(pkt);
     };
     rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
+    remember_fragment(pkt, pkt.src, pkt.dst, to.addr);
     if to.published {
         stats::inc(Counter::DnatPackets);
         stats::add(Counter::DnatBytes, pkt.tot_len as u64);
@@ -202,6 +200,68 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
         stats::inc(Counter::ReversePackets);
         stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     }
+    Ok(Verdict::Translated)
+}
+
+/// After translating a first fragment, remembers its new address for the
+/// fragments that follow (keyed as they will appear on the wire).
+#[inline(always)]
+fn remember_fragment(pkt: &Packet, src: [u8; 4], dst: [u8; 4], addr: [u8; 4]) {
+    if !pkt.first_fragment {
+        return;
+    }
+    let key = FragKey {
+        src,
+        dst,
+        id: pkt.ip_id,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    // LRU map: a full table evicts the oldest datagram, never fails.
+    let _ = FRAGS.insert(&key, &FragValue { addr, _pad: 0 }, 0);
+}
+
+/// The translation remembered for a non-first fragment's datagram.
+#[inline(always)]
+fn fragment_translation(pkt: &Packet) -> Option<[u8; 4]> {
+    let key = FragKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        id: pkt.ip_id,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    // SAFETY: map value pointer, valid for this run.
+    FRAGS.get_ptr(&key).map(|v| unsafe { (*v).addr })
+}
+
+/// A non-first fragment leaving the uplink: the source its first fragment
+/// got, or dropped if it comes from a masquerade CIDR without one.
+#[inline(always)]
+fn fragment_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
+    let Some(addr) = fragment_translation(pkt) else {
+        return untranslatable(pkt, Counter::DropFragment);
+    };
+    rewrite::rewrite_addr(ctx, pkt, Side::Source, addr)?;
+    stats::inc(Counter::FragmentsTranslated);
+    stats::inc(Counter::SnatPackets);
+    stats::add(Counter::SnatBytes, pkt.tot_len as u64);
+    Ok(Verdict::Translated)
+}
+
+/// A non-first fragment arriving on the uplink: the destination its first
+/// fragment got, else the host's (or dropped if addressed to a container).
+#[inline(always)]
+fn fragment_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
+    let Some(addr) = fragment_translation(pkt) else {
+        guard_inside(pkt)?;
+        stats::inc(Counter::FragmentsPassed);
+        return Ok(Verdict::Pass);
+    };
+    rewrite::rewrite_addr(ctx, pkt, Side::Destination, addr)?;
+    stats::inc(Counter::FragmentsTranslated);
+    stats::inc(Counter::ReversePackets);
+    stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
 }
 

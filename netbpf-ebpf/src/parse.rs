@@ -75,8 +75,7 @@ pub(crate) enum L4 {
     Icmp { icmp_type: u8, id: u16 },
     /// A protocol netbpf does not parse.
     Other,
-    /// A fragment: only the first one carries the transport header, so none
-    /// is read.
+    /// A fragment other than the first: no transport header.
     Fragment,
 }
 
@@ -97,6 +96,12 @@ pub(crate) struct Packet {
     pub tot_len: u32,
     /// Transport header.
     pub l4: L4,
+    /// IP identification (memory order), which ties fragments together.
+    pub ip_id: [u8; 2],
+    /// The first fragment of a fragmented datagram (MF set, offset 0): its
+    /// transport header is parsed; the translation it gets is remembered
+    /// for the fragments that follow.
+    pub first_fragment: bool,
 }
 
 /// Why parsing did not produce a packet to work on.
@@ -187,8 +192,11 @@ fn parse_ipv4(cur: &Cursor, l3_off: usize, pkt_len: usize) -> Result<Packet, Par
         dst: ip.dst_addr,
         tot_len: tot_len as u32,
         l4: L4::Other,
+        ip_id: ip.id,
+        first_fragment: more_fragments && frag_offset == 0,
     };
-    if more_fragments || frag_offset != 0 {
+    if frag_offset != 0 {
+        // Only the first fragment carries the transport header.
         pkt.l4 = L4::Fragment;
         return Ok(pkt);
     }
@@ -196,7 +204,7 @@ fn parse_ipv4(cur: &Cursor, l3_off: usize, pkt_len: usize) -> Result<Packet, Par
     let l4_room = tot_len - ihl;
     pkt.l4 = match ip.proto {
         proto::TCP => parse_tcp(cur, l4_off, l4_room)?,
-        proto::UDP => parse_udp(cur, l4_off, l4_room)?,
+        proto::UDP => parse_udp(cur, l4_off, l4_room, pkt.first_fragment)?,
         proto::ICMP => parse_icmp(cur, l4_off, l4_room)?,
         _ => L4::Other,
     };
@@ -223,13 +231,14 @@ fn parse_tcp(cur: &Cursor, off: usize, room: usize) -> Result<L4, ParseError> {
 }
 
 #[inline(always)]
-fn parse_udp(cur: &Cursor, off: usize, room: usize) -> Result<L4, ParseError> {
+fn parse_udp(cur: &Cursor, off: usize, room: usize, fragment: bool) -> Result<L4, ParseError> {
     if room < UdpHdr::LEN {
         return Err(ParseError::Malformed(Counter::DropMalformedL4));
     }
     let udp: UdpHdr = cur.read(off).ok_or(ParseError::Short)?;
     let len = u16::from_be_bytes(udp.len) as usize;
-    if len < UdpHdr::LEN || len > room {
+    // A first fragment holds only part of the datagram its length covers.
+    if len < UdpHdr::LEN || (len > room && !fragment) {
         return Err(ParseError::Malformed(Counter::DropMalformedL4));
     }
     Ok(L4::Ports {

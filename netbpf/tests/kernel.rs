@@ -428,13 +428,16 @@ fn untranslatable_packets_from_the_cidr_are_dropped_not_leaked() {
         return;
     }
     let dp = Dp::new("");
-    // A fragment (MF set).
+    // A non-first fragment whose first fragment was never seen.
     let frag = frame(
         C1,
         REMOTE,
-        &udp(1, 2, b"frag"),
+        &L4::Raw {
+            proto: UDP,
+            bytes: vec![0x55; 16],
+        },
         &IpOpts {
-            frag: 0x2000,
+            frag: 0x0003,
             ..Default::default()
         },
     );
@@ -820,4 +823,74 @@ fn icmp_errors_without_a_flow_are_not_delivered() {
     let (rc, out) = dp.ingress(&pkt);
     assert_eq!(rc, TC_NEXT);
     assert_bytes(&out, &pkt, "host's error untouched");
+}
+
+/// A UDP datagram of `payload` split the way Linux splits it: the first
+/// fragment carries the UDP header and 24 payload bytes, the rest follows.
+fn udp_fragments(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let whole = udp(sport, dport, payload).bytes(src, dst);
+    let first = frame(
+        src,
+        dst,
+        &L4::Raw {
+            proto: UDP,
+            bytes: whole[..32].to_vec(),
+        },
+        &IpOpts {
+            frag: 0x2000,
+            ..Default::default()
+        },
+    );
+    let rest = frame(
+        src,
+        dst,
+        &L4::Raw {
+            proto: UDP,
+            bytes: whole[32..].to_vec(),
+        },
+        &IpOpts {
+            frag: 32 / 8,
+            ..Default::default()
+        },
+    );
+    (first, rest)
+}
+
+#[test]
+fn fragments_follow_their_first_fragment_both_ways() {
+    if !require_root("fragments_follow_their_first_fragment_both_ways") {
+        return;
+    }
+    let dp = Dp::new("");
+    let payload: Vec<u8> = (0..100u8).collect();
+    // Two containers with the same source port: the second is re-ported,
+    // which changes the checksum in the first fragment only.
+    dp.out_port(C1, &udp(3478, 3478, b"x"));
+    let (first, rest) = udp_fragments(C2, REMOTE, 3478, 3478, &payload);
+    let (rc, out_first) = dp.egress(&first);
+    assert_eq!(rc, TC_OK);
+    let p = u16::from_be_bytes([out_first[34], out_first[35]]);
+    assert_ne!(p, 3478);
+    let (want_first, want_rest) = udp_fragments(UPLINK, REMOTE, p, 3478, &payload);
+    assert_bytes(&out_first, &want_first, "first fragment out");
+    let (rc, out_rest) = dp.egress(&rest);
+    assert_eq!(rc, TC_OK);
+    assert_bytes(&out_rest, &want_rest, "second fragment out");
+
+    // A large reply comes back in fragments.
+    let (first, rest) = udp_fragments(REMOTE, UPLINK, 3478, p, &payload);
+    let (want_first, want_rest) = udp_fragments(REMOTE, C2, 3478, 3478, &payload);
+    let (rc, back) = dp.ingress(&first);
+    assert_eq!(rc, TC_OK);
+    assert_bytes(&back, &want_first, "first fragment in");
+    let (rc, back) = dp.ingress(&rest);
+    assert_eq!(rc, TC_OK);
+    assert_bytes(&back, &want_rest, "second fragment in");
+    assert_eq!(dp.counter(Counter::FragmentsTranslated), 2);
 }
