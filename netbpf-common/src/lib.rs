@@ -45,16 +45,39 @@ pub mod map_names {
     /// LRU hash: [`crate::FragKey`] → [`crate::FragValue`], the translation
     /// of a fragmented datagram's first fragment, for the ones that follow.
     pub const FRAGS: &str = "FRAGS";
+    /// Array of one u64: the cookie of the network namespace whose sockets
+    /// the cgroup hooks redirect to published ports.
+    pub const SOCK_NETNS: &str = "SOCK_NETNS";
+    /// LRU hash: [`crate::SockRevKey`] → [`crate::SockRevValue`], what a
+    /// host socket asked for before the cgroup hook redirected it.
+    pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
+    /// Hash: routed container address (network order) →
+    /// [`crate::ContainerEntry`] (its veth and MACs).
+    pub const CONTAINERS: &str = "CONTAINERS";
+    /// Hash: host-side veth ifindex → [`crate::ContainerIf`] (the one
+    /// address allowed from it, the veth's MAC).
+    pub const CONTAINER_IFS: &str = "CONTAINER_IFS";
+    /// Hash: next-hop address on the uplink (network order) →
+    /// [`crate::Neighbour`], mirrored from the kernel's neighbour table.
+    pub const NEIGHBOURS: &str = "NEIGHBOURS";
+    /// Array of one [`crate::RouteUplink`]: the uplink's ifindex and MAC.
+    pub const ROUTE_UPLINK: &str = "ROUTE_UPLINK";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 15] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
         FRAGS,
+        SOCK_NETNS,
+        SOCK_REVNAT,
         NAT_MAPPINGS,
         NAT_REVERSE,
         CONNTRACK,
+        CONTAINERS,
+        CONTAINER_IFS,
+        NEIGHBOURS,
+        ROUTE_UPLINK,
         STATS,
         PORT_PROBES,
     ];
@@ -70,10 +93,17 @@ pub mod capacity {
     pub const LOCAL_ADDRS: u32 = 256;
     /// Fragmented datagrams in flight (least recently used evicted).
     pub const FRAGS: u32 = 16384;
+    /// Host sockets redirected to a published port (least recently used
+    /// evicted).
+    pub const SOCK_REVNAT: u32 = 65536;
     /// Flows tracked at once.
     pub const CONNTRACK: u32 = 262_144;
     /// NAT mappings (and their reverse entries).
     pub const NAT_MAPPINGS: u32 = 262_144;
+    /// Routed containers (and their veths).
+    pub const CONTAINERS: u32 = 4096;
+    /// Neighbours on the uplink.
+    pub const NEIGHBOURS: u32 = 4096;
 }
 
 /// How many ports the kernel tries before it gives up allocating a mapping.
@@ -190,6 +220,36 @@ pub struct FragValue {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<FragValue>() == 8);
+
+/// A host socket talking to a container it was redirected to: the
+/// socket's cookie and the container endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie` of the socket.
+    pub cookie: u64,
+    /// Container address, network order.
+    pub addr: [u8; 4],
+    /// Container port, host order.
+    pub port: u16,
+    /// Always zero.
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRevKey>() == 16);
+
+/// The published address and port the socket asked for, which
+/// `getpeername()` and `recvmsg()` report instead of the container's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevValue {
+    /// Address the application used, network order.
+    pub addr: [u8; 4],
+    /// Port the application used, host order.
+    pub port: u16,
+    /// Always zero.
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRevValue>() == 8);
 
 /// One side of a translation: protocol, address and port (or ICMP id).
 /// Key and value of [`map_names::NAT_REVERSE`], key of
@@ -329,6 +389,69 @@ pub struct FlowValue {
 }
 const _: () = assert!(size_of::<FlowValue>() == 64);
 
+/// Value of [`map_names::CONTAINERS`]: where a routed container is and the
+/// Ethernet addresses a frame to it carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerEntry {
+    /// Index of the host side of the container's veth.
+    pub ifindex: u32,
+    /// MAC of the host side of the veth (source of frames to the container).
+    pub host_mac: [u8; 6],
+    /// The container's MAC (destination of frames to it).
+    pub mac: [u8; 6],
+}
+const _: () = assert!(size_of::<ContainerEntry>() == 16);
+
+/// Bits of [`ContainerIf::flags`].
+pub mod container_if_flags {
+    /// The daemon has attached the container-side program to this veth.
+    /// Set and read by userspace only (`netbpf containers add` waits for it).
+    pub const ATTACHED: u16 = 1 << 0;
+}
+
+/// Value of [`map_names::CONTAINER_IFS`]: the container behind a host-side
+/// veth. Packets arriving from the veth must come from `addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerIf {
+    /// The container's address, network order.
+    pub addr: [u8; 4],
+    /// MAC of this (host-side) veth: the answer to the container's ARP.
+    pub host_mac: [u8; 6],
+    /// [`container_if_flags`] bits.
+    pub flags: u16,
+}
+const _: () = assert!(size_of::<ContainerIf>() == 12);
+
+/// Value of [`map_names::NEIGHBOURS`]: a next hop's MAC on the uplink.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// The kernel's `NUD_*` state bits when the entry was copied.
+    pub state: u16,
+    /// Interface it was learnt on (the uplink).
+    pub ifindex: u32,
+}
+const _: () = assert!(size_of::<Neighbour>() == 12);
+
+/// Value of [`map_names::ROUTE_UPLINK`] (index 0): the uplink as the
+/// routing programs see it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteUplink {
+    /// Uplink ifindex (0 = routing not configured).
+    pub ifindex: u32,
+    /// Uplink MAC: what ARP on the uplink answers for containers, and the
+    /// source of frames forwarded out of it.
+    pub mac: [u8; 6],
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<RouteUplink>() == 12);
+
 /// Everything the datapath counts, as indexes into [`map_names::STATS`].
 /// Drops are named by reason; every drop the programs make increments
 /// exactly one `Drop*` counter.
@@ -395,11 +518,33 @@ pub enum Counter {
     DropIcmpNoFlow,
     /// Dropped: a hairpinned packet whose target has no route.
     DropHairpinNoRoute,
+    /// Host sockets redirected to a published container by the cgroup
+    /// hooks (one per connect, or per unconnected UDP send). Not a drop.
+    HostSocketRedirects,
+    /// ARP requests for a routed container (on the uplink) or from one (on
+    /// its veth) answered by netbpf.
+    ArpReplies,
+    /// Packets forwarded from the uplink straight to a routed container.
+    RoutedIn,
+    /// Packets forwarded from a routed container straight to its next hop
+    /// on the uplink.
+    RoutedOut,
+    /// Packets forwarded from one routed container to another.
+    RoutedLocal,
+    /// Routed packets handed to the kernel because their TTL ran out (it
+    /// sends the time-exceeded error).
+    RouteTtlExpired,
+    /// Routed packets handed to the kernel because their next hop is not in
+    /// the neighbour map yet (the kernel resolves it; the map learns it).
+    RouteNoNeighbour,
+    /// Dropped: from a routed container's veth with a source address (IPv4
+    /// or ARP sender) that is not the container's.
+    DropSpoofed,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropHairpinNoRoute as u32 + 1;
+    pub const COUNT: u32 = Counter::DropSpoofed as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -429,6 +574,14 @@ impl Counter {
         Counter::DropDirectToInside,
         Counter::DropIcmpNoFlow,
         Counter::DropHairpinNoRoute,
+        Counter::HostSocketRedirects,
+        Counter::ArpReplies,
+        Counter::RoutedIn,
+        Counter::RoutedOut,
+        Counter::RoutedLocal,
+        Counter::RouteTtlExpired,
+        Counter::RouteNoNeighbour,
+        Counter::DropSpoofed,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -460,12 +613,26 @@ impl Counter {
             Counter::DropDirectToInside => "drop_direct_to_inside",
             Counter::DropIcmpNoFlow => "drop_icmp_no_flow",
             Counter::DropHairpinNoRoute => "drop_hairpin_no_route",
+            Counter::HostSocketRedirects => "host_socket_redirects",
+            Counter::ArpReplies => "arp_replies",
+            Counter::RoutedIn => "routed_in",
+            Counter::RoutedOut => "routed_out",
+            Counter::RoutedLocal => "routed_local",
+            Counter::RouteTtlExpired => "route_ttl_expired",
+            Counter::RouteNoNeighbour => "route_no_neighbour",
+            Counter::DropSpoofed => "drop_spoofed",
         }
     }
 
     /// Whether this counter counts dropped packets.
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= (Counter::DropMalformedIp as u32)
+        let name = self.name().as_bytes();
+        name.len() > 5
+            && name[0] == b'd'
+            && name[1] == b'r'
+            && name[2] == b'o'
+            && name[3] == b'p'
+            && name[4] == b'_'
     }
 }
 
@@ -479,8 +646,14 @@ mod pod {
     unsafe impl aya::Pod for super::PublishRule {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::SockRevValue {}
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::MappingValue {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::ContainerEntry {}
+    unsafe impl aya::Pod for super::ContainerIf {}
+    unsafe impl aya::Pod for super::Neighbour {}
+    unsafe impl aya::Pod for super::RouteUplink {}
 }

@@ -9,6 +9,9 @@
 //! | `netbpf_egress`  | tc (tcx) egress of the uplink  | masquerade (SNAT) outbound |
 //! | `netbpf_ingress` | tc (tcx) ingress of the uplink | translate replies back, DNAT |
 //! | `netbpf_inside`  | tc (tcx) ingress of container-side interfaces | hairpinning |
+//! | `netbpf_arp`     | XDP on the uplink | ARP for routed containers |
+//! | `netbpf_route_in` | tc (tcx) ingress of the uplink | forward to routed containers |
+//! | `netbpf_container` | tc (tcx) ingress of routed containers' veths | ARP, anti-spoofing, forward out |
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -17,6 +20,7 @@
     reason = "atomic intrinsics: the BPF target has no AtomicU64 RMW ops"
 )]
 
+mod arp;
 mod conntrack;
 mod hairpin;
 mod icmp;
@@ -24,12 +28,14 @@ mod maps;
 mod nat;
 mod parse;
 mod rewrite;
+mod route;
+mod sock;
 mod stats;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
 };
 use netbpf_common::Counter;
 
@@ -87,6 +93,52 @@ pub fn netbpf_inside(ctx: TcContext) -> i32 {
         Some(pkt) => hairpin::inside(&ctx, &pkt),
         None => Ok(Verdict::Pass),
     }))
+}
+
+/// cgroup connect4: host sockets connecting to a published port.
+#[cgroup_sock_addr(connect4)]
+pub fn netbpf_connect4(ctx: SockAddrContext) -> i32 {
+    sock::redirect(&ctx);
+    1 // allow
+}
+
+/// cgroup sendmsg4: unconnected UDP from the host to a published port.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn netbpf_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::redirect(&ctx);
+    1
+}
+
+/// cgroup recvmsg4: UDP replies show the published address.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn netbpf_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx);
+    1
+}
+
+/// cgroup getpeername4: connected sockets report the published address.
+#[cgroup_sock_addr(getpeername4)]
+pub fn netbpf_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx);
+    1
+}
+
+/// XDP on the uplink: answer ARP for routed containers, pass the rest.
+#[aya_ebpf::macros::xdp]
+pub fn netbpf_arp(ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    arp::uplink(&ctx)
+}
+
+/// tc ingress on the uplink: forward packets to routed containers.
+#[classifier]
+pub fn netbpf_route_in(ctx: TcContext) -> i32 {
+    route::tc_verdict(route::inbound(&ctx))
+}
+
+/// tc ingress on a routed container's veth: ARP, anti-spoofing, forward.
+#[classifier]
+pub fn netbpf_container(ctx: TcContext) -> i32 {
+    route::tc_verdict(route::container(&ctx))
 }
 
 #[cfg(not(test))]

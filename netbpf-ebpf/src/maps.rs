@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use netbpf_common::{
     Counter, Endpoint, FlowKey, FlowValue, FragKey, FragValue, MappingValue, MasqPrefix, MasqRule,
-    PORT_PROBE_BUCKETS, PublishKey, PublishRule, capacity,
+    PORT_PROBE_BUCKETS, PublishKey, PublishRule, SockRevKey, SockRevValue, capacity,
 };
 
 /// Masquerade source CIDRs, written by userspace.
@@ -29,6 +29,15 @@ pub(crate) static LOCAL_ADDRS: HashMap<[u8; 4], u32> =
 #[map]
 pub(crate) static FRAGS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(capacity::FRAGS, 0);
+
+/// The network namespace (cookie) whose sockets reach published ports.
+#[map]
+pub(crate) static SOCK_NETNS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// What redirected host sockets asked for.
+#[map]
+pub(crate) static SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::with_max_entries(capacity::SOCK_REVNAT, 0);
 
 /// Inside endpoint → outside endpoint (one per inside endpoint: EIM).
 #[map]
@@ -54,3 +63,23 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counte
 #[map]
 pub(crate) static PORT_PROBES: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(PORT_PROBE_BUCKETS, 0);
+
+/// Routed container address → its veth and MACs, written by userspace.
+#[map]
+pub(crate) static CONTAINERS: HashMap<[u8; 4], netbpf_common::ContainerEntry> =
+    HashMap::with_max_entries(capacity::CONTAINERS, 0);
+
+/// Host-side veth ifindex → the container behind it, written by userspace.
+#[map]
+pub(crate) static CONTAINER_IFS: HashMap<u32, netbpf_common::ContainerIf> =
+    HashMap::with_max_entries(capacity::CONTAINERS, 0);
+
+/// Next hop on the uplink → its MAC, mirrored from the kernel's neighbour
+/// table by userspace.
+#[map]
+pub(crate) static NEIGHBOURS: HashMap<[u8; 4], netbpf_common::Neighbour> =
+    HashMap::with_max_entries(capacity::NEIGHBOURS, 0);
+
+/// The uplink's ifindex and MAC (index 0), written by userspace.
+#[map]
+pub(crate) static ROUTE_UPLINK: Array<netbpf_common::RouteUplink> = Array::with_max_entries(1, 0);

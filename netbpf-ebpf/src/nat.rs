@@ -352,6 +352,22 @@ pub(crate) fn published(proto: u8, addr: [u8; 4], port: u16) -> Option<PublishRu
     PUBLISH.get(&key).copied()
 }
 
+/// The published rule a socket on the host reaches at `addr:port`: a rule
+/// bound to that address (loopback included), else a rule for any address
+/// if `addr` is one of the host's or loopback.
+#[inline(always)]
+pub(crate) fn published_for_host(proto: u8, addr: [u8; 4], port: u16) -> Option<PublishRule> {
+    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, addr, port));
+    if let Some(rule) = PUBLISH.get(&key) {
+        return Some(*rule);
+    }
+    if addr[0] != 127 {
+        LOCAL_ADDRS.get_ptr(&addr)?;
+    }
+    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, [0; 4], port));
+    PUBLISH.get(&key).copied()
+}
+
 /// The container port that host port `port` of a rule maps to (1:1).
 #[inline(always)]
 pub(crate) fn published_port(rule: &PublishRule, port: u16) -> u16 {

@@ -27,6 +27,9 @@
 //! tcp_established_timeout = "2h4m"
 //! tcp_transitory_timeout = "4m"
 //! icmp_timeout = "60s"
+//!
+//! [metrics]                     # optional
+//! address = "127.0.0.1:9469"    # where the daemon serves Prometheus metrics
 //! ```
 //!
 //! [`Config::from_toml`] deserializes the text into private "raw" structs
@@ -40,7 +43,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -59,6 +62,11 @@ pub const MIN_CONNTRACK_CAPACITY: u32 = 1024;
 
 /// Largest accepted conntrack table capacity.
 pub const MAX_CONNTRACK_CAPACITY: u32 = 16_777_216;
+
+/// Default address of the Prometheus metrics endpoint: loopback only, so
+/// nothing is exposed beyond the host unless the config says so.
+pub const DEFAULT_METRICS_ADDRESS: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469));
 
 /// Longest accepted conntrack timeout (365 days).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -311,6 +319,8 @@ pub struct Config {
     pub container: Vec<Container>,
     /// Connection tracking settings (`[conntrack]`, defaults if absent).
     pub conntrack: ConntrackConfig,
+    /// The metrics endpoint (`[metrics]`, defaults if absent).
+    pub metrics: MetricsConfig,
     /// Non-fatal findings, e.g. timeouts below RFC minimums. Each entry
     /// starts with the key path it is about.
     pub warnings: Vec<String>,
@@ -385,6 +395,21 @@ impl Default for ConntrackConfig {
         ConntrackConfig {
             capacity: DEFAULT_CONNTRACK_CAPACITY,
             timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// The `[metrics]` table: where the daemon serves Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Listen address (`address`), [`DEFAULT_METRICS_ADDRESS`] by default.
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            address: DEFAULT_METRICS_ADDRESS,
         }
     }
 }
@@ -670,6 +695,13 @@ struct RawConfig {
     #[serde(default)]
     container: Vec<RawContainer>,
     conntrack: Option<RawConntrack>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -734,12 +766,14 @@ impl RawConfig {
         let publish = validate_publish(self.publish)?;
         let container = validate_containers(self.container, &uplink)?;
         let conntrack = validate_conntrack(self.conntrack, &mut warnings)?;
+        let metrics = validate_metrics(self.metrics)?;
         Ok(Config {
             uplink,
             masquerade,
             publish,
             container,
             conntrack,
+            metrics,
             warnings,
         })
     }
@@ -1062,6 +1096,42 @@ fn validate_conntrack(
             icmp,
         },
     })
+}
+
+fn validate_metrics(raw: Option<RawMetrics>) -> Result<MetricsConfig, ConfigError> {
+    let Some(address) = raw.and_then(|r| r.address) else {
+        return Ok(MetricsConfig::default());
+    };
+    let key = "metrics.address";
+    let addr: SocketAddr = address.trim().parse().map_err(|_| {
+        invalid(
+            key,
+            format!(
+                "{address:?} is not an address:port (e.g. \"{DEFAULT_METRICS_ADDRESS}\", or \"[::1]:9469\")"
+            ),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(invalid(
+            key,
+            format!("{address:?} has port 0; a scraper needs a fixed port"),
+        ));
+    }
+    if addr.ip().is_multicast() {
+        return Err(invalid(
+            key,
+            format!("{address:?} is a multicast address; expected a local address to listen on"),
+        ));
+    }
+    if let SocketAddr::V4(v4) = addr
+        && v4.ip().is_broadcast()
+    {
+        return Err(invalid(
+            key,
+            format!("{address:?} is the broadcast address; expected a local address to listen on"),
+        ));
+    }
+    Ok(MetricsConfig { address: addr })
 }
 
 // ---------------------------------------------------------------------------
@@ -2038,6 +2108,42 @@ icmp_timeout = "60s"
             e.to_string().contains("/nonexistent/netbpf-test.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn metrics_address_defaults_to_loopback() {
+        let c = ok("");
+        assert_eq!(c.metrics.address, "127.0.0.1:9469".parse().unwrap());
+        assert!(c.metrics.address.ip().is_loopback());
+        assert_eq!(ok("[metrics]\n").metrics, MetricsConfig::default());
+    }
+
+    #[test]
+    fn metrics_address_accepts_ipv4_and_ipv6() {
+        let c = ok("[metrics]\naddress = \"0.0.0.0:9100\"\n");
+        assert_eq!(c.metrics.address, "0.0.0.0:9100".parse().unwrap());
+        let c = ok("[metrics]\naddress = \"[::1]:9469\"\n");
+        assert_eq!(c.metrics.address, "[::1]:9469".parse().unwrap());
+    }
+
+    #[test]
+    fn metrics_address_rejects_bad_values() {
+        for (value, why) in [
+            ("127.0.0.1", "is not an address:port"),
+            ("localhost:9469", "is not an address:port"),
+            ("127.0.0.1:70000", "is not an address:port"),
+            ("127.0.0.1:0", "port 0"),
+            ("224.0.0.1:9469", "multicast"),
+            ("255.255.255.255:9469", "broadcast"),
+        ] {
+            let e = err(&format!("[metrics]\naddress = \"{value}\"\n"));
+            assert!(e.starts_with("metrics.address: "), "{value}: {e}");
+            assert!(e.contains(value) && e.contains(why), "{value}: {e}");
+        }
+        let e = err("[metrics]\nport = 9469\n");
+        assert!(e.contains("port"), "unknown key named: {e}");
+        let e = err("[metrics]\naddress = 9469\n");
+        assert!(e.contains("address") || e.contains("string"), "{e}");
     }
 
     #[test]

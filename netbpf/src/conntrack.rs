@@ -84,6 +84,39 @@ impl FlowState {
         }
     }
 
+    /// Every state, in the order `conntrack list --state` names them.
+    pub const ALL: [FlowState; 8] = [
+        FlowState::SynSent,
+        FlowState::SynRecv,
+        FlowState::Established,
+        FlowState::FinWait,
+        FlowState::Closing,
+        FlowState::Reset,
+        FlowState::Udp,
+        FlowState::Icmp,
+    ];
+
+    /// The state named `name` (as [`FlowState::name`] prints it, any case).
+    pub fn parse(name: &str) -> Option<FlowState> {
+        FlowState::ALL
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// The nearest state name of Linux conntrack (`conntrack -L`), for TCP.
+    pub fn conntrack_name(self) -> Option<&'static str> {
+        match self {
+            FlowState::SynSent => Some("SYN_SENT"),
+            FlowState::SynRecv => Some("SYN_RECV"),
+            FlowState::Established => Some("ESTABLISHED"),
+            FlowState::FinWait => Some("FIN_WAIT"),
+            // Both FINs seen: Linux would be in LAST_ACK or TIME_WAIT.
+            FlowState::Closing => Some("TIME_WAIT"),
+            FlowState::Reset => Some("CLOSE"),
+            FlowState::Udp | FlowState::Icmp => None,
+        }
+    }
+
     /// Upper-case name as printed by `conntrack list`.
     pub fn name(self) -> &'static str {
         match self {
@@ -146,6 +179,12 @@ pub struct FlowRow {
     pub expires_in_secs: u64,
     /// Whether it was opened from outside.
     pub opened_inbound: bool,
+    /// Whether it goes to a published port (DNAT).
+    pub published: bool,
+    /// Whether a packet went out (inside → remote).
+    pub seen_out: bool,
+    /// Whether a packet came in (remote → inside).
+    pub seen_in: bool,
     /// Packets inside → remote.
     pub packets_out: u64,
     /// Bytes inside → remote.
@@ -175,6 +214,9 @@ impl FlowRow {
             idle_secs: idle,
             expires_in_secs: state.timeout(timeouts).as_secs().saturating_sub(idle),
             opened_inbound: value.flags & flow_flags::OPENED_IN != 0,
+            published: value.flags & flow_flags::PUBLISHED != 0,
+            seen_out: value.flags & flow_flags::SEEN_OUT != 0,
+            seen_in: value.flags & flow_flags::SEEN_IN != 0,
             packets_out: value.packets_out,
             bytes_out: value.bytes_out,
             packets_in: value.packets_in,
@@ -211,6 +253,174 @@ impl FlowRow {
             format!("{}/{}", self.bytes_out, self.bytes_in),
         ]
     }
+}
+
+impl FlowRow {
+    /// The flow as one line shaped like `conntrack -L` prints it:
+    /// protocol name and number, seconds to expiry, the TCP state, the
+    /// original tuple (as the opening packet travelled), `[UNREPLIED]` if
+    /// nothing came back, the reply tuple (as the answer travels, so its
+    /// destination is the translated endpoint), `[ASSURED]` once traffic
+    /// went both ways, `mark=0 use=1`.
+    pub fn conntrack_line(&self) -> String {
+        let num = match self.proto.as_str() {
+            "tcp" => proto::TCP,
+            "udp" => proto::UDP,
+            "icmp" => proto::ICMP,
+            other => other.parse().unwrap_or(0),
+        };
+        let mut line = format!("{:<8} {} {} ", self.proto, num, self.expires_in_secs);
+        if let Some(state) = self.state.conntrack_name() {
+            line.push_str(state);
+            line.push(' ');
+        }
+        let inside = (self.inside_addr, self.inside_port);
+        let outside = (self.outside_addr, self.outside_port);
+        let remote = (self.remote_addr, self.remote_port);
+        // (src, dst) of the original and reply directions.
+        let (orig, reply, replied) = if self.opened_inbound {
+            // The remote opened it to the outside endpoint; the container
+            // answers the remote.
+            ((remote, outside), (inside, remote), self.seen_out)
+        } else {
+            ((inside, remote), (remote, outside), self.seen_in)
+        };
+        let tuple = |(src, dst): ((Ipv4Addr, u16), (Ipv4Addr, u16)), request: bool| {
+            let ports = if num == proto::ICMP {
+                // The echo identifier is the inside or outside port; the
+                // remote side has none.
+                let id = if src.0 == self.remote_addr {
+                    dst.1
+                } else {
+                    src.1
+                };
+                format!("type={} code=0 id={id}", if request { 8 } else { 0 })
+            } else {
+                format!("sport={} dport={}", src.1, dst.1)
+            };
+            format!("src={} dst={} {ports} ", src.0, dst.0)
+        };
+        line.push_str(&tuple(orig, true));
+        if !replied {
+            line.push_str("[UNREPLIED] ");
+        }
+        line.push_str(&tuple(reply, false));
+        if self.seen_in && self.seen_out {
+            line.push_str("[ASSURED] ");
+        }
+        line.push_str("mark=0 use=1");
+        line
+    }
+}
+
+/// Which flows `conntrack list` shows; `None` matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    /// Protocol number.
+    pub proto: Option<u8>,
+    /// An address of the flow: inside, outside or remote.
+    pub addr: Option<Ipv4Addr>,
+    /// A port of the flow: inside, outside or remote (ICMP: the echo id).
+    pub port: Option<u16>,
+    /// The derived state.
+    pub state: Option<FlowState>,
+}
+
+impl FlowFilter {
+    /// Whether `row` passes every filter set.
+    pub fn matches(&self, row: &FlowRow) -> bool {
+        self.proto.is_none_or(|p| row.proto == proto_name(p))
+            && self.addr.is_none_or(|a| {
+                row.inside_addr == a || row.outside_addr == a || row.remote_addr == a
+            })
+            && self.port.is_none_or(|p| {
+                row.inside_port == p || row.outside_port == p || row.remote_port == p
+            })
+            && self.state.is_none_or(|s| row.state == s)
+    }
+}
+
+/// The protocol number of `tcp`, `udp` or `icmp` (any case), or a number.
+pub fn parse_proto(name: &str) -> Option<u8> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Some(proto::TCP),
+        "udp" => Some(proto::UDP),
+        "icmp" => Some(proto::ICMP),
+        other => other.parse().ok(),
+    }
+}
+
+/// One line of `netbpf conntrack top`: how many outside ports one inside
+/// address holds towards one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopRow {
+    /// "tcp", "udp" or "icmp".
+    pub proto: String,
+    /// Destination address.
+    pub remote_addr: Ipv4Addr,
+    /// Destination port (0 for ICMP).
+    pub remote_port: u16,
+    /// The inside (container) address.
+    pub inside_addr: Ipv4Addr,
+    /// Distinct outside endpoints (address and port) its flows to this
+    /// destination use.
+    pub outside_ports: u64,
+    /// Its flows to this destination.
+    pub flows: u64,
+}
+
+impl TopRow {
+    /// Table header matching [`TopRow::cells`].
+    pub const HEADER: [&'static str; 5] = ["PROTO", "DESTINATION", "INSIDE", "PORTS", "FLOWS"];
+
+    /// The row as table cells.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.proto.clone(),
+            format!("{}:{}", self.remote_addr, self.remote_port),
+            self.inside_addr.to_string(),
+            self.outside_ports.to_string(),
+            self.flows.to_string(),
+        ]
+    }
+}
+
+/// Which inside addresses hold the most outside ports per destination:
+/// masqueraded flows (published ones hold no port of their own) grouped by
+/// protocol, destination and inside address, most ports first, at most
+/// `limit` rows.
+pub fn top(rows: &[FlowRow], limit: usize) -> Vec<TopRow> {
+    use std::collections::{BTreeMap, BTreeSet};
+    type Group = (String, Ipv4Addr, u16, Ipv4Addr);
+    let mut groups: BTreeMap<Group, (BTreeSet<(Ipv4Addr, u16)>, u64)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| !r.published) {
+        let g = groups
+            .entry((r.proto.clone(), r.remote_addr, r.remote_port, r.inside_addr))
+            .or_default();
+        g.0.insert((r.outside_addr, r.outside_port));
+        g.1 += 1;
+    }
+    let mut out: Vec<TopRow> = groups
+        .into_iter()
+        .map(
+            |((proto, remote_addr, remote_port, inside_addr), (ports, flows))| TopRow {
+                proto,
+                remote_addr,
+                remote_port,
+                inside_addr,
+                outside_ports: ports.len() as u64,
+                flows,
+            },
+        )
+        .collect();
+    // Most ports first; ties in a stable order.
+    out.sort_by(|a, b| {
+        b.outside_ports
+            .cmp(&a.outside_ports)
+            .then(b.flows.cmp(&a.flows))
+    });
+    out.truncate(limit);
+    out
 }
 
 /// Reads every flow as printable rows, sorted by protocol, inside and
@@ -365,6 +575,144 @@ mod tests {
         for s in [FlowState::SynSent, FlowState::Closing, FlowState::Reset] {
             assert!(s.timeout(&t) >= Duration::from_secs(240));
         }
+    }
+
+    fn row(
+        p: u8,
+        flags: u64,
+        inside: ([u8; 4], u16),
+        outside: ([u8; 4], u16),
+        remote: ([u8; 4], u16),
+    ) -> FlowRow {
+        let key = FlowKey::new(p, inside.0, inside.1, remote.0, remote.1);
+        let value = FlowValue {
+            outside_addr: outside.0,
+            outside_port: outside.1,
+            flags,
+            created_ns: 1_000_000_000,
+            last_seen_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        FlowRow::new(&key, &value, 1_000_000_000, &Timeouts::default())
+    }
+
+    const C1: [u8; 4] = [10, 77, 0, 2];
+    const C2: [u8; 4] = [10, 77, 0, 3];
+    const UP: [u8; 4] = [203, 0, 113, 1];
+    const OUT: [u8; 4] = [203, 0, 113, 2];
+
+    #[test]
+    fn conntrack_lines_look_like_conntrack_tools() {
+        let est = SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN;
+        let r = row(proto::TCP, est, (C1, 40000), (UP, 40000), (OUT, 4000));
+        assert_eq!(
+            r.conntrack_line(),
+            "tcp      6 7440 ESTABLISHED src=10.77.0.2 dst=203.0.113.2 sport=40000 dport=4000 \
+             src=203.0.113.2 dst=203.0.113.1 sport=4000 dport=40000 [ASSURED] mark=0 use=1"
+        );
+        let r = row(proto::UDP, SEEN_OUT, (C1, 5353), (UP, 5353), (OUT, 53));
+        assert_eq!(
+            r.conntrack_line(),
+            "udp      17 300 src=10.77.0.2 dst=203.0.113.2 sport=5353 dport=53 [UNREPLIED] \
+             src=203.0.113.2 dst=203.0.113.1 sport=53 dport=5353 mark=0 use=1"
+        );
+        let r = row(proto::ICMP, SEEN_OUT | SEEN_IN, (C1, 7), (UP, 9), (OUT, 0));
+        assert_eq!(
+            r.conntrack_line(),
+            "icmp     1 60 src=10.77.0.2 dst=203.0.113.2 type=8 code=0 id=7 \
+             src=203.0.113.2 dst=203.0.113.1 type=0 code=0 id=9 [ASSURED] mark=0 use=1"
+        );
+        // A published port: the client opened it to the host's port.
+        let r = row(
+            proto::TCP,
+            OPENED_IN | PUBLISHED | SEEN_IN | SYN_IN,
+            (C1, 4000),
+            (UP, 8081),
+            (OUT, 38252),
+        );
+        assert_eq!(
+            r.conntrack_line(),
+            "tcp      6 240 SYN_RECV src=203.0.113.2 dst=203.0.113.1 sport=38252 dport=8081 [UNREPLIED] \
+             src=10.77.0.2 dst=203.0.113.2 sport=4000 dport=38252 mark=0 use=1"
+        );
+    }
+
+    #[test]
+    fn filters_match_any_side() {
+        let est = SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN;
+        let r = row(proto::TCP, est, (C1, 40000), (UP, 40001), (OUT, 4000));
+        let f = |proto, addr, port, state| FlowFilter {
+            proto,
+            addr,
+            port,
+            state,
+        };
+        assert!(f(None, None, None, None).matches(&r));
+        assert!(f(Some(proto::TCP), None, None, None).matches(&r));
+        assert!(!f(Some(proto::UDP), None, None, None).matches(&r));
+        for a in [C1, UP, OUT] {
+            assert!(f(None, Some(Ipv4Addr::from(a)), None, None).matches(&r));
+        }
+        assert!(!f(None, Some(Ipv4Addr::from(C2)), None, None).matches(&r));
+        for p in [40000, 40001, 4000] {
+            assert!(f(None, None, Some(p), None).matches(&r));
+        }
+        assert!(!f(None, None, Some(80), None).matches(&r));
+        assert!(f(None, None, None, FlowState::parse("established")).matches(&r));
+        assert!(!f(None, None, None, FlowState::parse("SYN_SENT")).matches(&r));
+        assert_eq!(FlowState::parse("bogus"), None);
+        assert_eq!(parse_proto("UDP"), Some(proto::UDP));
+    }
+
+    #[test]
+    fn top_ranks_inside_addresses_by_ports_per_destination() {
+        let mut rows = Vec::new();
+        for i in 0..3 {
+            rows.push(row(
+                proto::TCP,
+                SEEN_OUT,
+                (C1, 1000 + i),
+                (UP, 2000 + i),
+                (OUT, 443),
+            ));
+        }
+        rows.push(row(
+            proto::TCP,
+            SEEN_OUT,
+            (C2, 1000),
+            (UP, 3000),
+            (OUT, 443),
+        ));
+        rows.push(row(proto::UDP, SEEN_OUT, (C2, 53), (UP, 53), (OUT, 53)));
+        rows.push(row(
+            proto::UDP,
+            SEEN_OUT,
+            (C2, 53),
+            (UP, 53),
+            ([1, 1, 1, 1], 53),
+        ));
+        // Published flows hold no port of their own.
+        for i in 0..5 {
+            rows.push(row(
+                proto::TCP,
+                OPENED_IN | PUBLISHED | SEEN_IN,
+                (C2, 4000),
+                (UP, 8081),
+                (OUT, 5000 + i),
+            ));
+        }
+        let top = top(&rows, 10);
+        let text: Vec<Vec<String>> = top.iter().map(TopRow::cells).collect();
+        assert_eq!(
+            text,
+            vec![
+                vec!["tcp", "203.0.113.2:443", "10.77.0.2", "3", "3"],
+                vec!["tcp", "203.0.113.2:443", "10.77.0.3", "1", "1"],
+                vec!["udp", "1.1.1.1:53", "10.77.0.3", "1", "1"],
+                vec!["udp", "203.0.113.2:53", "10.77.0.3", "1", "1"],
+            ]
+        );
+        assert_eq!(super::top(&rows, 1).len(), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{LpmTrie, MapError, lpm_trie::Key},
-    programs::{ProgramError, SchedClassifier, TcAttachType},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType},
 };
 use log::{info, warn};
 use netbpf_common::{
@@ -36,6 +36,13 @@ pub mod programs {
     pub const INGRESS: &str = "netbpf_ingress";
     /// tc ingress on the interfaces that lead to containers (hairpin).
     pub const INSIDE: &str = "netbpf_inside";
+    /// cgroup socket hooks for published ports reached from the host.
+    pub const SOCK_ADDR: [&str; 4] = [
+        "netbpf_connect4",
+        "netbpf_sendmsg4",
+        "netbpf_recvmsg4",
+        "netbpf_getpeername4",
+    ];
 }
 
 /// Why the datapath could not start.
@@ -98,9 +105,21 @@ pub enum DatapathError {
         #[source]
         source: aya::pin::PinError,
     },
+    /// The cgroup for the host-socket hooks is unusable.
+    #[error("cgroup {path} (for published ports reached from the host; --cgroup none disables)")]
+    Cgroup {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
     /// Reading the pinned maps back failed.
     #[error(transparent)]
     Maps(#[from] MapsError),
+    /// Per-container-IP routing could not be set up.
+    #[error(transparent)]
+    Routing(#[from] crate::containers::ContainersError),
 }
 
 /// The configuration resolved against this host.
@@ -124,12 +143,6 @@ pub struct Resolved {
 /// Resolves interface names and the uplink address, and refuses config
 /// sections this version cannot apply (rather than ignoring them).
 pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
-    if !config.container.is_empty() {
-        return Err(DatapathError::Unsupported {
-            key: "container[0]".into(),
-            what: "per-container-IP routing",
-        });
-    }
     let name = &config.uplink.interface;
     let uplink_ifindex = netdev::ifindex(name).map_err(DatapathError::Uplink)?;
     let uplink_addr = match config.uplink.address {
@@ -376,11 +389,113 @@ pub struct Datapath {
     pin_dir: PathBuf,
     /// What the config resolved to.
     pub resolved: Resolved,
+    routing: crate::containers::Routing,
+}
+
+/// Where the datapath attaches besides the interfaces in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// cgroup v2 directory whose processes (in the daemon's network
+    /// namespace) reach published ports through the socket hooks; `None`
+    /// leaves host sockets alone.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cgroup: cgroup2_mount(),
+        }
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified
+/// systems, often `/sys/fs/cgroup/unified` on hybrid ones), from
+/// `/proc/self/mounts`.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+/// The cookie of the calling thread's network namespace.
+pub fn netns_cookie() -> io::Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid socket fd, and a buffer of the length passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// Attaches the cgroup socket hooks for published ports reached from this
+/// network namespace's own processes.
+fn attach_sock_hooks(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), DatapathError> {
+    let cg_err = |source| DatapathError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    };
+    let cookie = netns_cookie().map_err(cg_err)?;
+    let name = map_names::SOCK_NETNS;
+    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })?;
+    let mut netns: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    netns
+        .set(0, &cookie, 0)
+        .map_err(|source| DatapathError::Map { name, source })?;
+    let file = fs::File::open(cgroup).map_err(cg_err)?;
+    for name in programs::SOCK_ADDR {
+        let err = |source| DatapathError::Program { name, source };
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(err)?;
+        prog.load().map_err(err)?;
+        // A bpf_link (kernel >= 5.7): links on one cgroup always coexist,
+        // so several datapaths (one per namespace) can share it; the link
+        // API takes no multi-attach flag.
+        prog.attach(&file, CgroupAttachMode::Single).map_err(err)?;
+    }
+    Ok(())
 }
 
 impl Datapath {
-    /// Validated config in, attached datapath out (or nothing changed).
+    /// Validated config in, attached datapath out (or nothing changed),
+    /// with the default [`Options`].
     pub fn start(config: &Config, pin_dir: &Path) -> Result<Self, DatapathError> {
+        Self::start_with(config, pin_dir, &Options::default())
+    }
+
+    /// Validated config in, attached datapath out (or nothing changed).
+    pub fn start_with(
+        config: &Config,
+        pin_dir: &Path,
+        options: &Options,
+    ) -> Result<Self, DatapathError> {
         let resolved = resolve(config)?;
         prepare_pin_dir(pin_dir)?;
         let mut ebpf = load(config)?;
@@ -410,9 +525,22 @@ impl Datapath {
                 i == 0,
             )?;
         }
+        if let Some(cgroup) = &options.cgroup
+            && !config.publish.is_empty()
+        {
+            attach_sock_hooks(&mut ebpf, cgroup)?;
+        }
+        let mut routing =
+            crate::containers::Routing::start(&mut ebpf, config, resolved.uplink_ifindex)?;
         if let Err(e) = pin_maps(&ebpf, pin_dir) {
+            routing.stop(&mut ebpf);
             let _ = maps::unpin_all(pin_dir);
             return Err(e);
+        }
+        if let Err(e) = routing.follow_neighbours(pin_dir) {
+            routing.stop(&mut ebpf);
+            let _ = maps::unpin_all(pin_dir);
+            return Err(e.into());
         }
         info!(
             "attached to {} (ifindex {}), masquerading {} CIDR(s) to {}, {} published port rule(s); maps pinned in {}",
@@ -433,7 +561,21 @@ impl Datapath {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             resolved,
+            routing,
         })
+    }
+
+    /// Reconciles the routing programs with the container maps (containers
+    /// added or removed by `netbpf containers add|del`); returns how many
+    /// attachments changed.
+    pub fn sync_routing(&mut self) -> Result<usize, DatapathError> {
+        Ok(self.routing.sync(&mut self.ebpf)?)
+    }
+
+    /// Applies a reloaded config's `[[container]]` list (SIGHUP); returns
+    /// (added, removed).
+    pub fn reload_containers(&mut self, config: &Config) -> Result<(usize, usize), DatapathError> {
+        Ok(self.routing.reload(&mut self.ebpf, config)?)
     }
 
     /// The pinned NAT maps of this datapath.
@@ -447,7 +589,8 @@ impl Datapath {
     }
 
     /// Detaches the programs and removes the pins.
-    pub fn stop(self) -> Result<(), DatapathError> {
+    pub fn stop(mut self) -> Result<(), DatapathError> {
+        self.routing.stop(&mut self.ebpf);
         drop(self.ebpf);
         maps::unpin_all(&self.pin_dir)?;
         Ok(())

@@ -42,6 +42,14 @@ pub const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 pub const SERVICE_PORT: u16 = 4000;
 /// The containers' subnet.
 pub const CONTAINER_CIDR: &str = "10.77.0.0/24";
+/// The segment subnet the peer and the routed containers share (the
+/// seed's 10.0.1.0/24 picture): the host has [`SEGMENT_HOST_ADDR`] on its
+/// uplink, the peer [`PEER_ADDR`], routed container `rN` `10.0.1.(100+N)`.
+pub const SEGMENT_CIDR: &str = "10.0.1.0/24";
+/// The host's address on the segment subnet (a second uplink address).
+pub const SEGMENT_HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+/// The peer's address: on the uplink's segment, no routes at all.
+pub const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 /// `netbpf lab` publishes container `cN`'s [`SERVICE_PORT`] on host port
 /// `DEMO_PUBLISH_BASE + N` (c1 → 8081, c2 → 8082, ...), TCP and UDP.
 pub const DEMO_PUBLISH_BASE: u16 = 8080;
@@ -110,6 +118,14 @@ pub struct Lab {
     pub prefix: String,
     /// Containers first, so they are removed before the host.
     pub containers: Vec<Container>,
+    /// Routed containers (`[[container]]`, 10.0.1.101...), if any.
+    pub routed: Vec<Container>,
+    /// A machine on the uplink's segment (present with routed containers).
+    pub peer: Option<Netns>,
+    /// The segment: a bridge joining the host's uplink, the outside
+    /// machine and the peer (present with routed containers; otherwise the
+    /// host and the outside machine share a veth pair).
+    pub segment: Option<Netns>,
     /// The outside machine.
     pub outside: Netns,
     /// The container host (netbpf runs here).
@@ -125,6 +141,15 @@ impl Lab {
     /// Builds the topology with `n` containers under namespace prefix
     /// `prefix` (which must be unique to the caller).
     pub fn build(prefix: &str, n: usize) -> Result<Self, LabError> {
+        Self::build_with(prefix, n, 0)
+    }
+
+    /// Builds the topology with `n` masqueraded containers and `routed`
+    /// routed containers. With routed containers the uplink's link is a
+    /// bridge (in namespace `{prefix}-seg`) that also holds a peer machine
+    /// (`{prefix}-peer`, [`PEER_ADDR`]/24 and nothing else), and the host's
+    /// uplink also gets [`SEGMENT_HOST_ADDR`]/24.
+    pub fn build_with(prefix: &str, n: usize, routed: usize) -> Result<Self, LabError> {
         let host = Netns::create(&format!("{prefix}-host"))?;
         let outside = Netns::create(&format!("{prefix}-out"))?;
         let dir = std::env::temp_dir().join(prefix);
@@ -132,6 +157,9 @@ impl Lab {
         let mut lab = Lab {
             prefix: prefix.to_owned(),
             containers: Vec::new(),
+            routed: Vec::new(),
+            peer: None,
+            segment: None,
             outside,
             host,
             pin_dir: PathBuf::from("/sys/fs/bpf").join(prefix),
@@ -141,11 +169,21 @@ impl Lab {
         // Leftovers of an earlier run under the same prefix.
         let _ = maps::unpin_all(&lab.pin_dir);
 
-        netns::veth(&lab.host, "eth0", &lab.outside, "eth0")?;
+        if routed == 0 {
+            netns::veth(&lab.host, "eth0", &lab.outside, "eth0")?;
+        } else {
+            lab.build_segment()?;
+        }
         let up = format!("{UPLINK_ADDR}/24");
         let out = format!("{OUTSIDE_ADDR}/24");
         lab.host.ip(&["addr", "add", &up, "dev", "eth0"])?;
         lab.outside.ip(&["addr", "add", &out, "dev", "eth0"])?;
+        if lab.peer.is_some() {
+            // Second, so the uplink's first address (the masquerade
+            // address) stays UPLINK_ADDR.
+            let seg_host = format!("{SEGMENT_HOST_ADDR}/24");
+            lab.host.ip(&["addr", "add", &seg_host, "dev", "eth0"])?;
+        }
         // The outside machine is the host's internet: default route to it.
         lab.host
             .ip(&["route", "add", "default", "via", &OUTSIDE_ADDR.to_string()])?;
@@ -153,7 +191,102 @@ impl Lab {
         for i in 1..=n {
             lab.add_container(i)?;
         }
+        for i in 1..=routed {
+            lab.add_routed(i)?;
+        }
         Ok(lab)
+    }
+
+    /// The bridge joining host, outside and peer, and the peer.
+    fn build_segment(&mut self) -> Result<(), LabError> {
+        let seg = Netns::create(&format!("{}-seg", self.prefix))?;
+        let peer = Netns::create(&format!("{}-peer", self.prefix))?;
+        seg.ip(&["link", "add", "br0", "type", "bridge"])?;
+        seg.ip(&["link", "set", "br0", "up"])?;
+        for (ns, port) in [
+            (&self.host, "p-host"),
+            (&self.outside, "p-out"),
+            (&peer, "p-peer"),
+        ] {
+            netns::veth(&seg, port, ns, "eth0")?;
+            seg.ip(&["link", "set", port, "master", "br0"])?;
+        }
+        peer.ip(&["addr", "add", &format!("{PEER_ADDR}/24"), "dev", "eth0"])?;
+        self.segment = Some(seg);
+        self.peer = Some(peer);
+        Ok(())
+    }
+
+    /// Routed container `rI`: wired like the others (a /32, default via
+    /// 169.254.1.1 onlink), but without proxy_arp and without a host route:
+    /// netbpf answers its ARP and installs the route.
+    fn add_routed(&mut self, i: usize) -> Result<(), LabError> {
+        let ns = Netns::create(&format!("{}-r{i}", self.prefix))?;
+        let addr = Ipv4Addr::new(10, 0, 1, 100 + i as u8);
+        let host_veth = format!("veth-r{i}");
+        netns::veth(&self.host, &host_veth, &ns, "eth0")?;
+        ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "onlink",
+        ])?;
+        self.routed.push(Container {
+            ns,
+            addr,
+            host_veth,
+        });
+        Ok(())
+    }
+
+    /// `[[container]]` tables for every routed container.
+    pub fn routed_toml(&self) -> String {
+        let all: Vec<usize> = (0..self.routed.len()).collect();
+        self.routed_toml_for(&all)
+    }
+
+    /// `[[container]]` tables for the routed containers at `indexes`.
+    pub fn routed_toml_for(&self, indexes: &[usize]) -> String {
+        indexes
+            .iter()
+            .filter_map(|&i| self.routed.get(i))
+            .map(|c| {
+                format!(
+                    "\n[[container]]\naddress = \"{}\"\ninterface = \"{}\"\n",
+                    c.addr, c.host_veth
+                )
+            })
+            .collect()
+    }
+
+    /// Rewrites the running daemon's config file with `extra` (see
+    /// [`Lab::config_toml`]); send SIGHUP to apply what can be reloaded.
+    pub fn rewrite_config(&self, extra: &str) -> Result<(), LabError> {
+        let config = self.dir.join("netbpf.toml");
+        fs::write(&config, self.config_toml(extra))
+            .map_err(io_err(format!("writing {}", config.display())))
+    }
+
+    /// Sends `signal` to the daemon, if it runs.
+    pub fn signal_daemon(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.daemon {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
     }
 
     fn add_container(&mut self, i: usize) -> Result<(), LabError> {
@@ -497,7 +630,7 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 /// shows live counters until Ctrl-C (or stops there, with `once`).
 pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()> {
     println!("netbpf lab: building namespaces {prefix}-* (the host's own network is not touched)");
-    let mut lab = Lab::build(prefix, 3)?;
+    let mut lab = Lab::build_with(prefix, 3, 5)?;
     let mut _servers = Vec::new();
     for transport in [Transport::Tcp, Transport::Udp] {
         _servers.push(WhoamiServer::spawn(
@@ -506,6 +639,14 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
             SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT),
             "outside: you are",
         )?);
+        for c in &lab.routed {
+            _servers.push(WhoamiServer::spawn(
+                &c.ns,
+                transport,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                &format!("routed container {}: hello,", c.addr),
+            )?);
+        }
         for (i, c) in lab.containers.iter().enumerate() {
             _servers.push(WhoamiServer::spawn(
                 &c.ns,
@@ -529,6 +670,15 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
         "  host {prefix}-host: uplink eth0 {UPLINK_ADDR}/24, containers {CONTAINER_CIDR} (each listening on tcp+udp :{SERVICE_PORT})"
     );
     println!("  outside {prefix}-out: {OUTSIDE_ADDR}, whoami server on tcp+udp :{SERVICE_PORT}");
+    publish.push_str(&lab.routed_toml());
+    println!(
+        "  peer {prefix}-peer: {PEER_ADDR}/24 on the uplink's segment, no routes; routed containers {}",
+        lab.routed
+            .iter()
+            .map(|c| c.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     lab.start_daemon(exe, &publish)?;
     println!(
         "  netbpf daemon attached to {prefix}-host/eth0, maps pinned in {}; config: {}",
@@ -566,6 +716,52 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
         );
     }
     println!();
+    if let Some(peer) = &lab.peer {
+        println!(
+            "The Calico way: the peer reaches each routed container at its own IP (the host answers ARP for it)"
+        );
+        for c in &lab.routed {
+            let dst = SocketAddrV4::new(c.addr, SERVICE_PORT);
+            let tcp = tcp_whoami(peer, dst)?;
+            let udp = udp_whoami(peer, 0, dst)?;
+            println!(
+                "  {dst:<16} tcp → {} saw {:<16} udp → saw {}",
+                c.addr,
+                seen(tcp),
+                seen(udp)
+            );
+        }
+        let neigh = peer.ip(&["-4", "neigh", "show", "dev", "eth0"])?;
+        println!();
+        println!("The peer's ARP table (every container at the host's uplink MAC):");
+        print!("{}", indent(&String::from_utf8_lossy(&neigh.stdout)));
+        println!();
+        println!("The routed containers (netbpf containers list):");
+        // Read inside the host namespace, so interface names resolve there.
+        let pin_dir = lab.pin_dir.clone();
+        let rows = lab.host.run(move || crate::containers::list(&pin_dir))??;
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
+        print!(
+            "{}",
+            indent(&crate::table::render(
+                &crate::containers::ContainerRow::HEADER,
+                &cells
+            ))
+        );
+        println!();
+        println!("The neighbour map (netbpf neigh list):");
+        let pin_dir = lab.pin_dir.clone();
+        let rows = lab.host.run(move || crate::neigh::list(&pin_dir))??;
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
+        print!(
+            "{}",
+            indent(&crate::table::render(
+                &crate::neigh::NeighRow::HEADER,
+                &cells
+            ))
+        );
+        println!();
+    }
     println!("The NAT rules (netbpf nat list):");
     print!("{}", indent(&maps::NatRules::read(&lab.pin_dir)?.render()));
     println!();

@@ -3,15 +3,22 @@
 //! The library behind the `netbpf` command: configuration
 //! ([`config`]), the loader that attaches the programs and fills their maps
 //! ([`datapath`]), readers of the pinned maps ([`maps`]), conntrack state and
-//! expiry ([`conntrack`]), and the namespace lab ([`lab`]).
+//! expiry ([`conntrack`]), Prometheus metrics ([`metrics`]), `netbpf
+//! explain` ([`explain`]), and the namespace lab ([`lab`]).
 
 pub mod config;
 pub mod conntrack;
+pub mod containers;
 pub mod datapath;
+pub mod explain;
 pub mod lab;
 pub mod maps;
+pub mod metrics;
+pub mod neigh;
 pub mod netdev;
 pub mod netns;
+pub mod pins;
+pub mod rtnl;
 pub mod table;
 
 /// The compiled eBPF object (all programs and maps), embedded at build time.

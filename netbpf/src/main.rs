@@ -46,8 +46,21 @@ enum Command {
         #[command(subcommand)]
         command: NatCommand,
     },
-    /// Show the datapath's counters (drops by reason, translations, port probes).
-    Stats(OutputArgs),
+    /// Show the datapath's counters (drops by reason, translations, port
+    /// probes), table fill and port-range use.
+    Stats(StatsArgs),
+    /// Say what the running datapath would do with a packet, and why.
+    Explain(ExplainArgs),
+    /// Routed containers (per-container-IP routing): list, add, del.
+    Containers {
+        #[command(subcommand)]
+        command: ContainersCommand,
+    },
+    /// The neighbour map (next hops on the uplink) the routing uses.
+    Neigh {
+        #[command(subcommand)]
+        command: NeighCommand,
+    },
     /// Run the self-contained lab demo in network namespaces (what `cargo xtask run` starts).
     Lab(LabArgs),
 }
@@ -60,12 +73,65 @@ struct DaemonArgs {
     /// Seconds between conntrack expiry passes.
     #[arg(long, default_value_t = 5)]
     gc_interval: u64,
+    /// cgroup v2 directory whose processes (in this network namespace)
+    /// reach published ports through socket hooks, like Docker's OUTPUT
+    /// chain DNAT; `auto` = the root of the cgroup v2 mount, `none`
+    /// disables.
+    #[arg(long, default_value = "auto")]
+    cgroup: String,
 }
 
 #[derive(Debug, Subcommand)]
 enum ConntrackCommand {
     /// One line per flow: proto, inside, outside, remote, state, age, packets/bytes.
     List(ConntrackListArgs),
+    /// Which inside addresses hold the most outside ports, per destination.
+    Top(ConntrackTopArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConntrackTopArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Show at most this many rows.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    limit: usize,
+    /// Only this protocol (tcp, udp, icmp).
+    #[arg(long)]
+    proto: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Refresh in place every --interval seconds until Ctrl-C.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 1)]
+    interval: u64,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// tcp, udp or icmp (for icmp the ports are echo identifiers).
+    proto: String,
+    /// Source ADDR:PORT.
+    src: String,
+    /// Destination ADDR:PORT.
+    dst: String,
+    /// The interface the packet arrives on: the uplink means from outside,
+    /// any other from a container. Default: guessed from the addresses.
+    #[arg(long = "in", value_name = "IFACE")]
+    in_iface: Option<String>,
+    /// TCP: whether the packet is an opening SYN (`syn`) or anything else
+    /// (`ack`: mid-connection, SYN-ACK, FIN, RST).
+    #[arg(long, default_value = "syn", value_parser = ["syn", "ack"])]
+    tcp_flags: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +149,22 @@ struct ConntrackListArgs {
     /// Config file whose timeouts to show expiry with (default timeouts otherwise).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Only flows of this protocol (tcp, udp, icmp).
+    #[arg(long)]
+    proto: Option<String>,
+    /// Only flows with this address on any side (inside, outside, remote).
+    #[arg(long)]
+    addr: Option<std::net::Ipv4Addr>,
+    /// Only flows with this port on any side (ICMP: echo identifier).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Only flows in this state (SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT,
+    /// CLOSING, RESET, UDP, ICMP).
+    #[arg(long)]
+    state: Option<String>,
+    /// Output format: `table`, or `conntrack` for lines shaped like `conntrack -L`.
+    #[arg(long, default_value = "table", value_parser = ["table", "conntrack"], conflicts_with = "json")]
+    format: String,
 }
 
 #[derive(Debug, Args)]
@@ -148,10 +230,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Conntrack {
             command: ConntrackCommand::List(args),
         } => conntrack_list(args, &cli.pin_dir),
+        Command::Conntrack {
+            command: ConntrackCommand::Top(args),
+        } => conntrack_top(args, &cli.pin_dir),
+        Command::Explain(args) => explain(args, &cli.pin_dir),
         Command::Nat {
             command: NatCommand::List(args),
         } => nat_list(args, &cli.pin_dir),
-        Command::Stats(args) => stats(args, &cli.pin_dir),
+        Command::Stats(args) => stats(args, &cli.pin_dir).await,
+        Command::Containers { command } => containers(command, &cli.pin_dir),
+        Command::Neigh {
+            command: NeighCommand::List(args),
+        } => neigh_list(args, &cli.pin_dir),
         Command::Lab(args) => {
             let exe = std::env::current_exe().context("finding the netbpf binary")?;
             netbpf::lab::run_demo(&exe, &args.prefix, args.once).await
@@ -166,8 +256,28 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     // while starting still takes the clean path.
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let datapath = Datapath::start(&config, &pin_dir)?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    // Bound before attaching: an unusable address changes nothing.
+    let metrics_listener = netbpf::metrics::bind(config.metrics.address).await?;
+    let options = netbpf::datapath::Options {
+        cgroup: match args.cgroup.as_str() {
+            "none" => None,
+            "auto" => {
+                let found = netbpf::datapath::cgroup2_mount();
+                if found.is_none() {
+                    warn!(
+                        "no cgroup v2 mount: published ports are not reachable from the host's own sockets"
+                    );
+                }
+                found
+            }
+            path => Some(PathBuf::from(path)),
+        },
+    };
+    let mut datapath = Datapath::start_with(&config, &pin_dir, &options)?;
+    let mut routing_sync = tokio::time::interval(netbpf::containers::SYNC_INTERVAL);
     let mut nat = datapath.nat_maps()?;
+    let metrics = netbpf::metrics::spawn(metrics_listener, pin_dir.clone());
     let timeouts = config.conntrack.timeouts;
     let mut gc = tokio::time::interval(Duration::from_secs(args.gc_interval.max(1)));
     info!("running; Ctrl-C or SIGTERM stops");
@@ -175,6 +285,12 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => reload_containers(&mut datapath, &args.config),
+            _ = routing_sync.tick() => {
+                if let Err(e) = datapath.sync_routing() {
+                    warn!("routing: sync failed: {:#}", anyhow::Error::from(e));
+                }
+            }
             _ = gc.tick() => {
                 match conntrack::collect_garbage(&mut nat, &timeouts, conntrack::monotonic_now_ns()) {
                     Ok(r) if r.flows + r.mappings > 0 => {
@@ -186,6 +302,7 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
             }
         }
     }
+    metrics.abort();
     drop(nat);
     if let Err(e) = datapath.stop() {
         error!("stopping: {:#}", anyhow::Error::from(e));
@@ -200,14 +317,101 @@ fn conntrack_list(args: ConntrackListArgs, pin_dir: &std::path::Path) -> Result<
         Some(path) => Config::load(path)?.conntrack.timeouts,
         None => Timeouts::default(),
     };
+    let filter = conntrack::FlowFilter {
+        proto: args.proto.as_deref().map(parse_proto).transpose()?,
+        addr: args.addr,
+        port: args.port,
+        state: match &args.state {
+            Some(name) => Some(conntrack::FlowState::parse(name).ok_or_else(|| {
+                let names: Vec<&str> = conntrack::FlowState::ALL.iter().map(|s| s.name()).collect();
+                anyhow::anyhow!("--state {name:?}: expected one of {}", names.join(", "))
+            })?),
+            None => None,
+        },
+    };
     let nat = NatMaps::open_pinned(pin_dir)?;
-    let rows = conntrack::list(&nat, &timeouts)?;
+    let mut rows = conntrack::list(&nat, &timeouts)?;
+    rows.retain(|r| filter.matches(r));
     if args.output.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if args.format == "conntrack" {
+        for r in &rows {
+            println!("{}", r.conntrack_line());
+        }
+        eprintln!("netbpf: {} flow entries have been shown.", rows.len());
     } else {
         let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
         print!("{}", table::render(&conntrack::FlowRow::HEADER, &cells));
         println!("{} flow(s)", rows.len());
+    }
+    Ok(())
+}
+
+fn parse_proto(name: &str) -> Result<u8> {
+    conntrack::parse_proto(name)
+        .ok_or_else(|| anyhow::anyhow!("{name:?} is not a protocol (tcp, udp, icmp)"))
+}
+
+fn conntrack_top(args: ConntrackTopArgs, pin_dir: &std::path::Path) -> Result<()> {
+    let nat = NatMaps::open_pinned(pin_dir)?;
+    let mut rows = conntrack::list(&nat, &Timeouts::default())?;
+    if let Some(p) = &args.proto {
+        let filter = conntrack::FlowFilter {
+            proto: Some(parse_proto(p)?),
+            ..Default::default()
+        };
+        rows.retain(|r| filter.matches(r));
+    }
+    let top = conntrack::top(&rows, args.limit);
+    if args.output.json {
+        println!("{}", serde_json::to_string_pretty(&top)?);
+    } else {
+        let cells: Vec<Vec<String>> = top.iter().map(|r| r.cells()).collect();
+        print!("{}", table::render(&conntrack::TopRow::HEADER, &cells));
+    }
+    Ok(())
+}
+
+fn explain(args: ExplainArgs, pin_dir: &std::path::Path) -> Result<()> {
+    use netbpf::explain::{self as ex, Direction, Query, TcpFlags};
+    let proto = parse_proto(&args.proto)?;
+    let endpoint = |what: &str, s: &str| -> Result<std::net::SocketAddrV4> {
+        if let Ok(a) = s.parse() {
+            return Ok(a);
+        }
+        // ICMP endpoints may leave the port (identifier) out.
+        match s.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) if proto == netbpf_common::proto::ICMP => Ok(std::net::SocketAddrV4::new(ip, 0)),
+            _ => Err(anyhow::anyhow!("{what} {s:?}: expected IPV4:PORT")),
+        }
+    };
+    let query = Query {
+        proto,
+        src: endpoint("SRC", &args.src)?,
+        dst: endpoint("DST", &args.dst)?,
+        tcp: if args.tcp_flags == "ack" {
+            TcpFlags::NotSyn
+        } else {
+            TcpFlags::Syn
+        },
+    };
+    let nat = NatMaps::open_pinned(pin_dir)?;
+    let rules = ex::Rules::read(pin_dir, &nat)?;
+    let direction = match &args.in_iface {
+        None => ex::infer_direction(&rules, &nat, &query),
+        Some(iface) => {
+            if ex::is_uplink(&rules, iface)? {
+                Direction::Ingress
+            } else {
+                Direction::FromContainer
+            }
+        }
+    };
+    let explanation = ex::explain(&rules, &nat, &query, direction);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{explanation}");
     }
     Ok(())
 }
@@ -222,38 +426,135 @@ fn nat_list(args: OutputArgs, pin_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn stats(args: OutputArgs, pin_dir: &std::path::Path) -> Result<()> {
-    let stats = maps::read_stats(pin_dir)?;
-    if args.json {
-        let counters: serde_json::Map<String, serde_json::Value> = stats
-            .counters
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
-            .collect();
-        let json = serde_json::json!({ "counters": counters, "port_probes": stats.port_probes });
+async fn stats(args: StatsArgs, pin_dir: &std::path::Path) -> Result<()> {
+    let read = || -> Result<(maps::Stats, maps::Occupancy)> {
+        Ok((maps::read_stats(pin_dir)?, maps::Occupancy::read(pin_dir)?))
+    };
+    if args.output.json {
+        let (stats, occupancy) = read()?;
+        let mut json = stats.to_json();
+        json["tables"] = serde_json::to_value(&occupancy.tables)?;
+        json["port_use"] = serde_json::to_value(&occupancy.ports)?;
+        json["flow_states"] = serde_json::to_value(&occupancy.flow_states)?;
         println!("{}", serde_json::to_string_pretty(&json)?);
-    } else {
-        let rows: Vec<Vec<String>> = stats
-            .counters
-            .iter()
-            .map(|(k, v)| vec![(*k).to_owned(), v.to_string()])
-            .collect();
-        print!("{}", table::render(&["COUNTER", "VALUE"], &rows));
-        let probes: Vec<String> = stats
-            .port_probes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n > 0)
-            .map(|(i, n)| format!("{i}:{n}"))
-            .collect();
-        println!(
-            "port allocations by probes needed (last bucket = failed): {}",
-            if probes.is_empty() {
-                "none".to_owned()
-            } else {
-                probes.join(" ")
+        return Ok(());
+    }
+    let render = |(stats, occupancy): (maps::Stats, maps::Occupancy)| {
+        format!("{}\n{}", stats.render(), occupancy.render())
+    };
+    if !args.watch {
+        print!("{}", render(read()?));
+        return Ok(());
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    print!("\x1b[2J");
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = tick.tick() => {
+                let text = render(read()?);
+                // Home, then each line over the old one, then clear the rest.
+                let mut screen = String::from("\x1b[H");
+                for line in text.lines() {
+                    screen.push_str(line);
+                    screen.push_str("\x1b[K\n");
+                }
+                screen.push_str("\x1b[J");
+                print!("{screen}");
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
             }
-        );
+        }
+    }
+    Ok(())
+}
+
+/// SIGHUP: re-read the config and apply its `[[container]]` list (other
+/// sections need a restart).
+fn reload_containers(datapath: &mut Datapath, path: &std::path::Path) {
+    info!("SIGHUP: reloading [[container]] from {}", path.display());
+    let result = Config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| Ok(datapath.reload_containers(&config)?));
+    match result {
+        Ok((added, removed)) => info!("SIGHUP: {added} container(s) added, {removed} removed"),
+        Err(e) => error!("SIGHUP: config not applied, nothing changed: {e:#}"),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ContainersCommand {
+    /// Routed containers: address, veth, MACs, whether the daemon attached to the veth.
+    List(OutputArgs),
+    /// Route a container's own IP on the running daemon (not written to the config).
+    Add(ContainerAddArgs),
+    /// Stop routing a container's IP on the running daemon.
+    Del(ContainerDelArgs),
+}
+
+#[derive(Debug, Args)]
+struct ContainerAddArgs {
+    /// The container's IPv4 address.
+    #[arg(long)]
+    address: std::net::Ipv4Addr,
+    /// Host side of the container's veth.
+    #[arg(long)]
+    interface: String,
+}
+
+#[derive(Debug, Args)]
+struct ContainerDelArgs {
+    /// The container's IPv4 address.
+    #[arg(long)]
+    address: std::net::Ipv4Addr,
+}
+
+#[derive(Debug, Subcommand)]
+enum NeighCommand {
+    /// Next hops on the uplink and their MACs, as the datapath holds them.
+    List(OutputArgs),
+}
+
+fn containers(command: ContainersCommand, pin_dir: &std::path::Path) -> Result<()> {
+    use netbpf::containers::{self as c, ContainerRow};
+    match command {
+        ContainersCommand::List(args) => {
+            let rows = c::list(pin_dir)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let cells: Vec<Vec<String>> = rows.iter().map(ContainerRow::cells).collect();
+                print!("{}", table::render(&ContainerRow::HEADER, &cells));
+                println!("{} routed container(s)", rows.len());
+            }
+        }
+        ContainersCommand::Add(args) => {
+            let row = c::add(pin_dir, args.address, &args.interface)?;
+            println!(
+                "routing {} via {} (container MAC {})",
+                row.address, row.interface, row.mac
+            );
+        }
+        ContainersCommand::Del(args) => {
+            c::del(pin_dir, args.address)?;
+            println!("no longer routing {}", args.address);
+        }
+    }
+    Ok(())
+}
+
+fn neigh_list(args: OutputArgs, pin_dir: &std::path::Path) -> Result<()> {
+    use netbpf::neigh::{self, NeighRow};
+    let rows = neigh::list(pin_dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let cells: Vec<Vec<String>> = rows.iter().map(NeighRow::cells).collect();
+        print!("{}", table::render(&NeighRow::HEADER, &cells));
+        println!("{} neighbour(s)", rows.len());
     }
     Ok(())
 }

@@ -1,0 +1,265 @@
+//! Per-container-IP routing, the Calico way: packets for a routed container
+//! go straight from the uplink to its veth, and packets from it go straight
+//! to the next hop, with no trip through the kernel's routing and netfilter.
+//!
+//! * [`inbound`] (tc ingress of the uplink): an IPv4 packet addressed (MAC
+//!   and IP) to a container in `CONTAINERS` gets the container's MAC as
+//!   destination, the host veth's MAC as source, its TTL decremented and
+//!   is redirected to the veth's egress, which delivers it to the container.
+//! * [`container`] (tc ingress of a container's veth): ARP is answered
+//!   ([`crate::arp`]); an IPv4 packet must come from the container's own
+//!   address (else `drop_spoofed`). To another routed container it is
+//!   forwarded like [`inbound`] does; otherwise `bpf_fib_lookup` picks the
+//!   next hop, and if that is on the uplink and in `NEIGHBOURS`, the packet
+//!   is rewritten and redirected to the uplink's egress (where the NAT
+//!   program still sees it, and passes it: routed addresses are never in a
+//!   masquerade CIDR).
+//!
+//! Anything the fast path cannot finish goes to the kernel unchanged
+//! (`TC_ACT_UNSPEC`): TTL 1 or 0 (the kernel sends time exceeded), a next
+//! hop the neighbour map does not know yet (the kernel resolves it and the
+//! daemon copies the result into the map), a route not via the uplink,
+//! a packet too big for it, forwarding disabled.
+//!
+//! Why tc and not XDP for the IPv4 paths: an `XDP_REDIRECT` into a veth
+//! only delivers when the container-side peer has NAPI enabled (an XDP
+//! program or GRO on an interface inside the container, which netbpf does
+//! not own) and silently drops otherwise; frames from a container carry
+//! `CHECKSUM_PARTIAL` skb state that only the tc helpers keep right. tc's
+//! `bpf_redirect` works for every veth and keeps the skb's metadata.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{
+        __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, TC_ACT_OK, TC_ACT_SHOT,
+        TC_ACT_UNSPEC, bpf_fib_lookup,
+    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    programs::TcContext,
+};
+use netbpf_common::{ContainerIf, Counter};
+
+use crate::{
+    Verdict, arp,
+    maps::{CONTAINER_IFS, CONTAINERS, NEIGHBOURS, ROUTE_UPLINK},
+    parse::{self, Packet, off},
+    stats,
+};
+
+/// EtherType of IPv4, as on the wire.
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+/// Ethernet header plus a minimal IPv4 header: enough to find the
+/// destination before the full parse.
+const PEEK_LEN: usize = 14 + 20;
+/// Offset of the IPv4 destination address in the frame.
+const PEEK_DST: usize = 14 + 16;
+/// `AF_INET` for `bpf_fib_lookup`.
+const AF_INET: u8 = 2;
+
+/// Maps a routing result to a tc verdict. Unlike the NAT programs, "not
+/// ours" is not counted as `passed`: these programs see every packet of
+/// the uplink before NAT does.
+#[inline(always)]
+pub(crate) fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
+    match result {
+        Ok(Verdict::Pass) => TC_ACT_UNSPEC,
+        Ok(Verdict::Translated) => TC_ACT_OK,
+        Ok(Verdict::Redirect(action)) => action,
+        Err(reason) => {
+            stats::inc(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// The ifindex the skb arrived on.
+#[inline(always)]
+fn skb_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
+}
+
+/// tc ingress of the uplink: forward packets for routed containers.
+#[inline(always)]
+pub(crate) fn inbound(ctx: &TcContext) -> Result<Verdict, Counter> {
+    let Ok(peek) = ctx.load::<[u8; PEEK_LEN]>(0) else {
+        return Ok(Verdict::Pass);
+    };
+    if [peek[12], peek[13]] != ETH_P_IP {
+        return Ok(Verdict::Pass);
+    }
+    let dst = [
+        peek[PEEK_DST],
+        peek[PEEK_DST + 1],
+        peek[PEEK_DST + 2],
+        peek[PEEK_DST + 3],
+    ];
+    // SAFETY: the value is copied out at once.
+    let Some(c) = (unsafe { CONTAINERS.get(&dst) }).copied() else {
+        return Ok(Verdict::Pass);
+    };
+    let Some(up) = ROUTE_UPLINK.get(0).copied() else {
+        return Ok(Verdict::Pass);
+    };
+    // Only frames sent to this host (not broadcast, not another host's
+    // seen in promiscuous mode), and only once the container's MAC is known.
+    if [peek[0], peek[1], peek[2], peek[3], peek[4], peek[5]] != up.mac || c.mac == [0; 6] {
+        return Ok(Verdict::Pass);
+    }
+    let Some(pkt) = parse::parse_tc(ctx)? else {
+        return Ok(Verdict::Pass);
+    };
+    forward(ctx, &pkt, c.mac, c.host_mac, c.ifindex, Counter::RoutedIn)
+}
+
+/// tc ingress of a routed container's veth: ARP, anti-spoofing, outbound
+/// forwarding.
+#[inline(always)]
+pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
+    let ifindex = skb_ifindex(ctx);
+    // SAFETY: the value is copied out at once.
+    let Some(cif) = (unsafe { CONTAINER_IFS.get(&ifindex) }).copied() else {
+        return Ok(Verdict::Pass);
+    };
+    let Ok(eth) = ctx.load::<[u8; 14]>(0) else {
+        return Ok(Verdict::Pass);
+    };
+    let ether_type = [eth[12], eth[13]];
+    if ether_type == arp::ETH_P_ARP {
+        return arp::from_container(ctx, &cif, ifindex);
+    }
+    if ether_type != ETH_P_IP {
+        // IPv6 and the rest: not routed by netbpf; the kernel decides.
+        return Ok(Verdict::Pass);
+    }
+    let Some(pkt) = parse::parse_tc(ctx)? else {
+        return Ok(Verdict::Pass);
+    };
+    outbound(
+        ctx,
+        &pkt,
+        &cif,
+        [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
+    )
+}
+
+/// An IPv4 packet from a routed container.
+#[inline(always)]
+fn outbound(
+    ctx: &TcContext,
+    pkt: &Packet,
+    cif: &ContainerIf,
+    eth_dst: [u8; 6],
+) -> Result<Verdict, Counter> {
+    if pkt.src != cif.addr {
+        return Err(Counter::DropSpoofed);
+    }
+    // Broadcast and multicast (DHCP, mDNS, ...) are the kernel's.
+    if eth_dst != cif.host_mac {
+        return Ok(Verdict::Pass);
+    }
+    // SAFETY: the value is copied out at once.
+    if let Some(c) = (unsafe { CONTAINERS.get(&pkt.dst) }).copied() {
+        if c.mac == [0; 6] {
+            return Ok(Verdict::Pass);
+        }
+        return forward(ctx, pkt, c.mac, c.host_mac, c.ifindex, Counter::RoutedLocal);
+    }
+    let Some(up) = ROUTE_UPLINK.get(0).copied() else {
+        return Ok(Verdict::Pass);
+    };
+    if up.ifindex == 0 {
+        return Ok(Verdict::Pass);
+    }
+    let Some(next_hop) = next_hop_via(ctx, pkt, up.ifindex) else {
+        return Ok(Verdict::Pass);
+    };
+    // SAFETY: the value is copied out at once.
+    let Some(n) = (unsafe { NEIGHBOURS.get(&next_hop) }).copied() else {
+        stats::inc(Counter::RouteNoNeighbour);
+        return Ok(Verdict::Pass);
+    };
+    forward(ctx, pkt, n.mac, up.mac, up.ifindex, Counter::RoutedOut)
+}
+
+/// The next hop of `pkt` if the kernel's FIB sends it out of `uplink`
+/// (`bpf_fib_lookup` also checks that forwarding is enabled on the input
+/// interface and that the packet fits the output MTU). Every other result
+/// — local delivery, another interface, blackhole/unreachable/prohibit,
+/// fragmentation needed, forwarding disabled, unsupported — is `None`:
+/// the kernel handles it.
+#[inline(always)]
+fn next_hop_via(ctx: &TcContext, pkt: &Packet, uplink: u32) -> Option<[u8; 4]> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = pkt.proto;
+    params.ifindex = skb_ifindex(ctx);
+    params.__bindgen_anon_1.tot_len = pkt.tot_len as u16;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(pkt.dst);
+    // SAFETY: params is a properly sized, initialised bpf_fib_lookup.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || params.ifindex != uplink {
+        return None;
+    }
+    // On success the kernel has replaced the destination with the next hop
+    // (the gateway, or the destination itself when it is on-link).
+    // SAFETY: plain integer union field.
+    Some(unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes())
+}
+
+/// Routes `pkt` one hop: TTL minus one (TTL <= 1 goes to the kernel, which
+/// sends time exceeded), new Ethernet addresses, redirect to `ifindex`'s
+/// egress.
+#[inline(always)]
+fn forward(
+    ctx: &TcContext,
+    pkt: &Packet,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    ifindex: u32,
+    counter: Counter,
+) -> Result<Verdict, Counter> {
+    let ttl: [u8; 2] = ctx
+        .load(pkt.l3_off + off::IP_TTL)
+        .map_err(|_| Counter::DropMalformedIp)?;
+    if ttl[0] <= 1 {
+        stats::inc(Counter::RouteTtlExpired);
+        return Ok(Verdict::Pass);
+    }
+    decrement_ttl(ctx, pkt, ttl)?;
+    let macs = [
+        dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3], dst_mac[4], dst_mac[5], src_mac[0],
+        src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5],
+    ];
+    ctx.store(0, &macs, 0)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    stats::inc(counter);
+    // SAFETY: plain helper call; flags 0 = the device's egress.
+    let rc = unsafe { bpf_redirect(ifindex, 0) };
+    Ok(Verdict::Redirect(rc as i32))
+}
+
+/// TTL minus one, with the header checksum fixed incrementally over the
+/// TTL/protocol word (RFC 1812 §5.3.1, RFC 1624).
+#[inline(always)]
+fn decrement_ttl(ctx: &TcContext, pkt: &Packet, ttl_proto: [u8; 2]) -> Result<(), Counter> {
+    let new = [ttl_proto[0] - 1, ttl_proto[1]];
+    let fail = |_| Counter::DropRewriteFailed;
+    ctx.l3_csum_replace(
+        pkt.l3_off + off::IP_CHECK,
+        u16::from_ne_bytes(ttl_proto) as u64,
+        u16::from_ne_bytes(new) as u64,
+        2,
+    )
+    .map_err(fail)?;
+    ctx.store(pkt.l3_off + off::IP_TTL, &new, 0).map_err(fail)
+}

@@ -1,0 +1,268 @@
+//! The neighbour map: the uplink's IPv4 neighbours (next hops) copied from
+//! the kernel's neighbour table, so routed containers' packets leave with
+//! the right destination MAC without a trip through the kernel.
+//!
+//! The daemon subscribes to neighbour changes first, then dumps the table
+//! into the map, then a thread applies every change as it comes: an entry
+//! that is resolved (or static) is written, one that becomes incomplete or
+//! failed, or is deleted, is removed. When the kernel reports that changes
+//! were lost (`ENOBUFS`), the thread dumps the table again.
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+};
+
+use aya::maps::{HashMap, MapData, MapError};
+use log::{debug, warn};
+use netbpf_common::{Neighbour, map_names};
+use serde::Serialize;
+
+use crate::{
+    maps::{self, MapsError},
+    rtnl::{NeighEntry, NeighEvent, NeighMonitor, Rtnl},
+};
+
+/// Writes one kernel entry into the map (or removes it if not usable).
+/// Entries on other interfaces than `uplink` are ignored.
+pub fn apply<T: std::borrow::BorrowMut<MapData>>(
+    map: &mut HashMap<T, [u8; 4], Neighbour>,
+    uplink: u32,
+    event: &NeighEvent,
+) -> Result<(), MapError> {
+    let (e, keep) = match event {
+        NeighEvent::New(e) => (e, e.usable()),
+        NeighEvent::Del(e) => (e, false),
+    };
+    if e.ifindex != uplink {
+        return Ok(());
+    }
+    match (keep, e.mac) {
+        (true, Some(mac)) => map.insert(
+            &e.addr.octets(),
+            &Neighbour {
+                mac,
+                state: e.state,
+                ifindex: e.ifindex,
+            },
+            0,
+        ),
+        _ => match map.remove(&e.addr.octets()) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other,
+        },
+    }
+}
+
+/// Replaces the map's contents with the uplink's usable entries of `table`.
+pub fn fill<T: std::borrow::BorrowMut<MapData>>(
+    map: &mut HashMap<T, [u8; 4], Neighbour>,
+    uplink: u32,
+    table: &[NeighEntry],
+) -> Result<(), MapError> {
+    let stale: Vec<[u8; 4]> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| {
+            !table
+                .iter()
+                .any(|e| e.ifindex == uplink && e.usable() && e.addr.octets() == *k)
+        })
+        .collect();
+    for k in stale {
+        let _ = map.remove(&k);
+    }
+    for e in table {
+        apply(map, uplink, &NeighEvent::New(e.clone()))?;
+    }
+    Ok(())
+}
+
+/// The thread that keeps the map in sync; stops (and is joined) on drop.
+pub struct NeighSync {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NeighSync {
+    /// Starts applying `monitor`'s changes to `map` (the uplink's entries).
+    pub fn spawn(
+        mut monitor: NeighMonitor,
+        mut map: HashMap<MapData, [u8; 4], Neighbour>,
+        uplink: u32,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: monitor.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the duration of the call.
+                let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+                if n <= 0 {
+                    continue;
+                }
+                match monitor.drain() {
+                    Ok(events) => {
+                        for ev in &events {
+                            debug!("neighbour change: {ev:?}");
+                            if let Err(e) = apply(&mut map, uplink, ev) {
+                                warn!("neighbour map update failed: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Most likely ENOBUFS: changes were lost. Start over
+                        // from a dump.
+                        warn!("neighbour changes: {e}; reading the whole table again");
+                        match Rtnl::open().and_then(|mut r| r.neighbours()) {
+                            Ok(table) => {
+                                if let Err(e) = fill(&mut map, uplink, &table) {
+                                    warn!("neighbour map refill failed: {e}");
+                                }
+                            }
+                            Err(e) => warn!("neighbour table dump failed: {e}"),
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NeighSync {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One row of `netbpf neigh list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NeighRow {
+    /// Next-hop address.
+    pub address: Ipv4Addr,
+    /// Its MAC.
+    pub mac: String,
+    /// Interface (name, or index if it is gone).
+    pub interface: String,
+    /// Kernel state when copied (`reachable`, `stale`, ...).
+    pub state: String,
+}
+
+impl NeighRow {
+    /// Column headers of [`NeighRow::cells`].
+    pub const HEADER: [&'static str; 4] = ["ADDRESS", "MAC", "INTERFACE", "STATE"];
+
+    /// The row as table cells.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.address.to_string(),
+            self.mac.clone(),
+            self.interface.clone(),
+            self.state.clone(),
+        ]
+    }
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Names the `NUD_*` bits of a neighbour state.
+pub fn state_name(state: u16) -> String {
+    const NAMES: [(u16, &str); 8] = [
+        (0x01, "incomplete"),
+        (0x02, "reachable"),
+        (0x04, "stale"),
+        (0x08, "delay"),
+        (0x10, "probe"),
+        (0x20, "failed"),
+        (0x40, "noarp"),
+        (0x80, "permanent"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| state & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(",")
+    }
+}
+
+/// Interface name of `ifindex` in this namespace, or the number.
+pub fn ifname(ifindex: u32) -> String {
+    nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_else(|| format!("#{ifindex}"))
+}
+
+/// The neighbour map of the datapath pinned in `dir`, sorted by address.
+pub fn list(dir: &Path) -> Result<Vec<NeighRow>, MapsError> {
+    let name = map_names::NEIGHBOURS;
+    let map: HashMap<MapData, [u8; 4], Neighbour> =
+        HashMap::try_from(aya::maps::Map::HashMap(maps::open_pinned(dir, name)?))
+            .map_err(|source| MapsError::Map { name, source })?;
+    let mut rows: Vec<NeighRow> = map
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| NeighRow {
+            address: Ipv4Addr::from(k),
+            mac: format_mac(&v.mac),
+            interface: ifname(v.ifindex),
+            state: state_name(v.state),
+        })
+        .collect();
+    rows.sort_by_key(|r| r.address);
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_macs_are_named() {
+        assert_eq!(state_name(0x02), "reachable");
+        assert_eq!(state_name(0x80), "permanent");
+        assert_eq!(state_name(0), "none");
+        assert_eq!(format_mac(&[2, 0, 0, 0, 0xab, 1]), "02:00:00:00:ab:01");
+    }
+
+    #[test]
+    fn only_resolved_entries_are_usable() {
+        let e = |state, mac| NeighEntry {
+            ifindex: 2,
+            addr: Ipv4Addr::new(10, 0, 1, 2),
+            mac,
+            state,
+        };
+        assert!(e(0x02, Some([2; 6])).usable());
+        assert!(e(0x04, Some([2; 6])).usable());
+        assert!(!e(0x01, None).usable());
+        assert!(!e(0x20, Some([2; 6])).usable());
+        assert!(!e(0x02, None).usable());
+    }
+}

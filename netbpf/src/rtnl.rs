@@ -1,0 +1,395 @@
+//! The few rtnetlink requests routing needs: an interface's MAC and veth
+//! peer, the IPv4 neighbour table (dump and change notifications), and
+//! host routes for container addresses.
+//!
+//! rtnetlink rather than parsing `ip -j` output: no dependency on iproute2
+//! at run time, typed messages (`netlink-packet-route`), and the same socket
+//! API for the dump and for the stream of changes the daemon follows.
+
+use std::{io, net::Ipv4Addr};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    link::{LinkAttribute, LinkMessage},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+    route::{
+        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+        RouteType,
+    },
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// `RTNLGRP_NEIGH`: the multicast group of neighbour table changes.
+const RTNLGRP_NEIGH: u32 = 3;
+
+/// Routing protocol number netbpf's host routes carry, so
+/// `ip route show proto 0xb9` lists them (not in `/etc/iproute2/rt_protos`).
+pub const ROUTE_PROTO: u8 = 0xb9;
+
+/// rtnetlink failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RtnlError {
+    /// Socket I/O failed.
+    #[error("rtnetlink {what}")]
+    Io {
+        /// The request.
+        what: &'static str,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused the request.
+    #[error("rtnetlink {what}: {source}")]
+    Kernel {
+        /// The request.
+        what: &'static str,
+        /// The kernel's error.
+        source: io::Error,
+    },
+    /// A reply could not be decoded.
+    #[error("rtnetlink {what}: undecodable reply: {detail}")]
+    Decode {
+        /// The request.
+        what: &'static str,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The interface has no usable Ethernet address.
+    #[error("interface index {ifindex} has no Ethernet address")]
+    NoMac {
+        /// The interface.
+        ifindex: u32,
+    },
+}
+
+/// What routing needs to know about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// For a veth: the peer's ifindex (in the peer's namespace).
+    pub peer_ifindex: Option<u32>,
+    /// For a veth whose peer lives in another namespace: that namespace's
+    /// id as seen from here.
+    pub peer_netnsid: Option<i32>,
+}
+
+/// One IPv4 neighbour table entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighEntry {
+    /// Interface it is on.
+    pub ifindex: u32,
+    /// Its IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Its MAC, if resolved.
+    pub mac: Option<[u8; 6]>,
+    /// Kernel `NUD_*` state bits.
+    pub state: u16,
+}
+
+impl NeighEntry {
+    /// Whether the entry holds a MAC the datapath may use: resolved
+    /// (reachable, stale, delay, probe) or static (permanent, noarp), not
+    /// incomplete or failed.
+    pub fn usable(&self) -> bool {
+        const NUD_INCOMPLETE: u16 = 0x01;
+        const NUD_FAILED: u16 = 0x20;
+        const NUD_NONE: u16 = 0x00;
+        self.mac.is_some()
+            && self.state & (NUD_INCOMPLETE | NUD_FAILED) == 0
+            && self.state != NUD_NONE
+    }
+}
+
+/// A change to the neighbour table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeighEvent {
+    /// Added or changed.
+    New(NeighEntry),
+    /// Removed.
+    Del(NeighEntry),
+}
+
+/// An rtnetlink socket for requests.
+pub struct Rtnl {
+    socket: Socket,
+    seq: u32,
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RtnlError {
+    move |source| RtnlError::Io { what, source }
+}
+
+impl Rtnl {
+    /// Opens a socket in the current network namespace.
+    pub fn open() -> Result<Self, RtnlError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io_err("socket"))?;
+        socket.bind_auto().map_err(io_err("bind"))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(io_err("connect"))?;
+        Ok(Self { socket, seq: 1 })
+    }
+
+    /// Sends `msg` and collects the replies until the dump ends, the ACK
+    /// arrives, or (for a plain GET) the one answer.
+    fn request(
+        &mut self,
+        what: &'static str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        self.seq = self.seq.wrapping_add(1);
+        header.sequence_number = self.seq;
+        let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        req.finalize();
+        let mut buf = vec![0; req.header.length as usize];
+        req.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(io_err(what))?;
+        let multi = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let acked = flags & NLM_F_ACK != 0;
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self.socket.recv_from_full().map_err(io_err(what))?;
+            let mut off = 0;
+            while off < data.len() {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                    .map_err(|e| RtnlError::Decode {
+                        what,
+                        detail: e.to_string(),
+                    })?;
+                let len = msg.header.length as usize;
+                if msg.header.sequence_number != self.seq {
+                    off += len.max(1);
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) => match e.code {
+                        None => return Ok(out),
+                        Some(code) => {
+                            return Err(RtnlError::Kernel {
+                                what,
+                                source: io::Error::from_raw_os_error(-code.get()),
+                            });
+                        }
+                    },
+                    NetlinkPayload::InnerMessage(inner) => {
+                        out.push(inner);
+                        if !multi && !acked {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+
+    /// The MAC and veth peer of interface `ifindex`, in this namespace or
+    /// (with `netnsid`) in the namespace with that id.
+    pub fn link(&mut self, ifindex: u32, netnsid: Option<i32>) -> Result<LinkInfo, RtnlError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        if let Some(id) = netnsid {
+            msg.attributes.push(LinkAttribute::IfNetnsId(id));
+        }
+        let replies = self.request("get link", RouteNetlinkMessage::GetLink(msg), 0)?;
+        let Some(RouteNetlinkMessage::NewLink(link)) = replies.into_iter().next() else {
+            return Err(RtnlError::NoMac { ifindex });
+        };
+        let mut info = LinkInfo {
+            mac: [0; 6],
+            peer_ifindex: None,
+            peer_netnsid: None,
+        };
+        let mut have_mac = false;
+        for attr in link.attributes {
+            match attr {
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    info.mac.copy_from_slice(&a);
+                    have_mac = true;
+                }
+                LinkAttribute::Link(i) if i != 0 && i != ifindex => info.peer_ifindex = Some(i),
+                LinkAttribute::LinkNetNsId(id) => info.peer_netnsid = Some(id),
+                _ => {}
+            }
+        }
+        if !have_mac {
+            return Err(RtnlError::NoMac { ifindex });
+        }
+        Ok(info)
+    }
+
+    /// The MAC at the other end of veth `ifindex` (the container's).
+    pub fn veth_peer_mac(&mut self, ifindex: u32) -> Result<Option<[u8; 6]>, RtnlError> {
+        let info = self.link(ifindex, None)?;
+        let Some(peer) = info.peer_ifindex else {
+            return Ok(None);
+        };
+        Ok(Some(self.link(peer, info.peer_netnsid)?.mac))
+    }
+
+    /// Every IPv4 neighbour table entry.
+    pub fn neighbours(&mut self) -> Result<Vec<NeighEntry>, RtnlError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let replies = self.request(
+            "dump neighbours",
+            RouteNetlinkMessage::GetNeighbour(msg),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => neigh_entry(&n),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Routes `addr/32` to `ifindex` (replacing a route to it), so the
+    /// host's own stack reaches the container.
+    pub fn replace_host_route(&mut self, addr: Ipv4Addr, ifindex: u32) -> Result<(), RtnlError> {
+        let msg = host_route(addr, ifindex);
+        self.request(
+            "add route",
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(|_| ())
+    }
+
+    /// Removes netbpf's route to `addr/32` via `ifindex`; a missing route
+    /// is not an error.
+    pub fn delete_host_route(&mut self, addr: Ipv4Addr, ifindex: u32) -> Result<(), RtnlError> {
+        let msg = host_route(addr, ifindex);
+        match self.request(
+            "delete route",
+            RouteNetlinkMessage::DelRoute(msg),
+            NLM_F_ACK,
+        ) {
+            Err(RtnlError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+/// The route message for `addr/32 dev ifindex scope link proto netbpf`.
+fn host_route(addr: Ipv4Addr, ifindex: u32) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.destination_prefix_length = 32;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Other(ROUTE_PROTO);
+    msg.header.scope = RouteScope::Link;
+    msg.header.kind = RouteType::Unicast;
+    msg.attributes = vec![
+        RouteAttribute::Destination(RouteAddress::Inet(addr)),
+        RouteAttribute::Oif(ifindex),
+    ];
+    msg
+}
+
+/// The IPv4 entry in a neighbour message, if it is one.
+fn neigh_entry(n: &NeighbourMessage) -> Option<NeighEntry> {
+    if n.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let mut addr = None;
+    let mut mac = None;
+    for attr in &n.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                let mut m = [0; 6];
+                m.copy_from_slice(l);
+                mac = Some(m);
+            }
+            _ => {}
+        }
+    }
+    Some(NeighEntry {
+        ifindex: n.header.ifindex,
+        addr: addr?,
+        mac,
+        state: u16::from(n.header.state),
+    })
+}
+
+/// A non-blocking socket subscribed to neighbour table changes.
+pub struct NeighMonitor {
+    socket: Socket,
+}
+
+impl NeighMonitor {
+    /// Subscribes (in the current network namespace). Subscribe before
+    /// dumping the table, so no change falls between the two.
+    pub fn open() -> Result<Self, RtnlError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io_err("socket"))?;
+        socket.bind_auto().map_err(io_err("bind"))?;
+        socket
+            .add_membership(RTNLGRP_NEIGH)
+            .map_err(io_err("subscribe to neighbour changes"))?;
+        socket
+            .set_non_blocking(true)
+            .map_err(io_err("non-blocking"))?;
+        Ok(Self { socket })
+    }
+
+    /// The socket's file descriptor, for polling.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
+    }
+
+    /// Every change queued now (empty when none).
+    pub fn drain(&mut self) -> Result<Vec<NeighEvent>, RtnlError> {
+        let mut out = Vec::new();
+        loop {
+            let data = match self.socket.recv_from_full() {
+                Ok((data, _)) => data,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+                Err(source) => {
+                    return Err(RtnlError::Io {
+                        what: "neighbour changes",
+                        source,
+                    });
+                }
+            };
+            let mut off = 0;
+            while off < data.len() {
+                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                else {
+                    break;
+                };
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
+                        out.extend(neigh_entry(&n).map(NeighEvent::New));
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => {
+                        out.extend(neigh_entry(&n).map(NeighEvent::Del));
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! Per-container-IP routing: the real programs through BPF_PROG_TEST_RUN
+//! (verdict and every byte of the packet that comes out), then end to end
+//! in namespaces (prefix `nbt-rt<x>-<pid>`, removed on drop): a peer on the
+//! uplink's segment reaches routed containers at their own IPs with no
+//! route but being on-link, the host answering ARP for them.
+//!
+//! Needs root, a kernel with BPF_PROG_TEST_RUN for XDP and tc programs,
+//! `bpf_redirect` and `bpf_fib_lookup` (tested on 6.18).
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use common::*;
+use netbpf::{
+    config::Config,
+    containers::programs,
+    datapath,
+    lab::{self, Lab, SERVICE_PORT, Transport, WhoamiServer, parse_whoami},
+};
+use netbpf_common::{ContainerEntry, ContainerIf, Counter, Neighbour, RouteUplink, map_names};
+
+const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
+const PEER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
+const C1_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x65];
+const C1_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x65];
+const C2_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x66];
+const C2_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x66];
+const C1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 101);
+const C2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 102);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 200);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// BPF_PROG_TEST_RUN runs tc programs on a packet "arriving" on loopback.
+const TEST_IFINDEX: u32 = 1;
+const C1_IFINDEX: u32 = 1;
+const C2_IFINDEX: u32 = 77;
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const TC_SHOT: u32 = 2;
+const TC_REDIRECT: u32 = 7;
+const TC_NEXT: u32 = u32::MAX;
+
+/// Runs a loaded program once on `pkt`: (verdict, packet out).
+macro_rules! run_prog {
+    ($p:expr, $pkt:expr) => {{
+        let pkt: &[u8] = $pkt;
+        let mut out = vec![0u8; pkt.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(pkt);
+        opts.data_out = Some(&mut out);
+        let r = $p.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }};
+}
+
+/// A loaded (not attached) object with two routed containers: C1 behind
+/// the test's input interface, C2 behind ifindex 77.
+struct Dp {
+    ebpf: Ebpf,
+}
+
+impl Dp {
+    fn new() -> Dp {
+        let config =
+            Config::from_toml("[uplink]\ninterface = \"eth0\"\naddress = \"203.0.113.1\"\n")
+                .expect("config");
+        let mut ebpf = datapath::load(&config).expect("load object");
+        {
+            let mut up: Array<&mut MapData, RouteUplink> =
+                Array::try_from(ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map")).expect("type");
+            up.set(
+                0,
+                &RouteUplink {
+                    ifindex: 5,
+                    mac: UPLINK_MAC,
+                    _pad: [0; 2],
+                },
+                0,
+            )
+            .expect("uplink");
+        }
+        {
+            let mut c: HashMap<&mut MapData, [u8; 4], ContainerEntry> =
+                HashMap::try_from(ebpf.map_mut(map_names::CONTAINERS).expect("map")).expect("type");
+            for (addr, ifindex, host_mac, mac) in [
+                (C1, C1_IFINDEX, C1_HOST_MAC, C1_MAC),
+                (C2, C2_IFINDEX, C2_HOST_MAC, C2_MAC),
+            ] {
+                c.insert(
+                    &addr.octets(),
+                    &ContainerEntry {
+                        ifindex,
+                        host_mac,
+                        mac,
+                    },
+                    0,
+                )
+                .expect("container");
+            }
+        }
+        {
+            let mut i: HashMap<&mut MapData, u32, ContainerIf> =
+                HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map"))
+                    .expect("type");
+            i.insert(
+                &TEST_IFINDEX,
+                &ContainerIf {
+                    addr: C1.octets(),
+                    host_mac: C1_HOST_MAC,
+                    flags: 0,
+                },
+                0,
+            )
+            .expect("veth");
+        }
+        {
+            let mut n: HashMap<&mut MapData, [u8; 4], Neighbour> =
+                HashMap::try_from(ebpf.map_mut(map_names::NEIGHBOURS).expect("map")).expect("type");
+            n.insert(
+                &PEER.octets(),
+                &Neighbour {
+                    mac: PEER_MAC,
+                    state: 2,
+                    ifindex: 5,
+                },
+                0,
+            )
+            .expect("neighbour");
+        }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(programs::ARP)
+            .expect("program")
+            .try_into()
+            .expect("type");
+        xdp.load().expect("verifier accepts netbpf_arp");
+        for name in [programs::ROUTE_IN, programs::CONTAINER] {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .expect("program")
+                .try_into()
+                .expect("type");
+            p.load().expect("verifier accepts the program");
+        }
+        Dp { ebpf }
+    }
+
+    fn xdp(&self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let p: &Xdp = self
+            .ebpf
+            .program(programs::ARP)
+            .expect("program")
+            .try_into()
+            .expect("type");
+        run_prog!(p, pkt)
+    }
+
+    fn tc(&self, name: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let p: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .expect("program")
+            .try_into()
+            .expect("type");
+        run_prog!(p, pkt)
+    }
+
+    fn counter(&self, c: Counter) -> u64 {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::STATS).expect("stats")).expect("type");
+        map.get(&(c as u32), 0).expect("read").iter().sum()
+    }
+}
+
+/// An ARP frame (RFC 826, IPv4 over Ethernet).
+fn arp(
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    op: u16,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&eth_src);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa.octets());
+    f
+}
+
+/// `frame` with its Ethernet addresses replaced.
+fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f
+}
+
+fn ip_frame(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
+    let opts = IpOpts {
+        ttl: Some(ttl),
+        ..Default::default()
+    };
+    with_macs(
+        frame(src, dst, &udp(5353, 4000, b"hello"), &opts),
+        macs.0,
+        macs.1,
+    )
+}
+
+#[test]
+fn arp_request_for_a_container_is_answered_in_xdp() {
+    if !require_root("arp_request_for_a_container_is_answered_in_xdp") {
+        return;
+    }
+    let dp = Dp::new();
+    let req = arp([0xff; 6], PEER_MAC, 1, PEER_MAC, PEER, [0; 6], C1);
+    let (rc, out) = dp.xdp(&req);
+    assert_eq!(rc, XDP_TX, "answered on the spot");
+    // Every field: to the requester, from the uplink, opcode 2, the
+    // container's address at the uplink's MAC, target = the requester.
+    let want = arp(PEER_MAC, UPLINK_MAC, 2, UPLINK_MAC, C1, PEER_MAC, PEER);
+    assert_bytes(&out, &want, "ARP reply");
+    assert_eq!(dp.counter(Counter::ArpReplies), 1);
+}
+
+#[test]
+fn arp_for_other_addresses_and_non_requests_pass_untouched() {
+    if !require_root("arp_for_other_addresses_and_non_requests_pass_untouched") {
+        return;
+    }
+    let dp = Dp::new();
+    for (what, pkt) in [
+        (
+            "request for another address",
+            arp([0xff; 6], PEER_MAC, 1, PEER_MAC, PEER, [0; 6], OTHER),
+        ),
+        (
+            "a reply about a container",
+            arp(UPLINK_MAC, PEER_MAC, 2, PEER_MAC, C1, UPLINK_MAC, PEER),
+        ),
+        (
+            "someone else announcing a container's address",
+            arp([0xff; 6], PEER_MAC, 1, PEER_MAC, C1, [0; 6], C1),
+        ),
+        ("IPv4", ip_frame(PEER, C1, 64, (UPLINK_MAC, PEER_MAC))),
+        ("runt", vec![0xff; 20]),
+    ] {
+        let (rc, out) = dp.xdp(&pkt);
+        assert_eq!(rc, XDP_PASS, "{what}");
+        assert_bytes(&out, &pkt, what);
+    }
+    assert_eq!(dp.counter(Counter::ArpReplies), 0);
+}
+
+#[test]
+fn inbound_packet_is_forwarded_to_the_container() {
+    if !require_root("inbound_packet_is_forwarded_to_the_container") {
+        return;
+    }
+    let dp = Dp::new();
+    let pkt = ip_frame(PEER, C1, 64, (UPLINK_MAC, PEER_MAC));
+    let (rc, out) = dp.tc(programs::ROUTE_IN, &pkt);
+    assert_eq!(rc, TC_REDIRECT, "redirected to the container's veth");
+    // To the container's MAC from the host veth's, TTL 63, IP checksum
+    // recomputed from scratch for the expected packet; UDP untouched.
+    let want = ip_frame(PEER, C1, 63, (C1_MAC, C1_HOST_MAC));
+    assert_bytes(&out, &want, "forwarded packet");
+    assert_eq!(dp.counter(Counter::RoutedIn), 1);
+}
+
+#[test]
+fn inbound_ttl_one_goes_to_the_kernel() {
+    if !require_root("inbound_ttl_one_goes_to_the_kernel") {
+        return;
+    }
+    let dp = Dp::new();
+    for ttl in [1, 0] {
+        let pkt = ip_frame(PEER, C1, ttl, (UPLINK_MAC, PEER_MAC));
+        let (rc, out) = dp.tc(programs::ROUTE_IN, &pkt);
+        assert_eq!(rc, TC_NEXT, "TTL {ttl}: the kernel sends time exceeded");
+        assert_bytes(&out, &pkt, "unchanged");
+    }
+    assert_eq!(dp.counter(Counter::RouteTtlExpired), 2);
+    assert_eq!(dp.counter(Counter::RoutedIn), 0);
+}
+
+#[test]
+fn inbound_not_for_a_routed_container_passes_untouched() {
+    if !require_root("inbound_not_for_a_routed_container_passes_untouched") {
+        return;
+    }
+    let dp = Dp::new();
+    for (what, pkt) in [
+        (
+            "another address",
+            ip_frame(PEER, OTHER, 64, (UPLINK_MAC, PEER_MAC)),
+        ),
+        (
+            "another host's MAC",
+            ip_frame(PEER, C1, 64, ([0x02, 9, 9, 9, 9, 9], PEER_MAC)),
+        ),
+        (
+            "ARP",
+            arp([0xff; 6], PEER_MAC, 1, PEER_MAC, PEER, [0; 6], C1),
+        ),
+    ] {
+        let (rc, out) = dp.tc(programs::ROUTE_IN, &pkt);
+        assert_eq!(rc, TC_NEXT, "{what}");
+        assert_bytes(&out, &pkt, what);
+    }
+}
+
+#[test]
+fn container_arp_for_its_gateway_is_answered_with_the_veth_mac() {
+    if !require_root("container_arp_for_its_gateway_is_answered_with_the_veth_mac") {
+        return;
+    }
+    let dp = Dp::new();
+    let req = arp([0xff; 6], C1_MAC, 1, C1_MAC, C1, [0; 6], GATEWAY);
+    let (rc, out) = dp.tc(programs::CONTAINER, &req);
+    assert_eq!(rc, TC_REDIRECT, "sent back to the container");
+    let want = arp(C1_MAC, C1_HOST_MAC, 2, C1_HOST_MAC, GATEWAY, C1_MAC, C1);
+    assert_bytes(&out, &want, "ARP reply on the veth");
+    // Its own address (duplicate address detection) is not answered.
+    let probe = arp(
+        [0xff; 6],
+        C1_MAC,
+        1,
+        C1_MAC,
+        Ipv4Addr::UNSPECIFIED,
+        [0; 6],
+        C1,
+    );
+    let (rc, out) = dp.tc(programs::CONTAINER, &probe);
+    assert_eq!(rc, TC_NEXT);
+    assert_bytes(&out, &probe, "probe untouched");
+    assert_eq!(dp.counter(Counter::ArpReplies), 1);
+}
+
+#[test]
+fn spoofed_sources_from_a_container_are_dropped() {
+    if !require_root("spoofed_sources_from_a_container_are_dropped") {
+        return;
+    }
+    let dp = Dp::new();
+    let pkt = ip_frame(OTHER, PEER, 64, (C1_HOST_MAC, C1_MAC));
+    let (rc, _) = dp.tc(programs::CONTAINER, &pkt);
+    assert_eq!(rc, TC_SHOT, "IPv4 from another source");
+    let pkt = ip_frame(C2, PEER, 64, (C1_HOST_MAC, C1_MAC));
+    let (rc, _) = dp.tc(programs::CONTAINER, &pkt);
+    assert_eq!(rc, TC_SHOT, "IPv4 claiming another container's address");
+    let req = arp([0xff; 6], C1_MAC, 1, C1_MAC, C2, [0; 6], GATEWAY);
+    let (rc, _) = dp.tc(programs::CONTAINER, &req);
+    assert_eq!(rc, TC_SHOT, "ARP claiming another container's address");
+    assert_eq!(dp.counter(Counter::DropSpoofed), 3);
+}
+
+#[test]
+fn container_to_container_is_forwarded_directly() {
+    if !require_root("container_to_container_is_forwarded_directly") {
+        return;
+    }
+    let dp = Dp::new();
+    let pkt = ip_frame(C1, C2, 64, (C1_HOST_MAC, C1_MAC));
+    let (rc, out) = dp.tc(programs::CONTAINER, &pkt);
+    assert_eq!(rc, TC_REDIRECT);
+    let want = ip_frame(C1, C2, 63, (C2_MAC, C2_HOST_MAC));
+    assert_bytes(&out, &want, "container to container");
+    assert_eq!(dp.counter(Counter::RoutedLocal), 1);
+    // Broadcast frames (DHCP and the like) are the kernel's.
+    let bcast = ip_frame(C1, C2, 64, ([0xff; 6], C1_MAC));
+    let (rc, out) = dp.tc(programs::CONTAINER, &bcast);
+    assert_eq!(rc, TC_NEXT);
+    assert_bytes(&out, &bcast, "broadcast untouched");
+}
+
+// ---------------------------------------------------------------------------
+// End to end
+// ---------------------------------------------------------------------------
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_netbpf"))
+}
+
+fn prefix(x: &str) -> String {
+    format!("nbt-rt{x}-{}", std::process::id())
+}
+
+fn cli(lab: &Lab, args: &[&str]) -> std::process::Output {
+    Command::new(exe())
+        .arg("--netns")
+        .arg(lab.host.name())
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .args(args)
+        .output()
+        .expect("run netbpf")
+}
+
+/// A lab with `n` routed containers (10.0.1.101...) and a peer on the
+/// uplink's segment, whoami servers on TCP and UDP :4000 in each
+/// container, the daemon running with every container in the config.
+fn routed_lab(x: &str, n: usize) -> (Lab, Vec<WhoamiServer>) {
+    let mut lab = Lab::build_with(&prefix(x), 0, n).expect("build lab");
+    let mut servers = Vec::new();
+    for c in &lab.routed {
+        for t in [Transport::Tcp, Transport::Udp] {
+            servers.push(
+                WhoamiServer::spawn(
+                    &c.ns,
+                    t,
+                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                    &format!("container {}: you are", c.addr),
+                )
+                .expect("server"),
+            );
+        }
+    }
+    let extra = lab.routed_toml();
+    lab.start_daemon(exe(), &extra).expect("daemon starts");
+    (lab, servers)
+}
+
+#[test]
+fn peer_reaches_every_routed_container_at_its_own_ip() {
+    if !require_root("peer_reaches_every_routed_container_at_its_own_ip") {
+        return;
+    }
+    let (lab, _servers) = routed_lab("peer", 5);
+    let peer = lab.peer.as_ref().expect("peer");
+    for c in &lab.routed {
+        let dst = SocketAddrV4::new(c.addr, SERVICE_PORT);
+        let tcp = lab::tcp_whoami(peer, dst).expect("tcp from the peer");
+        assert!(tcp.starts_with(&format!("container {}:", c.addr)), "{tcp}");
+        // The container sees the peer's own address: no NAT anywhere.
+        assert_eq!(*parse_whoami(&tcp).expect("addr").ip(), lab::PEER_ADDR);
+        let udp = lab::udp_whoami(peer, 0, dst).expect("udp from the peer");
+        assert_eq!(*parse_whoami(&udp).expect("addr").ip(), lab::PEER_ADDR);
+    }
+    // The peer learnt every container at the host's uplink MAC.
+    let neigh = peer
+        .ip(&["-4", "neigh", "show", "dev", "eth0"])
+        .expect("ip neigh");
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    let host_mac = lab
+        .host
+        .exec("cat", &["/sys/class/net/eth0/address"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .expect("uplink mac");
+    for c in &lab.routed {
+        assert!(
+            neigh
+                .lines()
+                .any(|l| l.starts_with(&format!("{} ", c.addr)) && l.contains(&host_mac)),
+            "{} at {host_mac} in {neigh}",
+            c.addr
+        );
+    }
+    let stats = netbpf::maps::read_stats(&lab.pin_dir).expect("stats");
+    assert!(
+        stats.get(Counter::ArpReplies) >= 5,
+        "ARP answered by netbpf"
+    );
+    assert!(stats.get(Counter::RoutedIn) > 0, "forwarded in by netbpf");
+    assert!(stats.get(Counter::RoutedOut) > 0, "forwarded out by netbpf");
+
+    // Containers reach the peer too (they start the connection), seen
+    // with their own address.
+    let _peer_tcp = WhoamiServer::spawn(
+        peer,
+        Transport::Tcp,
+        SocketAddrV4::new(lab::PEER_ADDR, SERVICE_PORT),
+        "peer: you are",
+    )
+    .expect("peer server");
+    let c = &lab.routed[0];
+    let seen = lab::tcp_whoami(&c.ns, SocketAddrV4::new(lab::PEER_ADDR, SERVICE_PORT))
+        .expect("tcp from a container");
+    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), c.addr);
+
+    // Container to container on the same host.
+    let other = &lab.routed[1];
+    let seen = lab::tcp_whoami(&c.ns, SocketAddrV4::new(other.addr, SERVICE_PORT))
+        .expect("container to container");
+    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), c.addr);
+    let stats = netbpf::maps::read_stats(&lab.pin_dir).expect("stats");
+    assert!(stats.get(Counter::RoutedLocal) > 0);
+
+    // The CLI shows the maps behind it.
+    let out = cli(&lab, &["containers", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows.as_array().expect("array").len(), 5);
+    assert!(
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .all(|r| r["attached"] == true)
+    );
+    let out = cli(&lab, &["neigh", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .any(|r| r["address"] == lab::PEER_ADDR.to_string()),
+        "the peer is a known neighbour: {rows:#}"
+    );
+}
+
+#[test]
+fn containers_del_and_add_on_a_running_daemon() {
+    if !require_root("containers_del_and_add_on_a_running_daemon") {
+        return;
+    }
+    let (lab, _servers) = routed_lab("adddel", 2);
+    let peer = lab.peer.as_ref().expect("peer");
+    let c = &lab.routed[0];
+    let dst = SocketAddrV4::new(c.addr, SERVICE_PORT);
+    lab::tcp_whoami(peer, dst).expect("reachable before");
+    let out = cli(
+        &lab,
+        &["containers", "del", "--address", &c.addr.to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The peer's cached ARP entry still points at the host; the host no
+    // longer forwards, routes or answers for it.
+    let _ = peer.ip(&["neigh", "flush", "dev", "eth0"]);
+    assert!(
+        lab::tcp_whoami(peer, dst).is_err(),
+        "unreachable once removed"
+    );
+    // The other container is undisturbed.
+    let other = SocketAddrV4::new(lab.routed[1].addr, SERVICE_PORT);
+    lab::tcp_whoami(peer, other).expect("the other container still works");
+    let out = cli(
+        &lab,
+        &[
+            "containers",
+            "add",
+            "--address",
+            &c.addr.to_string(),
+            "--interface",
+            &c.host_veth,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = lab::tcp_whoami(peer, dst).expect("reachable again");
+    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), lab::PEER_ADDR);
+    let seen = lab::tcp_whoami(&c.ns, SocketAddrV4::new(lab.routed[1].addr, SERVICE_PORT))
+        .expect("outbound works again (veth program re-attached)");
+    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), c.addr);
+}
+
+#[test]
+fn sighup_applies_the_config_containers() {
+    if !require_root("sighup_applies_the_config_containers") {
+        return;
+    }
+    let (lab, _servers) = routed_lab("hup", 2);
+    let peer = lab.peer.as_ref().expect("peer");
+    let second = SocketAddrV4::new(lab.routed[1].addr, SERVICE_PORT);
+    lab::tcp_whoami(peer, second).expect("reachable before");
+    // Drop the second container from the config and reload.
+    let keep = lab.routed_toml_for(&[0]);
+    lab.rewrite_config(&keep).expect("config");
+    lab.signal_daemon(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = cli(&lab, &["containers", "list", "--json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        if rows.as_array().map(|a| a.len()) == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload applied: {rows:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let peer = lab.peer.as_ref().expect("peer");
+    let _ = peer.ip(&["neigh", "flush", "dev", "eth0"]);
+    assert!(
+        lab::tcp_whoami(peer, second).is_err(),
+        "removed by the reload"
+    );
+    lab::tcp_whoami(peer, SocketAddrV4::new(lab.routed[0].addr, SERVICE_PORT))
+        .expect("the kept container still works");
+}
+
+#[test]
+fn masqueraded_and_routed_containers_coexist() {
+    if !require_root("masqueraded_and_routed_containers_coexist") {
+        return;
+    }
+    let mut lab = Lab::build_with(&prefix("mix"), 1, 1).expect("build lab");
+    let outside = SocketAddrV4::new(lab::OUTSIDE_ADDR, SERVICE_PORT);
+    let _out = WhoamiServer::spawn(&lab.outside, Transport::Tcp, outside, "outside: you are")
+        .expect("outside server");
+    let r_addr = lab.routed[0].addr;
+    let _r = WhoamiServer::spawn(
+        &lab.routed[0].ns,
+        Transport::Tcp,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+        "routed: you are",
+    )
+    .expect("routed server");
+    let extra = lab.routed_toml();
+    lab.start_daemon(exe(), &extra).expect("daemon starts");
+    let c = &lab.containers[0];
+    let seen = lab::tcp_whoami(&c.ns, outside).expect("masqueraded container reaches outside");
+    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), lab::UPLINK_ADDR);
+    let peer = lab.peer.as_ref().expect("peer");
+    let seen = lab::tcp_whoami(peer, SocketAddrV4::new(r_addr, SERVICE_PORT))
+        .expect("peer reaches the routed container");
+    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), lab::PEER_ADDR);
+}
