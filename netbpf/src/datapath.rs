@@ -15,7 +15,10 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{LpmTrie, MapError, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType,
+        cgroup_sock_addr::CgroupSockAddrLink, tc::SchedClassifierLink,
+    },
 };
 use log::{info, warn};
 use netbpf_common::{
@@ -26,6 +29,7 @@ use crate::{
     config::Config,
     maps::{self, MapsError, NatMaps},
     netdev::{self, NetdevError},
+    pins,
 };
 
 /// Names of the programs in the object.
@@ -68,11 +72,27 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
-    /// Another datapath is pinned in the directory.
+    /// A map pinned by an earlier datapath has another layout or size.
     #[error(
-        "a netbpf datapath is already pinned at {0} (another daemon running? stop it, or remove the directory if it is stale)"
+        "the map {name} pinned in {pin_dir} has {property} {actual}, this netbpf expects {expected} \
+         (a changed conntrack.capacity, or another netbpf version): it keeps its flows until \
+         `netbpf down` removes the datapath (dropping every flow), after which the daemon starts fresh"
     )]
-    AlreadyPinned(PathBuf),
+    Incompatible {
+        /// The pin directory.
+        pin_dir: PathBuf,
+        /// The map.
+        name: String,
+        /// Which property differs.
+        property: &'static str,
+        /// What this binary expects.
+        expected: u64,
+        /// What is pinned.
+        actual: u64,
+    },
+    /// Another daemon runs for this pin directory, or the pins are unusable.
+    #[error(transparent)]
+    Pins(#[from] crate::pins::PinsError),
     /// Loading the object failed (verifier, permissions, kernel support).
     #[error("loading the eBPF object")]
     Load(#[source] EbpfError),
@@ -208,9 +228,6 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
             source: io::Error::from(e),
         })?;
     }
-    if maps::pin_path(pin_dir, map_names::CONNTRACK).exists() {
-        return Err(DatapathError::AlreadyPinned(pin_dir.to_owned()));
-    }
     fs::create_dir_all(pin_dir).map_err(|source| DatapathError::Bpffs {
         path: pin_dir.to_owned(),
         source,
@@ -237,13 +254,44 @@ fn is_bpffs(path: &Path) -> bool {
 /// Loads the embedded object with the config's capacities, without
 /// attaching anything. Used by the daemon and by the in-kernel tests.
 pub fn load(config: &Config) -> Result<Ebpf, DatapathError> {
+    load_with_pins(config, None)
+}
+
+/// Loads the object; with `pin_dir`, every map is pinned there, and a map
+/// already pinned there (a datapath that outlived its daemon) is reused if
+/// its layout is the one this binary expects — so flows survive a restart.
+pub fn load_with_pins(config: &Config, pin_dir: Option<&Path>) -> Result<Ebpf, DatapathError> {
     let capacity = config.conntrack.capacity;
-    EbpfLoader::new()
+    let paths: Vec<(&'static str, PathBuf)> = match pin_dir {
+        Some(dir) => map_names::ALL
+            .iter()
+            .map(|name| (*name, maps::pin_path(dir, name)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut loader = EbpfLoader::new();
+    loader
         .map_max_entries(map_names::CONNTRACK, capacity)
         .map_max_entries(map_names::NAT_MAPPINGS, capacity)
-        .map_max_entries(map_names::NAT_REVERSE, capacity)
-        .load(crate::ebpf_object())
-        .map_err(DatapathError::Load)
+        .map_max_entries(map_names::NAT_REVERSE, capacity);
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    loader.load(crate::ebpf_object()).map_err(|e| match e {
+        EbpfError::MapError(MapError::IncompatiblePinnedMap {
+            name,
+            property,
+            expected,
+            actual,
+        }) => DatapathError::Incompatible {
+            pin_dir: pin_dir.map(Path::to_owned).unwrap_or_default(),
+            name,
+            property,
+            expected,
+            actual,
+        },
+        other => DatapathError::Load(other),
+    })
 }
 
 /// Writes the masquerade rules into a loaded object.
@@ -261,6 +309,7 @@ pub fn fill_masquerade(
     })?;
     let mut trie: LpmTrie<_, MasqPrefix, MasqRule> =
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    let mut wanted = Vec::new();
     for m in &config.masquerade {
         let (port_min, port_max) = m.ports.map(|r| (r.start, r.end)).unwrap_or((0, 0));
         let rule = MasqRule {
@@ -268,9 +317,37 @@ pub fn fill_masquerade(
             port_min,
             port_max,
         };
-        let key = Key::new(u32::from(m.source.prefix_len), m.source.addr.octets());
+        let prefix = u32::from(m.source.prefix_len);
+        let key = Key::new(prefix, m.source.addr.octets());
         trie.insert(&key, &rule, 0)
             .map_err(|source| DatapathError::Map { name, source })?;
+        wanted.push((prefix, m.source.addr.octets()));
+    }
+    prune_trie(&mut trie, name, &wanted)
+}
+
+/// Removes the entries of a trie (pinned by an earlier daemon) that the
+/// config no longer has; entries that stay were overwritten in place, so a
+/// restart with a changed config changes only the difference.
+fn prune_trie<K: aya::Pod + PartialEq, V: aya::Pod>(
+    trie: &mut LpmTrie<&mut aya::maps::MapData, K, V>,
+    name: &'static str,
+    wanted: &[(u32, K)],
+) -> Result<(), DatapathError> {
+    let stale: Vec<Key<K>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| {
+            !wanted
+                .iter()
+                .any(|(p, d)| *p == k.prefix_len() && *d == k.data())
+        })
+        .collect();
+    for key in stale {
+        match trie.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(DatapathError::Map { name, source }),
+        }
     }
     Ok(())
 }
@@ -312,6 +389,7 @@ pub fn fill_publish(
     })?;
     let mut trie: LpmTrie<_, PublishKey, PublishRule> =
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    let mut wanted = Vec::new();
     for p in &config.publish {
         let rule = PublishRule {
             to_addr: p.to_addr.octets(),
@@ -328,8 +406,13 @@ pub fn fill_publish(
             );
             trie.insert(&key, &rule, 0)
                 .map_err(|source| DatapathError::Map { name, source })?;
+            wanted.push((
+                PUBLISH_KEY_FIXED_BITS + bits,
+                PublishKey::new(p.proto.number(), addr, base),
+            ));
         }
     }
+    prune_trie(&mut trie, name, &wanted)?;
     let name = map_names::LOCAL_ADDRS;
     let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
         name,
@@ -344,27 +427,39 @@ pub fn fill_publish(
             .insert(&a.octets(), &1, 0)
             .map_err(|source| DatapathError::Map { name, source })?;
     }
+    let stale: Vec<[u8; 4]> = addrs
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !local_addrs.iter().any(|a| a.octets() == *k))
+        .collect();
+    for key in stale {
+        match addrs.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(DatapathError::Map { name, source }),
+        }
+    }
     Ok(())
 }
 
-/// Loads and attaches one tc program.
-fn attach_tc(
-    ebpf: &mut Ebpf,
-    name: &'static str,
+/// Where a tc program is attached.
+#[derive(Clone, Copy)]
+struct TcTarget<'a> {
+    ifname: &'a str,
     ifindex: u32,
     attach: TcAttachType,
-) -> Result<(), DatapathError> {
-    attach_tc_loaded(ebpf, name, ifindex, attach, true)
 }
 
-/// Attaches a tc program, loading it first if `load`.
-fn attach_tc_loaded(
+/// Attaches a tc program (loading it first if `load`) through a link
+/// pinned under `pin_dir`, so it stays attached after the daemon exits. If
+/// an earlier daemon pinned that link, the new program replaces the old
+/// one in it atomically: no packet sees neither.
+fn attach_tc_pinned(
     ebpf: &mut Ebpf,
     name: &'static str,
-    ifindex: u32,
-    attach: TcAttachType,
+    target: TcTarget<'_>,
     load: bool,
-) -> Result<(), DatapathError> {
+    pin_dir: &Path,
+) -> Result<PathBuf, DatapathError> {
     let err = |source| DatapathError::Program { name, source };
     let prog: &mut SchedClassifier = ebpf
         .program_mut(name)
@@ -377,8 +472,54 @@ fn attach_tc_loaded(
     if load {
         prog.load().map_err(err)?;
     }
+    let pin = pins::link_pin(pin_dir, name, target.ifname);
+    if let Some(link) = adopt_link::<SchedClassifierLink>(&pin) {
+        prog.attach_to_link(link).map_err(err)?;
+        info!(
+            "{name}: new program swapped into the pinned link on {}",
+            target.ifname
+        );
+        return Ok(pin);
+    }
     // On kernels >= 6.6 aya attaches through tcx (no qdisc needed).
-    prog.attach(ifindex, attach).map_err(err)?;
+    let id = prog.attach(target.ifindex, target.attach).map_err(err)?;
+    let link = prog.take_link(id).map_err(err)?;
+    pin_link(name, link, &pin)?;
+    Ok(pin)
+}
+
+/// The link pinned at `pin`, if there is one of the right kind.
+fn adopt_link<L: TryFrom<aya::programs::links::FdLink>>(pin: &Path) -> Option<L> {
+    if !pin.exists() {
+        return None;
+    }
+    let pinned = aya::programs::links::PinnedLink::from_pin(pin).ok()?;
+    L::try_from(aya::programs::links::FdLink::from(pinned)).ok()
+}
+
+/// Pins a freshly made link at `pin`.
+fn pin_link<L>(name: &'static str, link: L, pin: &Path) -> Result<(), DatapathError>
+where
+    aya::programs::links::FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let err = |e: aya::programs::links::LinkError| DatapathError::Program {
+        name,
+        source: ProgramError::from(e),
+    };
+    if let Some(dir) = pin.parent() {
+        fs::create_dir_all(dir).map_err(|source| DatapathError::Bpffs {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let fd_link = aya::programs::links::FdLink::try_from(link).map_err(err)?;
+    // The pin keeps the link (and so the attachment) alive when this
+    // process closes its descriptor.
+    fd_link.pin(pin).map_err(|source| DatapathError::Pin {
+        name,
+        path: pin.to_owned(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -389,6 +530,8 @@ pub struct Datapath {
     pin_dir: PathBuf,
     /// What the config resolved to.
     pub resolved: Resolved,
+    /// Held while the daemon runs: one daemon per pin directory.
+    _lock: pins::DaemonLock,
     routing: crate::containers::Routing,
 }
 
@@ -445,7 +588,11 @@ pub fn netns_cookie() -> io::Result<u64> {
 
 /// Attaches the cgroup socket hooks for published ports reached from this
 /// network namespace's own processes.
-fn attach_sock_hooks(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), DatapathError> {
+fn attach_sock_hooks(
+    ebpf: &mut Ebpf,
+    cgroup: &Path,
+    pin_dir: &Path,
+) -> Result<Vec<PathBuf>, DatapathError> {
     let cg_err = |source| DatapathError::Cgroup {
         path: cgroup.to_owned(),
         source,
@@ -464,6 +611,7 @@ fn attach_sock_hooks(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), DatapathError
         .set(0, &cookie, 0)
         .map_err(|source| DatapathError::Map { name, source })?;
     let file = fs::File::open(cgroup).map_err(cg_err)?;
+    let mut pinned = Vec::new();
     for name in programs::SOCK_ADDR {
         let err = |source| DatapathError::Program { name, source };
         let prog: &mut CgroupSockAddr = ebpf
@@ -475,12 +623,20 @@ fn attach_sock_hooks(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), DatapathError
             .try_into()
             .map_err(err)?;
         prog.load().map_err(err)?;
-        // A bpf_link (kernel >= 5.7): links on one cgroup always coexist,
-        // so several datapaths (one per namespace) can share it; the link
-        // API takes no multi-attach flag.
-        prog.attach(&file, CgroupAttachMode::Single).map_err(err)?;
+        let pin = pins::link_pin(pin_dir, name, "cgroup");
+        if let Some(link) = adopt_link::<CgroupSockAddrLink>(&pin) {
+            prog.attach_to_link(link).map_err(err)?;
+        } else {
+            // A bpf_link (kernel >= 5.7): links on one cgroup always
+            // coexist, so several datapaths (one per namespace) can share
+            // it; the link API takes no multi-attach flag.
+            let id = prog.attach(&file, CgroupAttachMode::Single).map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            pin_link(name, link, &pin)?;
+        }
+        pinned.push(pin);
     }
-    Ok(())
+    Ok(pinned)
 }
 
 impl Datapath {
@@ -498,52 +654,28 @@ impl Datapath {
     ) -> Result<Self, DatapathError> {
         let resolved = resolve(config)?;
         prepare_pin_dir(pin_dir)?;
-        let mut ebpf = load(config)?;
-        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_relay) {
-            warn!("kernel log relay unavailable: {e}");
-        }
-        fill_masquerade(&mut ebpf, config, resolved.uplink_addr)?;
-        fill_publish(&mut ebpf, config, &resolved.local_addrs)?;
-        attach_tc(
-            &mut ebpf,
-            programs::EGRESS,
-            resolved.uplink_ifindex,
-            TcAttachType::Egress,
-        )?;
-        attach_tc(
-            &mut ebpf,
-            programs::INGRESS,
-            resolved.uplink_ifindex,
-            TcAttachType::Ingress,
-        )?;
-        for (i, (_, ifindex)) in resolved.inside.iter().enumerate() {
-            attach_tc_loaded(
-                &mut ebpf,
-                programs::INSIDE,
-                *ifindex,
-                TcAttachType::Ingress,
-                i == 0,
-            )?;
-        }
-        if let Some(cgroup) = &options.cgroup
-            && !config.publish.is_empty()
-        {
-            attach_sock_hooks(&mut ebpf, cgroup)?;
-        }
-        let mut routing =
-            crate::containers::Routing::start(&mut ebpf, config, resolved.uplink_ifindex)?;
-        if let Err(e) = pin_maps(&ebpf, pin_dir) {
-            routing.stop(&mut ebpf);
-            let _ = maps::unpin_all(pin_dir);
-            return Err(e);
-        }
-        if let Err(e) = routing.follow_neighbours(pin_dir) {
-            routing.stop(&mut ebpf);
-            let _ = maps::unpin_all(pin_dir);
-            return Err(e.into());
-        }
+        let lock = pins::DaemonLock::acquire(pin_dir)?;
+        let adopting = pins::is_pinned(pin_dir);
+        let result = Self::attach_all(config, pin_dir, options, &resolved, adopting);
+        let (ebpf, routing) = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                // A fresh start leaves nothing behind. When adopting, the
+                // earlier datapath keeps running: links not yet swapped
+                // still hold the old programs.
+                if !adopting {
+                    let _ = pins::down(pin_dir);
+                }
+                return Err(e);
+            }
+        };
         info!(
-            "attached to {} (ifindex {}), masquerading {} CIDR(s) to {}, {} published port rule(s); maps pinned in {}",
+            "{} {} (ifindex {}), masquerading {} CIDR(s) to {}, {} published port rule(s); pinned in {}",
+            if adopting {
+                "adopted the pinned datapath on"
+            } else {
+                "attached to"
+            },
             resolved.uplink,
             resolved.uplink_ifindex,
             config.masquerade.len(),
@@ -562,7 +694,89 @@ impl Datapath {
             pin_dir: pin_dir.to_owned(),
             resolved,
             routing,
+            _lock: lock,
         })
+    }
+
+    /// Loads (reusing pinned maps), fills, attaches through pinned links,
+    /// and removes link pins the config no longer wants.
+    fn attach_all(
+        config: &Config,
+        pin_dir: &Path,
+        options: &Options,
+        resolved: &Resolved,
+        adopting: bool,
+    ) -> Result<(Ebpf, crate::containers::Routing), DatapathError> {
+        let mut ebpf = load_with_pins(config, Some(pin_dir))?;
+        if adopting {
+            info!(
+                "reusing the maps pinned in {}: flows carry over",
+                pin_dir.display()
+            );
+        }
+        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_relay) {
+            warn!("kernel log relay unavailable: {e}");
+        }
+        fill_masquerade(&mut ebpf, config, resolved.uplink_addr)?;
+        fill_publish(&mut ebpf, config, &resolved.local_addrs)?;
+        let uplink = |attach| TcTarget {
+            ifname: &resolved.uplink,
+            ifindex: resolved.uplink_ifindex,
+            attach,
+        };
+        let mut wanted = vec![
+            attach_tc_pinned(
+                &mut ebpf,
+                programs::EGRESS,
+                uplink(TcAttachType::Egress),
+                true,
+                pin_dir,
+            )?,
+            attach_tc_pinned(
+                &mut ebpf,
+                programs::INGRESS,
+                uplink(TcAttachType::Ingress),
+                true,
+                pin_dir,
+            )?,
+        ];
+        for (i, (ifname, ifindex)) in resolved.inside.iter().enumerate() {
+            let target = TcTarget {
+                ifname,
+                ifindex: *ifindex,
+                attach: TcAttachType::Ingress,
+            };
+            wanted.push(attach_tc_pinned(
+                &mut ebpf,
+                programs::INSIDE,
+                target,
+                i == 0,
+                pin_dir,
+            )?);
+        }
+        if let Some(cgroup) = &options.cgroup
+            && !config.publish.is_empty()
+        {
+            wanted.extend(attach_sock_hooks(&mut ebpf, cgroup, pin_dir)?);
+        }
+        // Links an earlier daemon pinned that this config does not want
+        // (an interface gone, publish removed): unpinning detaches them.
+        for link in pins::pinned_links(pin_dir)? {
+            if !wanted.contains(&link.path) {
+                info!(
+                    "detaching {} from {} (no longer configured)",
+                    link.program, link.target
+                );
+                pins::remove_file(&link.path)?;
+            }
+        }
+        let mut routing =
+            crate::containers::Routing::start(&mut ebpf, config, resolved.uplink_ifindex)?;
+        if let Err(e) = routing.follow_neighbours(pin_dir) {
+            routing.stop(&mut ebpf);
+            return Err(e.into());
+        }
+        Ok((ebpf, routing))
     }
 
     /// Reconciles the routing programs with the container maps (containers
@@ -588,29 +802,22 @@ impl Datapath {
         &self.pin_dir
     }
 
-    /// Detaches the programs and removes the pins.
+    /// Stops the daemon's part: routing state is removed, the NAT datapath
+    /// stays attached through its pinned links and keeps its flows in the
+    /// pinned maps, so traffic keeps flowing until the next daemon adopts
+    /// it or [`down`] removes it.
     pub fn stop(mut self) -> Result<(), DatapathError> {
         self.routing.stop(&mut self.ebpf);
         drop(self.ebpf);
-        maps::unpin_all(&self.pin_dir)?;
         Ok(())
     }
 }
 
-/// Pins every map under `dir`.
-fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), DatapathError> {
-    for name in map_names::ALL {
-        let map = ebpf.map(name).ok_or(DatapathError::Map {
-            name,
-            source: MapError::InvalidName {
-                name: name.to_owned(),
-            },
-        })?;
-        let path = maps::pin_path(dir, name);
-        map.pin(&path)
-            .map_err(|source| DatapathError::Pin { name, path, source })?;
-    }
-    Ok(())
+/// Removes a pinned datapath: detaches every program (by unpinning its
+/// link) and removes the maps, dropping every flow.
+pub fn down(pin_dir: &Path) -> Result<pins::DownReport, DatapathError> {
+    let _lock = pins::DaemonLock::acquire(pin_dir)?;
+    Ok(pins::down(pin_dir)?)
 }
 
 /// Relays aya-log records from the kernel to the `log` crate.

@@ -362,10 +362,12 @@ impl Lab {
             .map_err(io_err("starting the daemon"))?;
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        let names = netbpf_common::map_names::ALL;
-        let ready = maps::pin_path(&self.pin_dir, names[names.len() - 1]);
+        // Maps are pinned as soon as they are created; the daemon is ready
+        // once it says it runs (everything attached).
+        let marker = "running; Ctrl-C or SIGTERM stops";
         while Instant::now() < deadline {
-            if ready.exists() {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains(marker) {
                 return Ok(());
             }
             if let Some(child) = self.daemon.as_mut()
@@ -380,9 +382,19 @@ impl Lab {
             thread::sleep(Duration::from_millis(50));
         }
         Err(LabError::Daemon(format!(
-            "maps not pinned after 20 s: {}",
+            "not running after 20 s: {}",
             fs::read_to_string(&log_path).unwrap_or_default()
         )))
+    }
+
+    /// Kills the daemon with SIGKILL (no clean-up at all) and waits for it;
+    /// returns its log.
+    pub fn kill_daemon(&mut self) -> Result<String, LabError> {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default())
     }
 
     /// Stops the daemon with SIGTERM and waits for it; returns its log.

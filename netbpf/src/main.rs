@@ -34,8 +34,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Attach the datapath, fill its maps, expire flows; stop with Ctrl-C or SIGTERM.
+    /// Attach the datapath (or adopt the one a previous daemon left pinned),
+    /// fill its maps, expire flows. Ctrl-C or SIGTERM stops the daemon; the
+    /// datapath stays attached until `netbpf down`.
     Daemon(DaemonArgs),
+    /// Remove the pinned datapath: detach every program and drop the maps
+    /// (and with them every flow). Stop the daemon first.
+    Down,
     /// Show the conntrack table of the running datapath.
     Conntrack {
         #[command(subcommand)]
@@ -242,6 +247,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Neigh {
             command: NeighCommand::List(args),
         } => neigh_list(args, &cli.pin_dir),
+        Command::Down => {
+            let report = netbpf::datapath::down(&cli.pin_dir)?;
+            println!(
+                "netbpf down: detached {} program link(s), removed {} map(s) from {}",
+                report.links,
+                report.maps,
+                cli.pin_dir.display()
+            );
+            Ok(())
+        }
         Command::Lab(args) => {
             let exe = std::env::current_exe().context("finding the netbpf binary")?;
             netbpf::lab::run_demo(&exe, &args.prefix, args.once).await
@@ -252,6 +267,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     let config = Config::load(&args.config)?;
     config.log_warnings();
+    // Another daemon on these pins is the first thing to report (before
+    // the metrics port it would also hold); the datapath takes the lock for
+    // good when it starts.
+    drop(netbpf::pins::DaemonLock::acquire(&pin_dir)?);
     // Register signal handlers before attaching, so a signal that arrives
     // while starting still takes the clean path.
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -308,7 +327,10 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
         error!("stopping: {:#}", anyhow::Error::from(e));
         return Err(anyhow::anyhow!("stopping failed"));
     }
-    info!("detached and unpinned");
+    info!(
+        "daemon stopped; the datapath stays attached and keeps its flows (pinned in {}); `netbpf down` removes it",
+        pin_dir.display()
+    );
     Ok(())
 }
 

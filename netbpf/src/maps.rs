@@ -2,7 +2,7 @@
 //! directory, opened by name, typed with the layouts from `netbpf-common`.
 
 use std::{
-    fs, io,
+    io,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -80,26 +80,16 @@ pub fn capacity(dir: &Path, name: &'static str) -> Result<u32, MapsError> {
         .map_err(|source| MapsError::Map { name, source })
 }
 
-/// Removes every netbpf pin in `dir` and the directory itself if empty.
+/// Removes every netbpf pin in `dir` (links first, which detaches the
+/// programs, then maps) and the directory itself if empty.
 pub fn unpin_all(dir: &Path) -> Result<(), MapsError> {
-    for name in map_names::ALL {
-        let path = pin_path(dir, name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(MapsError::Io { path, source }),
-        }
-    }
-    match fs::remove_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        // Someone else's files in there: leave the directory.
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
-        Err(source) => Err(MapsError::Io {
+    crate::pins::down(dir).map(|_| ()).map_err(|e| match e {
+        crate::pins::PinsError::Io { path, source } => MapsError::Io { path, source },
+        other => MapsError::Io {
             path: dir.to_owned(),
-            source,
-        }),
-    }
+            source: io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// Typed handles on the conntrack and NAT maps.

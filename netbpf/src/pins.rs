@@ -228,7 +228,10 @@ mod tests {
         }
         let dir = PathBuf::from(format!("/sys/fs/bpf/nbt-lock-{}", std::process::id()));
         let first = DaemonLock::acquire(&dir).expect("first");
-        assert!(matches!(DaemonLock::acquire(&dir), Err(PinsError::Locked { .. })));
+        assert!(matches!(
+            DaemonLock::acquire(&dir),
+            Err(PinsError::Locked { .. })
+        ));
         let path = first.path().to_owned();
         drop(first);
         let again = DaemonLock::acquire(&dir).expect("free again");

@@ -109,11 +109,26 @@ fn containers_reach_the_outside_only_as_the_uplink_address() {
     assert!(text.starts_with("PROTO"), "{text}");
     assert!(text.contains("10.77.0.2:"), "{text}");
 
-    // Stopping detaches and unpins: containers no longer get out.
+    // Stopping the daemon leaves the datapath attached and pinned: the
+    // containers still get out, translated.
     let log = lab.stop_daemon().expect("stop");
-    assert!(log.contains("detached and unpinned"), "{log}");
-    assert!(!lab.pin_dir.exists(), "pins removed");
+    assert!(log.contains("stays attached"), "{log}");
     let c = &lab.containers[0];
+    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("still translated")).unwrap();
+    assert_eq!(*seen.ip(), UPLINK_ADDR);
+    // `netbpf down` detaches and unpins: containers no longer get out.
+    let out = Command::new(exe())
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .arg("down")
+        .output()
+        .expect("run down");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!lab.pin_dir.exists(), "pins removed");
     assert!(
         lab::tcp_whoami(&c.ns, outside()).is_err(),
         "without netbpf the outside has no route back to {}",
