@@ -540,11 +540,15 @@ pub enum Counter {
     /// Dropped: from a routed container's veth with a source address (IPv4
     /// or ARP sender) that is not the container's.
     DropSpoofed,
+    /// Dropped: arrived on the uplink with a source address inside a
+    /// masquerade CIDR (spoofed: those addresses only exist behind the
+    /// NAT).
+    DropSpoofedFromOutside,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropSpoofed as u32 + 1;
+    pub const COUNT: u32 = Counter::DropSpoofedFromOutside as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -582,6 +586,7 @@ impl Counter {
         Counter::RouteTtlExpired,
         Counter::RouteNoNeighbour,
         Counter::DropSpoofed,
+        Counter::DropSpoofedFromOutside,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -621,6 +626,7 @@ impl Counter {
             Counter::RouteTtlExpired => "route_ttl_expired",
             Counter::RouteNoNeighbour => "route_no_neighbour",
             Counter::DropSpoofed => "drop_spoofed",
+            Counter::DropSpoofedFromOutside => "drop_spoofed_from_outside",
         }
     }
 

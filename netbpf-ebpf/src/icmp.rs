@@ -4,12 +4,12 @@
 //! from and to containers. Errors never create, refresh or end a flow
 //! (RFC 5508 REQ-6, RFC 4787 REQ-12, RFC 5382 REQ-10).
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use netbpf_common::{Counter, Endpoint, FlowKey, proto};
 
 use crate::{
     Verdict,
-    maps::{CONNTRACK, NAT_REVERSE},
+    maps::{CONNTRACK, MASQ_RULES, NAT_REVERSE},
     nat::{self, published, published_port},
     parse::{self, ICMP_ECHO_REQUEST, Packet},
     rewrite::{self, Side},
@@ -26,6 +26,10 @@ pub(crate) fn error_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter
     let Ok(q) = parse::parse_quoted(ctx, pkt) else {
         return Ok(Verdict::Pass);
     };
+    // An error about a packet we sent comes back to that packet's source.
+    if pkt.dst != q.src {
+        return Ok(Verdict::Pass);
+    }
     let (sport, dport) = match q.proto {
         proto::TCP | proto::UDP => (q.sport, q.dport),
         proto::ICMP if q.icmp_type == ICMP_ECHO_REQUEST => (q.sport, 0),
@@ -74,8 +78,14 @@ pub(crate) fn error_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counte
     };
     // SAFETY: map value pointer, valid for this run.
     let (addr, port) = unsafe { ((*flow).outside_addr, (*flow).outside_port) };
+    let from_container = pkt.src == q.dst;
+    if !from_container && MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
+        // Another inside host reporting on this flow: it would leave with
+        // its private source, and it is not who the flow talks to.
+        return Err(Counter::DropIcmpNoFlow);
+    }
     rewrite::rewrite_quoted(ctx, pkt, &q, Side::Destination, addr, port)?;
-    if pkt.src == q.dst {
+    if from_container {
         rewrite::rewrite_addr(ctx, pkt, Side::Source, addr)?;
     }
     stats::inc(Counter::IcmpErrorsTranslated);

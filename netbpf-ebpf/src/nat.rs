@@ -164,6 +164,10 @@ pub(crate) fn outbound(
 /// mapping, or a new or existing flow to a published port.
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
+    // Addresses behind the NAT never arrive from outside.
+    if MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
+        return Err(Counter::DropSpoofedFromOutside);
+    }
     let tuple = match pkt.l4 {
         L4::Ports { src, dst, .. } => Tuple {
             proto: pkt.proto,
@@ -183,7 +187,12 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
             dport: id,
         },
         L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
-            return icmp::error_in(ctx, pkt);
+            // An error netbpf does not translate is the host's, unless it
+            // is addressed straight to a container.
+            return match icmp::error_in(ctx, pkt)? {
+                Verdict::Pass => guard_inside(pkt),
+                done => Ok(done),
+            };
         }
         L4::Fragment => return fragment_in(ctx, pkt),
         L4::Icmp { .. } | L4::Other => return guard_inside(pkt),
