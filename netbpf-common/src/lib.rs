@@ -45,6 +45,15 @@ pub mod map_names {
     /// LRU hash: [`crate::FragKey`] → [`crate::FragValue`], the translation
     /// of a fragmented datagram's first fragment, for the ones that follow.
     pub const FRAGS: &str = "FRAGS";
+    /// LRU hash: [`crate::FragStashKey`] → [`crate::FragStash`], fragments
+    /// held until their first fragment arrives.
+    pub const FRAG_STASH: &str = "FRAG_STASH";
+    /// LRU hash: [`crate::FragKey`] → u32, how many fragments of a datagram
+    /// are held.
+    pub const FRAG_HELD: &str = "FRAG_HELD";
+    /// Per-CPU array of one [`crate::FragStash`]: scratch space to copy a
+    /// frame into before storing it (the BPF stack is too small).
+    pub const FRAG_SCRATCH: &str = "FRAG_SCRATCH";
     /// Array of one u64: the cookie of the network namespace whose sockets
     /// the cgroup hooks redirect to published ports.
     pub const SOCK_NETNS: &str = "SOCK_NETNS";
@@ -64,11 +73,14 @@ pub mod map_names {
     pub const ROUTE_UPLINK: &str = "ROUTE_UPLINK";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 18] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
         FRAGS,
+        FRAG_STASH,
+        FRAG_HELD,
+        FRAG_SCRATCH,
         SOCK_NETNS,
         SOCK_REVNAT,
         NAT_MAPPINGS,
@@ -250,6 +262,40 @@ pub struct SockRevValue {
     pub _pad: u16,
 }
 const _: () = assert!(size_of::<SockRevValue>() == 8);
+
+/// Most bytes of a frame [`FragStash`] holds (an Ethernet frame of a
+/// 1500-byte MTU plus slack).
+pub const FRAG_STASH_BYTES: usize = 1536;
+/// Most early fragments held per datagram.
+pub const FRAG_STASH_SLOTS: u32 = 4;
+/// skb mark of a fragment netbpf re-injects after its first fragment
+/// arrived: the ingress program lets it through (and clears the mark).
+pub const FRAG_REPLAY_MARK: u32 = 0x6e62_7066;
+
+/// A fragment that arrived before its datagram's first fragment: which
+/// datagram, and which of its held fragments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragStashKey {
+    /// The datagram, as on the wire.
+    pub frag: FragKey,
+    /// Slot, 0..[`FRAG_STASH_SLOTS`].
+    pub slot: u32,
+}
+const _: () = assert!(size_of::<FragStashKey>() == 16);
+
+/// A held fragment: the whole Ethernet frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragStash {
+    /// Bytes used in `frame`.
+    pub len: u32,
+    /// Always zero.
+    pub _pad: u32,
+    /// The frame.
+    pub frame: [u8; FRAG_STASH_BYTES],
+}
+const _: () = assert!(size_of::<FragStash>() == 8 + FRAG_STASH_BYTES);
 
 /// One side of a translation: protocol, address and port (or ICMP id).
 /// Key and value of [`map_names::NAT_REVERSE`], key of
@@ -477,6 +523,11 @@ pub enum Counter {
     FragmentsPassed,
     /// Non-first fragments translated like their first fragment.
     FragmentsTranslated,
+    /// Fragments that arrived before their first fragment and were held
+    /// (RFC 4787 REQ-14: out-of-order fragments must work).
+    FragmentsHeld,
+    /// Held fragments sent on once their first fragment arrived.
+    FragmentsReplayed,
     /// Packets to a published port translated to the container.
     DnatPackets,
     /// Bytes (IP total length) translated to a published container.
@@ -561,6 +612,8 @@ impl Counter {
         Counter::FlowsCreated,
         Counter::FragmentsPassed,
         Counter::FragmentsTranslated,
+        Counter::FragmentsHeld,
+        Counter::FragmentsReplayed,
         Counter::DnatPackets,
         Counter::DnatBytes,
         Counter::IcmpErrorsTranslated,
@@ -601,6 +654,8 @@ impl Counter {
             Counter::FlowsCreated => "flows_created",
             Counter::FragmentsPassed => "fragments_passed",
             Counter::FragmentsTranslated => "fragments_translated",
+            Counter::FragmentsHeld => "fragments_held",
+            Counter::FragmentsReplayed => "fragments_replayed",
             Counter::DnatPackets => "dnat_packets",
             Counter::DnatBytes => "dnat_bytes",
             Counter::IcmpErrorsTranslated => "icmp_errors_translated",
@@ -652,6 +707,8 @@ mod pod {
     unsafe impl aya::Pod for super::PublishRule {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::FragStashKey {}
+    unsafe impl aya::Pod for super::FragStash {}
     unsafe impl aya::Pod for super::SockRevKey {}
     unsafe impl aya::Pod for super::SockRevValue {}
     unsafe impl aya::Pod for super::Endpoint {}

@@ -27,6 +27,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod reorder;
 mod rewrite;
 mod route;
 mod sock;
@@ -48,6 +49,9 @@ pub(crate) enum Verdict {
     Translated,
     /// Rewritten and redirected; the value is the helper's tc verdict.
     Redirect(i32),
+    /// Taken over (held, or sent on as clones): the original is not passed
+    /// on, and it is not a drop.
+    Consumed,
 }
 
 /// Maps a layer's result to a tc verdict and counts drops.
@@ -61,6 +65,7 @@ fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
         }
         Ok(Verdict::Translated) => TC_ACT_OK,
         Ok(Verdict::Redirect(action)) => action,
+        Ok(Verdict::Consumed) => TC_ACT_SHOT,
         Err(reason) => {
             stats::inc(reason);
             TC_ACT_SHOT
@@ -80,6 +85,10 @@ pub fn netbpf_egress(ctx: TcContext) -> i32 {
 /// tc ingress on the uplink: translate replies to masqueraded flows back.
 #[classifier]
 pub fn netbpf_ingress(ctx: TcContext) -> i32 {
+    // A held fragment netbpf re-injected: already translated.
+    if reorder::is_replay(&ctx) {
+        return TC_ACT_UNSPEC;
+    }
     tc_verdict(parse::parse_tc(&ctx).and_then(|pkt| match pkt {
         Some(pkt) => nat::reverse(&ctx, &pkt),
         None => Ok(Verdict::Pass),

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use netbpf_common::{
-    Counter, Endpoint, FlowKey, FlowValue, FragKey, FragValue, MappingValue, MasqPrefix, MasqRule,
-    PORT_PROBE_BUCKETS, PublishKey, PublishRule, SockRevKey, SockRevValue, capacity,
+    Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
+    FragValue, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS, PublishKey, PublishRule,
+    SockRevKey, SockRevValue, capacity,
 };
 
 /// Masquerade source CIDRs, written by userspace.
@@ -29,6 +30,19 @@ pub(crate) static LOCAL_ADDRS: HashMap<[u8; 4], u32> =
 #[map]
 pub(crate) static FRAGS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(capacity::FRAGS, 0);
+
+/// Fragments held until their first fragment arrives.
+#[map]
+pub(crate) static FRAG_STASH: LruHashMap<FragStashKey, FragStash> =
+    LruHashMap::with_max_entries(1024 * FRAG_STASH_SLOTS, 0);
+
+/// How many fragments of a datagram are held.
+#[map]
+pub(crate) static FRAG_HELD: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(1024, 0);
+
+/// Scratch space to copy a frame into before holding it.
+#[map]
+pub(crate) static FRAG_SCRATCH: PerCpuArray<FragStash> = PerCpuArray::with_max_entries(1, 0);
 
 /// The network namespace (cookie) whose sockets reach published ports.
 #[map]

@@ -33,6 +33,7 @@ use crate::{
         ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
         ICMP_TIME_EXCEEDED, L4, Packet,
     },
+    reorder,
     rewrite::{self, Side},
     stats,
 };
@@ -164,6 +165,17 @@ pub(crate) fn outbound(
 /// mapping, or a new or existing flow to a published port.
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
+    let verdict = reverse_one(ctx, pkt)?;
+    if pkt.first_fragment && !matches!(verdict, Verdict::Consumed) {
+        // Fragments of this datagram may have come first and be held.
+        return reorder::replay(ctx, pkt, verdict);
+    }
+    Ok(verdict)
+}
+
+/// [`reverse`] for one packet.
+#[inline(always)]
+fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     // Addresses behind the NAT never arrive from outside.
     if MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
         return Err(Counter::DropSpoofedFromOutside);
@@ -264,6 +276,10 @@ fn fragment_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
 fn fragment_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let Some(addr) = fragment_translation(pkt) else {
         guard_inside(pkt)?;
+        // Its first fragment may still come (out of order): hold it.
+        if let Some(held) = reorder::hold(ctx, pkt) {
+            return Ok(held);
+        }
         stats::inc(Counter::FragmentsPassed);
         return Ok(Verdict::Pass);
     };

@@ -65,6 +65,7 @@ pub(crate) fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
         Ok(Verdict::Pass) => TC_ACT_UNSPEC,
         Ok(Verdict::Translated) => TC_ACT_OK,
         Ok(Verdict::Redirect(action)) => action,
+        Ok(Verdict::Consumed) => TC_ACT_SHOT,
         Err(reason) => {
             stats::inc(reason);
             TC_ACT_SHOT

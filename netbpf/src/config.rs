@@ -321,6 +321,8 @@ pub struct Config {
     pub conntrack: ConntrackConfig,
     /// The metrics endpoint (`[metrics]`, defaults if absent).
     pub metrics: MetricsConfig,
+    /// BGP through BIRD (`[bgp]`), if the table is present.
+    pub bgp: Option<BgpConfig>,
     /// Non-fatal findings, e.g. timeouts below RFC minimums. Each entry
     /// starts with the key path it is about.
     pub warnings: Vec<String>,
@@ -696,6 +698,7 @@ struct RawConfig {
     container: Vec<RawContainer>,
     conntrack: Option<RawConntrack>,
     metrics: Option<RawMetrics>,
+    bgp: Option<RawBgp>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -767,6 +770,7 @@ impl RawConfig {
         let container = validate_containers(self.container, &uplink)?;
         let conntrack = validate_conntrack(self.conntrack, &mut warnings)?;
         let metrics = validate_metrics(self.metrics)?;
+        let bgp = self.bgp.map(validate_bgp).transpose()?;
         Ok(Config {
             uplink,
             masquerade,
@@ -774,6 +778,7 @@ impl RawConfig {
             container,
             conntrack,
             metrics,
+            bgp,
             warnings,
         })
     }
@@ -1132,6 +1137,408 @@ fn validate_metrics(raw: Option<RawMetrics>) -> Result<MetricsConfig, ConfigErro
         ));
     }
     Ok(MetricsConfig { address: addr })
+}
+
+// ---------------------------------------------------------------------------
+// [bgp]: container routes across hosts through BIRD
+// ---------------------------------------------------------------------------
+
+/// Default path of BIRD's control socket (Debian's `bird2`).
+pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
+
+/// Default path of the BIRD config fragment netbpf renders and owns.
+pub const DEFAULT_BIRD_INCLUDE: &str = "/etc/bird/netbpf.conf";
+
+/// Default path of BIRD's main config file.
+pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
+
+/// The `[bgp]` table: announce the routed containers over BGP through
+/// BIRD 2 and learn the other hosts' containers from it.
+///
+/// ```toml
+/// [bgp]
+/// local_as = 64512                    # required: this host's AS
+/// router_id = "10.0.0.11"             # required: BGP router id (an IPv4 address)
+/// # socket = "/run/bird/bird.ctl"     # BIRD's control socket
+/// # config = "/etc/bird/netbpf.conf"  # the fragment netbpf writes (it owns this file)
+/// # main_config = "/etc/bird/bird.conf" # written by netbpf only if missing
+/// # block = "10.10.1.0/24"            # announce this block plus the /32s outside it
+///
+/// [[bgp.peer]]
+/// address = "10.0.0.12"
+/// as = 64512
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpConfig {
+    /// This host's autonomous system number (`local_as`).
+    pub local_as: u32,
+    /// The BGP router id (`router_id`).
+    pub router_id: Ipv4Addr,
+    /// BIRD's control socket (`socket`).
+    pub socket: PathBuf,
+    /// The fragment netbpf renders and owns (`config`); BIRD's main config
+    /// includes it.
+    pub config: PathBuf,
+    /// BIRD's main config (`main_config`): netbpf writes a complete one
+    /// only when the file does not exist (or is one it wrote before).
+    pub main_config: PathBuf,
+    /// A per-host block announced as a whole (`block`); containers outside
+    /// it are announced as /32s. `None`: every container as a /32.
+    pub block: Option<Ipv4Cidr>,
+    /// BGP neighbours (`[[bgp.peer]]`), in file order.
+    pub peers: Vec<BgpPeer>,
+}
+
+/// One `[[bgp.peer]]`: a BGP neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BgpPeer {
+    /// Its address (on the uplink's segment).
+    pub address: Ipv4Addr,
+    /// Its AS (`as`): the same as `local_as` makes an iBGP session.
+    pub asn: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgp {
+    local_as: Option<i64>,
+    router_id: Option<String>,
+    socket: Option<String>,
+    config: Option<String>,
+    main_config: Option<String>,
+    block: Option<String>,
+    #[serde(default)]
+    peer: Vec<RawBgpPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgpPeer {
+    address: Option<String>,
+    #[serde(rename = "as")]
+    asn: Option<i64>,
+}
+
+/// A usable AS number: 1..=4294967294, not AS_TRANS (23456).
+fn validate_asn(key: &str, n: i64) -> Result<u32, ConfigError> {
+    match u32::try_from(n) {
+        Ok(23456) => Err(invalid(
+            key,
+            "23456 is AS_TRANS (RFC 6793), not a real AS number",
+        )),
+        Ok(asn) if (1..u32::MAX).contains(&asn) => Ok(asn),
+        _ => Err(invalid(
+            key,
+            format!("{n} is not an AS number in 1..=4294967294"),
+        )),
+    }
+}
+
+/// An absolute path, as given (BIRD is a separate process: relative paths
+/// would depend on both working directories).
+fn bgp_path(key: &str, raw: Option<String>, default: &str) -> Result<PathBuf, ConfigError> {
+    let s = raw.unwrap_or_else(|| default.to_owned());
+    if s.is_empty() || !s.starts_with('/') {
+        return Err(invalid(key, format!("{s:?} is not an absolute path")));
+    }
+    if s.contains('"') || s.chars().any(|c| c.is_control()) {
+        return Err(invalid(
+            key,
+            format!(
+                "{s:?} contains a quote or control character, which BIRD's include cannot hold"
+            ),
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn validate_bgp(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
+    let local_as = validate_asn(
+        "bgp.local_as",
+        required(
+            "bgp.local_as",
+            raw.local_as,
+            "this host's AS number, e.g. 64512",
+        )?,
+    )?;
+    let rid = required(
+        "bgp.router_id",
+        raw.router_id,
+        "an IPv4 address, usually the uplink's",
+    )?;
+    let router_id = parse_ipv4("bgp.router_id", &rid)?;
+    check_unicast("bgp.router_id", &rid, router_id)?;
+    let socket = bgp_path("bgp.socket", raw.socket, DEFAULT_BIRD_SOCKET)?;
+    let config = bgp_path("bgp.config", raw.config, DEFAULT_BIRD_INCLUDE)?;
+    let main_config = bgp_path("bgp.main_config", raw.main_config, DEFAULT_BIRD_MAIN_CONFIG)?;
+    if config == main_config {
+        return Err(invalid(
+            "bgp.config",
+            format!(
+                "{:?} is also bgp.main_config; netbpf's fragment must be a file of its own",
+                config.display()
+            ),
+        ));
+    }
+    let block = match raw.block {
+        None => None,
+        Some(s) => {
+            let cidr: Ipv4Cidr = s
+                .parse()
+                .map_err(|e| invalid("bgp.block", format!("{s:?} is not an IPv4 CIDR: {e}")))?;
+            if cidr.has_host_bits() {
+                return Err(invalid(
+                    "bgp.block",
+                    format!(
+                        "{s:?} has host bits set (did you mean \"{}\"?)",
+                        cidr.network()
+                    ),
+                ));
+            }
+            if cidr.prefix_len < 8 {
+                return Err(invalid(
+                    "bgp.block",
+                    format!("{s:?} is wider than /8; a per-host block is a small range"),
+                ));
+            }
+            Some(cidr)
+        }
+    };
+    if raw.peer.is_empty() {
+        return Err(invalid(
+            "bgp.peer",
+            "at least one [[bgp.peer]] is required (address and as of a BGP neighbour)",
+        ));
+    }
+    let mut peers: Vec<BgpPeer> = Vec::with_capacity(raw.peer.len());
+    for (i, p) in raw.peer.into_iter().enumerate() {
+        let akey = format!("bgp.peer[{i}].address");
+        let s = required(&akey, p.address, "the neighbour's IPv4 address")?;
+        let address = parse_ipv4(&akey, &s)?;
+        check_unicast(&akey, &s, address)?;
+        if address == router_id {
+            return Err(invalid(
+                &akey,
+                format!("{s:?} is bgp.router_id: a host does not peer with itself"),
+            ));
+        }
+        if let Some(j) = peers.iter().position(|q| q.address == address) {
+            return Err(invalid(
+                &akey,
+                format!("{s:?} is already bgp.peer[{j}].address"),
+            ));
+        }
+        let skey = format!("bgp.peer[{i}].as");
+        let asn = validate_asn(&skey, required(&skey, p.asn, "the neighbour's AS number")?)?;
+        peers.push(BgpPeer { address, asn });
+    }
+    Ok(BgpConfig {
+        local_as,
+        router_id,
+        socket,
+        config,
+        main_config,
+        block,
+        peers,
+    })
+}
+
+#[cfg(test)]
+mod bgp_tests {
+    use super::*;
+
+    const BASE: &str = "[uplink]\ninterface = \"eth0\"\n";
+    const PEER: &str = "\n[[bgp.peer]]\naddress = \"10.0.0.12\"\nas = 64512\n";
+
+    fn parse(bgp: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{BASE}{bgp}"))
+    }
+
+    #[track_caller]
+    fn assert_invalid(bgp: &str, key: &str, part: &str) {
+        match parse(bgp) {
+            Err(ConfigError::Invalid { key: k, reason }) => {
+                assert_eq!(k, key, "{reason}");
+                assert!(reason.contains(part), "{reason:?} should contain {part:?}");
+            }
+            other => panic!("expected {key} invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn absent_means_no_bgp() {
+        assert_eq!(parse("").unwrap().bgp, None);
+    }
+
+    #[test]
+    fn minimal_table_gets_defaults() {
+        let c = parse(&format!(
+            "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n{PEER}"
+        ))
+        .unwrap();
+        let b = c.bgp.unwrap();
+        assert_eq!(b.local_as, 64512);
+        assert_eq!(b.router_id, Ipv4Addr::new(10, 0, 0, 11));
+        assert_eq!(b.socket, PathBuf::from(DEFAULT_BIRD_SOCKET));
+        assert_eq!(b.config, PathBuf::from(DEFAULT_BIRD_INCLUDE));
+        assert_eq!(b.main_config, PathBuf::from(DEFAULT_BIRD_MAIN_CONFIG));
+        assert_eq!(b.block, None);
+        assert_eq!(
+            b.peers,
+            vec![BgpPeer {
+                address: Ipv4Addr::new(10, 0, 0, 12),
+                asn: 64512
+            }]
+        );
+    }
+
+    #[test]
+    fn full_table_parses() {
+        let b = parse(
+            "[bgp]\nlocal_as = 4200000001\nrouter_id = \"10.0.0.11\"\nsocket = \"/tmp/b.ctl\"\n\
+             config = \"/tmp/netbpf.conf\"\nmain_config = \"/tmp/bird.conf\"\nblock = \"10.10.1.0/24\"\n\
+             [[bgp.peer]]\naddress = \"10.0.0.12\"\nas = 64512\n[[bgp.peer]]\naddress = \"10.0.0.1\"\nas = 65000\n",
+        )
+        .unwrap()
+        .bgp
+        .unwrap();
+        assert_eq!(b.local_as, 4_200_000_001);
+        assert_eq!(b.socket, PathBuf::from("/tmp/b.ctl"));
+        assert_eq!(b.config, PathBuf::from("/tmp/netbpf.conf"));
+        assert_eq!(b.main_config, PathBuf::from("/tmp/bird.conf"));
+        assert_eq!(b.block, Some("10.10.1.0/24".parse().unwrap()));
+        assert_eq!(b.peers.len(), 2);
+        assert_eq!(b.peers[1].asn, 65000);
+    }
+
+    #[test]
+    fn required_keys_are_named() {
+        assert_invalid(
+            &format!("[bgp]\nrouter_id = \"10.0.0.11\"\n{PEER}"),
+            "bgp.local_as",
+            "is required",
+        );
+        assert_invalid(
+            &format!("[bgp]\nlocal_as = 64512\n{PEER}"),
+            "bgp.router_id",
+            "is required",
+        );
+        assert_invalid(
+            "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n",
+            "bgp.peer",
+            "at least one",
+        );
+        assert_invalid(
+            "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n[[bgp.peer]]\nas = 1\n",
+            "bgp.peer[0].address",
+            "is required",
+        );
+        assert_invalid(
+            "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n[[bgp.peer]]\naddress = \"10.0.0.2\"\n",
+            "bgp.peer[0].as",
+            "is required",
+        );
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_their_key() {
+        let rid = "router_id = \"10.0.0.11\"\n";
+        for (n, why) in [
+            ("0", "not an AS number"),
+            ("-1", "not an AS number"),
+            ("4294967295", "not an AS number"),
+            ("4294967296", "not an AS number"),
+            ("23456", "AS_TRANS"),
+        ] {
+            assert_invalid(
+                &format!("[bgp]\nlocal_as = {n}\n{rid}{PEER}"),
+                "bgp.local_as",
+                why,
+            );
+        }
+        let head = |extra: &str| format!("[bgp]\nlocal_as = 64512\n{extra}");
+        assert_invalid(
+            &head(&format!("router_id = \"10.0.0\"\n{PEER}")),
+            "bgp.router_id",
+            "not an IPv4 address",
+        );
+        assert_invalid(
+            &head(&format!("router_id = \"0.0.0.0\"\n{PEER}")),
+            "bgp.router_id",
+            "unspecified",
+        );
+        assert_invalid(
+            &head(&format!("{rid}socket = \"bird.ctl\"\n{PEER}")),
+            "bgp.socket",
+            "absolute path",
+        );
+        assert_invalid(
+            &head(&format!("{rid}config = \"/etc/bird/a\\\"b\"\n{PEER}")),
+            "bgp.config",
+            "quote",
+        );
+        assert_invalid(
+            &head(&format!("{rid}config = \"/etc/bird/bird.conf\"\n{PEER}")),
+            "bgp.config",
+            "main_config",
+        );
+        assert_invalid(
+            &head(&format!("{rid}block = \"10.10.1.1/24\"\n{PEER}")),
+            "bgp.block",
+            "did you mean \"10.10.1.0/24\"",
+        );
+        assert_invalid(
+            &head(&format!("{rid}block = \"0.0.0.0/4\"\n{PEER}")),
+            "bgp.block",
+            "wider than /8",
+        );
+        assert_invalid(
+            &head(&format!("{rid}block = \"nope\"\n{PEER}")),
+            "bgp.block",
+            "not an IPv4 CIDR",
+        );
+        assert_invalid(
+            &head(&format!("{rid}{PEER}{PEER}")),
+            "bgp.peer[1].address",
+            "already bgp.peer[0]",
+        );
+        assert_invalid(
+            &head(&format!(
+                "{rid}[[bgp.peer]]\naddress = \"10.0.0.11\"\nas = 1\n"
+            )),
+            "bgp.peer[0].address",
+            "peer with itself",
+        );
+        assert_invalid(
+            &head(&format!(
+                "{rid}[[bgp.peer]]\naddress = \"224.0.0.5\"\nas = 1\n"
+            )),
+            "bgp.peer[0].address",
+            "multicast",
+        );
+        assert_invalid(
+            &head(&format!(
+                "{rid}[[bgp.peer]]\naddress = \"10.0.0.2\"\nas = 0\n"
+            )),
+            "bgp.peer[0].as",
+            "not an AS number",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_syntax_errors() {
+        let e = parse(&format!(
+            "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\nasn = 1\n{PEER}"
+        ))
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax(_)), "{e}");
+        assert!(e.to_string().contains("asn"), "{e}");
+        let e = parse(
+            "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n[[bgp.peer]]\naddress = \"10.0.0.2\"\nas = 1\npassword = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("password"), "{e}");
+    }
 }
 
 // ---------------------------------------------------------------------------

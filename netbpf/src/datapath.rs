@@ -786,6 +786,27 @@ impl Datapath {
         Ok(self.routing.sync(&mut self.ebpf)?)
     }
 
+    /// Applies a reloaded config's masquerade and publish rules (SIGHUP):
+    /// entries that stay are rewritten in place, removed ones are deleted,
+    /// flows are not touched. The uplink, capacities and hooks need a
+    /// restart.
+    pub fn reload_rules(&mut self, config: &Config) -> Result<(), DatapathError> {
+        if config.uplink.interface != self.resolved.uplink {
+            warn!(
+                "SIGHUP: uplink.interface changed to {}: restart the daemon to move the datapath",
+                config.uplink.interface
+            );
+        }
+        let mut local = netdev::all_ipv4().map_err(DatapathError::Uplink)?;
+        local.retain(|a| !a.is_loopback());
+        if !local.contains(&self.resolved.uplink_addr) {
+            local.push(self.resolved.uplink_addr);
+        }
+        fill_masquerade(&mut self.ebpf, config, self.resolved.uplink_addr)?;
+        fill_publish(&mut self.ebpf, config, &local)?;
+        Ok(())
+    }
+
     /// Applies a reloaded config's `[[container]]` list (SIGHUP); returns
     /// (added, removed).
     pub fn reload_containers(&mut self, config: &Config) -> Result<(usize, usize), DatapathError> {

@@ -387,6 +387,11 @@ impl Lab {
         )))
     }
 
+    /// The daemon's log so far.
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
     /// Kills the daemon with SIGKILL (no clean-up at all) and waits for it;
     /// returns its log.
     pub fn kill_daemon(&mut self) -> Result<String, LabError> {

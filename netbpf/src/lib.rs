@@ -6,14 +6,19 @@
 //! expiry ([`conntrack`]), Prometheus metrics ([`metrics`]), `netbpf
 //! explain` ([`explain`]), and the namespace lab ([`lab`]).
 
+pub mod bench;
+pub mod bgp;
 pub mod config;
 pub mod conntrack;
 pub mod containers;
+pub mod control;
 pub mod datapath;
 pub mod explain;
+pub mod import;
 pub mod lab;
 pub mod maps;
 pub mod metrics;
+pub mod multihost;
 pub mod neigh;
 pub mod netdev;
 pub mod netns;

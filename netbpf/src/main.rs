@@ -41,6 +41,17 @@ enum Command {
     /// Remove the pinned datapath: detach every program and drop the maps
     /// (and with them every flow). Stop the daemon first.
     Down,
+    /// Publish a port on the running datapath, or remove one (not written
+    /// to the config file: a SIGHUP reload or restart applies the file).
+    Publish {
+        #[command(subcommand)]
+        command: PublishCommand,
+    },
+    /// Masquerade a source CIDR on the running datapath, or stop.
+    Masquerade {
+        #[command(subcommand)]
+        command: MasqueradeCommand,
+    },
     /// Show the conntrack table of the running datapath.
     Conntrack {
         #[command(subcommand)]
@@ -68,6 +79,42 @@ enum Command {
     },
     /// Run the self-contained lab demo in network namespaces (what `cargo xtask run` starts).
     Lab(LabArgs),
+    /// Container routes across hosts over BGP (through BIRD): sessions and routes.
+    Bgp {
+        #[command(subcommand)]
+        command: BgpCommand,
+    },
+    /// Turn another tool's NAT rules into netbpf config (printed on stdout).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Read an `iptables-save` dump (its nat table: MASQUERADE, SNAT, DNAT,
+    /// Docker's chains) and print the equivalent netbpf config. A rule it
+    /// cannot express exactly is an error quoting the rule and its line.
+    IptablesSave(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The dump; standard input when absent or `-`.
+    file: Option<PathBuf>,
+    /// The uplink interface, when the rules do not name it (Docker's
+    /// `! -o docker0` does not).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Skip rules that cannot be expressed, with a warning each on stderr.
+    #[arg(long)]
+    skip_unsupported: bool,
+    /// Take conntrack timeouts from the kernel's nf_conntrack_*_timeout
+    /// sysctls (of this network namespace) instead of netbpf's RFC
+    /// defaults.
+    #[arg(long)]
+    adopt_sysctl_timeouts: bool,
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +235,11 @@ struct LabArgs {
     /// Run the demo once and exit instead of showing live counters.
     #[arg(long)]
     once: bool,
+    /// Run the multi-host lab instead: this many container hosts (2-9) on
+    /// one segment, carrying each other's container routes over BGP with
+    /// BIRD (docs/multi-host.md).
+    #[arg(long, default_value_t = 1)]
+    hosts: usize,
 }
 
 fn main() -> ExitCode {
@@ -247,6 +299,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Neigh {
             command: NeighCommand::List(args),
         } => neigh_list(args, &cli.pin_dir),
+        Command::Publish { command } => publish(command, &cli.pin_dir),
+        Command::Masquerade { command } => masquerade(command, &cli.pin_dir),
         Command::Down => {
             let report = netbpf::datapath::down(&cli.pin_dir)?;
             println!(
@@ -257,11 +311,54 @@ async fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Bgp {
+            command: BgpCommand::Status(args),
+        } => bgp_status(args),
+        Command::Lab(args) if args.hosts > 1 => {
+            let exe = std::env::current_exe().context("finding the netbpf binary")?;
+            netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, args.once).await
+        }
         Command::Lab(args) => {
             let exe = std::env::current_exe().context("finding the netbpf binary")?;
             netbpf::lab::run_demo(&exe, &args.prefix, args.once).await
         }
+        Command::Import {
+            command: ImportCommand::IptablesSave(args),
+        } => import_iptables_save(args),
     }
+}
+
+fn import_iptables_save(args: ImportArgs) -> Result<()> {
+    use netbpf::import;
+    let text = match &args.file {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        _ => std::io::read_to_string(std::io::stdin()).context("reading standard input")?,
+    };
+    let timeouts = if args.adopt_sysctl_timeouts {
+        Some(import::read_sysctl_timeouts(std::path::Path::new(
+            "/proc/sys/net/netfilter",
+        ))?)
+    } else {
+        None
+    };
+    let imported = import::import_iptables_save(
+        &text,
+        &import::ImportOptions {
+            uplink: args.uplink,
+            skip_unsupported: args.skip_unsupported,
+            timeouts,
+        },
+    )?;
+    for w in &imported.skipped {
+        warn!("{w}");
+    }
+    for w in &imported.config.warnings {
+        warn!("imported config: {w}");
+    }
+    print!("{}", imported.toml);
+    Ok(())
 }
 
 async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
@@ -295,6 +392,11 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     };
     let mut datapath = Datapath::start_with(&config, &pin_dir, &options)?;
     let mut routing_sync = tokio::time::interval(netbpf::containers::SYNC_INTERVAL);
+    // [bgp]: keep BIRD's config in step with the routed containers.
+    let mut bgp = match &config.bgp {
+        Some(b) => Some(netbpf::bgp::BgpSync::start(b, &pin_dir)?),
+        None => None,
+    };
     let mut nat = datapath.nat_maps()?;
     let metrics = netbpf::metrics::spawn(metrics_listener, pin_dir.clone());
     let timeouts = config.conntrack.timeouts;
@@ -308,6 +410,9 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
             _ = routing_sync.tick() => {
                 if let Err(e) = datapath.sync_routing() {
                     warn!("routing: sync failed: {:#}", anyhow::Error::from(e));
+                }
+                if let Some(b) = bgp.as_mut() {
+                    b.sync();
                 }
             }
             _ = gc.tick() => {
@@ -497,14 +602,138 @@ async fn stats(args: StatsArgs, pin_dir: &std::path::Path) -> Result<()> {
 /// SIGHUP: re-read the config and apply its `[[container]]` list (other
 /// sections need a restart).
 fn reload_containers(datapath: &mut Datapath, path: &std::path::Path) {
-    info!("SIGHUP: reloading [[container]] from {}", path.display());
-    let result = Config::load(path)
-        .map_err(anyhow::Error::from)
-        .and_then(|config| Ok(datapath.reload_containers(&config)?));
-    match result {
-        Ok((added, removed)) => info!("SIGHUP: {added} container(s) added, {removed} removed"),
-        Err(e) => error!("SIGHUP: config not applied, nothing changed: {e:#}"),
+    info!("SIGHUP: reloading {}", path.display());
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            error!(
+                "SIGHUP: config not applied, nothing changed: {:#}",
+                anyhow::Error::from(e)
+            );
+            return;
+        }
+    };
+    config.log_warnings();
+    if let Err(e) = datapath.reload_rules(&config) {
+        error!(
+            "SIGHUP: NAT rules not fully applied: {:#}",
+            anyhow::Error::from(e)
+        );
+    } else {
+        info!(
+            "SIGHUP: {} masquerade rule(s), {} published port rule(s) applied; flows untouched",
+            config.masquerade.len(),
+            config.publish.len()
+        );
     }
+    match datapath.reload_containers(&config) {
+        Ok((added, removed)) => info!("SIGHUP: {added} container(s) added, {removed} removed"),
+        Err(e) => error!(
+            "SIGHUP: containers not applied: {:#}",
+            anyhow::Error::from(e)
+        ),
+    }
+}
+
+fn publish(command: PublishCommand, pin_dir: &std::path::Path) -> Result<()> {
+    use netbpf::control;
+    match command {
+        PublishCommand::Add {
+            proto,
+            port,
+            to,
+            address,
+        } => {
+            let rule = control::parse_publish(&proto, &port, &to, address)?;
+            control::publish_add(pin_dir, &rule)?;
+            println!(
+                "published {} {} → {}:{}",
+                rule.proto, rule.port, rule.to_addr, rule.to_port
+            );
+        }
+        PublishCommand::Del {
+            proto,
+            port,
+            address,
+        } => {
+            // Parsed with a placeholder target: only protocol and port matter.
+            let rule = control::parse_publish(&proto, &port, "192.0.2.1:1", address)?;
+            control::publish_del(pin_dir, rule.proto, rule.port, address)?;
+            println!("removed the published {} {}", rule.proto, rule.port);
+        }
+    }
+    Ok(())
+}
+
+fn masquerade(command: MasqueradeCommand, pin_dir: &std::path::Path) -> Result<()> {
+    use netbpf::control;
+    match command {
+        MasqueradeCommand::Add { source, ports, to } => {
+            let rule = control::parse_masquerade(&source, ports.as_deref())?;
+            let to = control::masquerade_add(pin_dir, &rule, to)?;
+            println!("masquerading {} to {to}", rule.source);
+        }
+        MasqueradeCommand::Del { source } => {
+            let rule = control::parse_masquerade(&source, None)?;
+            control::masquerade_del(pin_dir, rule.source)?;
+            println!("stopped masquerading {}", rule.source);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+enum PublishCommand {
+    /// Like a [[publish]] entry: `--proto tcp --port 8080 --to 10.77.0.2:4000`.
+    Add {
+        /// tcp or udp.
+        #[arg(long)]
+        proto: String,
+        /// Host port or range "8000-8010".
+        #[arg(long)]
+        port: String,
+        /// Container address:port (a range maps 1:1).
+        #[arg(long)]
+        to: String,
+        /// Only answer on this host address.
+        #[arg(long)]
+        address: Option<std::net::Ipv4Addr>,
+    },
+    /// Remove the rule with exactly this protocol, port (range) and address.
+    Del {
+        /// tcp or udp.
+        #[arg(long)]
+        proto: String,
+        /// Host port or range, as added.
+        #[arg(long)]
+        port: String,
+        /// The address it was bound to, if any.
+        #[arg(long)]
+        address: Option<std::net::Ipv4Addr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MasqueradeCommand {
+    /// Like a [[masquerade]] entry: `--source 10.78.0.0/24 [--ports A-B]`.
+    Add {
+        /// Source CIDR.
+        #[arg(long)]
+        source: String,
+        /// SNAT source-port range.
+        #[arg(long)]
+        ports: Option<String>,
+        /// Address to translate to (default: the one the datapath's other
+        /// masquerade rules use, the uplink's).
+        #[arg(long)]
+        to: Option<std::net::Ipv4Addr>,
+    },
+    /// Remove the rule for exactly this source CIDR.
+    Del {
+        /// Source CIDR, as added.
+        #[arg(long)]
+        source: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -532,6 +761,44 @@ struct ContainerDelArgs {
     /// The container's IPv4 address.
     #[arg(long)]
     address: std::net::Ipv4Addr,
+}
+
+#[derive(Debug, Subcommand)]
+enum BgpCommand {
+    /// BIRD's BGP sessions, the routes this host announces and those it
+    /// learned, from BIRD's control socket.
+    Status(BgpStatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct BgpStatusArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// BIRD's control socket (default: `[bgp] socket` of --config, else
+    /// /run/bird/bird.ctl).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// netbpf config file whose `[bgp] socket` to use.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+fn bgp_status(args: BgpStatusArgs) -> Result<()> {
+    let socket = match (&args.socket, &args.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(path)) => match Config::load(path)?.bgp {
+            Some(b) => b.socket,
+            None => anyhow::bail!("{}: no [bgp] table", path.display()),
+        },
+        (None, None) => PathBuf::from(netbpf::config::DEFAULT_BIRD_SOCKET),
+    };
+    let status = netbpf::bgp::status(&socket)?;
+    if args.output.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]

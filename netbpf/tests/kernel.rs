@@ -48,6 +48,12 @@ struct Dp {
 
 impl Dp {
     fn new(extra: &str) -> Dp {
+        // BPF_PROG_TEST_RUN runs on the loopback device of the calling
+        // thread's network namespace, and a program that re-injects packets
+        // (held fragments, clone_redirect) would hand them to that
+        // namespace's stack. Give each test thread a private, empty one so
+        // nothing can ever reach the host's network.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("private netns");
         let config = Config::from_toml(&format!("{BASE_CONFIG}{extra}")).expect("config");
         let mut ebpf = datapath::load(&config).expect("load object");
         datapath::fill_masquerade(&mut ebpf, &config, UPLINK).expect("fill rules");

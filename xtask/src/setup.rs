@@ -90,6 +90,16 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "iputils-tracepath",
         why: "the tests run tracepath from a container to check that time-exceeded and fragmentation-needed errors reach it through the NAT (tests/publish.rs)",
     },
+    DebianTool {
+        binary: "iptables",
+        package: "iptables",
+        why: "the import equivalence test applies Docker-shaped iptables NAT rules inside a lab namespace and compares them with netbpf running the imported config (tests/import.rs)",
+    },
+    DebianTool {
+        binary: "bird",
+        package: "bird2",
+        why: "the multi-host lab and tests/bgp.rs run a BIRD 2 daemon per host to carry container routes between hosts over BGP",
+    },
 ];
 
 /// State of one `setup` run.

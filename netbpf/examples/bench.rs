@@ -1,0 +1,52 @@
+//! `cargo xtask bench` runs this as root: the benchmark of
+//! docs/performance.md (in-kernel cost per path, router cost against
+//! iptables-nft, install time). Prints the markdown summary.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+
+/// Command line of the bench.
+#[derive(Parser)]
+#[command(name = "bench", about = "netbpf benchmark (see docs/performance.md)")]
+struct Cli {
+    /// The reduced matrix: fewer samples, one run, 1 s phases.
+    #[arg(long)]
+    quick: bool,
+    /// Folder the timestamped result folder is created in.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// The netbpf binary started as the daemon in the router bench.
+    #[arg(long, default_value = "target/release/netbpf")]
+    netbpf: PathBuf,
+    /// The command line to record (default: this process's).
+    #[arg(long)]
+    command: Option<String>,
+    /// Skip the router bench (netbpf vs iptables with trafgen).
+    #[arg(long)]
+    skip_router: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli
+        .command
+        .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+    let opts = netbpf::bench::Options {
+        quick: cli.quick,
+        out_dir: cli.out,
+        netbpf_exe: cli.netbpf,
+        command,
+        skip_router: cli.skip_router,
+    };
+    match netbpf::bench::run(&opts) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

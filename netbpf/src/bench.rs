@@ -1,0 +1,1452 @@
+//! The benchmark behind `cargo xtask bench` (see docs/performance.md).
+//!
+//! Three parts, each written to one JSON file with a markdown summary and
+//! an SVG plot:
+//!
+//! 1. **In-kernel cost per path**: the real programs run through
+//!    `BPF_PROG_TEST_RUN` on packets built here, with the `CONNTRACK` map
+//!    pre-filled from userspace with 0, 10k and 1M flows.
+//! 2. **Router cost, netbpf vs iptables-nft**: the lab topology (outside
+//!    machine, host, one container) rebuilt for every variant; trafgen on
+//!    CPU 0 sends UDP to a published port, RPS steers the host's receive
+//!    processing to CPU 1, and CPU 1's busy time (from cpuidle residency)
+//!    is divided by the packets the container received.
+//! 3. **Install time** of 10k published ports: netbpf's map fill and daemon
+//!    start against `iptables-nft-restore`.
+//!
+//! Namespaces are named `nbb-*-<pid>` and pins live in
+//! `/sys/fs/bpf/nbb-*-<pid>`; both are removed when the bench ends (also on
+//! errors, through [`Netns`]'s and [`Lab`]'s drops).
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::Write as _,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+};
+use netbpf_common::{FlowKey, FlowValue, flow_flags, map_names, proto};
+use serde_json::{Value, json};
+
+use crate::{
+    config::Config,
+    datapath::{self, programs},
+    lab::{self, Lab},
+    netns::Netns,
+};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The reduced matrix (under two minutes).
+    pub quick: bool,
+    /// Where the result folder is created.
+    pub out_dir: PathBuf,
+    /// The `netbpf` binary (the router bench starts it as the daemon).
+    pub netbpf_exe: PathBuf,
+    /// The command line that started the bench, recorded in the results.
+    pub command: String,
+    /// Skip the router bench (part 2).
+    pub skip_router: bool,
+}
+
+/// tc verdicts as `BPF_PROG_TEST_RUN` reports them.
+const TC_OK: u32 = 0;
+/// `TC_ACT_UNSPEC` (-1): not ours, pass on.
+const TC_NEXT: u32 = u32::MAX;
+
+const UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const C1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const OTHER: Ipv4Addr = Ipv4Addr::new(192, 168, 9, 9);
+const PUBLISHED_PORT: u16 = 8080;
+const CONTAINER_PORT: u16 = 4000;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// First host port of the extra published ports (20000..20000+N).
+const EXTRA_PORT_BASE: u16 = 20000;
+
+/// Runs everything, writes `<out_dir>/<timestamp>/` and returns the summary.
+pub fn run(opts: &Options) -> Result<String> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the bench loads BPF programs and creates network namespaces: run it as root");
+    }
+    let stamp = utc_stamp();
+    let dir = opts.out_dir.join(&stamp);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let env_start = environment(opts)?;
+    eprintln!(
+        "bench: {} mode, results in {}",
+        if opts.quick { "quick" } else { "full" },
+        dir.display()
+    );
+
+    eprintln!("bench: part 1, in-kernel cost per path (BPF_PROG_TEST_RUN)");
+    let kernel = kernel_bench(opts.quick)?;
+    eprintln!("bench: part 3, install time of 10k published ports");
+    let install = install_bench()?;
+    let router = if opts.skip_router {
+        json!({"skipped": "--skip-router"})
+    } else if num_cpus() < 2 {
+        json!({"skipped": "needs 2 CPUs (generator on one, router on the other)"})
+    } else {
+        eprintln!("bench: part 2, router cost netbpf vs iptables-nft (trafgen)");
+        router_bench(opts)?
+    };
+    let env_end = environment(opts)?;
+    let results = json!({
+        "schema": "netbpf-bench/1",
+        "started": stamp,
+        "quick": opts.quick,
+        "command": opts.command,
+        "environment_start": env_start,
+        "environment_end": env_end,
+        "kernel": kernel,
+        "router": router,
+        "install": install,
+    });
+    let text = serde_json::to_string_pretty(&results)?;
+    fs::write(dir.join("bench.json"), text + "\n")?;
+    let svg = plot(&results);
+    fs::write(dir.join("plot.svg"), &svg)?;
+    let summary = summary(&results, "plot.svg");
+    fs::write(dir.join("summary.md"), &summary)?;
+    // `results/latest` points at the newest run.
+    let latest = opts.out_dir.join("latest");
+    let _ = fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(&stamp, &latest);
+    eprintln!("bench: wrote {}", dir.display());
+    Ok(summary)
+}
+
+// ---------------------------------------------------------------------------
+// Environment
+
+fn num_cpus() -> usize {
+    thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn read_trim(path: &str) -> String {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Machine, kernel, load and the command: recorded at start and end.
+fn environment(opts: &Options) -> Result<Value> {
+    let cpuinfo = read_trim("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(String::new, |s| s.trim().to_owned());
+    let mem_kib: u64 = read_trim("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let loadavg = read_trim("/proc/loadavg");
+    let load1: f64 = loadavg
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let cpus = num_cpus();
+    // More than a quarter of the machine busy with other work before we
+    // start makes CPU-time figures unreliable.
+    let high_load = load1 > 0.25 * cpus as f64;
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    Ok(json!({
+        "command": opts.command,
+        "cpu_model": model,
+        "cpus": cpus,
+        "mem_mib": mem_kib / 1024,
+        "kernel": read_trim("/proc/sys/kernel/osrelease"),
+        "kernel_version": read_trim("/proc/sys/kernel/version"),
+        "clocksource": read_trim("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        "cpuidle_driver": read_trim("/sys/devices/system/cpu/cpuidle/current_driver"),
+        "loadavg": loadavg,
+        "high_load": high_load,
+        "git_commit": git(&["rev-parse", "HEAD"]),
+        "git_dirty": !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+        "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    }))
+}
+
+/// `YYYYMMDDTHHMMSSZ` for now (UTC).
+fn utc_stamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Packets
+
+/// RFC 1071 sum, not complemented.
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    for chunk in data.chunks(2) {
+        let hi = chunk[0];
+        let lo = chunk.get(1).copied().unwrap_or(0);
+        acc += u32::from(u16::from_be_bytes([hi, lo]));
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// An Ethernet + IPv4 + TCP frame (no payload) with correct checksums.
+fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&sport.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&0x1000_0000u32.to_be_bytes());
+    let ack: u32 = if flags & ACK != 0 { 0x2000_0001 } else { 0 };
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.extend_from_slice(&[5 << 4, flags]);
+    tcp.extend_from_slice(&64240u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]);
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, proto::TCP]);
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    let c = fold(sum16(&tcp, sum16(&pseudo, 0)));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+
+    let mut ip = Vec::with_capacity(20 + tcp.len());
+    ip.extend_from_slice(&[0x45, 0]);
+    ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 63, proto::TCP, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&tcp);
+
+    let mut f = Vec::with_capacity(14 + ip.len());
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f
+}
+
+/// Address number `i` in `base` (a /16): `a.b.(i >> 8).(i & 0xff)`, skipping
+/// .0 and .255 host bytes is not needed for the programs.
+fn addr_in(base: [u8; 2], i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(base[0], base[1], (i >> 8) as u8, i as u8)
+}
+
+// ---------------------------------------------------------------------------
+// Part 1: in-kernel cost per path
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 50.0)
+}
+
+/// A loaded (not attached) datapath for test runs.
+struct KernelDp {
+    ebpf: Ebpf,
+}
+
+impl KernelDp {
+    fn new(capacity: u32) -> Result<Self> {
+        let toml = format!(
+            "[uplink]\ninterface = \"eth0\"\naddress = \"{UPLINK}\"\n\
+             [[masquerade]]\nsource = \"10.77.0.0/16\"\n\
+             [[publish]]\nproto = \"tcp\"\nport = {PUBLISHED_PORT}\nto = \"{C1}:{CONTAINER_PORT}\"\n\
+             [conntrack]\ncapacity = {capacity}\n"
+        );
+        let config = Config::from_toml(&toml).context("bench config")?;
+        let mut ebpf = datapath::load(&config).context("loading the eBPF object")?;
+        datapath::fill_masquerade(&mut ebpf, &config, UPLINK)?;
+        datapath::fill_publish(&mut ebpf, &config, &[UPLINK])?;
+        for name in [programs::EGRESS, programs::INGRESS, programs::INSIDE] {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// One `BPF_PROG_TEST_RUN`: (verdict, kernel-measured ns per run,
+    /// packet out).
+    fn run(&self, prog: &str, pkt: &[u8], repeat: u32) -> Result<(u32, f64, Vec<u8>)> {
+        let p: &SchedClassifier = self
+            .ebpf
+            .program(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing"))?
+            .try_into()?;
+        let mut out = vec![0u8; pkt.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(pkt);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat;
+        let r = p.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, r.duration.as_nanos() as f64, out))
+    }
+
+    /// Pre-fills `CONNTRACK` with `n` flows that no benchmark packet
+    /// matches (inside addresses in 10.99.0.0/16, outside the masquerade
+    /// CIDR); returns the time it took.
+    fn prefill(&mut self, n: u32) -> Result<Duration> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::CONNTRACK)
+            .ok_or_else(|| anyhow!("map CONNTRACK missing"))?;
+        let mut ct: HashMap<&mut MapData, FlowKey, FlowValue> = HashMap::try_from(map)?;
+        let start = Instant::now();
+        for i in 0..n {
+            let key = FlowKey::new(
+                proto::TCP,
+                addr_in([10, 99], i % 65536).octets(),
+                1024 + (i / 65536) as u16,
+                REMOTE.octets(),
+                443,
+            );
+            let value = FlowValue {
+                outside_addr: UPLINK.octets(),
+                outside_port: 1024 + (i % 60000) as u16,
+                flags: flow_flags::SEEN_OUT | flow_flags::SEEN_IN,
+                ..FlowValue::default()
+            };
+            ct.insert(&key, &value, 0)
+                .with_context(|| format!("pre-filling CONNTRACK entry {i}"))?;
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Single-shot samples (repeat = 1) of `make(i)` for i in 0..n, each
+/// checked for verdict `want`.
+fn single_shots(
+    dp: &KernelDp,
+    prog: &str,
+    n: u32,
+    want: u32,
+    path: &str,
+    make: impl Fn(u32) -> Vec<u8>,
+) -> Result<Vec<f64>> {
+    // Build the packets first so the loop measures only the runs.
+    let pkts: Vec<Vec<u8>> = (0..n).map(make).collect();
+    let mut out = Vec::with_capacity(pkts.len());
+    for pkt in &pkts {
+        let (rc, ns, _) = dp.run(prog, pkt, 1)?;
+        if rc != want {
+            bail!("{path}: verdict {rc}, expected {want}: the bench is not measuring that path");
+        }
+        out.push(ns);
+    }
+    Ok(out)
+}
+
+fn dist(samples: &[f64]) -> Value {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    json!({
+        "n": v.len(),
+        "median_ns": percentile(&v, 50.0),
+        "p10_ns": percentile(&v, 10.0),
+        "p90_ns": percentile(&v, 90.0),
+    })
+}
+
+/// The paths, in report order: (key, description).
+const PATHS: &[(&str, &str)] = &[
+    (
+        "snat_new",
+        "SNAT, new flow (egress SYN, new mapping + flow)",
+    ),
+    ("snat_established", "SNAT, established (egress ACK)"),
+    ("reply_reverse", "reply reverse-translation (ingress ACK)"),
+    (
+        "dnat_new",
+        "DNAT, new flow (ingress SYN to a published port)",
+    ),
+    ("dnat_established", "DNAT, established (ingress ACK)"),
+    (
+        "hairpin_not_needed",
+        "inside ingress, no hairpin (container to outside)",
+    ),
+    ("miss_egress", "miss, egress (source not masqueraded)"),
+    ("miss_ingress", "miss, ingress (host port, not published)"),
+];
+
+fn kernel_bench(quick: bool) -> Result<Value> {
+    let samples: u32 = if quick { 2000 } else { 20000 };
+    let repeat: u32 = if quick { 20_000 } else { 200_000 };
+    let fills: [u32; 3] = [0, 10_000, 1_000_000];
+    let mut tables = Vec::new();
+    for fill in fills {
+        // Room for the pre-filled flows, the new flows of the two new-flow
+        // paths and a margin (a full hash map would make inserts fail).
+        let capacity = (fill + 2 * samples + 4096).max(262_144);
+        let load_start = Instant::now();
+        let mut dp = KernelDp::new(capacity)?;
+        let load = load_start.elapsed();
+        let prefill = dp.prefill(fill)?;
+        eprintln!(
+            "bench:   conntrack {fill} entries (capacity {capacity}): loaded in {:.2} s, filled in {:.2} s",
+            load.as_secs_f64(),
+            prefill.as_secs_f64()
+        );
+        let mut paths = serde_json::Map::new();
+
+        // Paths that leave the packet unchanged: also with `repeat` (the
+        // kernel reruns the program on the same skb, so this is only valid
+        // when the program does not rewrite it).
+        let miss_e = tcp_frame(OTHER, 5555, REMOTE, 80, ACK);
+        let miss_i = tcp_frame(REMOTE, 80, UPLINK, 22, ACK);
+        let hairpin = tcp_frame(C1, 40000, REMOTE, 443, ACK);
+        let unchanged: [(&str, &str, &Vec<u8>, u32); 3] = [
+            ("miss_egress", programs::EGRESS, &miss_e, TC_NEXT),
+            ("miss_ingress", programs::INGRESS, &miss_i, TC_NEXT),
+            ("hairpin_not_needed", programs::INSIDE, &hairpin, TC_NEXT),
+        ];
+        let mut repeat_ns = std::collections::HashMap::new();
+        for (key, prog, pkt, want) in unchanged {
+            let (rc, ns, _) = dp.run(prog, pkt, repeat)?;
+            if rc != want {
+                bail!("{key}: verdict {rc}, expected {want}");
+            }
+            repeat_ns.insert(key, ns);
+            let shots = single_shots(&dp, prog, samples, want, key, |_| pkt.clone())?;
+            paths.insert(
+                key.to_owned(),
+                json!({"single": dist(&shots), "repeat_ns": ns, "repeat": repeat}),
+            );
+        }
+
+        // SNAT new flow: a distinct inside endpoint per packet.
+        let shots = single_shots(&dp, programs::EGRESS, samples, TC_OK, "snat_new", |i| {
+            tcp_frame(
+                addr_in([10, 77], 256 + i),
+                10000 + (i % 50000) as u16,
+                REMOTE,
+                443,
+                SYN,
+            )
+        })?;
+        paths.insert("snat_new".into(), json!({"single": dist(&shots)}));
+
+        // SNAT established and its reply.
+        let (rc, _, out) = dp.run(programs::EGRESS, &tcp_frame(C1, 40000, REMOTE, 443, SYN), 1)?;
+        if rc != TC_OK || out.len() < 38 {
+            bail!("snat_established: the opening SYN was not translated ({rc})");
+        }
+        let outside_port = u16::from_be_bytes([out[34], out[35]]);
+        let est = tcp_frame(C1, 40000, REMOTE, 443, ACK);
+        let shots = single_shots(
+            &dp,
+            programs::EGRESS,
+            samples,
+            TC_OK,
+            "snat_established",
+            |_| est.clone(),
+        )?;
+        paths.insert("snat_established".into(), json!({"single": dist(&shots)}));
+        let reply = tcp_frame(REMOTE, 443, UPLINK, outside_port, ACK);
+        let shots = single_shots(
+            &dp,
+            programs::INGRESS,
+            samples,
+            TC_OK,
+            "reply_reverse",
+            |_| reply.clone(),
+        )?;
+        paths.insert("reply_reverse".into(), json!({"single": dist(&shots)}));
+
+        // DNAT new flow: a distinct client endpoint per SYN.
+        let shots = single_shots(&dp, programs::INGRESS, samples, TC_OK, "dnat_new", |i| {
+            tcp_frame(
+                addr_in([198, 18], 1 + i),
+                20000 + (i % 40000) as u16,
+                UPLINK,
+                PUBLISHED_PORT,
+                SYN,
+            )
+        })?;
+        paths.insert("dnat_new".into(), json!({"single": dist(&shots)}));
+        let (rc, _, _) = dp.run(
+            programs::INGRESS,
+            &tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, SYN),
+            1,
+        )?;
+        if rc != TC_OK {
+            bail!("dnat_established: the opening SYN was not translated ({rc})");
+        }
+        let est = tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, ACK);
+        let shots = single_shots(
+            &dp,
+            programs::INGRESS,
+            samples,
+            TC_OK,
+            "dnat_established",
+            |_| est.clone(),
+        )?;
+        paths.insert("dnat_established".into(), json!({"single": dist(&shots)}));
+
+        // The timer floor of a single shot: what a one-run measurement adds
+        // to the program's own cost (entering the timed section, one
+        // clock read, a cold first run), from the miss path measured both
+        // ways.
+        let miss_single = paths["miss_egress"]["single"]["median_ns"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let floor = (miss_single - repeat_ns["miss_egress"]).max(0.0);
+        for (key, _) in PATHS {
+            if let Some(p) = paths.get_mut(*key) {
+                let m = p["single"]["median_ns"].as_f64().unwrap_or(0.0);
+                p["cost_ns"] = json!((m - floor).max(0.0));
+            }
+        }
+        tables.push(json!({
+            "conntrack_entries": fill,
+            "capacity": capacity,
+            "load_s": load.as_secs_f64(),
+            "prefill_s": prefill.as_secs_f64(),
+            "single_shot_floor_ns": floor,
+            "paths": paths,
+        }));
+    }
+    Ok(json!({
+        "method": "BPF_PROG_TEST_RUN on the loaded (not attached) programs. Every path is \
+                   measured single-shot (repeat=1, one syscall per packet, kernel-timed): a tc \
+                   program that rewrites the packet cannot use repeat, since the kernel reruns \
+                   it on the already rewritten skb. cost_ns = median single-shot time minus the \
+                   single-shot floor (miss path single-shot median minus its repeat time). New \
+                   flows use a distinct tuple per run.",
+        "samples_per_path": samples,
+        "repeat": repeat,
+        "tables": tables,
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// Part 3: install time
+
+fn publish_toml_n(n: u32) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&lab::publish_toml(
+            "udp",
+            &(u32::from(EXTRA_PORT_BASE) + i).to_string(),
+            SocketAddrV4::new(C1, CONTAINER_PORT),
+            None,
+        ));
+    }
+    s
+}
+
+/// iptables-nft-restore input with `n` DNAT rules plus the measured port
+/// (last, as a newly started container's rule would be).
+fn iptables_rules(n: u32, uplink: Ipv4Addr, to: SocketAddrV4) -> String {
+    let mut s = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:NBB - [0:0]\n");
+    let _ = writeln!(s, "-A PREROUTING -d {uplink}/32 -j NBB");
+    for i in 0..n {
+        let port = u32::from(EXTRA_PORT_BASE) + i;
+        let _ = writeln!(
+            s,
+            "-A NBB -p udp -m udp --dport {port} -j DNAT --to-destination {to}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "-A NBB -p udp -m udp --dport {PUBLISHED_PORT} -j DNAT --to-destination {to}"
+    );
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// Runs `program` in `ns` with `input` on stdin; returns the wall time.
+fn timed_stdin(ns: &Netns, program: &str, args: &[&str], input: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {program} (cargo xtask setup installs it)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let elapsed = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{program} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(elapsed)
+}
+
+fn install_bench() -> Result<Value> {
+    const N: u32 = 10_000;
+    let toml = format!(
+        "[uplink]\ninterface = \"eth0\"\naddress = \"{UPLINK}\"\n\
+         [[masquerade]]\nsource = \"10.77.0.0/24\"\n{}",
+        publish_toml_n(N)
+    );
+    let t = Instant::now();
+    let config = Config::from_toml(&toml).context("config with 10k published ports")?;
+    let parse = t.elapsed();
+    let mut ebpf = datapath::load(&config)?;
+    let t = Instant::now();
+    datapath::fill_publish(&mut ebpf, &config, &[UPLINK])?;
+    let fill = t.elapsed();
+    drop(ebpf);
+
+    let ns = Netns::create(&format!("nbb-i-{}", std::process::id()))?;
+    let rules = iptables_rules(N - 1, UPLINK, SocketAddrV4::new(C1, CONTAINER_PORT));
+    let ipt = timed_stdin(&ns, "iptables-nft-restore", &[], &rules)?;
+    drop(ns);
+    eprintln!(
+        "bench:   10k ports: netbpf config parse {:.3} s + map fill {:.3} s; iptables-nft-restore {:.3} s",
+        parse.as_secs_f64(),
+        fill.as_secs_f64(),
+        ipt.as_secs_f64()
+    );
+    Ok(json!({
+        "ports": N,
+        "netbpf_config_parse_s": parse.as_secs_f64(),
+        "netbpf_map_fill_s": fill.as_secs_f64(),
+        "iptables_nft_restore_s": ipt.as_secs_f64(),
+        "method": "netbpf: Config::from_toml of 10k [[publish]] entries, then datapath::fill_publish \
+                   into a freshly loaded object (in-process, release build). iptables: wall time of \
+                   `iptables-nft-restore` (process start included) loading 10k DNAT rules into an \
+                   empty namespace. The router bench also records the netbpf daemon's whole start \
+                   (config, load, fill, attach) per variant.",
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// Part 2: router cost
+
+/// The router's CPU (receive processing is steered here) and the
+/// generator's.
+const ROUTER_CPU: usize = 1;
+const GEN_CPU: usize = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Iptables,
+    Netbpf,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Plain => "plain",
+            Kind::Iptables => "iptables-nft",
+            Kind::Netbpf => "netbpf",
+        }
+    }
+}
+
+/// Total microseconds CPU `cpu` has spent in cpuidle states (None without
+/// cpuidle).
+fn idle_us(cpu: usize) -> Option<u64> {
+    let dir = format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle");
+    let mut total = 0u64;
+    let mut found = false;
+    for entry in fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path().join("time");
+        if let Ok(text) = fs::read_to_string(&path) {
+            total += text.trim().parse::<u64>().ok()?;
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
+
+/// Busy and idle ticks of CPU `cpu` from /proc/stat (fallback without
+/// cpuidle; USER_HZ resolution).
+fn stat_ticks(cpu: usize) -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let label = format!("cpu{cpu} ");
+    let line = stat.lines().find(|l| l.starts_with(&label))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = v.get(3)? + v.get(4)?;
+    let steal = v.get(7).copied().unwrap_or(0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle - steal, idle))
+}
+
+/// A point on CPU `cpu`'s busy-time clock.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    at: Instant,
+    idle_us: Option<u64>,
+    ticks: Option<(u64, u64)>,
+}
+
+impl CpuMark {
+    fn now(cpu: usize) -> Self {
+        Self {
+            at: Instant::now(),
+            idle_us: idle_us(cpu),
+            ticks: stat_ticks(cpu),
+        }
+    }
+
+    /// Busy seconds of the CPU between `self` and `later`.
+    fn busy_s(&self, later: &CpuMark) -> f64 {
+        let wall = later.at.duration_since(self.at).as_secs_f64();
+        if let (Some(a), Some(b)) = (self.idle_us, later.idle_us) {
+            return (wall - b.saturating_sub(a) as f64 / 1e6).clamp(0.0, wall);
+        }
+        match (self.ticks, later.ticks) {
+            (Some((b0, _)), Some((b1, _))) => b1.saturating_sub(b0) as f64 / 100.0,
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// A counter from /sys/class/net/DEV/statistics inside `ns`.
+fn netdev_counter(ns: &Netns, dev: &str, counter: &str) -> Result<u64> {
+    let path = format!("/sys/class/net/{dev}/statistics/{counter}");
+    let out = ns.exec("cat", &[&path])?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("reading {path} in {}", ns.name()))
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{dev}/address")])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes
+        .try_into()
+        .map_err(|_| anyhow!("bad MAC {text:?} of {dev} in {}", ns.name()))
+}
+
+fn hex_list(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A trafgen packet: UDP from `src` (None: a random 198.18.0.0/16 address
+/// and random source port per packet, so every packet is a new flow) to
+/// `dst`, 64-byte frame.
+fn trafgen_config(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Option<(Ipv4Addr, u16)>,
+    dst: SocketAddrV4,
+) -> String {
+    let (saddr, sport) = match src {
+        Some((a, p)) => (hex_list(&a.octets()), format!("c16({p})")),
+        None => ("198, 18, drnd(2)".to_owned(), "drnd(2)".to_owned()),
+    };
+    // Ethernet 14 + IPv4 20 + UDP 8 + 18 bytes payload = 60 (64 with FCS).
+    format!(
+        "{{\n  {dmac},\n  {smac},\n  c16(0x0800),\n\
+         0x45, 0x00, c16(46), drnd(2), c16(0x4000), 64, 17, csumip(14, 33),\n\
+         {saddr},\n  {daddr},\n\
+         {sport}, c16({dport}), c16(26), csumudp(14, 34),\n\
+         fill(0x42, 18)\n}}\n",
+        dmac = hex_list(&dst_mac),
+        smac = hex_list(&src_mac),
+        daddr = hex_list(&dst.ip().octets()),
+        dport = dst.port(),
+    )
+}
+
+/// One traffic phase's result.
+struct Phase {
+    sent: u64,
+    delivered: u64,
+    busy_s: f64,
+    baseline_busy_frac: f64,
+    wall_s: f64,
+}
+
+impl Phase {
+    /// Router CPU ns per delivered packet, with the CPU's busy fraction
+    /// measured just before (other work on it) subtracted.
+    fn ns_per_packet(&self) -> f64 {
+        let busy = (self.busy_s - self.baseline_busy_frac * self.wall_s).max(0.0);
+        if self.delivered == 0 {
+            f64::NAN
+        } else {
+            busy * 1e9 / self.delivered as f64
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "router_busy_s": self.busy_s,
+            "baseline_busy_fraction": self.baseline_busy_frac,
+            "window_s": self.wall_s,
+            "router_ns_per_packet": self.ns_per_packet(),
+        })
+    }
+}
+
+/// The lab, set up for one variant.
+struct Rig {
+    lab: Lab,
+    dst: SocketAddrV4,
+    host_mac: [u8; 6],
+    out_mac: [u8; 6],
+    install_s: f64,
+}
+
+fn build_rig(opts: &Options, kind: Kind, ports: u32) -> Result<Rig> {
+    let prefix = format!("nbb-r-{}", std::process::id());
+    let mut lab = Lab::build(&prefix, 1)?;
+    let c1 = &lab.containers[0];
+    // Receive processing of the host's uplink on the router CPU.
+    lab.host.exec(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "echo {:x} > /sys/class/net/eth0/queues/rx-0/rps_cpus",
+                1u64 << ROUTER_CPU
+            ),
+        ],
+    )?;
+    // The container drops what it receives, at the earliest netfilter hook
+    // (the same for every variant); its eth0 counter counts it.
+    c1.ns.exec(
+        "iptables-nft",
+        &["-t", "raw", "-A", "PREROUTING", "-p", "udp", "-j", "DROP"],
+    )?;
+    let to = SocketAddrV4::new(c1.addr, lab::SERVICE_PORT);
+    let published = SocketAddrV4::new(lab::UPLINK_ADDR, PUBLISHED_PORT);
+    let mut install_s = 0.0;
+    let dst = match kind {
+        Kind::Plain => to,
+        Kind::Iptables => {
+            let rules = iptables_rules(ports, lab::UPLINK_ADDR, to);
+            install_s = timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?.as_secs_f64();
+            published
+        }
+        Kind::Netbpf => {
+            let mut extra = publish_toml_n(ports);
+            extra.push_str(&lab::publish_toml(
+                "udp",
+                &PUBLISHED_PORT.to_string(),
+                to,
+                None,
+            ));
+            let t = Instant::now();
+            lab.start_daemon(&opts.netbpf_exe, &extra)?;
+            install_s = t.elapsed().as_secs_f64();
+            published
+        }
+    };
+    let host_mac = mac_of(&lab.host, "eth0")?;
+    let out_mac = mac_of(&lab.outside, "eth0")?;
+    Ok(Rig {
+        lab,
+        dst,
+        host_mac,
+        out_mac,
+        install_s,
+    })
+}
+
+/// Sends `count` packets at `pps` with trafgen on the generator CPU and
+/// measures the router CPU until the container stops receiving.
+fn phase(
+    rig: &Rig,
+    src: Option<(Ipv4Addr, u16)>,
+    pps: u64,
+    count: u64,
+    tag: &str,
+) -> Result<Phase> {
+    let c1 = &rig.lab.containers[0].ns;
+    let cfg = rig.lab.dir.join(format!("trafgen-{tag}.cfg"));
+    fs::write(
+        &cfg,
+        trafgen_config(rig.host_mac, rig.out_mac, src, rig.dst),
+    )?;
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let trafgen = |n: u64| -> Result<()> {
+        let out = rig
+            .lab
+            .outside
+            .command("taskset")
+            .args(["-c", &GEN_CPU.to_string(), "trafgen"])
+            .args(["--dev", "eth0", "--conf", &cfg_s, "--cpus", "1"])
+            .args(["--num", &n.to_string(), "--rate", &format!("{pps}pps")])
+            // Leave the machine's IRQ affinity and socket memory alone.
+            .args(["--notouch-irq", "--no-sock-mem", "--no-cpu-stats"])
+            .stdin(Stdio::null())
+            .output()
+            .context("starting trafgen (cargo xtask setup installs netsniff-ng)")?;
+        if !out.status.success() {
+            bail!(
+                "trafgen failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    // Warm-up: ARP, routes, the flow of the established phase.
+    trafgen(50)?;
+    wait_quiet(c1)?;
+    // Baseline: the router CPU's busy fraction with no traffic.
+    let b0 = CpuMark::now(ROUTER_CPU);
+    thread::sleep(Duration::from_millis(300));
+    let b1 = CpuMark::now(ROUTER_CPU);
+    let baseline = b0.busy_s(&b1) / b1.at.duration_since(b0.at).as_secs_f64();
+
+    let rx0 = netdev_counter(c1, "eth0", "rx_packets")?;
+    let tx0 = netdev_counter(&rig.lab.outside, "eth0", "tx_packets")?;
+    let m0 = CpuMark::now(ROUTER_CPU);
+    trafgen(count)?;
+    let m1 = wait_quiet_mark(c1)?;
+    let rx1 = netdev_counter(c1, "eth0", "rx_packets")?;
+    let tx1 = netdev_counter(&rig.lab.outside, "eth0", "tx_packets")?;
+    Ok(Phase {
+        sent: tx1 - tx0,
+        delivered: rx1 - rx0,
+        busy_s: m0.busy_s(&m1),
+        baseline_busy_frac: baseline,
+        wall_s: m1.at.duration_since(m0.at).as_secs_f64(),
+    })
+}
+
+/// Waits until the container's receive counter stops moving.
+fn wait_quiet(c1: &Netns) -> Result<()> {
+    wait_quiet_mark(c1).map(|_| ())
+}
+
+/// Waits until the container's receive counter stops moving (the router's
+/// backlog drained); returns the CPU mark of the last moment it moved.
+fn wait_quiet_mark(c1: &Netns) -> Result<CpuMark> {
+    let mut last = netdev_counter(c1, "eth0", "rx_packets")?;
+    let mut mark = CpuMark::now(ROUTER_CPU);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        thread::sleep(Duration::from_millis(100));
+        let now = netdev_counter(c1, "eth0", "rx_packets")?;
+        if now == last || Instant::now() > deadline {
+            return Ok(mark);
+        }
+        last = now;
+        mark = CpuMark::now(ROUTER_CPU);
+    }
+}
+
+fn router_bench(opts: &Options) -> Result<Value> {
+    let (runs, secs, pps): (usize, u64, u64) = if opts.quick {
+        (1, 1, 20_000)
+    } else {
+        (3, 3, 20_000)
+    };
+    let port_counts: &[u32] = &[0, 1000, 10_000];
+    let mut variants: Vec<(Kind, u32)> = vec![(Kind::Plain, 0)];
+    for &n in port_counts {
+        variants.push((Kind::Iptables, n));
+        variants.push((Kind::Netbpf, n));
+    }
+    let mut rows: Vec<Value> = Vec::new();
+    for run in 0..runs {
+        // Interleaved: every run goes through every variant, starting at a
+        // different one each time.
+        for k in 0..variants.len() {
+            let (kind, ports) = variants[(k + run) % variants.len()];
+            let label = format!("{} {ports}", kind.name());
+            let rig =
+                build_rig(opts, kind, ports).with_context(|| format!("setting up {label}"))?;
+            let est = phase(
+                &rig,
+                Some((Ipv4Addr::new(198, 19, 0, 1), 5555)),
+                pps,
+                pps * secs,
+                "est",
+            )
+            .with_context(|| format!("{label}: established phase"))?;
+            let new = phase(&rig, None, pps, pps * secs, "new")
+                .with_context(|| format!("{label}: new-flow phase"))?;
+            eprintln!(
+                "bench:   run {} {label:<18} established {:>8.0} ns/pkt ({}/{} delivered), new flow {:>9.0} ns/pkt ({}/{}), install {:.3} s",
+                run + 1,
+                est.ns_per_packet(),
+                est.delivered,
+                est.sent,
+                new.ns_per_packet(),
+                new.delivered,
+                new.sent,
+                rig.install_s
+            );
+            rows.push(json!({
+                "run": run + 1,
+                "variant": kind.name(),
+                "published_ports": ports,
+                "install_s": rig.install_s,
+                "established": est.json(),
+                "new_flow": new.json(),
+            }));
+            drop(rig);
+        }
+    }
+    // Medians with min-max per variant.
+    let mut agg = Vec::new();
+    for &(kind, ports) in &variants {
+        let pick = |phase: &str| -> Vec<f64> {
+            rows.iter()
+                .filter(|r| r["variant"] == kind.name() && r["published_ports"] == ports)
+                .filter_map(|r| r[phase]["router_ns_per_packet"].as_f64())
+                .collect()
+        };
+        let stat = |v: Vec<f64>| {
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            json!({"median": median(&v), "min": min, "max": max, "n": v.len()})
+        };
+        agg.push(json!({
+            "variant": kind.name(),
+            "published_ports": ports,
+            "established_ns": stat(pick("established")),
+            "new_flow_ns": stat(pick("new_flow")),
+        }));
+    }
+    let med = |variant: &str, ports: u32, phase: &str| -> f64 {
+        agg.iter()
+            .find(|a| a["variant"] == variant && a["published_ports"] == ports)
+            .and_then(|a| a[phase]["median"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let mut ratios = Vec::new();
+    for &n in port_counts {
+        let mut r = serde_json::Map::new();
+        r.insert("published_ports".into(), json!(n));
+        for phase in ["established_ns", "new_flow_ns"] {
+            let plain = med("plain", 0, phase);
+            let ipt = med("iptables-nft", n, phase);
+            let nb = med("netbpf", n, phase);
+            r.insert(
+                phase.trim_end_matches("_ns").to_owned(),
+                json!({
+                    "netbpf_over_iptables": nb / ipt,
+                    "netbpf_extra_over_iptables_extra": (nb - plain) / (ipt - plain),
+                }),
+            );
+        }
+        ratios.push(Value::Object(r));
+    }
+    Ok(json!({
+        "method": "Lab topology (outside -- host -- container c1), rebuilt per variant. trafgen in \
+                   the outside namespace, pinned to CPU 0, sends 64-byte UDP frames at a fixed \
+                   rate to the container (plain) or to host port 8080 published to it \
+                   (iptables-nft DNAT rule placed after N others; netbpf [[publish]] plus N \
+                   others). RPS steers the host uplink's receive processing to CPU 1; the \
+                   container's part runs there too. The container drops the packets in its raw \
+                   PREROUTING and counts them on its eth0. Router cost = CPU 1 busy time \
+                   (wall minus cpuidle residency) from the first packet sent until the \
+                   container's counter stops moving, minus CPU 1's busy fraction in a 0.3 s \
+                   idle window just before, divided by delivered packets. Established phase: one \
+                   fixed source tuple. New-flow phase: random source address (198.18/16) and \
+                   port per packet.",
+        "runs": runs,
+        "seconds_per_phase": secs,
+        "rate_pps": pps,
+        "router_cpu": ROUTER_CPU,
+        "generator_cpu": GEN_CPU,
+        "rows": rows,
+        "summary": agg,
+        "ratios": ratios,
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+fn fmt_ns(ns: f64) -> String {
+    if !ns.is_finite() {
+        "–".to_owned()
+    } else if ns >= 10_000.0 {
+        format!("{:.1} µs", ns / 1000.0)
+    } else if ns >= 1000.0 {
+        format!("{:.2} µs", ns / 1000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.3}")
+    } else {
+        "–".to_owned()
+    }
+}
+
+/// The markdown summary; `plot` is the SVG's path relative to it.
+pub fn summary(results: &Value, plot: &str) -> String {
+    let mut s = String::new();
+    let env = &results["environment_start"];
+    let env_end = &results["environment_end"];
+    let _ = writeln!(
+        s,
+        "# netbpf bench {}\n",
+        results["started"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        s,
+        "- command: `{}` ({} mode)",
+        results["command"].as_str().unwrap_or(""),
+        if results["quick"].as_bool().unwrap_or(false) {
+            "quick"
+        } else {
+            "full"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- machine: {} × {}, {} MiB; kernel {}; clocksource {}; cpuidle {}",
+        env["cpus"],
+        env["cpu_model"].as_str().unwrap_or("?"),
+        env["mem_mib"],
+        env["kernel"].as_str().unwrap_or("?"),
+        env["clocksource"].as_str().unwrap_or("?"),
+        env["cpuidle_driver"].as_str().unwrap_or("none"),
+    );
+    let _ = writeln!(
+        s,
+        "- commit {}{}",
+        env["git_commit"].as_str().unwrap_or("?"),
+        if env["git_dirty"].as_bool().unwrap_or(false) {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- load average at start `{}`, at end `{}`",
+        env["loadavg"].as_str().unwrap_or("?"),
+        env_end["loadavg"].as_str().unwrap_or("?")
+    );
+    if env["high_load"].as_bool().unwrap_or(false)
+        || env_end["high_load"].as_bool().unwrap_or(false)
+    {
+        let _ = writeln!(
+            s,
+            "\n**WARNING: high load** (1-minute load average above a quarter of the CPUs at \
+             start or end): other work shared the CPUs; treat the figures as noisy upper \
+             bounds.\n"
+        );
+    }
+
+    // Part 1.
+    let k = &results["kernel"];
+    let _ = writeln!(s, "\n## In-kernel cost per path (BPF_PROG_TEST_RUN)\n");
+    let _ = writeln!(
+        s,
+        "Median over {} single-shot runs per path, minus the single-shot floor; \
+         see docs/performance.md for the method.\n",
+        k["samples_per_path"]
+    );
+    let tables = k["tables"].as_array().cloned().unwrap_or_default();
+    let mut header = String::from("| path |");
+    let mut rule = String::from("|---|");
+    for t in &tables {
+        let _ = write!(header, " ct {} |", t["conntrack_entries"]);
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(s, "{header}\n{rule}");
+    for (key, desc) in PATHS {
+        let mut line = format!("| {desc} |");
+        for t in &tables {
+            let _ = write!(
+                line,
+                " {} |",
+                fmt_ns(t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN))
+            );
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    let mut line = String::from("| *single-shot floor subtracted* |");
+    for t in &tables {
+        let _ = write!(
+            line,
+            " {} |",
+            fmt_ns(t["single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
+        );
+    }
+    let _ = writeln!(s, "{line}");
+    let mut line = String::from("| *miss egress with repeat* |");
+    for t in &tables {
+        let _ = write!(
+            line,
+            " {} |",
+            fmt_ns(
+                t["paths"]["miss_egress"]["repeat_ns"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            )
+        );
+    }
+    let _ = writeln!(s, "{line}");
+
+    // Part 2.
+    let r = &results["router"];
+    let _ = writeln!(s, "\n## Router cost, netbpf vs iptables-nft\n");
+    if let Some(why) = r["skipped"].as_str() {
+        let _ = writeln!(s, "Skipped: {why}.");
+    } else {
+        let _ = writeln!(
+            s,
+            "Router CPU per delivered packet; median (min–max) over {} run(s), {} s per phase at \
+             {} pps. ![plot]({plot})\n",
+            r["runs"], r["seconds_per_phase"], r["rate_pps"]
+        );
+        let _ = writeln!(
+            s,
+            "| variant | published ports | established | new flow | install |\n|---|---:|---:|---:|---:|"
+        );
+        for a in r["summary"].as_array().cloned().unwrap_or_default() {
+            let cell = |phase: &str| {
+                let p = &a[phase];
+                let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+                if p["n"].as_u64().unwrap_or(0) > 1 {
+                    format!(
+                        "{} ({}–{})",
+                        fmt_ns(f("median")),
+                        fmt_ns(f("min")),
+                        fmt_ns(f("max"))
+                    )
+                } else {
+                    fmt_ns(f("median"))
+                }
+            };
+            let installs: Vec<f64> = r["rows"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter(|row| {
+                            row["variant"] == a["variant"]
+                                && row["published_ports"] == a["published_ports"]
+                        })
+                        .filter_map(|row| row["install_s"].as_f64())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let install = if a["variant"] == "plain" {
+                "–".to_owned()
+            } else {
+                format!("{:.3} s", median(&installs))
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {install} |",
+                a["variant"].as_str().unwrap_or("?"),
+                a["published_ports"],
+                cell("established_ns"),
+                cell("new_flow_ns"),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n| published ports | new flow netbpf/iptables | new flow (netbpf−plain)/(iptables−plain) | established netbpf/iptables |\n|---:|---:|---:|---:|"
+        );
+        for q in r["ratios"].as_array().cloned().unwrap_or_default() {
+            let f = |a: &str, b: &str| fmt_ratio(q[a][b].as_f64().unwrap_or(f64::NAN));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                q["published_ports"],
+                f("new_flow", "netbpf_over_iptables"),
+                f("new_flow", "netbpf_extra_over_iptables_extra"),
+                f("established", "netbpf_over_iptables"),
+            );
+        }
+    }
+
+    // Part 3.
+    let i = &results["install"];
+    let _ = writeln!(s, "\n## Install time, {} published ports\n", i["ports"]);
+    let _ = writeln!(
+        s,
+        "| what | time |\n|---|---:|\n| netbpf: parse config | {:.3} s |\n| netbpf: fill PUBLISH | {:.3} s |\n| iptables-nft-restore | {:.3} s |",
+        i["netbpf_config_parse_s"].as_f64().unwrap_or(f64::NAN),
+        i["netbpf_map_fill_s"].as_f64().unwrap_or(f64::NAN),
+        i["iptables_nft_restore_s"].as_f64().unwrap_or(f64::NAN),
+    );
+    s
+}
+
+/// A log-scale bar chart of router CPU per new flow (or, without the
+/// router bench, of the in-kernel cost per path).
+pub fn plot(results: &Value) -> String {
+    let mut bars: Vec<(String, f64, &str)> = Vec::new();
+    let title;
+    if let Some(summary) = results["router"]["summary"].as_array() {
+        title = "Router CPU per new flow (log scale, median)";
+        for a in summary {
+            let colour = match a["variant"].as_str() {
+                Some("netbpf") => "#2a7ab0",
+                Some("iptables-nft") => "#c0504d",
+                _ => "#888888",
+            };
+            bars.push((
+                format!(
+                    "{} {}",
+                    a["variant"].as_str().unwrap_or("?"),
+                    a["published_ports"]
+                ),
+                a["new_flow_ns"]["median"].as_f64().unwrap_or(f64::NAN),
+                colour,
+            ));
+        }
+    } else {
+        title = "In-kernel cost per path, empty conntrack (log scale)";
+        if let Some(t) = results["kernel"]["tables"].get(0) {
+            for (key, _) in PATHS {
+                bars.push((
+                    (*key).to_owned(),
+                    t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN),
+                    "#2a7ab0",
+                ));
+            }
+        }
+    }
+    let (w, bar_h, left, top) = (760.0, 26.0, 190.0, 40.0);
+    let h = top + bar_h * bars.len() as f64 + 40.0;
+    let finite: Vec<f64> = bars
+        .iter()
+        .map(|b| b.1)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    let lo = finite
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0);
+    let hi = finite.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+    let (lmin, lmax) = (lo.log10().floor(), hi.log10().ceil());
+    let span = w - left - 90.0;
+    let x = |v: f64| left + (v.log10() - lmin) / (lmax - lmin).max(1.0) * span;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"20\" font-size=\"14\">{title}</text>\n"
+    );
+    let mut e = lmin;
+    while e <= lmax {
+        let v = 10f64.powf(e);
+        let xv = x(v);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{xv:.1}\" y1=\"{top}\" x2=\"{xv:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{xv:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+            h - 30.0,
+            h - 14.0,
+            fmt_ns(v)
+        );
+        e += 1.0;
+    }
+    for (i, (label, v, colour)) in bars.iter().enumerate() {
+        let y = top + bar_h * i as f64;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
+            left - 8.0,
+            y + bar_h * 0.65
+        );
+        if v.is_finite() && *v > 0.0 {
+            let xv = x(*v);
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{left}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+                y + 3.0,
+                (xv - left).max(1.0),
+                bar_h - 6.0,
+                xv + 4.0,
+                y + bar_h * 0.65,
+                fmt_ns(*v)
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Where a command's output file lives (for callers that print it).
+pub fn latest_dir(out_dir: &Path) -> PathBuf {
+    out_dir.join("latest")
+}

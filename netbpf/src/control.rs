@@ -1,0 +1,278 @@
+//! Live control: change the NAT rules of a running datapath without a
+//! restart, by writing its pinned maps (`netbpf publish add|del`,
+//! `netbpf masquerade add|del`).
+//!
+//! Rules are validated exactly as the config file validates them (each one
+//! is parsed as a one-rule config), and checked against the rules already
+//! in the datapath the same way the config checks rules against each
+//! other. Flows already open are not touched: removing a rule stops new
+//! flows, established ones run until they expire. The config file stays
+//! the source of truth: a SIGHUP reload (or a restart) puts the datapath
+//! back to what the file says.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use aya::maps::{LpmTrie, Map, MapData, MapError, lpm_trie::Key};
+use netbpf_common::{
+    MasqPrefix, MasqRule, PUBLISH_KEY_FIXED_BITS, PublishKey, PublishRule, map_names,
+};
+
+use crate::{
+    config::{Config, ConfigError, Ipv4Cidr, Masquerade, PortRange, Proto, Publish},
+    datapath::port_blocks,
+    maps::{self, MapsError},
+};
+
+/// Why a live change was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The rule is invalid (same checks as the config file).
+    #[error("invalid rule")]
+    Invalid(#[source] ConfigError),
+    /// The rule conflicts with one the datapath already has.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such rule in the datapath.
+    #[error("{0}")]
+    NotFound(String),
+    /// Reading the pinned maps failed (is a datapath running?).
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    /// Writing a map failed.
+    #[error("map {name}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Parses one `[[publish]]` rule given as its config keys.
+pub fn parse_publish(
+    proto: &str,
+    port: &str,
+    to: &str,
+    address: Option<Ipv4Addr>,
+) -> Result<Publish, ControlError> {
+    let port_value = if port.contains('-') {
+        format!("{port:?}")
+    } else {
+        port.to_owned()
+    };
+    let address = address
+        .map(|a| format!("address = \"{a}\"\n"))
+        .unwrap_or_default();
+    let toml = format!(
+        "[uplink]\ninterface = \"live\"\n[[publish]]\nproto = {proto:?}\nport = {port_value}\nto = {to:?}\n{address}"
+    );
+    let config = Config::from_toml(&toml).map_err(ControlError::Invalid)?;
+    config
+        .publish
+        .into_iter()
+        .next()
+        .ok_or_else(|| ControlError::NotFound("no publish rule parsed".into()))
+}
+
+/// Parses one `[[masquerade]]` rule given as its config keys.
+pub fn parse_masquerade(source: &str, ports: Option<&str>) -> Result<Masquerade, ControlError> {
+    let ports = ports
+        .map(|p| format!("ports = {p:?}\n"))
+        .unwrap_or_default();
+    let toml =
+        format!("[uplink]\ninterface = \"live\"\n[[masquerade]]\nsource = {source:?}\n{ports}");
+    let config = Config::from_toml(&toml).map_err(ControlError::Invalid)?;
+    config
+        .masquerade
+        .into_iter()
+        .next()
+        .ok_or_else(|| ControlError::NotFound("no masquerade rule parsed".into()))
+}
+
+fn trie<K: aya::Pod, V: aya::Pod>(
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<LpmTrie<MapData, K, V>, ControlError> {
+    let data = maps::open_pinned(pin_dir, name)?;
+    LpmTrie::try_from(Map::LpmTrie(data)).map_err(|source| ControlError::Map { name, source })
+}
+
+/// A published rule as the datapath holds it: protocol, address, range.
+fn held_rules(pin_dir: &Path) -> Result<Vec<(u8, [u8; 4], PublishRule)>, ControlError> {
+    let mut rules: Vec<(u8, [u8; 4], PublishRule)> = Vec::new();
+    for e in maps::read_publish(pin_dir)? {
+        let r = (e.key.proto, e.key.addr, e.rule);
+        if !rules.contains(&r) {
+            rules.push(r);
+        }
+    }
+    Ok(rules)
+}
+
+/// Adds a published port (range) to the running datapath.
+pub fn publish_add(pin_dir: &Path, p: &Publish) -> Result<(), ControlError> {
+    let addr = p.address.map(|a| a.octets()).unwrap_or([0; 4]);
+    for (proto, held_addr, rule) in held_rules(pin_dir)? {
+        let held = PortRange {
+            start: rule.host_port_min,
+            end: rule.host_port_max,
+        };
+        let addresses_collide = addr == [0; 4] || held_addr == [0; 4] || addr == held_addr;
+        if proto == p.proto.number() && addresses_collide && held.overlaps(&p.port) {
+            return Err(ControlError::Conflict(format!(
+                "{} port {} overlaps the published {} {} on {} → {}:{}",
+                p.proto,
+                p.port,
+                p.proto,
+                held,
+                host_addr(held_addr),
+                Ipv4Addr::from(rule.to_addr),
+                rule.to_port
+            )));
+        }
+    }
+    let name = map_names::PUBLISH;
+    let mut trie: LpmTrie<MapData, PublishKey, PublishRule> = trie(pin_dir, name)?;
+    let rule = PublishRule {
+        to_addr: p.to_addr.octets(),
+        to_port: p.to_port,
+        host_port_min: p.port.start,
+        host_port_max: p.port.end,
+        _pad: 0,
+    };
+    for (base, bits) in port_blocks(p.port.start, p.port.end) {
+        let key = Key::new(
+            PUBLISH_KEY_FIXED_BITS + bits,
+            PublishKey::new(p.proto.number(), addr, base),
+        );
+        trie.insert(&key, &rule, 0)
+            .map_err(|source| ControlError::Map { name, source })?;
+    }
+    Ok(())
+}
+
+fn host_addr(addr: [u8; 4]) -> String {
+    if addr == [0; 4] {
+        "*".into()
+    } else {
+        Ipv4Addr::from(addr).to_string()
+    }
+}
+
+/// Removes the published rule for exactly this protocol, host port (range)
+/// and address.
+pub fn publish_del(
+    pin_dir: &Path,
+    proto: Proto,
+    port: PortRange,
+    address: Option<Ipv4Addr>,
+) -> Result<usize, ControlError> {
+    let addr = address.map(|a| a.octets()).unwrap_or([0; 4]);
+    let name = map_names::PUBLISH;
+    let blocks: Vec<_> = maps::read_publish(pin_dir)?
+        .into_iter()
+        .filter(|e| {
+            e.key.proto == proto.number()
+                && e.key.addr == addr
+                && e.rule.host_port_min == port.start
+                && e.rule.host_port_max == port.end
+        })
+        .collect();
+    if blocks.is_empty() {
+        return Err(ControlError::NotFound(format!(
+            "no published {proto} port {port} on {} in the datapath (see `netbpf nat list`)",
+            host_addr(addr)
+        )));
+    }
+    let mut trie: LpmTrie<MapData, PublishKey, PublishRule> = trie(pin_dir, name)?;
+    for e in &blocks {
+        match trie.remove(&Key::new(e.prefix_len, e.key)) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(ControlError::Map { name, source }),
+        }
+    }
+    Ok(blocks.len())
+}
+
+/// Adds a masquerade rule; `to` defaults to the address the datapath's
+/// other masquerade rules translate to.
+pub fn masquerade_add(
+    pin_dir: &Path,
+    m: &Masquerade,
+    to: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, ControlError> {
+    let held = maps::read_masquerade(pin_dir)?;
+    for e in &held {
+        let cidr = Ipv4Cidr {
+            addr: Ipv4Addr::from(e.source),
+            prefix_len: e.prefix_len as u8,
+        };
+        if cidr.overlaps(&m.source) {
+            return Err(ControlError::Conflict(format!(
+                "source {} overlaps the masqueraded {cidr}",
+                m.source
+            )));
+        }
+    }
+    let to = match to.or_else(|| held.first().map(|e| Ipv4Addr::from(e.rule.to_addr))) {
+        Some(to) => to,
+        None => {
+            return Err(ControlError::NotFound(
+                "the datapath has no masquerade rule to take the address from: give --to (the uplink address)"
+                    .into(),
+            ));
+        }
+    };
+    let name = map_names::MASQ_RULES;
+    let mut trie: LpmTrie<MapData, MasqPrefix, MasqRule> = trie(pin_dir, name)?;
+    let (port_min, port_max) = m.ports.map(|r| (r.start, r.end)).unwrap_or((0, 0));
+    let rule = MasqRule {
+        to_addr: to.octets(),
+        port_min,
+        port_max,
+    };
+    let key = Key::new(u32::from(m.source.prefix_len), m.source.addr.octets());
+    trie.insert(&key, &rule, 0)
+        .map_err(|source| ControlError::Map { name, source })?;
+    Ok(to)
+}
+
+/// Removes the masquerade rule for exactly this source CIDR.
+pub fn masquerade_del(pin_dir: &Path, source: Ipv4Cidr) -> Result<(), ControlError> {
+    let name = map_names::MASQ_RULES;
+    let held = maps::read_masquerade(pin_dir)?;
+    if !held
+        .iter()
+        .any(|e| e.prefix_len == u32::from(source.prefix_len) && e.source == source.addr.octets())
+    {
+        return Err(ControlError::NotFound(format!(
+            "no masquerade rule for {source} in the datapath (see `netbpf nat list`)"
+        )));
+    }
+    let mut trie: LpmTrie<MapData, MasqPrefix, MasqRule> = trie(pin_dir, name)?;
+    trie.remove(&Key::new(
+        u32::from(source.prefix_len),
+        source.addr.octets(),
+    ))
+    .map_err(|source| ControlError::Map { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_validated_like_the_config() {
+        let p = parse_publish("tcp", "8000-8010", "10.77.0.2:4000", None).expect("valid");
+        assert_eq!((p.port.start, p.port.end, p.to_port), (8000, 8010, 4000));
+        let err = parse_publish("sctp", "80", "10.77.0.2:80", None).expect_err("bad proto");
+        assert!(format!("{:#}", anyhow::Error::from(err)).contains("publish[0].proto"));
+        let err = parse_publish("tcp", "80", "10.77.0.2", None).expect_err("no port");
+        assert!(format!("{:#}", anyhow::Error::from(err)).contains("publish[0].to"));
+        let m = parse_masquerade("10.78.0.0/16", Some("20000-30000")).expect("valid");
+        assert_eq!(m.source.prefix_len, 16);
+        let err = parse_masquerade("10.78.0.1/16", None).expect_err("host bits");
+        assert!(format!("{:#}", anyhow::Error::from(err)).contains("host bits"));
+    }
+}
