@@ -79,24 +79,9 @@ pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> 
     };
     rewrite::rewrite(ctx, pkt, Side::Source, from.addr, src, from.port)?;
     rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, dst, to.port)?;
-    decrement_ttl(ctx, pkt, ttl)?;
+    rewrite::decrement_ttl(ctx, pkt, ttl)?;
     stats::inc(Counter::HairpinPackets);
     redirect(ctx, pkt, to.addr)
-}
-
-/// TTL minus one, with the header checksum fixed (RFC 1812 §5.3.1).
-#[inline(always)]
-fn decrement_ttl(ctx: &TcContext, pkt: &Packet, ttl_proto: [u8; 2]) -> Result<(), Counter> {
-    let new = [ttl_proto[0] - 1, ttl_proto[1]];
-    let fail = |_| Counter::DropRewriteFailed;
-    ctx.l3_csum_replace(
-        pkt.l3_off + off::IP_CHECK,
-        u16::from_ne_bytes(ttl_proto) as u64,
-        u16::from_ne_bytes(new) as u64,
-        2,
-    )
-    .map_err(fail)?;
-    ctx.store(pkt.l3_off + off::IP_TTL, &new, 0).map_err(fail)
 }
 
 /// Sends the translated packet straight to the interface that leads to

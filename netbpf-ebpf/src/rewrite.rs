@@ -243,3 +243,22 @@ pub(crate) fn rewrite_quoted(
     }
     Ok(())
 }
+
+/// TTL minus one, with the header checksum fixed (RFC 1812 §5.3.1).
+#[inline(always)]
+pub(crate) fn decrement_ttl(
+    ctx: &TcContext,
+    pkt: &Packet,
+    ttl_proto: [u8; 2],
+) -> Result<(), Counter> {
+    let new = [ttl_proto[0] - 1, ttl_proto[1]];
+    let fail = |_| Counter::DropRewriteFailed;
+    ctx.l3_csum_replace(
+        pkt.l3_off + off::IP_CHECK,
+        u16::from_ne_bytes(ttl_proto) as u64,
+        u16::from_ne_bytes(new) as u64,
+        2,
+    )
+    .map_err(fail)?;
+    ctx.store(pkt.l3_off + off::IP_TTL, &new, 0).map_err(fail)
+}

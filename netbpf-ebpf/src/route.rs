@@ -236,7 +236,7 @@ fn forward(
         stats::inc(Counter::RouteTtlExpired);
         return Ok(Verdict::Pass);
     }
-    decrement_ttl(ctx, pkt, ttl)?;
+    crate::rewrite::decrement_ttl(ctx, pkt, ttl)?;
     let macs = [
         dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3], dst_mac[4], dst_mac[5], src_mac[0],
         src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5],
@@ -247,20 +247,4 @@ fn forward(
     // SAFETY: plain helper call; flags 0 = the device's egress.
     let rc = unsafe { bpf_redirect(ifindex, 0) };
     Ok(Verdict::Redirect(rc as i32))
-}
-
-/// TTL minus one, with the header checksum fixed incrementally over the
-/// TTL/protocol word (RFC 1812 §5.3.1, RFC 1624).
-#[inline(always)]
-fn decrement_ttl(ctx: &TcContext, pkt: &Packet, ttl_proto: [u8; 2]) -> Result<(), Counter> {
-    let new = [ttl_proto[0] - 1, ttl_proto[1]];
-    let fail = |_| Counter::DropRewriteFailed;
-    ctx.l3_csum_replace(
-        pkt.l3_off + off::IP_CHECK,
-        u16::from_ne_bytes(ttl_proto) as u64,
-        u16::from_ne_bytes(new) as u64,
-        2,
-    )
-    .map_err(fail)?;
-    ctx.store(pkt.l3_off + off::IP_TTL, &new, 0).map_err(fail)
 }

@@ -294,6 +294,19 @@ pub fn load_with_pins(config: &Config, pin_dir: Option<&Path>) -> Result<Ebpf, D
     })
 }
 
+/// A map of the loaded object by name.
+fn map_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map, DatapathError> {
+    ebpf.map_mut(name).ok_or(DatapathError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })
+}
+
 /// Writes the masquerade rules into a loaded object.
 pub fn fill_masquerade(
     ebpf: &mut Ebpf,
@@ -301,12 +314,7 @@ pub fn fill_masquerade(
     uplink_addr: Ipv4Addr,
 ) -> Result<(), DatapathError> {
     let name = map_names::MASQ_RULES;
-    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
-        name,
-        source: MapError::InvalidName {
-            name: name.to_owned(),
-        },
-    })?;
+    let map = map_mut(ebpf, name)?;
     let mut trie: LpmTrie<_, MasqPrefix, MasqRule> =
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     let mut wanted = Vec::new();
@@ -381,12 +389,7 @@ pub fn fill_publish(
     local_addrs: &[Ipv4Addr],
 ) -> Result<(), DatapathError> {
     let name = map_names::PUBLISH;
-    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
-        name,
-        source: MapError::InvalidName {
-            name: name.to_owned(),
-        },
-    })?;
+    let map = map_mut(ebpf, name)?;
     let mut trie: LpmTrie<_, PublishKey, PublishRule> =
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     let mut wanted = Vec::new();
@@ -414,12 +417,7 @@ pub fn fill_publish(
     }
     prune_trie(&mut trie, name, &wanted)?;
     let name = map_names::LOCAL_ADDRS;
-    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
-        name,
-        source: MapError::InvalidName {
-            name: name.to_owned(),
-        },
-    })?;
+    let map = map_mut(ebpf, name)?;
     let mut addrs: aya::maps::HashMap<_, [u8; 4], u32> =
         aya::maps::HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     for a in local_addrs {
@@ -599,12 +597,7 @@ fn attach_sock_hooks(
     };
     let cookie = netns_cookie().map_err(cg_err)?;
     let name = map_names::SOCK_NETNS;
-    let map = ebpf.map_mut(name).ok_or(DatapathError::Map {
-        name,
-        source: MapError::InvalidName {
-            name: name.to_owned(),
-        },
-    })?;
+    let map = map_mut(ebpf, name)?;
     let mut netns: aya::maps::Array<_, u64> =
         aya::maps::Array::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     netns
