@@ -1195,3 +1195,104 @@ fn inside_addresses_arriving_from_outside_are_dropped() {
     assert_eq!(rc, TC_SHOT);
     assert_eq!(dp.counter(Counter::DropSpoofedFromOutside), 1);
 }
+
+#[test]
+fn hairpin_packet_is_translated_both_ways_and_redirected() {
+    if !require_root("hairpin_packet_is_translated_both_ways_and_redirected") {
+        return;
+    }
+    let dp = publish_dp();
+    // The test thread's private namespace needs a route to the containers
+    // for the redirect's FIB lookup.
+    for args in [
+        &[
+            "link", "add", "nbk0", "type", "veth", "peer", "name", "nbk1",
+        ][..],
+        &["link", "set", "nbk0", "up"],
+        &["addr", "add", "10.77.0.1/24", "dev", "nbk0"],
+        &["link", "set", "lo", "up"],
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "ip {args:?}");
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding");
+    // c2 → host:8080 (published to c1:4000): c2's mapping as the source,
+    // c1 as the destination, TTL one less.
+    let syn = tcp(45000, 8080, SYN);
+    let (rc, out) = dp.run(programs::INSIDE, &simple(C2, UPLINK, &syn));
+    assert_eq!(rc, 7, "TC_ACT_REDIRECT");
+    let p = u16::from_be_bytes([out[34], out[35]]);
+    let want = frame(
+        UPLINK,
+        C1,
+        &tcp(p, 4000, SYN),
+        &IpOpts {
+            ttl: Some(62),
+            ..Default::default()
+        },
+    );
+    assert_bytes(&out, &want, "hairpinned SYN");
+    // c1's answer goes back to c2 as if from the published port.
+    let (rc, back) = dp.run(
+        programs::INSIDE,
+        &simple(C1, UPLINK, &tcp(4000, p, SYN | ACK)),
+    );
+    assert_eq!(rc, 7);
+    let want = frame(
+        UPLINK,
+        C2,
+        &tcp(8080, 45000, SYN | ACK),
+        &IpOpts {
+            ttl: Some(62),
+            ..Default::default()
+        },
+    );
+    assert_bytes(&back, &want, "hairpinned SYN-ACK");
+    assert_eq!(dp.counter(Counter::HairpinPackets), 2);
+    // Traffic to anything else is left to the stack.
+    let pkt = simple(C2, REMOTE, &tcp(45001, 443, SYN));
+    assert_eq!(dp.run(programs::INSIDE, &pkt).0, TC_NEXT);
+}
+
+#[test]
+fn icmp_parameter_problem_and_time_exceeded_both_ways() {
+    if !require_root("icmp_parameter_problem_and_time_exceeded_both_ways") {
+        return;
+    }
+    let dp = publish_dp();
+    let q = udp(6363, 53, b"query");
+    assert_eq!(dp.out_port(C1, &q), 6363);
+    let p = dp.out_port(C2, &q);
+    let router = Ipv4Addr::new(198, 51, 100, 1);
+    // Parameter problem from outside, pointer in the rest-of-header.
+    let sent = quote(&ip_packet(UPLINK, REMOTE, &udp(p, 53, b"query")), 8);
+    let (rc, out) = dp.ingress(&simple(
+        router,
+        UPLINK,
+        &icmp_error(12, 0, [20, 0, 0, 0], &sent),
+    ));
+    assert_eq!(rc, TC_OK);
+    let original = quote(&ip_packet(C2, REMOTE, &udp(6363, 53, b"query")), 8);
+    assert_bytes(
+        &out,
+        &simple(router, C2, &icmp_error(12, 0, [20, 0, 0, 0], &original)),
+        "parameter problem in",
+    );
+    // Time exceeded and parameter problem from a container about what a
+    // remote sent to its published port.
+    dp.ingress(&simple(REMOTE, UPLINK, &udp(40001, 5353, b"hi")));
+    let received = ip_packet(REMOTE, C1, &udp(40001, 53, b"hi"));
+    let as_sent = ip_packet(REMOTE, UPLINK, &udp(40001, 5353, b"hi"));
+    for (t, code, rest) in [(11u8, 0u8, [0u8; 4]), (12, 0, [8, 0, 0, 0])] {
+        let (rc, out) = dp.egress(&simple(C1, REMOTE, &icmp_error(t, code, rest, &received)));
+        assert_eq!(rc, TC_OK, "type {t}");
+        assert_bytes(
+            &out,
+            &simple(UPLINK, REMOTE, &icmp_error(t, code, rest, &as_sent)),
+            "out",
+        );
+    }
+}

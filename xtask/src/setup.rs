@@ -100,6 +100,11 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "bird2",
         why: "the multi-host lab and tests/bgp.rs run a BIRD 2 daemon per host to carry container routes between hosts over BGP",
     },
+    DebianTool {
+        binary: "trafgen",
+        package: "netsniff-ng",
+        why: "`cargo xtask bench` sends its router traffic with trafgen (a random source per packet, so every packet is a new flow) to compare netbpf with iptables-nft (docs/performance.md)",
+    },
 ];
 
 /// State of one `setup` run.

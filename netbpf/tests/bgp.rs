@@ -1,0 +1,358 @@
+//! Container routes across hosts over BGP, end to end with real BIRD
+//! daemons: three container hosts in namespaces (prefix
+//! `nbt-bgp<x>-<pid>`) on one bridge segment, each with routed containers,
+//! its own netbpf daemon (`--netns`, pins under `/sys/fs/bpf/<prefix>-hN`)
+//! and its own BIRD (`ip netns exec`, config, control socket and pid file
+//! in a per-test temporary directory). Everything is removed on drop,
+//! also when a test fails.
+//!
+//! Needs root and `bird` (Debian `bird2`; `cargo xtask setup` installs it).
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    path::Path,
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::require_root;
+use netbpf::{
+    lab::{self, SERVICE_PORT, Transport, WhoamiServer, parse_whoami},
+    multihost::{Host, MultiHost, container_addr},
+};
+use netbpf_common::Counter;
+
+/// How long a change may take to reach the other hosts' kernels. The
+/// daemon notices within 250 ms, BIRD reconfigures and sends the update
+/// at once; measured well under a second. The bound leaves room for a
+/// loaded CI machine.
+const PROPAGATION_BOUND: Duration = Duration::from_secs(3);
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_netbpf"))
+}
+
+fn prefix(x: &str) -> String {
+    format!("nbt-bgp{x}-{}", std::process::id())
+}
+
+fn bird_installed() -> bool {
+    let found = std::process::Command::new("bird")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("bird is not installed (cargo xtask setup installs bird2) and CI must not skip");
+        }
+        eprintln!("SKIPPED: bird is not installed (cargo xtask setup installs bird2)");
+    }
+    found
+}
+
+fn run(host: &Host, args: &[&str]) -> Output {
+    host.netbpf(exe()).args(args).output().expect("run netbpf")
+}
+
+#[track_caller]
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "netbpf failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Builds and starts `hosts` hosts with `per_host` containers, waits for
+/// BGP to converge.
+fn started(x: &str, hosts: usize, per_host: usize) -> (MultiHost, Vec<WhoamiServer>) {
+    let mut lab = MultiHost::build(&prefix(x), hosts, per_host).expect("build");
+    let servers = lab.serve().expect("servers");
+    if let Err(e) = lab.start(exe()) {
+        for h in &lab.hosts {
+            eprintln!("host {} daemon log:\n{}", h.index, h.daemon_log());
+        }
+        panic!("start: {e}");
+    }
+    let took = lab
+        .wait_converged(Duration::from_secs(30))
+        .unwrap_or_else(|e| {
+            for h in &lab.hosts {
+                eprintln!("host {} daemon log:\n{}", h.index, h.daemon_log());
+            }
+            panic!("{e}")
+        });
+    eprintln!("converged in {took:?}");
+    (lab, servers)
+}
+
+/// Polls `f` every 20 ms until it is true; returns how long it took, or
+/// None after `bound`.
+fn within(bound: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > bound {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_route(host: &Host, addr: Ipv4Addr) -> bool {
+    host.kernel_bgp_routes()
+        .map(|r| r.contains(&addr))
+        .unwrap_or(false)
+}
+
+#[test]
+fn three_hosts_reach_every_container_by_its_own_ip() {
+    if !require_root("three_hosts_reach_every_container_by_its_own_ip") || !bird_installed() {
+        return;
+    }
+    let (lab, _servers) = started("reach", 3, 2);
+    for h in &lab.hosts {
+        for c in &h.containers {
+            for o in lab.hosts.iter().filter(|o| o.index != h.index) {
+                for d in &o.containers {
+                    let dst = SocketAddrV4::new(d.addr, SERVICE_PORT);
+                    let tcp = lab::tcp_whoami(&c.ns, dst)
+                        .unwrap_or_else(|e| panic!("tcp {} → {}: {e}", c.addr, d.addr));
+                    assert!(
+                        tcp.starts_with(&format!("container {} on host {}", d.addr, o.index)),
+                        "{tcp}"
+                    );
+                    // No NAT anywhere: the far container sees the sender's own IP.
+                    assert_eq!(*parse_whoami(&tcp).expect("addr").ip(), c.addr, "{tcp}");
+                    let udp = lab::udp_whoami(&c.ns, 0, dst)
+                        .unwrap_or_else(|e| panic!("udp {} → {}: {e}", c.addr, d.addr));
+                    assert_eq!(*parse_whoami(&udp).expect("addr").ip(), c.addr, "{udp}");
+                }
+            }
+        }
+    }
+    // The datapath forwarded in the kernel both ways on every host:
+    // bpf_fib_lookup found BIRD's route and the next host as neighbour.
+    for h in &lab.hosts {
+        let stats = netbpf::maps::read_stats(&h.pin_dir).expect("stats");
+        assert!(
+            stats.get(Counter::RoutedOut) > 0,
+            "host {} routed_out",
+            h.index
+        );
+        assert!(
+            stats.get(Counter::RoutedIn) > 0,
+            "host {} routed_in",
+            h.index
+        );
+    }
+    // netbpf bgp status, from BIRD's socket, as JSON and as text.
+    let h1 = &lab.hosts[0];
+    let config = h1.dir.join("netbpf.toml");
+    let config = config.to_str().expect("utf-8");
+    let out = ok(run(h1, &["bgp", "status", "--json", "--config", config]));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let peers = s["peers"].as_array().expect("peers");
+    assert_eq!(peers.len(), 2, "{s:#}");
+    for p in peers {
+        assert_eq!(p["bgp_state"], "Established", "{s:#}");
+        assert_eq!(p["neighbor_as"], 64512, "{s:#}");
+        assert_eq!(p["imported"], 2, "{s:#}");
+        assert_eq!(p["exported"], 2, "{s:#}");
+    }
+    let announced: BTreeSet<&str> = s["announced"]
+        .as_array()
+        .expect("announced")
+        .iter()
+        .filter_map(|r| r["prefix"].as_str())
+        .collect();
+    assert_eq!(
+        announced,
+        BTreeSet::from(["10.10.1.1/32", "10.10.1.2/32"]),
+        "{s:#}"
+    );
+    let learned = s["learned"].as_array().expect("learned");
+    assert_eq!(learned.len(), 4, "{s:#}");
+    assert!(learned.iter().any(|r| r["prefix"] == "10.10.2.1/32"
+        && r["via"] == "10.0.0.12"
+        && r["interface"] == "eth0"));
+    let out = ok(run(h1, &["bgp", "status", "--config", config]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 of 2 established"), "{text}");
+    assert!(text.contains("10.10.3.2/32"), "{text}");
+}
+
+#[test]
+fn added_container_is_reachable_from_other_hosts_and_removed_is_withdrawn() {
+    if !require_root("added_container_is_reachable_from_other_hosts_and_removed_is_withdrawn")
+        || !bird_installed()
+    {
+        return;
+    }
+    let (mut lab, _servers) = started("adddel", 3, 1);
+    let prefix = lab.prefix.clone();
+    let new_addr = container_addr(1, 2);
+    let (veth, _new_servers) = {
+        let c = lab.hosts[0].wire_container(&prefix, 2).expect("wire");
+        let servers: Vec<WhoamiServer> = [Transport::Tcp, Transport::Udp]
+            .into_iter()
+            .map(|t| {
+                WhoamiServer::spawn(
+                    &c.ns,
+                    t,
+                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                    "new container: you are",
+                )
+                .expect("server")
+            })
+            .collect();
+        (c.host_veth.clone(), servers)
+    };
+    let addr_s = new_addr.to_string();
+    ok(run(
+        &lab.hosts[0],
+        &[
+            "containers",
+            "add",
+            "--address",
+            &addr_s,
+            "--interface",
+            &veth,
+        ],
+    ));
+    for o in &lab.hosts[1..] {
+        let took = within(PROPAGATION_BOUND, || has_route(o, new_addr)).unwrap_or_else(|| {
+            panic!(
+                "host {} has no route to {new_addr} after {PROPAGATION_BOUND:?}; host 1 log:\n{}",
+                o.index,
+                lab.hosts[0].daemon_log()
+            )
+        });
+        eprintln!("added: host {} has the route after {took:?}", o.index);
+    }
+    let dst = SocketAddrV4::new(new_addr, SERVICE_PORT);
+    for o in &lab.hosts[1..] {
+        let c = &o.containers[0];
+        let seen = lab::tcp_whoami(&c.ns, dst).expect("tcp to the new container");
+        assert_eq!(*parse_whoami(&seen).expect("addr").ip(), c.addr);
+        let seen = lab::udp_whoami(&c.ns, 0, dst).expect("udp to the new container");
+        assert_eq!(*parse_whoami(&seen).expect("addr").ip(), c.addr);
+    }
+
+    ok(run(
+        &lab.hosts[0],
+        &["containers", "del", "--address", &addr_s],
+    ));
+    for o in &lab.hosts[1..] {
+        let took = within(PROPAGATION_BOUND, || !has_route(o, new_addr))
+            .unwrap_or_else(|| panic!("host {} still routes {new_addr}", o.index));
+        eprintln!("removed: withdrawn on host {} after {took:?}", o.index);
+    }
+    let c = &lab.hosts[1].containers[0];
+    assert!(
+        lab::tcp_whoami(&c.ns, dst).is_err(),
+        "unreachable once withdrawn"
+    );
+    // The other containers are undisturbed.
+    let other = SocketAddrV4::new(container_addr(1, 1), SERVICE_PORT);
+    lab::tcp_whoami(&c.ns, other).expect("host 1's first container still reachable");
+    lab.hosts[0].unwire_container(new_addr);
+}
+
+/// An echo server in `ns` on `addr`; returns when it listens.
+fn echo_server(ns: &netbpf::netns::Netns, addr: SocketAddrV4) -> thread::JoinHandle<()> {
+    let listener = ns
+        .run(move || TcpListener::bind(addr))
+        .expect("netns")
+        .expect("bind");
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 64];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+fn echo(stream: &mut BufReader<TcpStream>, msg: &str) -> std::io::Result<String> {
+    stream.get_mut().write_all(format!("{msg}\n").as_bytes())?;
+    let mut line = String::new();
+    stream.read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
+#[test]
+fn bird_restart_keeps_routes_and_established_connections() {
+    if !require_root("bird_restart_keeps_routes_and_established_connections") || !bird_installed() {
+        return;
+    }
+    let (mut lab, _servers) = started("restart", 3, 1);
+    let a = container_addr(1, 1);
+    let b = container_addr(2, 1);
+    let echo_addr = SocketAddrV4::new(b, 7007);
+    let server = echo_server(&lab.hosts[1].containers[0].ns, echo_addr);
+    let stream = lab.hosts[0].containers[0]
+        .ns
+        .run(move || TcpStream::connect_timeout(&SocketAddr::V4(echo_addr), Duration::from_secs(3)))
+        .expect("netns")
+        .expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    assert_eq!(stream.local_addr().expect("local").ip(), a);
+    let mut stream = BufReader::new(stream);
+    assert_eq!(echo(&mut stream, "before").expect("echo"), "before");
+
+    // BIRD on host 2 dies (SIGKILL: no BGP goodbye). Host 1 keeps its
+    // routes to host 2 as stale (graceful restart); host 2's kernel keeps
+    // the routes BIRD installed (persist).
+    lab.hosts[1].bird.as_mut().expect("bird").kill();
+    thread::sleep(Duration::from_millis(500));
+    assert!(has_route(&lab.hosts[0], b), "host 1 still routes {b}");
+    assert!(has_route(&lab.hosts[1], a), "host 2 still routes {a}");
+    assert_eq!(
+        echo(&mut stream, "during").expect("connection survives BIRD's death"),
+        "during"
+    );
+    // Host 2's BIRD comes back with graceful restart recovery.
+    lab.hosts[1].start_bird(true).expect("restart bird");
+    let socket = lab.hosts[1].bird.as_ref().expect("bird").socket.clone();
+    let established = || {
+        netbpf::bgp::status(&socket).is_ok_and(|s| {
+            s.peers.len() == 2
+                && s.peers.iter().all(|p| p.bgp_state == "Established")
+                && s.learned.len() == 2
+        })
+    };
+    let took = within(Duration::from_secs(30), established).unwrap_or_else(|| {
+        panic!(
+            "host 2's sessions not re-established: {:#?}",
+            netbpf::bgp::status(&socket)
+        )
+    });
+    eprintln!("BIRD restarted: sessions re-established after {took:?}");
+    lab.wait_converged(Duration::from_secs(10))
+        .expect("every route in every kernel");
+    for _ in 0..10 {
+        assert!(has_route(&lab.hosts[0], b), "never withdrawn on host 1");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        echo(&mut stream, "after").expect("connection survives the restart"),
+        "after"
+    );
+    drop(stream);
+    let _ = server.join();
+}
