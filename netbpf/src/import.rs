@@ -90,6 +90,11 @@ pub struct Imported {
     /// Where netbpf's behaviour differs from the rules in ways the
     /// importer accepts (also written into the TOML as comments).
     pub notes: Vec<String>,
+    /// The rule (`(line, text)`) each of `config.masquerade` came from, in
+    /// the same order.
+    pub masquerade_origin: Vec<(usize, String)>,
+    /// The rules each of `config.publish` came from, in the same order.
+    pub publish_origin: Vec<Vec<(usize, String)>>,
 }
 
 /// The kernel's conntrack timeouts, as netbpf's four classes.
@@ -1176,6 +1181,8 @@ pub fn import_iptables_save(text: &str, opts: &ImportOptions) -> Result<Imported
         config,
         skipped: w.skipped,
         notes: w.notes,
+        masquerade_origin: w.masq.iter().map(|m| (m.line, m.text.clone())).collect(),
+        publish_origin: publish.iter().map(|p| p.origin.clone()).collect(),
     })
 }
 

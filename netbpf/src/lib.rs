@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bgp;
+pub mod coexist;
 pub mod config;
 pub mod conntrack;
 pub mod containers;

@@ -364,6 +364,10 @@ fn import_iptables_save(args: ImportArgs) -> Result<()> {
 async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     let config = Config::load(&args.config)?;
     config.log_warnings();
+    // iptables NAT rules left in place that translate the same traffic.
+    for w in netbpf::coexist::check_iptables(&config) {
+        warn!("{w}");
+    }
     // Another daemon on these pins is the first thing to report (before
     // the metrics port it would also hold); the datapath takes the lock for
     // good when it starts.
