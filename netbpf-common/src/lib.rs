@@ -45,6 +45,12 @@ pub mod map_names {
     /// LRU hash: [`crate::FragKey`] → [`crate::FragValue`], the translation
     /// of a fragmented datagram's first fragment, for the ones that follow.
     pub const FRAGS: &str = "FRAGS";
+    /// Ring buffer of [`crate::NatEvent`]s (mapping created), read by the
+    /// daemon when session events are enabled.
+    pub const EVENTS: &str = "EVENTS";
+    /// Array of one u32: non-zero when session events are enabled (so the
+    /// kernel side costs one lookup per new mapping when they are not).
+    pub const EVENTS_ON: &str = "EVENTS_ON";
     /// LRU hash: [`crate::FragStashKey`] → [`crate::FragStash`], fragments
     /// held until their first fragment arrives.
     pub const FRAG_STASH: &str = "FRAG_STASH";
@@ -73,11 +79,13 @@ pub mod map_names {
     pub const ROUTE_UPLINK: &str = "ROUTE_UPLINK";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
         FRAGS,
+        EVENTS,
+        EVENTS_ON,
         FRAG_STASH,
         FRAG_HELD,
         FRAG_SCRATCH,
@@ -296,6 +304,35 @@ pub struct FragStash {
     pub frame: [u8; FRAG_STASH_BYTES],
 }
 const _: () = assert!(size_of::<FragStash>() == 8 + FRAG_STASH_BYTES);
+
+/// Kinds of [`NatEvent`].
+pub mod event_kind {
+    /// A mapping was created (from the kernel).
+    pub const MAPPING_CREATED: u32 = 1;
+    /// A mapping was released after its last flow expired (from userspace).
+    pub const MAPPING_EXPIRED: u32 = 2;
+    /// A TCP flow that had closed (FIN both ways, or RST) was removed (from
+    /// userspace).
+    pub const FLOW_CLOSED: u32 = 3;
+}
+
+/// A NAT session event (the RFC 8158 idea: who held which outside port
+/// when), as the kernel writes it into [`map_names::EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatEvent {
+    /// [`event_kind`].
+    pub kind: u32,
+    /// Always zero.
+    pub _pad: u32,
+    /// The inside endpoint.
+    pub inside: Endpoint,
+    /// The outside endpoint.
+    pub outside: Endpoint,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+}
+const _: () = assert!(size_of::<NatEvent>() == 32);
 
 /// One side of a translation: protocol, address and port (or ICMP id).
 /// Key and value of [`map_names::NAT_REVERSE`], key of
@@ -707,6 +744,7 @@ mod pod {
     unsafe impl aya::Pod for super::PublishRule {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::NatEvent {}
     unsafe impl aya::Pod for super::FragStashKey {}
     unsafe impl aya::Pod for super::FragStash {}
     unsafe impl aya::Pod for super::SockRevKey {}

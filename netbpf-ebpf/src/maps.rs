@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
@@ -30,6 +30,14 @@ pub(crate) static LOCAL_ADDRS: HashMap<[u8; 4], u32> =
 #[map]
 pub(crate) static FRAGS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(capacity::FRAGS, 0);
+
+/// Session events for the daemon (written only when enabled).
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Whether session events are enabled (index 0, non-zero = on).
+#[map]
+pub(crate) static EVENTS_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Fragments held until their first fragment arrives.
 #[map]

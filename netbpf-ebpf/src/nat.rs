@@ -21,14 +21,17 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use netbpf_common::{
     Counter, Endpoint, FlowKey, FragKey, FragValue, MAX_PORT_PROBES, MappingValue, MasqRule,
-    PUBLISH_KEY_BITS, PublishKey, PublishRule, flow_flags, proto,
+    NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, event_kind, flow_flags, proto,
 };
 
 use crate::{
     Verdict,
     conntrack::{self, Dir},
     icmp,
-    maps::{CONNTRACK, FRAGS, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE, PUBLISH},
+    maps::{
+        CONNTRACK, EVENTS, EVENTS_ON, FRAGS, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE,
+        PUBLISH,
+    },
     parse::{
         ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
         ICMP_TIME_EXCEEDED, L4, Packet,
@@ -465,6 +468,7 @@ fn mapping_for(inside: &Endpoint, rule: &MasqRule, now: u64) -> Result<Endpoint,
     match NAT_MAPPINGS.insert(inside, &value, BPF_NOEXIST as u64) {
         Ok(()) => {
             stats::inc(Counter::MappingsCreated);
+            mapping_event(inside, &outside, now);
             Ok(outside)
         }
         Err(e) => {
@@ -480,6 +484,25 @@ fn mapping_for(inside: &Endpoint, rule: &MasqRule, now: u64) -> Result<Endpoint,
             }
         }
     }
+}
+
+/// Reports a new mapping on the events ring buffer, if events are on.
+#[inline(always)]
+fn mapping_event(inside: &Endpoint, outside: &Endpoint, now: u64) {
+    match EVENTS_ON.get(0) {
+        Some(on) if *on != 0 => {}
+        _ => return,
+    }
+    let event = NatEvent {
+        kind: event_kind::MAPPING_CREATED,
+        _pad: 0,
+        inside: *inside,
+        outside: *outside,
+        time_ns: now,
+    };
+    // A full ring drops the event; the daemon reads fast and the counters
+    // still have the totals.
+    let _ = EVENTS.output(&event, 0);
 }
 
 /// The port range a rule allows for an inside endpoint, inclusive.

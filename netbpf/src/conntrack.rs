@@ -452,12 +452,16 @@ pub fn list(maps: &NatMaps, timeouts: &Timeouts) -> Result<Vec<FlowRow>, MapsErr
 }
 
 /// What one collection pass removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
     /// Flows expired.
     pub flows: usize,
     /// Mappings (with their reverse entries) released.
     pub mappings: usize,
+    /// The mappings released: (inside, outside), for session events.
+    pub released: Vec<(Endpoint, Endpoint)>,
+    /// The TCP flows removed after they had closed (FIN both ways or RST).
+    pub closed: Vec<(FlowKey, FlowValue)>,
 }
 
 /// Whether a flow idle since `last_seen_ns` has expired at `now_ns`.
@@ -483,7 +487,15 @@ pub fn collect_garbage(
         match maps.conntrack.get(&key, 0) {
             Ok(current) if current.last_seen_ns == value.last_seen_ns => {
                 match maps.conntrack.remove(&key) {
-                    Ok(()) => report.flows += 1,
+                    Ok(()) => {
+                        report.flows += 1;
+                        if matches!(
+                            FlowState::of(key.proto, value.flags),
+                            FlowState::Closing | FlowState::Reset
+                        ) {
+                            report.closed.push((key, value));
+                        }
+                    }
                     Err(aya::maps::MapError::KeyNotFound) => {}
                     Err(source) => {
                         return Err(MapsError::Map {
@@ -517,6 +529,7 @@ pub fn collect_garbage(
             let _ = maps.reverse.remove(&mapping.outside);
         }
         report.mappings += 1;
+        report.released.push((inside, mapping.outside));
     }
     // Reverse entries whose mapping is gone (a lost race in the kernel, or
     // a mapping removed above while its port was re-read): release them.

@@ -337,6 +337,16 @@ impl Lab {
     /// Starts `exe daemon` in the host namespace with [`Lab::config_toml`]
     /// and waits until its maps are pinned.
     pub fn start_daemon(&mut self, exe: &Path, extra_toml: &str) -> Result<(), LabError> {
+        self.start_daemon_with(exe, extra_toml, &[])
+    }
+
+    /// [`Lab::start_daemon`] with extra `daemon` arguments.
+    pub fn start_daemon_with(
+        &mut self,
+        exe: &Path,
+        extra_toml: &str,
+        daemon_args: &[&str],
+    ) -> Result<(), LabError> {
         let config = self.dir.join("netbpf.toml");
         fs::write(&config, self.config_toml(extra_toml))
             .map_err(io_err(format!("writing {}", config.display())))?;
@@ -355,6 +365,7 @@ impl Lab {
             .arg(&config)
             .arg("--gc-interval")
             .arg("1")
+            .args(daemon_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

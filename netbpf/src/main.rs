@@ -125,6 +125,11 @@ struct DaemonArgs {
     /// Seconds between conntrack expiry passes.
     #[arg(long, default_value_t = 5)]
     gc_interval: u64,
+    /// Write NAT session events (mapping created / expired, TCP flow
+    /// closed) as JSON lines to this file (appended), or `-` for standard
+    /// output. Off when not given.
+    #[arg(long)]
+    events: Option<PathBuf>,
     /// cgroup v2 directory whose processes (in this network namespace)
     /// reach published ports through socket hooks, like Docker's OUTPUT
     /// chain DNAT; `auto` = the root of the cgroup v2 mount, `none`
@@ -402,6 +407,17 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
         None => None,
     };
     let mut nat = datapath.nat_maps()?;
+    netbpf::events::set_enabled(&pin_dir, args.events.is_some())?;
+    let events = match &args.events {
+        Some(path) => {
+            let sink = netbpf::events::open_sink(path)
+                .with_context(|| format!("--events {}", path.display()))?;
+            let reader = netbpf::events::spawn_reader(&pin_dir, sink.clone())?;
+            info!("writing NAT session events to {}", path.display());
+            Some((sink, reader))
+        }
+        None => None,
+    };
     let metrics = netbpf::metrics::spawn(metrics_listener, pin_dir.clone());
     let timeouts = config.conntrack.timeouts;
     let mut gc = tokio::time::interval(Duration::from_secs(args.gc_interval.max(1)));
@@ -423,6 +439,9 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
                 match conntrack::collect_garbage(&mut nat, &timeouts, conntrack::monotonic_now_ns()) {
                     Ok(r) if r.flows + r.mappings > 0 => {
                         info!("expired {} flow(s), released {} mapping(s)", r.flows, r.mappings);
+                        if let Some((sink, _)) = &events {
+                            netbpf::events::write_gc(sink, &r);
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => warn!("conntrack expiry pass failed: {:#}", anyhow::Error::from(e)),

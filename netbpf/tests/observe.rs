@@ -532,3 +532,58 @@ fn explain_agrees_with_what_the_datapath_does() {
         "{text}"
     );
 }
+
+#[test]
+fn session_events_record_who_held_which_port() {
+    if !common::require_root("session_events_record_who_held_which_port") {
+        return;
+    }
+    let mut lab =
+        netbpf::lab::Lab::build(&format!("nbt-obev-{}", std::process::id()), 1).expect("lab");
+    let out = std::net::SocketAddrV4::new(netbpf::lab::OUTSIDE_ADDR, 4000);
+    let _udp =
+        netbpf::lab::WhoamiServer::spawn(&lab.outside, netbpf::lab::Transport::Udp, out, "you are")
+            .expect("udp");
+    let events = lab.dir.join("events.jsonl");
+    let events_arg = events.to_string_lossy().into_owned();
+    lab.start_daemon_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_netbpf")),
+        "[conntrack]\nudp_timeout = \"1s\"\n",
+        &["--events", &events_arg],
+    )
+    .expect("daemon");
+    let seen = netbpf::lab::parse_whoami(
+        &netbpf::lab::udp_whoami(&lab.containers[0].ns, 7777, out).expect("udp"),
+    )
+    .expect("answer");
+    // Created at once; expired after the timeout, a GC pass and the
+    // mapping grace period.
+    let deadline = std::time::Instant::now()
+        + netbpf::conntrack::MAPPING_GRACE
+        + std::time::Duration::from_secs(6);
+    let mut lines = Vec::new();
+    while std::time::Instant::now() < deadline {
+        lines = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if lines.iter().any(|l| l.contains("mapping_expired")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    for kind in ["mapping_created", "mapping_expired"] {
+        assert!(
+            parsed.iter().any(|e| e["event"] == kind
+                && e["proto"] == "udp"
+                && e["inside"] == "10.77.0.2:7777"
+                && e["outside"] == seen.to_string()),
+            "no {kind} for 10.77.0.2:7777 → {seen} in {lines:#?}"
+        );
+    }
+}
