@@ -6,6 +6,7 @@
 //! command except `setup` runs setup first, so a fresh clone needs only
 //! `cargo xtask test` (as root).
 
+mod bench;
 mod cmd;
 mod setup;
 mod toolchain;
@@ -62,6 +63,16 @@ enum Command {
     },
     /// Set up, then check formatting and run clippy with warnings denied.
     Lint,
+    /// Build (release) and run the benchmark as root: in-kernel cost per path, router
+    /// cost against iptables-nft, install time; writes results/ (docs/performance.md).
+    Bench {
+        /// The reduced matrix, under two minutes once built.
+        #[arg(long)]
+        quick: bool,
+        /// Skip the router bench (netbpf vs iptables-nft with trafgen).
+        #[arg(long)]
+        skip_router: bool,
+    },
 }
 
 /// What every subcommand needs.
@@ -107,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { release, args } => run_netbpf(&ctx, release, &args),
         Command::Test { args } => test(&ctx, &args),
         Command::Lint => lint(&ctx),
+        Command::Bench { quick, skip_router } => bench::run(&ctx, quick, skip_router),
     }
 }
 

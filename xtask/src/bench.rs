@@ -1,0 +1,54 @@
+//! `cargo xtask bench`: builds the release binaries and runs the benchmark
+//! (netbpf's `bench` example, code in `netbpf/src/bench.rs`) as root.
+//! Results go to `results/<timestamp>/` (bench.json, summary.md,
+//! plot.svg; `results/latest` points at the newest); the summary is
+//! printed. docs/performance.md explains the method.
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{Context, NETBPF, cmd::Cmd, setup, target_dir};
+
+/// The example that holds the bench's command line.
+const BENCH_EXAMPLE: &str = "bench";
+
+/// Runs the bench; `quick` is the reduced matrix (under two minutes once
+/// built).
+pub fn run(ctx: &Context, quick: bool, skip_router: bool) -> Result<()> {
+    if !setup::is_root()? {
+        bail!(
+            "`cargo xtask bench` must run as root: it loads eBPF programs, creates network \
+             namespaces and runs iptables inside them. Run it again as root"
+        );
+    }
+    setup::ensure(&ctx.root, &ctx.toolchain)?;
+    Cmd::cargo(&ctx.toolchain.channel, &ctx.root)
+        .args(["build", "--release", "--package", NETBPF])
+        .args(["--bin", NETBPF, "--example", BENCH_EXAMPLE])
+        .run()
+        .context("building netbpf and the bench (release)")?;
+    let release = target_dir(&ctx.root).join("release");
+    let mut recorded = String::from("cargo xtask bench");
+    if quick {
+        recorded.push_str(" --quick");
+    }
+    if skip_router {
+        recorded.push_str(" --skip-router");
+    }
+    let mut bench = Cmd::new(release.join("examples").join(BENCH_EXAMPLE));
+    bench
+        .current_dir(&ctx.root)
+        .child_env()
+        .arg("--out")
+        .arg(ctx.root.join("results"))
+        .arg("--netbpf")
+        .arg(release.join(NETBPF))
+        .arg("--command")
+        .arg(&recorded);
+    if quick {
+        bench.arg("--quick");
+    }
+    if skip_router {
+        bench.arg("--skip-router");
+    }
+    bench.run().context("the bench failed")
+}
