@@ -486,6 +486,121 @@ fn attach_tc_pinned(
     Ok(pin)
 }
 
+/// Loads (verifies) the NAT programs a start will attach.
+fn load_nat_programs(ebpf: &mut Ebpf, inside: bool, hooks: bool) -> Result<(), DatapathError> {
+    let mut tc = vec![programs::EGRESS, programs::INGRESS];
+    if inside {
+        tc.push(programs::INSIDE);
+    }
+    for name in tc {
+        let err = |source| DatapathError::Program { name, source };
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(err)?;
+        prog.load().map_err(err)?;
+    }
+    if hooks {
+        for name in programs::SOCK_ADDR {
+            let err = |source| DatapathError::Program { name, source };
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Program {
+                    name,
+                    source: ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(err)?;
+            prog.load().map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the rule maps held before a restart changed them.
+struct RuleSnapshot {
+    masq: Vec<(Key<MasqPrefix>, MasqRule)>,
+    publish: Vec<(Key<PublishKey>, PublishRule)>,
+    local: Vec<[u8; 4]>,
+}
+
+impl RuleSnapshot {
+    fn read(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+        let name = map_names::MASQ_RULES;
+        let masq: LpmTrie<_, MasqPrefix, MasqRule> = LpmTrie::try_from(map_mut(ebpf, name)?)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        let masq = masq.iter().filter_map(Result::ok).collect();
+        let name = map_names::PUBLISH;
+        let publish: LpmTrie<_, PublishKey, PublishRule> = LpmTrie::try_from(map_mut(ebpf, name)?)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        let publish = publish.iter().filter_map(Result::ok).collect();
+        let name = map_names::LOCAL_ADDRS;
+        let local: aya::maps::HashMap<_, [u8; 4], u32> =
+            aya::maps::HashMap::try_from(map_mut(ebpf, name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let local = local.keys().filter_map(Result::ok).collect();
+        Ok(Self {
+            masq,
+            publish,
+            local,
+        })
+    }
+
+    /// Writes the snapshot back and removes entries it did not have.
+    fn restore(self, ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+        let name = map_names::MASQ_RULES;
+        let mut masq: LpmTrie<_, MasqPrefix, MasqRule> = LpmTrie::try_from(map_mut(ebpf, name)?)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        for (k, v) in &self.masq {
+            masq.insert(k, v, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        let wanted: Vec<(u32, MasqPrefix)> = self
+            .masq
+            .iter()
+            .map(|(k, _)| (k.prefix_len(), k.data()))
+            .collect();
+        prune_trie(&mut masq, name, &wanted)?;
+        let name = map_names::PUBLISH;
+        let mut publish: LpmTrie<_, PublishKey, PublishRule> =
+            LpmTrie::try_from(map_mut(ebpf, name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        for (k, v) in &self.publish {
+            publish
+                .insert(k, v, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        let wanted: Vec<(u32, PublishKey)> = self
+            .publish
+            .iter()
+            .map(|(k, _)| (k.prefix_len(), k.data()))
+            .collect();
+        prune_trie(&mut publish, name, &wanted)?;
+        let name = map_names::LOCAL_ADDRS;
+        let mut local: aya::maps::HashMap<_, [u8; 4], u32> =
+            aya::maps::HashMap::try_from(map_mut(ebpf, name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let stale: Vec<[u8; 4]> = local
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !self.local.contains(k))
+            .collect();
+        for a in &self.local {
+            local
+                .insert(a, &1, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        for k in stale {
+            let _ = local.remove(&k);
+        }
+        Ok(())
+    }
+}
+
 /// The link pinned at `pin`, if there is one of the right kind.
 fn adopt_link<L: TryFrom<aya::programs::links::FdLink>>(pin: &Path) -> Option<L> {
     if !pin.exists() {
@@ -615,7 +730,9 @@ fn attach_sock_hooks(
             })?
             .try_into()
             .map_err(err)?;
-        prog.load().map_err(err)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(err)?;
+        }
         let pin = pins::link_pin(pin_dir, name, "cgroup");
         if let Some(link) = adopt_link::<CgroupSockAddrLink>(&pin) {
             prog.attach_to_link(link).map_err(err)?;
@@ -710,8 +827,45 @@ impl Datapath {
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_relay) {
             warn!("kernel log relay unavailable: {e}");
         }
-        fill_masquerade(&mut ebpf, config, resolved.uplink_addr)?;
-        fill_publish(&mut ebpf, config, &resolved.local_addrs)?;
+        // Verify every NAT program before anything shared changes: a
+        // rejected program leaves an adopted datapath exactly as it was.
+        let hooks = options.cgroup.is_some() && !config.publish.is_empty();
+        load_nat_programs(&mut ebpf, !resolved.inside.is_empty(), hooks)?;
+        // The rule maps are shared with the running programs when adopting:
+        // keep what they hold, to put it back if a later step fails.
+        let before = if adopting {
+            Some(RuleSnapshot::read(&mut ebpf)?)
+        } else {
+            None
+        };
+        match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved) {
+            Ok(routing) => Ok((ebpf, routing)),
+            Err(e) => {
+                if let Some(before) = before {
+                    match before.restore(&mut ebpf) {
+                        Ok(()) => warn!("restart failed: the previous rules were put back"),
+                        Err(r) => warn!(
+                            "restart failed, and putting the previous rules back failed too: {:#}",
+                            anyhow::Error::from(r)
+                        ),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills the rule maps, attaches (or swaps into pinned links) every
+    /// program, removes links no longer wanted, and starts routing.
+    fn fill_and_attach(
+        ebpf: &mut Ebpf,
+        config: &Config,
+        pin_dir: &Path,
+        options: &Options,
+        resolved: &Resolved,
+    ) -> Result<crate::containers::Routing, DatapathError> {
+        fill_masquerade(ebpf, config, resolved.uplink_addr)?;
+        fill_publish(ebpf, config, &resolved.local_addrs)?;
         let uplink = |attach| TcTarget {
             ifname: &resolved.uplink,
             ifindex: resolved.uplink_ifindex,
@@ -719,38 +873,38 @@ impl Datapath {
         };
         let mut wanted = vec![
             attach_tc_pinned(
-                &mut ebpf,
+                ebpf,
                 programs::EGRESS,
                 uplink(TcAttachType::Egress),
-                true,
+                false,
                 pin_dir,
             )?,
             attach_tc_pinned(
-                &mut ebpf,
+                ebpf,
                 programs::INGRESS,
                 uplink(TcAttachType::Ingress),
-                true,
+                false,
                 pin_dir,
             )?,
         ];
-        for (i, (ifname, ifindex)) in resolved.inside.iter().enumerate() {
+        for (ifname, ifindex) in &resolved.inside {
             let target = TcTarget {
                 ifname,
                 ifindex: *ifindex,
                 attach: TcAttachType::Ingress,
             };
             wanted.push(attach_tc_pinned(
-                &mut ebpf,
+                ebpf,
                 programs::INSIDE,
                 target,
-                i == 0,
+                false,
                 pin_dir,
             )?);
         }
         if let Some(cgroup) = &options.cgroup
             && !config.publish.is_empty()
         {
-            wanted.extend(attach_sock_hooks(&mut ebpf, cgroup, pin_dir)?);
+            wanted.extend(attach_sock_hooks(ebpf, cgroup, pin_dir)?);
         }
         // Links an earlier daemon pinned that this config does not want
         // (an interface gone, publish removed): unpinning detaches them.
@@ -763,13 +917,12 @@ impl Datapath {
                 pins::remove_file(&link.path)?;
             }
         }
-        let mut routing =
-            crate::containers::Routing::start(&mut ebpf, config, resolved.uplink_ifindex)?;
+        let mut routing = crate::containers::Routing::start(ebpf, config, resolved.uplink_ifindex)?;
         if let Err(e) = routing.follow_neighbours(pin_dir) {
-            routing.stop(&mut ebpf);
+            routing.stop(ebpf);
             return Err(e.into());
         }
-        Ok((ebpf, routing))
+        Ok(routing)
     }
 
     /// Reconciles the routing programs with the container maps (containers

@@ -195,3 +195,43 @@ fn a_second_daemon_for_the_same_pins_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another netbpf daemon is running"), "{err}");
 }
+
+#[test]
+fn a_failed_restart_puts_the_previous_rules_back() {
+    if !require_root("a_failed_restart_puts_the_previous_rules_back") {
+        return;
+    }
+    let mut lab = Lab::build(&format!("nbt-rs3-{}", std::process::id()), 1).expect("lab");
+    let _c1 = WhoamiServer::spawn(
+        &lab.containers[0].ns,
+        Transport::Tcp,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4000),
+        "c1 saw",
+    )
+    .expect("c1 tcp");
+    let publish = |port: u16| {
+        format!("[[publish]]\nproto = \"tcp\"\nport = {port}\nto = \"10.77.0.2:4000\"\n")
+    };
+    lab.start_daemon(exe(), &publish(8081)).expect("daemon");
+    let old = SocketAddrV4::new(UPLINK_ADDR, 8081);
+    assert!(lab::tcp_whoami(&lab.outside, old).is_ok());
+    lab.stop_daemon().expect("SIGTERM");
+    // A restart that changes the rules, then fails attaching the socket
+    // hooks (no such cgroup): it must leave the old rules in place.
+    let err = lab
+        .start_daemon_with(
+            exe(),
+            &publish(9090),
+            &["--cgroup", "/nonexistent-netbpf-cgroup"],
+        )
+        .expect_err("the restart fails");
+    let text = format!("{err:?}");
+    assert!(text.contains("cgroup"), "{text}");
+    assert!(text.contains("previous rules were put back"), "{text}");
+    let seen = lab::tcp_whoami(&lab.outside, old).expect("the old rule still works");
+    assert!(seen.starts_with("c1 saw"), "{seen}");
+    assert!(
+        lab::tcp_whoami(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 9090)).is_err(),
+        "the failed restart's rule is not in place"
+    );
+}
