@@ -179,13 +179,26 @@ struct ExplainArgs {
     /// Destination ADDR:PORT.
     dst: String,
     /// The interface the packet arrives on: the uplink means from outside,
-    /// any other from a container. Default: guessed from the addresses.
+    /// a routed container's veth from that container, any other from a
+    /// (masqueraded) container. Default: guessed from the addresses.
     #[arg(long = "in", value_name = "IFACE")]
     in_iface: Option<String>,
     /// TCP: whether the packet is an opening SYN (`syn`) or anything else
     /// (`ack`: mid-connection, SYN-ACK, FIN, RST).
     #[arg(long, default_value = "syn", value_parser = ["syn", "ack"])]
     tcp_flags: String,
+    /// IP TTL of the packet as it arrives (routing forwards only above 1).
+    #[arg(long, default_value_t = netbpf::explain::DEFAULT_TTL)]
+    ttl: u8,
+    /// The packet is an ICMP error (PROTO must be icmp; SRC and DST are the
+    /// outer addresses, ports ignored): dest-unreach (3), time-exceeded
+    /// (11) or parameter-problem (12). Needs --quoted.
+    #[arg(long, value_name = "TYPE", requires = "quoted")]
+    icmp_error: Option<String>,
+    /// The packet the ICMP error quotes: PROTO SRC:PORT DST:PORT (for icmp,
+    /// an echo request whose SRC port is its identifier).
+    #[arg(long, num_args = 3, value_names = ["PROTO", "SRC:PORT", "DST:PORT"], requires = "icmp_error")]
+    quoted: Option<Vec<String>>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -525,7 +538,7 @@ fn conntrack_top(args: ConntrackTopArgs, pin_dir: &std::path::Path) -> Result<()
 fn explain(args: ExplainArgs, pin_dir: &std::path::Path) -> Result<()> {
     use netbpf::explain::{self as ex, Direction, Query, TcpFlags};
     let proto = parse_proto(&args.proto)?;
-    let endpoint = |what: &str, s: &str| -> Result<std::net::SocketAddrV4> {
+    let endpoint = |what: &str, s: &str, proto: u8| -> Result<std::net::SocketAddrV4> {
         if let Ok(a) = s.parse() {
             return Ok(a);
         }
@@ -535,29 +548,67 @@ fn explain(args: ExplainArgs, pin_dir: &std::path::Path) -> Result<()> {
             _ => Err(anyhow::anyhow!("{what} {s:?}: expected IPV4:PORT")),
         }
     };
+    let icmp_error = match (&args.icmp_error, &args.quoted) {
+        (Some(t), Some(quoted)) => {
+            if proto != netbpf_common::proto::ICMP {
+                anyhow::bail!("--icmp-error: PROTO must be icmp (the error's own protocol)");
+            }
+            let icmp_type = ex::ICMP_ERROR_TYPES
+                .iter()
+                .find(|(n, name)| *name == t.as_str() || n.to_string() == *t)
+                .map(|(n, _)| *n)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--icmp-error {t:?}: expected dest-unreach (3), time-exceeded (11) or parameter-problem (12)"
+                    )
+                })?;
+            let [qp, qs, qd] = quoted.as_slice() else {
+                anyhow::bail!("--quoted: expected PROTO SRC:PORT DST:PORT");
+            };
+            let qproto = parse_proto(qp)?;
+            Some(ex::IcmpError {
+                icmp_type,
+                quoted: ex::Quoted {
+                    proto: qproto,
+                    src: endpoint("--quoted SRC", qs, qproto)?,
+                    dst: endpoint("--quoted DST", qd, qproto)?,
+                },
+            })
+        }
+        _ => None,
+    };
+    let iif = match &args.in_iface {
+        Some(iface) => Some(netbpf::netdev::ifindex(iface)?),
+        None => None,
+    };
     let query = Query {
         proto,
-        src: endpoint("SRC", &args.src)?,
-        dst: endpoint("DST", &args.dst)?,
+        src: endpoint("SRC", &args.src, proto)?,
+        dst: endpoint("DST", &args.dst, proto)?,
         tcp: if args.tcp_flags == "ack" {
             TcpFlags::NotSyn
         } else {
             TcpFlags::Syn
         },
+        ttl: args.ttl,
+        iif,
+        icmp_error,
     };
-    let nat = NatMaps::open_pinned(pin_dir)?;
-    let rules = ex::Rules::read(pin_dir, &nat)?;
+    let live = ex::LiveMaps::open_pinned(pin_dir)?;
+    let rules = ex::Rules::read(pin_dir, &live.nat)?;
     let direction = match &args.in_iface {
-        None => ex::infer_direction(&rules, &nat, &query),
+        None => ex::infer_direction(&rules, &live, &query),
         Some(iface) => {
             if ex::is_uplink(&rules, iface)? {
                 Direction::Ingress
+            } else if iif.is_some_and(|i| ex::Lookup::container_if(&live, i).is_some()) {
+                Direction::FromRoutedContainer
             } else {
                 Direction::FromContainer
             }
         }
     };
-    let explanation = ex::explain(&rules, &nat, &query, direction);
+    let explanation = ex::explain(&rules, &live, &query, direction);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&explanation)?);
     } else {

@@ -409,6 +409,42 @@ fn explain_agrees_with_what_the_datapath_does() {
     assert_eq!(e["src"], "203.0.113.1:40000");
     assert!(e.to_string().contains("conntrack hit"), "{e}");
 
+    // An ICMP error about that flow's packet (as it left) maps back to
+    // c1; one about a destination the flow does not talk to is dropped.
+    let e = explain(
+        &lab,
+        &[
+            "icmp",
+            "203.0.113.2",
+            "203.0.113.1",
+            "--icmp-error",
+            "dest-unreach",
+            "--quoted",
+            "tcp",
+            "203.0.113.1:40000",
+            "203.0.113.2:4000",
+        ],
+    );
+    assert_eq!(e["direction"], "ingress", "{e}");
+    assert_eq!(e["counter"], "icmp_errors_translated", "{e}");
+    assert_eq!(e["dst"], "10.77.0.2:0", "{e}");
+    assert_eq!(e["quoted"]["src"], "10.77.0.2:40000", "{e}");
+    let e = explain(
+        &lab,
+        &[
+            "icmp",
+            "203.0.113.2",
+            "203.0.113.1",
+            "--icmp-error",
+            "3",
+            "--quoted",
+            "tcp",
+            "203.0.113.1:40000",
+            "203.0.113.2:4001",
+        ],
+    );
+    assert_eq!(e["counter"], "drop_icmp_no_flow", "{e}");
+
     // 2. The outside to the published port: DNAT to c1:4000.
     let e = explain(&lab, &["tcp", "203.0.113.2:5555", "203.0.113.1:8081"]);
     assert_eq!(e["direction"], "ingress", "{e}");
@@ -531,6 +567,125 @@ fn explain_agrees_with_what_the_datapath_does() {
         text.contains("verdict: translated to 203.0.113.1:40001"),
         "{text}"
     );
+}
+
+/// The MAC of `iface` in `ns`.
+fn mac_of(ns: &Netns, iface: &str) -> String {
+    let out = ns
+        .exec("cat", &[&format!("/sys/class/net/{iface}/address")])
+        .expect("read mac");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn explain_follows_routed_containers() {
+    if !require_root("explain_follows_routed_containers") {
+        return;
+    }
+    let mut lab =
+        Lab::build_with(&format!("nbt-exr-{}", std::process::id()), 0, 2).expect("build lab");
+    let mut servers = Vec::new();
+    for c in &lab.routed {
+        servers.push(
+            WhoamiServer::spawn(
+                &c.ns,
+                Transport::Tcp,
+                sa(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                &format!("container {}", c.addr),
+            )
+            .expect("server"),
+        );
+    }
+    let extra = lab.routed_toml();
+    lab.start_daemon(exe(), &extra).expect("daemon starts");
+    let peer = lab.peer.as_ref().expect("peer");
+    let (r1, r2) = (&lab.routed[0], &lab.routed[1]);
+    let (r1_addr, r2_addr) = (r1.addr.to_string(), r2.addr.to_string());
+    let counter = |c: netbpf_common::Counter| maps::read_stats(&lab.pin_dir).expect("stats").get(c);
+
+    // 1. From the peer to r1: netbpf_ingress passes it on, netbpf_route_in
+    //    forwards it to veth-r1 with r1's MAC; the datapath does just that.
+    let to_r1 = format!("{r1_addr}:4000");
+    let e = explain(&lab, &["tcp", "10.0.1.2:5555", &to_r1, "--in", "eth0"]);
+    assert_eq!(e["direction"], "ingress", "{e}");
+    assert_eq!(e["verdict"], "forwarded", "{e}");
+    assert_eq!(e["counter"], "routed_in", "{e}");
+    assert_eq!(e["interface"], "veth-r1", "{e}");
+    assert_eq!(e["dst_mac"], mac_of(&r1.ns, "eth0"), "{e}");
+    assert_eq!(e["src_mac"], mac_of(&lab.host, "veth-r1"), "{e}");
+    assert_eq!(e["ttl"], 63);
+    let before = counter(netbpf_common::Counter::RoutedIn);
+    let seen = tcp_from_port(peer, 5555, sa(r1.addr, SERVICE_PORT)).expect("peer to r1");
+    assert!(seen.starts_with(&format!("container {r1_addr}")), "{seen}");
+    assert!(counter(netbpf_common::Counter::RoutedIn) > before);
+    let e = explain(
+        &lab,
+        &["tcp", "10.0.1.2:5555", &to_r1, "--in", "eth0", "--ttl", "1"],
+    );
+    assert_eq!(e["verdict"], "to_kernel", "{e}");
+    assert_eq!(e["counter"], "route_ttl_expired");
+
+    // 2. r1 to r2 on the same host: straight to veth-r2.
+    let to_r2 = format!("{r2_addr}:4000");
+    let e = explain(&lab, &["tcp", &format!("{r1_addr}:40000"), &to_r2]);
+    assert_eq!(e["direction"], "from_routed_container", "{e}");
+    assert_eq!(e["verdict"], "forwarded", "{e}");
+    assert_eq!(e["counter"], "routed_local");
+    assert_eq!(e["interface"], "veth-r2");
+    assert_eq!(e["dst_mac"], mac_of(&r2.ns, "eth0"), "{e}");
+    let before = counter(netbpf_common::Counter::RoutedLocal);
+    let seen = tcp_from_port(&r1.ns, 40000, sa(r2.addr, SERVICE_PORT)).expect("r1 to r2");
+    assert_eq!(parse_whoami(&seen), Some(sa(r1.addr, 40000)), "{seen}");
+    assert!(counter(netbpf_common::Counter::RoutedLocal) > before);
+
+    // 3. r1 to the peer: the kernel's route says on-link out of eth0; the
+    //    next hop's MAC comes from NEIGHBOURS once the host knows the peer
+    //    (it answered r1's traffic above).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let e = loop {
+        let e = explain(&lab, &["udp", &format!("{r1_addr}:5353"), "10.0.1.2:4000"]);
+        if e["verdict"] == "forwarded" || std::time::Instant::now() > deadline {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(e["verdict"], "forwarded", "{e}");
+    assert_eq!(e["counter"], "routed_out");
+    assert_eq!(e["interface"], "eth0");
+    assert_eq!(e["dst_mac"], mac_of(peer, "eth0"), "{e}");
+    assert_eq!(e["src_mac"], mac_of(&lab.host, "eth0"), "{e}");
+    assert!(e.to_string().contains("on-link: next hop 10.0.1.2"), "{e}");
+    let before = counter(netbpf_common::Counter::RoutedOut);
+    let _peer_udp = WhoamiServer::spawn(
+        peer,
+        Transport::Udp,
+        sa(lab::PEER_ADDR, SERVICE_PORT),
+        "peer",
+    )
+    .expect("peer server");
+    let seen = lab::udp_whoami(&r1.ns, 5353, sa(lab::PEER_ADDR, SERVICE_PORT)).expect("r1 to peer");
+    assert_eq!(parse_whoami(&seen), Some(sa(r1.addr, 5353)), "{seen}");
+    assert!(counter(netbpf_common::Counter::RoutedOut) > before);
+
+    // 4. A source that is not the veth's container: dropped.
+    let e = explain(
+        &lab,
+        &[
+            "udp",
+            &format!("{r2_addr}:1"),
+            "10.0.1.2:53",
+            "--in",
+            "veth-r1",
+        ],
+    );
+    assert_eq!(e["verdict"], "dropped", "{e}");
+    assert_eq!(e["counter"], "drop_spoofed");
+    let text = cli(
+        &lab,
+        &["explain", "tcp", &format!("{r1_addr}:40000"), &to_r2],
+    );
+    assert!(text.contains("1. netbpf_container"), "{text}");
+    assert!(text.contains("verdict: forwarded out of veth-r2"), "{text}");
 }
 
 #[test]
