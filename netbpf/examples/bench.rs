@@ -25,10 +25,29 @@ struct Cli {
     /// Skip the router bench (netbpf vs iptables with trafgen).
     #[arg(long)]
     skip_router: bool,
+    /// Instead of the bench: run one warm in-kernel path back to back (for
+    /// `perf record -e cpu-clock` / `bpftool prog`), e.g. dnat_established.
+    #[arg(long, value_name = "PATH")]
+    spin: Option<String>,
+    /// How long `--spin` runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(path) = &cli.spin {
+        return match netbpf::bench::spin(path, cli.seconds) {
+            Ok(ns) => {
+                println!("{path}: {ns:.1} ns per run (kernel-timed mean)");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("bench: error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let command = cli
         .command
         .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));

@@ -32,17 +32,18 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    programs::{ProgramInfo, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use netbpf_common::{
-    Counter, Endpoint, FlowKey, FlowValue, PUBLISH_KEY_BITS, PublishKey, PublishRule, flow_flags,
-    map_names, proto,
+    ContainerEntry, Counter, Endpoint, FlowKey, FlowValue, PUBLISH_KEY_BITS, PublishKey,
+    PublishRule, RouteUplink, flow_flags, map_names, proto,
 };
 use serde_json::{Value, json};
 
 use crate::{
     config::Config,
+    containers::programs as route_programs,
     datapath::{self, programs},
     lab::{self, Lab},
     netns::Netns,
@@ -76,6 +77,28 @@ const PUBLISHED_PORT: u16 = 8080;
 const CONTAINER_PORT: u16 = 4000;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
+
+/// `TC_ACT_REDIRECT`: the routing programs' verdict after `bpf_redirect`.
+const TC_REDIRECT: u32 = 7;
+/// XDP verdicts.
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// Routing state for the routed-forward and ARP paths: one routed
+/// container `ROUTED` behind ifindex `ROUTED_IFINDEX`, a peer on the
+/// uplink's segment. The container's MAC in `CONTAINERS` is the uplink's
+/// own, so a forwarded frame is again addressed to the uplink and `repeat`
+/// forwards it again (see [`KernelDp::routed_warm`]).
+const ROUTED: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 5);
+const PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const ROUTE_UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
+const PEER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
+const VETH_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x05];
+const ROUTED_IFINDEX: u32 = 1;
+const UPLINK_IFINDEX: u32 = 5;
+/// Runs per `BPF_PROG_TEST_RUN` of the routed forward: a TTL of 255
+/// forwards 254 times (255 → 1), the next run would pass it to the kernel.
+const ROUTED_RUNS_PER_CALL: u32 = 254;
 
 /// First host port of the extra published ports (20000..20000+N).
 const EXTRA_PORT_BASE: u16 = 20000;
@@ -276,6 +299,44 @@ fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) ->
     f
 }
 
+/// `frame` with new Ethernet addresses and IPv4 TTL (header checksum
+/// recomputed).
+fn with_ttl_macs(mut f: Vec<u8>, ttl: u8, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[14 + 8] = ttl;
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let c = fold(sum16(&f[14..34], 0));
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Whether the IPv4 header checksum of an Ethernet + IPv4 frame is right.
+fn ip_checksum_ok(f: &[u8]) -> bool {
+    f.len() >= 34 && fold(sum16(&f[14..34], 0)) == 0
+}
+
+/// An ARP frame (RFC 826, IPv4 over Ethernet).
+fn arp_frame(
+    eth_dst: [u8; 6],
+    op: u16,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa.octets());
+    f
+}
+
 /// Address number `i` in `base` (a /16): `a.b.(i >> 8).(i & 0xff)`, skipping
 /// .0 and .255 host bytes is not needed for the programs.
 fn addr_in(base: [u8; 2], i: u32) -> Ipv4Addr {
@@ -317,30 +378,101 @@ impl KernelDp {
         let mut ebpf = datapath::load(&config).context("loading the eBPF object")?;
         datapath::fill_masquerade(&mut ebpf, &config, UPLINK)?;
         datapath::fill_publish(&mut ebpf, &config, &[UPLINK])?;
-        for name in [programs::EGRESS, programs::INGRESS, programs::INSIDE] {
+        fill_routing(&mut ebpf)?;
+        for name in [
+            programs::EGRESS,
+            programs::INGRESS,
+            programs::INSIDE,
+            route_programs::ROUTE_IN,
+        ] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
                 .try_into()?;
             p.load().with_context(|| format!("loading {name}"))?;
         }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(route_programs::ARP)
+            .ok_or_else(|| anyhow!("program {} missing", route_programs::ARP))?
+            .try_into()?;
+        xdp.load()
+            .with_context(|| format!("loading {}", route_programs::ARP))?;
         Ok(Self { ebpf })
+    }
+
+    /// The kernel's view of a loaded program (verifier and JIT sizes).
+    fn info(&self, prog: &str) -> Result<ProgramInfo> {
+        let p = self
+            .ebpf
+            .program(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing"))?;
+        let info = if prog == route_programs::ARP {
+            let x: &Xdp = p.try_into()?;
+            x.info()?
+        } else {
+            let c: &SchedClassifier = p.try_into()?;
+            c.info()?
+        };
+        Ok(info)
+    }
+
+    /// The routed forward, warm: `BPF_PROG_TEST_RUN` with repeat 254 on a
+    /// TTL-255 frame (every run forwards it and decrements the TTL; the
+    /// frame stays addressed to the uplink because the container's MAC is
+    /// the uplink's), `calls` times. Checked: `routed_in` grew by exactly
+    /// 254 per call, nothing expired, the frame comes out with TTL 1, the
+    /// new MACs and a valid header checksum. Returns the per-call averages.
+    fn routed_warm(&self, calls: u32) -> Result<Vec<f64>> {
+        let pkt = with_ttl_macs(
+            tcp_frame(PEER, 443, ROUTED, 40000, ACK),
+            255,
+            ROUTE_UPLINK_MAC,
+            PEER_MAC,
+        );
+        let want = with_ttl_macs(pkt.clone(), 1, ROUTE_UPLINK_MAC, VETH_MAC);
+        let before = self.counter(Counter::RoutedIn)?;
+        let expired = self.counter(Counter::RouteTtlExpired)?;
+        let mut out = Vec::with_capacity(calls as usize);
+        for _ in 0..calls {
+            let (rc, ns, got) = self.run(route_programs::ROUTE_IN, &pkt, ROUTED_RUNS_PER_CALL)?;
+            if rc != TC_REDIRECT || got != want || !ip_checksum_ok(&got) {
+                bail!(
+                    "routed_forward: repeat {ROUTED_RUNS_PER_CALL} gave verdict {rc} and a \
+                     different frame; not measuring that path"
+                );
+            }
+            out.push(ns);
+        }
+        let grew = self.counter(Counter::RoutedIn)? - before;
+        if grew != u64::from(calls * ROUTED_RUNS_PER_CALL)
+            || self.counter(Counter::RouteTtlExpired)? != expired
+        {
+            bail!("routed_forward: forwarded {grew} times, expected {calls} × 254");
+        }
+        Ok(out)
     }
 
     /// One `BPF_PROG_TEST_RUN`: (verdict, kernel-measured ns per run,
     /// packet out).
     fn run(&self, prog: &str, pkt: &[u8], repeat: u32) -> Result<(u32, f64, Vec<u8>)> {
-        let p: &SchedClassifier = self
+        let p = self
             .ebpf
             .program(prog)
-            .ok_or_else(|| anyhow!("program {prog} missing"))?
-            .try_into()?;
+            .ok_or_else(|| anyhow!("program {prog} missing"))?;
         let mut out = vec![0u8; pkt.len() + 256];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(pkt);
         opts.data_out = Some(&mut out);
         opts.repeat = repeat;
-        let r = p.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        // XDP (the ARP program) and tc programs run the same way.
+        let r = if prog == route_programs::ARP {
+            let x: &Xdp = p.try_into()?;
+            x.test_run(opts)
+        } else {
+            let c: &SchedClassifier = p.try_into()?;
+            c.test_run(opts)
+        }
+        .context("BPF_PROG_TEST_RUN")?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, r.duration.as_nanos() as f64, out))
     }
@@ -462,6 +594,38 @@ impl KernelDp {
     }
 }
 
+/// `ROUTE_UPLINK` and `CONTAINERS` as the daemon writes them for one
+/// routed container (see `ROUTED`), like netbpf/tests/routing.rs does.
+fn fill_routing(ebpf: &mut Ebpf) -> Result<()> {
+    let mut up: Array<&mut MapData, RouteUplink> = Array::try_from(
+        ebpf.map_mut(map_names::ROUTE_UPLINK)
+            .ok_or_else(|| anyhow!("map ROUTE_UPLINK missing"))?,
+    )?;
+    up.set(
+        0,
+        &RouteUplink {
+            ifindex: UPLINK_IFINDEX,
+            mac: ROUTE_UPLINK_MAC,
+            _pad: [0; 2],
+        },
+        0,
+    )?;
+    let mut c: HashMap<&mut MapData, [u8; 4], ContainerEntry> = HashMap::try_from(
+        ebpf.map_mut(map_names::CONTAINERS)
+            .ok_or_else(|| anyhow!("map CONTAINERS missing"))?,
+    )?;
+    c.insert(
+        &ROUTED.octets(),
+        &ContainerEntry {
+            ifindex: ROUTED_IFINDEX,
+            host_mac: VETH_MAC,
+            mac: ROUTE_UPLINK_MAC,
+        },
+        0,
+    )?;
+    Ok(())
+}
+
 /// Single-shot samples (repeat = 1) of `make(i)` for i in 0..n, each
 /// checked for verdict `want`.
 fn single_shots(
@@ -523,6 +687,15 @@ const PATHS: &[(&str, &str)] = &[
     ),
     ("miss_egress", "miss, egress (source not masqueraded)"),
     ("miss_ingress", "miss, ingress (host port, not published)"),
+    (
+        "routed_forward",
+        "routed forward (uplink tc ingress to a routed container)",
+    ),
+    (
+        "arp_reply",
+        "ARP reply (XDP, request for a routed container)",
+    ),
+    ("arp_miss", "miss, XDP ARP (request for another address)"),
 ];
 
 fn kernel_bench(quick: bool) -> Result<Value> {
@@ -530,6 +703,8 @@ fn kernel_bench(quick: bool) -> Result<Value> {
     let repeat: u32 = if quick { 20_000 } else { 200_000 };
     let fills: [u32; 3] = [0, 10_000, 1_000_000];
     let mut tables = Vec::new();
+    let mut ladder_out = Vec::new();
+    let mut programs_out = Vec::new();
     for fill in fills {
         // Room for the pre-filled flows, the new flows of the two new-flow
         // paths and a margin (a full hash map would make inserts fail).
@@ -697,6 +872,80 @@ fn kernel_bench(quick: bool) -> Result<Value> {
         )?;
         set_repeat(&mut paths, "dnat_established", ns, repeat);
 
+        // Routed forward (netbpf_route_in): the TTL only goes down, so no
+        // mirror entry can undo a run; instead each call forwards a TTL-255
+        // frame 254 times (see `KernelDp::routed_warm`), and there are as
+        // many calls as make `repeat` runs in all.
+        let calls = (repeat / ROUTED_RUNS_PER_CALL).max(16);
+        let per_call = dp.routed_warm(calls)?;
+        let fwd = with_ttl_macs(
+            tcp_frame(PEER, 443, ROUTED, 40000, ACK),
+            64,
+            ROUTE_UPLINK_MAC,
+            PEER_MAC,
+        );
+        let shots = single_shots(
+            &dp,
+            route_programs::ROUTE_IN,
+            samples,
+            TC_REDIRECT,
+            "routed_forward",
+            |_| fwd.clone(),
+        )?;
+        paths.insert(
+            "routed_forward".into(),
+            json!({
+                "single": dist(&shots),
+                "repeat_ns": median(&per_call),
+                "repeat": calls * ROUTED_RUNS_PER_CALL,
+                "repeat_calls": calls,
+                "repeat_runs_per_call": ROUTED_RUNS_PER_CALL,
+                "repeat_per_call": dist(&per_call),
+            }),
+        );
+
+        // ARP (XDP netbpf_arp). A request for a routed container becomes a
+        // reply, which the next run passes: `repeat` cannot time the
+        // answer. It is timed single-shot, minus an XDP floor taken from
+        // the ARP miss (a request for another address: unchanged, so
+        // measured both ways) the same way as the tc floor below.
+        let req = arp_frame([0xff; 6], 1, PEER_MAC, PEER, [0; 6], ROUTED);
+        let want = arp_frame(PEER_MAC, 2, ROUTE_UPLINK_MAC, ROUTED, PEER_MAC, PEER);
+        let (rc, _, out) = dp.run(route_programs::ARP, &req, 1)?;
+        if rc != XDP_TX || out != want {
+            bail!("arp_reply: verdict {rc} or a wrong reply: not measuring that path");
+        }
+        let miss = arp_frame([0xff; 6], 1, PEER_MAC, PEER, [0; 6], OTHER);
+        let (rc, arp_miss_ns, out) = dp.run(route_programs::ARP, &miss, repeat)?;
+        if rc != XDP_PASS || out != miss {
+            bail!("arp_miss: verdict {rc}, expected {XDP_PASS} and the frame unchanged");
+        }
+        let shots = single_shots(
+            &dp,
+            route_programs::ARP,
+            samples,
+            XDP_PASS,
+            "arp_miss",
+            |_| miss.clone(),
+        )?;
+        paths.insert(
+            "arp_miss".into(),
+            json!({"single": dist(&shots), "repeat_ns": arp_miss_ns, "repeat": repeat}),
+        );
+        let before = dp.counter(Counter::ArpReplies)?;
+        let shots = single_shots(
+            &dp,
+            route_programs::ARP,
+            samples,
+            XDP_TX,
+            "arp_reply",
+            |_| req.clone(),
+        )?;
+        if dp.counter(Counter::ArpReplies)? - before != u64::from(samples) {
+            bail!("arp_reply: not every request was answered");
+        }
+        paths.insert("arp_reply".into(), json!({"single": dist(&shots)}));
+
         // The timer floor of a single shot: what a one-run measurement adds
         // to the program's own cost (entering the timed section, one
         // clock read, a cold first run), from the miss path measured both
@@ -705,11 +954,33 @@ fn kernel_bench(quick: bool) -> Result<Value> {
             .as_f64()
             .unwrap_or(0.0);
         let floor = (miss_single - repeat_ns["miss_egress"]).max(0.0);
+        // The XDP program's own floor, from its miss path.
+        let arp_miss_single = paths["arp_miss"]["single"]["median_ns"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let xdp_floor = (arp_miss_single - arp_miss_ns).max(0.0);
         for (key, _) in PATHS {
+            let f = if key.starts_with("arp_") {
+                xdp_floor
+            } else {
+                floor
+            };
             if let Some(p) = paths.get_mut(*key) {
                 let m = p["single"]["median_ns"].as_f64().unwrap_or(0.0);
-                p["cost_ns"] = json!((m - floor).max(0.0));
+                p["cost_ns"] = json!((m - f).max(0.0));
             }
+        }
+        // The ARP answer's warm figure is an estimate: its single shot
+        // minus the XDP floor.
+        if let Some(p) = paths.get_mut("arp_reply") {
+            p["repeat_ns"] = p["cost_ns"].clone();
+            p["repeat_estimated"] = json!(true);
+        }
+        // The cost ladder and the programs' sizes do not depend on the
+        // table: once, with the empty one.
+        if tables.is_empty() {
+            ladder_out = ladder(&dp, repeat)?;
+            programs_out = program_stats(&dp)?;
         }
         tables.push(json!({
             "conntrack_entries": fill,
@@ -717,6 +988,7 @@ fn kernel_bench(quick: bool) -> Result<Value> {
             "load_s": load.as_secs_f64(),
             "prefill_s": prefill.as_secs_f64(),
             "single_shot_floor_ns": floor,
+            "xdp_single_shot_floor_ns": xdp_floor,
             "paths": paths,
         }));
     }
@@ -729,11 +1001,302 @@ fn kernel_bench(quick: bool) -> Result<Value> {
                    counter grew by `repeat` and the packet came back unchanged). single: \
                    repeat=1, one syscall per packet (new flows need a distinct tuple per \
                    run); cost_ns = its median minus the single-shot floor (miss_egress single \
-                   median minus its repeat time).",
+                   median minus its repeat time). routed_forward: the TTL only goes down, so \
+                   repeat = 254 on a TTL-255 frame per call (every run forwards; the routed \
+                   container's MAC is the uplink's so the frame stays addressed to the uplink; \
+                   checked: routed_in grew by 254 per call, TTL 1 and a valid checksum at the \
+                   end), repeat_ns = median of the per-call averages. arp_reply: a reply is \
+                   not a request, so repeat cannot time it; repeat_ns is an estimate, its \
+                   single-shot median minus the XDP floor (arp_miss single median minus its \
+                   repeat time). ladder: warm costs of cheap exits of the real programs, whose \
+                   differences price one step (a helper, a map lookup). programs: the \
+                   kernel's sizes of the loaded programs.",
         "samples_per_path": samples,
         "repeat": repeat,
         "tables": tables,
+        "ladder": ladder_out,
+        "programs": programs_out,
     }))
+}
+
+/// The warm cost ladder: cheap exits of the real programs on frames they
+/// leave unchanged, timed with `repeat`. Each step adds one kind of work
+/// to the one before, so differences price a helper or a map lookup.
+const LADDER: &[(&str, &str)] = &[
+    (
+        "xdp_not_arp",
+        "XDP netbpf_arp, IPv4 frame: bounds check, compare, XDP_PASS (no helper, no map)",
+    ),
+    (
+        "xdp_arp_miss",
+        "XDP netbpf_arp, request for another address: + CONTAINERS hash lookup (miss)",
+    ),
+    (
+        "tc_route_not_ip",
+        "tc netbpf_route_in, ARP frame: one bpf_skb_load_bytes (34 B), pass",
+    ),
+    (
+        "tc_route_not_routed",
+        "tc netbpf_route_in, IPv4 to another address: + CONTAINERS hash lookup (miss)",
+    ),
+    (
+        "tc_route_other_mac",
+        "tc netbpf_route_in, to a routed container, another MAC: + hit + ROUTE_UPLINK array lookup",
+    ),
+    (
+        "tc_route_ttl1",
+        "tc netbpf_route_in, TTL 1: + parse_tc + bpf_skb_load_bytes (TTL) + STATS add",
+    ),
+    (
+        "tc_egress_not_ip",
+        "tc netbpf_egress, ARP frame: direct-access Ethernet parse + STATS add (passed)",
+    ),
+    (
+        "tc_ingress_not_ip",
+        "tc netbpf_ingress, ARP frame: + skb->mark check",
+    ),
+    (
+        "tc_ingress_spoofed",
+        "tc netbpf_ingress, source in the masquerade CIDR: IPv4+TCP parse + MASQ_RULES LPM hit + STATS add (drop)",
+    ),
+];
+
+fn ladder(dp: &KernelDp, repeat: u32) -> Result<Vec<Value>> {
+    let arp_any = arp_frame([0xff; 6], 1, PEER_MAC, PEER, [0; 6], OTHER);
+    let ip_to = |dst: Ipv4Addr, mac: [u8; 6], ttl: u8| {
+        with_ttl_macs(tcp_frame(PEER, 443, dst, 40000, ACK), ttl, mac, PEER_MAC)
+    };
+    const TC_SHOT: u32 = 2;
+    let cases: [(&str, &str, Vec<u8>, u32); 9] = [
+        (
+            "xdp_not_arp",
+            route_programs::ARP,
+            ip_to(ROUTED, ROUTE_UPLINK_MAC, 64),
+            XDP_PASS,
+        ),
+        (
+            "xdp_arp_miss",
+            route_programs::ARP,
+            arp_any.clone(),
+            XDP_PASS,
+        ),
+        (
+            "tc_route_not_ip",
+            route_programs::ROUTE_IN,
+            arp_any.clone(),
+            TC_NEXT,
+        ),
+        (
+            "tc_route_not_routed",
+            route_programs::ROUTE_IN,
+            ip_to(OTHER, ROUTE_UPLINK_MAC, 64),
+            TC_NEXT,
+        ),
+        (
+            "tc_route_other_mac",
+            route_programs::ROUTE_IN,
+            ip_to(ROUTED, [0x02, 9, 9, 9, 9, 9], 64),
+            TC_NEXT,
+        ),
+        (
+            "tc_route_ttl1",
+            route_programs::ROUTE_IN,
+            ip_to(ROUTED, ROUTE_UPLINK_MAC, 1),
+            TC_NEXT,
+        ),
+        (
+            "tc_egress_not_ip",
+            programs::EGRESS,
+            arp_any.clone(),
+            TC_NEXT,
+        ),
+        ("tc_ingress_not_ip", programs::INGRESS, arp_any, TC_NEXT),
+        (
+            "tc_ingress_spoofed",
+            programs::INGRESS,
+            tcp_frame(C1, 40000, UPLINK, 22, ACK),
+            TC_SHOT,
+        ),
+    ];
+    // Rounds interleaved over the cases, median per case: the steps are a
+    // few ns, less than the drift of a loaded machine over the ladder.
+    const ROUNDS: usize = 5;
+    let mut times = vec![Vec::with_capacity(ROUNDS); cases.len()];
+    for _ in 0..ROUNDS {
+        for (i, (key, prog, pkt, want)) in cases.iter().enumerate() {
+            let (rc, ns, got) = dp.run(prog, pkt, repeat)?;
+            if rc != *want || got != *pkt {
+                bail!("ladder {key}: verdict {rc}, expected {want} and the frame unchanged");
+            }
+            times[i].push(ns);
+        }
+    }
+    let mut out = Vec::new();
+    for ((key, ..), t) in cases.iter().zip(&times) {
+        let desc = LADDER
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, d)| *d);
+        out.push(json!({
+            "key": key,
+            "what": desc,
+            "repeat_ns": median(t),
+            "rounds_ns": t,
+            "repeat": repeat,
+        }));
+    }
+    Ok(out)
+}
+
+/// Verifier and JIT figures of the loaded programs.
+fn program_stats(dp: &KernelDp) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for prog in [
+        programs::EGRESS,
+        programs::INGRESS,
+        programs::INSIDE,
+        route_programs::ROUTE_IN,
+        route_programs::ARP,
+    ] {
+        let info = dp.info(prog)?;
+        out.push(json!({
+            "program": prog,
+            "id": info.id(),
+            "verified_insns": info.verified_instruction_count(),
+            "xlated_bytes": info.size_translated(),
+            "xlated_insns": info.size_translated().map(|b| b / 8),
+            "jited_bytes": info.size_jitted(),
+            "maps": info.map_ids().ok().flatten().map(|m| m.len()),
+        }));
+    }
+    Ok(out)
+}
+
+/// Paths [`spin`] can run.
+pub const SPIN_PATHS: &[&str] = &[
+    "snat_established",
+    "reply_reverse",
+    "dnat_established",
+    "hairpin_not_needed",
+    "miss_egress",
+    "miss_ingress",
+    "routed_forward",
+    "arp_miss",
+];
+
+/// Runs one warm path (as part 1 sets it up, empty conntrack) back to back
+/// for `secs` seconds, for a profiler to sample: `perf record -e cpu-clock`
+/// on its CPU, `bpftool prog show|dump|profile` on the printed ids. Returns
+/// the mean kernel-timed ns per run.
+pub fn spin(path: &str, secs: u64) -> Result<f64> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("loading BPF programs needs root");
+    }
+    let mut dp = KernelDp::new(262_144)?;
+    // The established flows and their mirror entries, as in part 1.
+    let (rc, _, out) = dp.run(programs::EGRESS, &tcp_frame(C1, 40000, REMOTE, 443, SYN), 1)?;
+    if rc != TC_OK || out.len() < 38 {
+        bail!("the opening SYN was not translated ({rc})");
+    }
+    let q = u16::from_be_bytes([out[34], out[35]]);
+    dp.insert_flow(
+        FlowKey::new(proto::TCP, UPLINK.octets(), q, REMOTE.octets(), 443),
+        (C1, 40000),
+        flow_flags::SEEN_OUT | flow_flags::SEEN_IN,
+    )?;
+    dp.insert_reverse(
+        Endpoint::new(proto::TCP, C1.octets(), 40000),
+        Endpoint::new(proto::TCP, UPLINK.octets(), q),
+    )?;
+    let (rc, _, _) = dp.run(
+        programs::INGRESS,
+        &tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, SYN),
+        1,
+    )?;
+    if rc != TC_OK {
+        bail!("the opening DNAT SYN was not translated ({rc})");
+    }
+    dp.insert_publish(C1, CONTAINER_PORT, (UPLINK, PUBLISHED_PORT))?;
+    dp.insert_flow(
+        FlowKey::new(
+            proto::TCP,
+            UPLINK.octets(),
+            PUBLISHED_PORT,
+            REMOTE.octets(),
+            50000,
+        ),
+        (C1, CONTAINER_PORT),
+        flow_flags::SEEN_IN | flow_flags::OPENED_IN | flow_flags::PUBLISHED,
+    )?;
+    let (prog, pkt, repeat) = match path {
+        "snat_established" => (
+            programs::EGRESS,
+            tcp_frame(C1, 40000, REMOTE, 443, ACK),
+            100_000,
+        ),
+        "reply_reverse" => (
+            programs::INGRESS,
+            tcp_frame(REMOTE, 443, UPLINK, q, ACK),
+            100_000,
+        ),
+        "dnat_established" => (
+            programs::INGRESS,
+            tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, ACK),
+            100_000,
+        ),
+        "hairpin_not_needed" => (
+            programs::INSIDE,
+            tcp_frame(C1, 40000, REMOTE, 443, ACK),
+            100_000,
+        ),
+        "miss_egress" => (
+            programs::EGRESS,
+            tcp_frame(OTHER, 5555, REMOTE, 80, ACK),
+            100_000,
+        ),
+        "miss_ingress" => (
+            programs::INGRESS,
+            tcp_frame(REMOTE, 80, UPLINK, 22, ACK),
+            100_000,
+        ),
+        "routed_forward" => (
+            route_programs::ROUTE_IN,
+            with_ttl_macs(
+                tcp_frame(PEER, 443, ROUTED, 40000, ACK),
+                255,
+                ROUTE_UPLINK_MAC,
+                PEER_MAC,
+            ),
+            ROUTED_RUNS_PER_CALL,
+        ),
+        "arp_miss" => (
+            route_programs::ARP,
+            arp_frame([0xff; 6], 1, PEER_MAC, PEER, [0; 6], OTHER),
+            100_000,
+        ),
+        other => bail!("unknown path {other:?}; one of {}", SPIN_PATHS.join(", ")),
+    };
+    for name in [
+        programs::EGRESS,
+        programs::INGRESS,
+        programs::INSIDE,
+        route_programs::ROUTE_IN,
+        route_programs::ARP,
+    ] {
+        eprintln!("bench: spin: {name} is program id {}", dp.info(name)?.id());
+    }
+    eprintln!(
+        "bench: spin: {path} ({prog}) for {secs} s, pid {}",
+        std::process::id()
+    );
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut runs, mut total_ns) = (0u64, 0f64);
+    while Instant::now() < deadline {
+        let (_, ns, _) = dp.run(prog, &pkt, repeat)?;
+        runs += u64::from(repeat);
+        total_ns += ns * f64::from(repeat);
+    }
+    Ok(total_ns / runs.max(1) as f64)
 }
 
 // ---------------------------------------------------------------------------
@@ -1464,7 +2027,10 @@ pub fn summary(results: &Value, plot: &str) -> String {
         {
             continue;
         }
-        let mut line = format!("| {desc} |");
+        let estimated = tables
+            .first()
+            .is_some_and(|t| t["paths"][*key]["repeat_estimated"].as_bool() == Some(true));
+        let mut line = format!("| {desc}{} |", if estimated { " †" } else { "" });
         for t in &tables {
             let _ = write!(
                 line,
@@ -1474,6 +2040,14 @@ pub fn summary(results: &Value, plot: &str) -> String {
         }
         let _ = writeln!(s, "{line}");
     }
+    let _ = writeln!(
+        s,
+        "\nRouted forward: {} runs per call on a TTL-255 frame (the TTL only goes down), \
+         median of the calls' averages. † estimate: the reply is not a request, so `repeat` \
+         cannot time it; single-shot median minus the XDP floor (the ARP miss's single shot \
+         minus its `repeat` time).",
+        ROUTED_RUNS_PER_CALL
+    );
     let _ = writeln!(
         s,
         "\nSingle-shot (repeat = 1, a distinct packet per run for new flows): median over {} \
@@ -1502,6 +2076,48 @@ pub fn summary(results: &Value, plot: &str) -> String {
         );
     }
     let _ = writeln!(s, "{line}");
+    let mut line = String::from("| *XDP floor (ARP rows)* |");
+    for t in &tables {
+        let _ = write!(
+            line,
+            " {} |",
+            fmt_ns(t["xdp_single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
+        );
+    }
+    let _ = writeln!(s, "{line}");
+    if let Some(ladder) = k["ladder"].as_array().filter(|l| !l.is_empty()) {
+        let _ = writeln!(
+            s,
+            "\nCost ladder (warm, `repeat`, empty conntrack): cheap exits of the real \
+             programs; the difference between consecutive rows of one program prices the \
+             step.\n\n| step | ns |\n|---|---:|"
+        );
+        for l in ladder {
+            let _ = writeln!(
+                s,
+                "| {} | {} |",
+                l["what"].as_str().unwrap_or("?"),
+                fmt_ns(l["repeat_ns"].as_f64().unwrap_or(f64::NAN))
+            );
+        }
+    }
+    if let Some(progs) = k["programs"].as_array().filter(|p| !p.is_empty()) {
+        let _ = writeln!(
+            s,
+            "\n| program | verified insns | xlated insns | JIT bytes | maps |\n|---|---:|---:|---:|---:|"
+        );
+        for p in progs {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {} | {} |",
+                p["program"].as_str().unwrap_or("?"),
+                p["verified_insns"],
+                p["xlated_insns"],
+                p["jited_bytes"],
+                p["maps"]
+            );
+        }
+    }
 
     // Part 2.
     let r = &results["router"];
