@@ -632,11 +632,15 @@ pub enum Counter {
     /// masquerade CIDR (spoofed: those addresses only exist behind the
     /// NAT).
     DropSpoofedFromOutside,
+    /// Dropped silently: an opening TCP SYN from outside to the host's
+    /// address that no mapping, published port or host socket takes (RFC
+    /// 5382 REQ-4: a NAT must not answer it; Linux would send a RST).
+    DropUnsolicitedSyn,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropSpoofedFromOutside as u32 + 1;
+    pub const COUNT: u32 = Counter::DropUnsolicitedSyn as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -677,6 +681,7 @@ impl Counter {
         Counter::RouteNoNeighbour,
         Counter::DropSpoofed,
         Counter::DropSpoofedFromOutside,
+        Counter::DropUnsolicitedSyn,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -719,6 +724,7 @@ impl Counter {
             Counter::RouteNoNeighbour => "route_no_neighbour",
             Counter::DropSpoofed => "drop_spoofed",
             Counter::DropSpoofedFromOutside => "drop_spoofed_from_outside",
+            Counter::DropUnsolicitedSyn => "drop_unsolicited_syn",
         }
     }
 

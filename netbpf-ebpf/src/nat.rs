@@ -16,7 +16,14 @@
 //!   use 0–65535.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, maps::lpm_trie::Key, programs::TcContext,
+    EbpfContext,
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_NOEXIST, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
+    helpers::{bpf_get_prandom_u32, bpf_sk_release, bpf_skc_lookup_tcp},
+    maps::lpm_trie::Key,
+    programs::TcContext,
 };
 use aya_log_ebpf::warn;
 use netbpf_common::{
@@ -213,7 +220,8 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         L4::Icmp { .. } | L4::Other => return guard_inside(pkt),
     };
     let Some(to) = inbound(pkt, &tuple)? else {
-        return guard_inside(pkt);
+        guard_inside(pkt)?;
+        return unsolicited_syn(ctx, pkt, &tuple);
     };
     rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
     remember_fragment(pkt, pkt.src, pkt.dst, to.addr);
@@ -291,6 +299,47 @@ fn fragment_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     stats::inc(Counter::ReversePackets);
     stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
+}
+
+/// An opening SYN from outside to one of the host's addresses that no
+/// mapping, published port or host socket takes: RFC 5382 REQ-4 says a NAT
+/// must not answer it for at least 6 s (a container's outbound SYN may
+/// follow: TCP simultaneous open), and Linux would answer with a RST. It
+/// is dropped silently. A listening or connected host socket for the
+/// tuple (`bpf_skc_lookup_tcp`) keeps the host's own services working.
+#[inline(always)]
+fn unsolicited_syn(ctx: &TcContext, pkt: &Packet, t: &Tuple) -> Result<Verdict, Counter> {
+    let Some(flags) = conntrack::tcp_flags_of(pkt) else {
+        return Ok(Verdict::Pass);
+    };
+    if !conntrack::is_syn(flags) || LOCAL_ADDRS.get_ptr(&t.dst).is_none() {
+        return Ok(Verdict::Pass);
+    }
+    // SAFETY: an all-zero tuple is valid; the IPv4 half is filled below.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+        saddr: u32::from_ne_bytes(t.src),
+        daddr: u32::from_ne_bytes(t.dst),
+        sport: t.sport.to_be(),
+        dport: t.dport.to_be(),
+    };
+    // SAFETY: the context is an skb; the tuple's IPv4 part is initialised
+    // and its size is passed; a found socket is released right away.
+    let sk = unsafe {
+        bpf_skc_lookup_tcp(
+            ctx.as_ptr(),
+            &mut tuple,
+            core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if sk.is_null() {
+        return Err(Counter::DropUnsolicitedSyn);
+    }
+    // SAFETY: `sk` came from bpf_skc_lookup_tcp and is released once.
+    unsafe { bpf_sk_release(sk.cast()) };
+    Ok(Verdict::Pass)
 }
 
 /// Packets from outside addressed straight to a masquerade CIDR are

@@ -649,10 +649,13 @@ fn published_port_bound_to_an_address() {
     }
     let dp = publish_dp();
     let other = Ipv4Addr::new(203, 0, 113, 9);
-    let pkt = simple(REMOTE, UPLINK, &tcp(1000, 8443, SYN));
+    let pkt = simple(REMOTE, UPLINK, &udp(1000, 8443, b"x"));
     let (rc, out) = dp.ingress(&pkt);
     assert_eq!(rc, TC_NEXT, "not published on the uplink address");
     assert_bytes(&out, &pkt, "untouched");
+    // A TCP SYN there finds no socket either: dropped silently.
+    let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(1000, 8443, SYN)));
+    assert_eq!(rc, TC_SHOT);
     let (rc, out) = dp.ingress(&simple(REMOTE, other, &tcp(1000, 8443, SYN)));
     assert_eq!(rc, TC_OK);
     assert_bytes(
@@ -668,8 +671,19 @@ fn unsolicited_inbound_never_reaches_a_container() {
         return;
     }
     let dp = publish_dp();
-    // Not published, no mapping: the host's business.
+    // Not published, no mapping, no host socket: a SYN is dropped silently
+    // (RFC 5382 REQ-4: the NAT must not answer; Linux would send a RST).
     let pkt = simple(REMOTE, UPLINK, &tcp(1000, 8081, SYN));
+    assert_eq!(dp.ingress(&pkt).0, TC_SHOT);
+    assert_eq!(dp.counter(Counter::DropUnsolicitedSyn), 1);
+    // A host service listening there still gets its SYNs (the test
+    // thread's private namespace is the one the program looks in).
+    let listener = std::net::TcpListener::bind("0.0.0.0:8082").expect("listen");
+    let pkt = simple(REMOTE, UPLINK, &tcp(1000, 8082, SYN));
+    assert_eq!(dp.ingress(&pkt).0, TC_NEXT, "host listener");
+    drop(listener);
+    // Other packets to the host are the host's business.
+    let pkt = simple(REMOTE, UPLINK, &udp(1000, 8081, b"x"));
     assert_eq!(dp.ingress(&pkt).0, TC_NEXT);
     // Straight to a container address: dropped.
     for l4 in [tcp(1000, 4000, SYN), udp(1000, 53, b"x"), echo(false, 1, 1)] {
