@@ -1010,7 +1010,29 @@ fn nat_ingress(rules: &Rules, m: &impl Lookup, q: &Query, steps: &mut Vec<Step>)
             quoted: None,
         },
         In::Drop(c) => Outcome::Dropped { counter: c.name() },
-        In::None => guard_inside(rules, m, q, steps),
+        In::None => match guard_inside(rules, m, q, steps) {
+            Outcome::Passed => unsolicited_syn(rules, q, steps),
+            other => other,
+        },
+    }
+}
+
+/// `nat::unsolicited_syn`: an opening SYN to the host's address that no
+/// mapping or published port takes is dropped, unless a host socket takes
+/// it (the kernel looks that up; explain cannot see host sockets).
+fn unsolicited_syn(rules: &Rules, q: &Query, steps: &mut Vec<Step>) -> Outcome {
+    if q.proto != proto::TCP || q.tcp != TcpFlags::Syn || !rules.local_addrs.contains(q.dst.ip()) {
+        return Outcome::Passed;
+    }
+    steps.push(Step {
+        program: INGRESS,
+        detail: format!(
+            "an opening SYN to {} that no mapping or published port takes: dropped silently (RFC 5382 REQ-4) unless a host socket listens on it (the kernel checks; explain cannot see host sockets)",
+            q.dst
+        ),
+    });
+    Outcome::Dropped {
+        counter: Counter::DropUnsolicitedSyn.name(),
     }
 }
 
@@ -2001,11 +2023,25 @@ mod tests {
         let e = explain(&r, &m, &pkt, Direction::Ingress);
         assert_eq!(e.outcome, Outcome::Passed);
         assert!(e.to_string().contains("MAC is not known yet"), "{e}");
-        // Not a routed container: the host's, with no routing step.
+        // Not a routed container: the host's, with no routing step. A TCP
+        // SYN no host socket takes is dropped (RFC 5382 REQ-4); UDP passes.
         let e = explain(
             &r,
             &m,
             &q(proto::TCP, (PEER, 5555), (UP, 22), TcpFlags::Syn),
+            Direction::Ingress,
+        );
+        assert_eq!(
+            e.outcome,
+            Outcome::Dropped {
+                counter: "drop_unsolicited_syn"
+            }
+        );
+        assert!(e.to_string().contains("unless a host socket"), "{e}");
+        let e = explain(
+            &r,
+            &m,
+            &q(proto::UDP, (PEER, 5555), (UP, 53), TcpFlags::NotSyn),
             Direction::Ingress,
         );
         assert_eq!(e.outcome, Outcome::Passed);
