@@ -397,6 +397,15 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     // Bound before attaching: an unusable address changes nothing.
     let metrics_listener = netbpf::metrics::bind(config.metrics.address).await?;
+    // Likewise an events file that cannot be opened.
+    let events_sink = match &args.events {
+        Some(path) => Some((
+            path.clone(),
+            netbpf::events::open_sink(path)
+                .with_context(|| format!("--events {}", path.display()))?,
+        )),
+        None => None,
+    };
     let options = netbpf::datapath::Options {
         cgroup: match args.cgroup.as_str() {
             "none" => None,
@@ -421,10 +430,8 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     };
     let mut nat = datapath.nat_maps()?;
     netbpf::events::set_enabled(&pin_dir, args.events.is_some())?;
-    let events = match &args.events {
-        Some(path) => {
-            let sink = netbpf::events::open_sink(path)
-                .with_context(|| format!("--events {}", path.display()))?;
+    let events = match events_sink {
+        Some((path, sink)) => {
             let reader = netbpf::events::spawn_reader(&pin_dir, sink.clone())?;
             info!("writing NAT session events to {}", path.display());
             Some((sink, reader))
