@@ -23,6 +23,10 @@ use std::{
 
 use netbpf_common::map_names;
 
+/// Where daemon locks live (tmpfs: they vanish with a reboot, as the
+/// datapath does).
+const LOCK_DIR: &str = "/run/netbpf";
+
 /// Failures handling pins and the daemon lock.
 #[derive(Debug, thiserror::Error)]
 pub enum PinsError {
@@ -129,6 +133,8 @@ pub fn down(pin_dir: &Path) -> Result<DownReport, PinsError> {
         }
     }
     remove_dir(pin_dir)?;
+    // The lock file of a datapath that no longer exists.
+    let _ = fs::remove_file(DaemonLock::path_for(pin_dir));
     Ok(report)
 }
 
@@ -175,14 +181,9 @@ pub struct DaemonLock {
 impl DaemonLock {
     /// Takes the lock for `pin_dir`, or fails if another daemon has it.
     pub fn acquire(pin_dir: &Path) -> Result<Self, PinsError> {
-        let dir = Path::new("/run/netbpf");
+        let dir = Path::new(LOCK_DIR);
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let name: String = pin_dir
-            .to_string_lossy()
-            .chars()
-            .map(|c| if c == '/' { '_' } else { c })
-            .collect();
-        let path = dir.join(format!("{name}.lock"));
+        let path = Self::path_for(pin_dir);
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -207,6 +208,16 @@ impl DaemonLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The lock file for `pin_dir`.
+    pub fn path_for(pin_dir: &Path) -> PathBuf {
+        let name: String = pin_dir
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c == '/' { '_' } else { c })
+            .collect();
+        Path::new(LOCK_DIR).join(format!("{name}.lock"))
     }
 }
 
