@@ -225,26 +225,7 @@ impl Lab {
         let addr = Ipv4Addr::new(10, 0, 1, 100 + i as u8);
         let host_veth = format!("veth-r{i}");
         netns::veth(&self.host, &host_veth, &ns, "eth0")?;
-        ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "onlink",
-        ])?;
+        netns::wire_calico(&ns, addr)?;
         self.routed.push(Container {
             ns,
             addr,
@@ -295,26 +276,7 @@ impl Lab {
         let host_veth = format!("veth-c{i}");
         netns::veth(&self.host, &host_veth, &ns, "eth0")?;
         let a = addr.to_string();
-        ns.ip(&["addr", "add", &format!("{a}/32"), "dev", "eth0"])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "onlink",
-        ])?;
+        netns::wire_calico(&ns, addr)?;
         self.host
             .ip(&["route", "add", &format!("{a}/32"), "dev", &host_veth])?;
         self.host
@@ -415,23 +377,8 @@ impl Lab {
 
     /// Stops the daemon with SIGTERM and waits for it; returns its log.
     pub fn stop_daemon(&mut self) -> Result<String, LabError> {
-        if let Some(mut child) = self.daemon.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
+        if let Some(child) = self.daemon.take() {
+            terminate(child);
         }
         Ok(fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default())
     }
@@ -439,6 +386,24 @@ impl Lab {
     /// The daemon's maps.
     pub fn nat_maps(&self) -> Result<NatMaps, maps::MapsError> {
         NatMaps::open_pinned(&self.pin_dir)
+    }
+}
+
+/// Stops a daemon child with SIGTERM, waiting up to 10 s before SIGKILL.
+pub fn terminate(mut child: Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
     }
 }
 

@@ -233,26 +233,7 @@ impl Host {
         let addr = container_addr(h, i);
         let host_veth = format!("veth-c{i}");
         netns::veth(&self.ns, &host_veth, &ns, "eth0")?;
-        ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "onlink",
-        ])?;
+        netns::wire_calico(&ns, addr)?;
         self.containers.push(Container {
             ns,
             addr,
@@ -321,23 +302,8 @@ impl Host {
     }
 
     fn stop_daemon(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
+        if let Some(child) = self.daemon.take() {
+            crate::lab::terminate(child);
         }
     }
 

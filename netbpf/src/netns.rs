@@ -172,3 +172,30 @@ pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> Result<(), Netn
     b.ip(&["link", "set", b_name, "up"])?;
     Ok(())
 }
+
+/// Wires a container the way Calico does, inside `ns`: `addr/32` on its
+/// `eth0` and a default route via 169.254.1.1 `onlink` (the host answers
+/// the ARP for it).
+pub fn wire_calico(ns: &Netns, addr: std::net::Ipv4Addr) -> Result<(), NetnsError> {
+    ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+    ns.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ])?;
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "onlink",
+    ])?;
+    Ok(())
+}
