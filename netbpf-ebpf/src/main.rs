@@ -12,6 +12,7 @@
 //! | `netbpf_arp`     | XDP on the uplink | ARP for routed containers |
 //! | `netbpf_route_in` | tc (tcx) ingress of the uplink | forward to routed containers |
 //! | `netbpf_container` | tc (tcx) ingress of routed containers' veths | ARP, anti-spoofing, forward out |
+//! | `netbpf_connect4`, `_sendmsg4`, `_recvmsg4`, `_getpeername4` | cgroup sock_addr hooks | published ports from the host's own sockets |
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
