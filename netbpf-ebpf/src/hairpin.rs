@@ -13,26 +13,20 @@
 //! does.
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{
-        __sk_buff, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
-        bpf_fib_lookup,
-    },
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh},
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::bpf_redirect_neigh,
     programs::TcContext,
 };
 use netbpf_common::{Counter, Endpoint, proto};
 
 use crate::{
-    Verdict,
+    Verdict, fib,
     maps::NAT_REVERSE,
     nat::{self, Tuple, published},
     parse::{L4, Packet, off},
     rewrite::{self, Side},
     stats,
 };
-
-const AF_INET: u8 = 2;
 
 /// A packet from a container: hairpinned if it targets one of the NAT's
 /// outside endpoints, else left to the stack (and to the uplink programs).
@@ -88,25 +82,7 @@ pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> 
 /// `dst`, with the kernel filling in the Ethernet addresses.
 #[inline(always)]
 fn redirect(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> Result<Verdict, Counter> {
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
-    // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = pkt.proto;
-    params.ifindex = ifindex;
-    params.__bindgen_anon_1.tot_len = pkt.tot_len as u16;
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
-    // SAFETY: params is a properly sized, initialised bpf_fib_lookup.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_SKIP_NEIGH,
-        )
-    };
+    let (rc, params) = fib::lookup(ctx, pkt, dst);
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         return Err(Counter::DropHairpinNoRoute);
     }

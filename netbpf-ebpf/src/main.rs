@@ -23,6 +23,7 @@
 
 mod arp;
 mod conntrack;
+mod fib;
 mod hairpin;
 mod icmp;
 mod maps;

@@ -142,14 +142,16 @@ pub(crate) fn outbound(
     t: &Tuple,
 ) -> Result<Option<Translation>, Counter> {
     let key = FlowKey::new(t.proto, t.src, t.sport, t.dst, t.dport);
-    let now = conntrack::now_ns();
     let flow = match CONNTRACK.get_ptr_mut(&key) {
         Some(flow) => flow,
         None => {
+            // Not a NAT flow and not from a masquerade CIDR: the host's own
+            // traffic, left before any clock read.
             let Some(rule) = MASQ_RULES.get(&Key::new(32, t.src)) else {
                 return Ok(None);
             };
             let rule = *rule;
+            let now = conntrack::now_ns();
             let inside = Endpoint::new(t.proto, t.src, t.sport);
             let outside = mapping_for(&inside, &rule, now).inspect_err(|e| {
                 if *e == Counter::DropPortExhausted {
@@ -160,6 +162,7 @@ pub(crate) fn outbound(
             insert_flow(&key, &value)?
         }
     };
+    let now = conntrack::now_ns();
     conntrack::touch(flow, Dir::Out, pkt, now);
     // SAFETY: map value pointer, valid for this run.
     let (addr, port, flags) =
@@ -361,8 +364,8 @@ fn guard_inside(pkt: &Packet) -> Result<Verdict, Counter> {
 #[inline(always)]
 pub(crate) fn inbound(pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Counter> {
     let outside = Endpoint::new(t.proto, t.dst, t.dport);
-    let now = conntrack::now_ns();
     if let Some(inside) = NAT_REVERSE.get_ptr(&outside) {
+        let now = conntrack::now_ns();
         // SAFETY: map value pointer, valid for this run.
         let inside = unsafe { *inside };
         let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
@@ -387,6 +390,7 @@ pub(crate) fn inbound(pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Co
     let Some(rule) = published(t.proto, t.dst, t.dport) else {
         return Ok(None);
     };
+    let now = conntrack::now_ns();
     let to_port = published_port(&rule, t.dport);
     let key = FlowKey::new(t.proto, rule.to_addr, to_port, t.src, t.sport);
     let flow = match CONNTRACK.get_ptr_mut(&key) {

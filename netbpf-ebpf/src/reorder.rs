@@ -11,8 +11,7 @@
 //! [`FRAG_REPLAY_MARK`], so the ingress program lets them straight through.
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{__sk_buff, BPF_F_INGRESS},
+    bindings::BPF_F_INGRESS,
     helpers::{bpf_skb_load_bytes, bpf_skb_store_bytes},
     programs::TcContext,
 };
@@ -22,6 +21,7 @@ use netbpf_common::{
 
 use crate::{
     Verdict,
+    fib::{skb, skb_ifindex, skb_mark},
     maps::{FRAG_HELD, FRAG_SCRATCH, FRAG_STASH, LOCAL_ADDRS},
     parse::{Packet, off},
     stats,
@@ -40,16 +40,10 @@ fn key_of(pkt: &Packet) -> FragKey {
     }
 }
 
-fn skb(ctx: &TcContext) -> *mut __sk_buff {
-    ctx.as_ptr() as *mut __sk_buff
-}
-
 /// Whether the frame is one netbpf re-injected; clears the mark.
 #[inline(always)]
 pub(crate) fn is_replay(ctx: &TcContext) -> bool {
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let mark = unsafe { (*skb(ctx)).mark };
-    if mark == FRAG_REPLAY_MARK {
+    if skb_mark(ctx) == FRAG_REPLAY_MARK {
         ctx.set_mark(0);
         return true;
     }
@@ -118,8 +112,7 @@ pub(crate) fn replay(ctx: &TcContext, pkt: &Packet, verdict: Verdict) -> Result<
     let _ = FRAG_HELD.remove(&key);
     let fail = |_| Counter::DropRewriteFailed;
     let new_dst: [u8; 4] = ctx.load(pkt.l3_off + off::IP_DST).map_err(fail)?;
-    // SAFETY: the context of a tc program is an __sk_buff.
-    let ifindex = unsafe { (*skb(ctx)).ifindex };
+    let ifindex = skb_ifindex(ctx);
     ctx.set_mark(FRAG_REPLAY_MARK);
     ctx.clone_redirect(ifindex, BPF_F_INGRESS as u64)
         .map_err(fail)?;

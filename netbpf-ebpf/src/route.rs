@@ -29,18 +29,14 @@
 //! `bpf_redirect` works for every veth and keeps the skb's metadata.
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{
-        __sk_buff, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, TC_ACT_OK, TC_ACT_SHOT,
-        TC_ACT_UNSPEC, bpf_fib_lookup,
-    },
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::bpf_redirect,
     programs::TcContext,
 };
 use netbpf_common::{ContainerIf, Counter};
 
 use crate::{
-    Verdict, arp,
+    Verdict, arp, fib,
     maps::{CONTAINER_IFS, CONTAINERS, NEIGHBOURS, ROUTE_UPLINK},
     parse::{self, Packet, off},
     stats,
@@ -53,8 +49,6 @@ const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const PEEK_LEN: usize = 14 + 20;
 /// Offset of the IPv4 destination address in the frame.
 const PEEK_DST: usize = 14 + 16;
-/// `AF_INET` for `bpf_fib_lookup`.
-const AF_INET: u8 = 2;
 
 /// Maps a routing result to a tc verdict. Unlike the NAT programs, "not
 /// ours" is not counted as `passed`: these programs see every packet of
@@ -71,13 +65,6 @@ pub(crate) fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
             TC_ACT_SHOT
         }
     }
-}
-
-/// The ifindex the skb arrived on.
-#[inline(always)]
-fn skb_ifindex(ctx: &TcContext) -> u32 {
-    // SAFETY: the context of a tc program is an __sk_buff.
-    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
 }
 
 /// tc ingress of the uplink: forward packets for routed containers.
@@ -117,7 +104,7 @@ pub(crate) fn inbound(ctx: &TcContext) -> Result<Verdict, Counter> {
 /// forwarding.
 #[inline(always)]
 pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
-    let ifindex = skb_ifindex(ctx);
+    let ifindex = fib::skb_ifindex(ctx);
     // SAFETY: the value is copied out at once.
     let Some(cif) = (unsafe { CONTAINER_IFS.get(&ifindex) }).copied() else {
         return Ok(Verdict::Pass);
@@ -191,23 +178,7 @@ fn outbound(
 /// the kernel handles it.
 #[inline(always)]
 fn next_hop_via(ctx: &TcContext, pkt: &Packet, uplink: u32) -> Option<[u8; 4]> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = pkt.proto;
-    params.ifindex = skb_ifindex(ctx);
-    params.__bindgen_anon_1.tot_len = pkt.tot_len as u16;
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(pkt.dst);
-    // SAFETY: params is a properly sized, initialised bpf_fib_lookup.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_SKIP_NEIGH,
-        )
-    };
+    let (rc, params) = fib::lookup(ctx, pkt, pkt.dst);
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || params.ifindex != uplink {
         return None;
     }

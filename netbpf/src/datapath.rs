@@ -439,6 +439,46 @@ pub fn fill_publish(
     Ok(())
 }
 
+/// A program of the object by name, as its concrete type.
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
+/// A tc program, loaded (verified) if it was not yet.
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    let prog: &mut SchedClassifier = program_mut(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+    }
+    Ok(prog)
+}
+
+/// A cgroup sock_addr program, loaded (verified) if it was not yet.
+fn sock_addr<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+    let prog: &mut CgroupSockAddr = program_mut(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+    }
+    Ok(prog)
+}
+
 /// Where a tc program is attached.
 #[derive(Clone, Copy)]
 struct TcTarget<'a> {
@@ -447,7 +487,7 @@ struct TcTarget<'a> {
     attach: TcAttachType,
 }
 
-/// Attaches a tc program (loading it first if `load`) through a link
+/// Attaches a tc program (loading it first if needed) through a link
 /// pinned under `pin_dir`, so it stays attached after the daemon exits. If
 /// an earlier daemon pinned that link, the new program replaces the old
 /// one in it atomically: no packet sees neither.
@@ -455,21 +495,10 @@ fn attach_tc_pinned(
     ebpf: &mut Ebpf,
     name: &'static str,
     target: TcTarget<'_>,
-    load: bool,
     pin_dir: &Path,
 ) -> Result<PathBuf, DatapathError> {
     let err = |source| DatapathError::Program { name, source };
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or(DatapathError::Program {
-            name,
-            source: ProgramError::UnexpectedProgramType,
-        })?
-        .try_into()
-        .map_err(err)?;
-    if load {
-        prog.load().map_err(err)?;
-    }
+    let prog = classifier(ebpf, name)?;
     let pin = pins::link_pin(pin_dir, name, target.ifname);
     if let Some(link) = adopt_link::<SchedClassifierLink>(&pin) {
         prog.attach_to_link(link).map_err(err)?;
@@ -488,34 +517,14 @@ fn attach_tc_pinned(
 
 /// Loads (verifies) the NAT programs a start will attach.
 fn load_nat_programs(ebpf: &mut Ebpf, inside: bool, hooks: bool) -> Result<(), DatapathError> {
-    let mut tc = vec![programs::EGRESS, programs::INGRESS];
+    classifier(ebpf, programs::EGRESS)?;
+    classifier(ebpf, programs::INGRESS)?;
     if inside {
-        tc.push(programs::INSIDE);
-    }
-    for name in tc {
-        let err = |source| DatapathError::Program { name, source };
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(err)?;
-        prog.load().map_err(err)?;
+        classifier(ebpf, programs::INSIDE)?;
     }
     if hooks {
         for name in programs::SOCK_ADDR {
-            let err = |source| DatapathError::Program { name, source };
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::Program {
-                    name,
-                    source: ProgramError::UnexpectedProgramType,
-                })?
-                .try_into()
-                .map_err(err)?;
-            prog.load().map_err(err)?;
+            sock_addr(ebpf, name)?;
         }
     }
     Ok(())
@@ -722,17 +731,7 @@ fn attach_sock_hooks(
     let mut pinned = Vec::new();
     for name in programs::SOCK_ADDR {
         let err = |source| DatapathError::Program { name, source };
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(err)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(err)?;
-        }
+        let prog = sock_addr(ebpf, name)?;
         let pin = pins::link_pin(pin_dir, name, "cgroup");
         if let Some(link) = adopt_link::<CgroupSockAddrLink>(&pin) {
             prog.attach_to_link(link).map_err(err)?;
@@ -876,14 +875,12 @@ impl Datapath {
                 ebpf,
                 programs::EGRESS,
                 uplink(TcAttachType::Egress),
-                false,
                 pin_dir,
             )?,
             attach_tc_pinned(
                 ebpf,
                 programs::INGRESS,
                 uplink(TcAttachType::Ingress),
-                false,
                 pin_dir,
             )?,
         ];
@@ -893,13 +890,7 @@ impl Datapath {
                 ifindex: *ifindex,
                 attach: TcAttachType::Ingress,
             };
-            wanted.push(attach_tc_pinned(
-                ebpf,
-                programs::INSIDE,
-                target,
-                false,
-                pin_dir,
-            )?);
+            wanted.push(attach_tc_pinned(ebpf, programs::INSIDE, target, pin_dir)?);
         }
         if let Some(cgroup) = &options.cgroup
             && !config.publish.is_empty()

@@ -1,0 +1,59 @@
+//! What the tc programs ask of the skb and of the kernel's FIB.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{__sk_buff, BPF_FIB_LOOKUP_SKIP_NEIGH, bpf_fib_lookup},
+    helpers::bpf_fib_lookup as fib_lookup,
+    programs::TcContext,
+};
+
+use crate::parse::Packet;
+
+/// `AF_INET` for `bpf_fib_lookup`.
+const AF_INET: u8 = 2;
+
+/// The context of a tc program as the kernel's `__sk_buff`.
+#[inline(always)]
+pub(crate) fn skb(ctx: &TcContext) -> *mut __sk_buff {
+    ctx.as_ptr() as *mut __sk_buff
+}
+
+/// The ifindex the skb is on.
+#[inline(always)]
+pub(crate) fn skb_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    unsafe { (*skb(ctx)).ifindex }
+}
+
+/// The skb's mark.
+#[inline(always)]
+pub(crate) fn skb_mark(ctx: &TcContext) -> u32 {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    unsafe { (*skb(ctx)).mark }
+}
+
+/// Asks the kernel's FIB where `pkt`, arriving on the skb's interface,
+/// would go if its destination were `dst` (no neighbour resolution:
+/// `BPF_FIB_LOOKUP_SKIP_NEIGH`). Returns the helper's result code and the
+/// answered request (output interface, next hop in `ipv4_dst`).
+#[inline(always)]
+pub(crate) fn lookup(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_fib_lookup) {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = pkt.proto;
+    params.ifindex = skb_ifindex(ctx);
+    params.__bindgen_anon_1.tot_len = pkt.tot_len as u16;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // SAFETY: params is a properly sized, initialised bpf_fib_lookup.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    (rc, params)
+}
