@@ -77,9 +77,18 @@ pub mod map_names {
     pub const NEIGHBOURS: &str = "NEIGHBOURS";
     /// Array of one [`crate::RouteUplink`]: the uplink's ifindex and MAC.
     pub const ROUTE_UPLINK: &str = "ROUTE_UPLINK";
+    /// Array of one [`crate::Settings`]: policies the config sets (what to
+    /// do with unsolicited SYNs, the per-source budget for new flows).
+    pub const SETTINGS: &str = "SETTINGS";
+    /// LRU hash: outside source address (network order) → u64, the
+    /// theoretical arrival time (GCRA) of its next allowed new flow.
+    pub const SOURCE_BUDGET: &str = "SOURCE_BUDGET";
+    /// LRU hash: [`crate::FragKey`] → [`crate::HairpinFrag`], both new
+    /// addresses of a hairpinned datagram, for its non-first fragments.
+    pub const HAIRPIN_FRAGS: &str = "HAIRPIN_FRAGS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 23] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -98,6 +107,9 @@ pub mod map_names {
         CONTAINER_IFS,
         NEIGHBOURS,
         ROUTE_UPLINK,
+        SETTINGS,
+        SOURCE_BUDGET,
+        HAIRPIN_FRAGS,
         STATS,
         PORT_PROBES,
     ];
@@ -124,7 +136,113 @@ pub mod capacity {
     pub const CONTAINERS: u32 = 4096;
     /// Neighbours on the uplink.
     pub const NEIGHBOURS: u32 = 4096;
+    /// Outside sources whose new-flow budget is tracked (least recently
+    /// used evicted: an evicted source starts with a full budget).
+    pub const SOURCE_BUDGET: u32 = 65536;
+    /// Hairpinned fragmented datagrams in flight (least recently used
+    /// evicted).
+    pub const HAIRPIN_FRAGS: u32 = 1024;
 }
+
+/// How long a fragmented datagram's first-fragment translation is used for
+/// the fragments that follow (Linux's `ipfrag_time` default). Older
+/// entries are ignored, so a reused IP ID never inherits a stale
+/// translation.
+pub const FRAG_TIMEOUT_S: u32 = 30;
+
+/// Seconds of `CLOCK_MONOTONIC` as the datapath stamps short-lived entries
+/// (a shift, not a division: 2^30 ns, about 1.07 s per unit).
+#[inline(always)]
+pub const fn coarse_seconds(ns: u64) -> u32 {
+    (ns >> 30) as u32
+}
+
+/// Whether an entry stamped `stamp` (with [`coarse_seconds`]) is older than
+/// `limit_s` seconds at `now` (also [`coarse_seconds`]). Wrapping-safe.
+#[inline(always)]
+pub const fn coarse_expired(stamp: u32, now: u32, limit_s: u32) -> bool {
+    now.wrapping_sub(stamp) > limit_s
+}
+
+/// Bits of [`Settings::flags`].
+pub mod settings_flags {
+    /// Let unsolicited TCP SYNs to the host's addresses through to the
+    /// stack (where netfilter DNAT, IPVS or kube-proxy may take them)
+    /// instead of dropping them silently (RFC 5382 REQ-4).
+    pub const PASS_UNSOLICITED_SYN: u32 = 1 << 0;
+}
+
+/// Value of [`map_names::SETTINGS`] (index 0): the policies the config
+/// sets, read by the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// [`settings_flags`] bits.
+    pub flags: u32,
+    /// Always zero.
+    pub _pad: u32,
+    /// Emission interval of the per-source new-flow budget (GCRA), in ns:
+    /// one new flow opened from outside per interval per source address.
+    /// 0 = no limit.
+    pub source_interval_ns: u64,
+    /// Burst tolerance of the budget, in ns (`(burst - 1) * interval`).
+    pub source_tolerance_ns: u64,
+}
+const _: () = assert!(size_of::<Settings>() == 24);
+
+impl Settings {
+    /// The budget for `per_second` new flows per source with bursts of
+    /// `burst` (0 = no limit).
+    pub const fn with_source_budget(flags: u32, per_second: u32, burst: u32) -> Settings {
+        if per_second == 0 {
+            return Settings {
+                flags,
+                _pad: 0,
+                source_interval_ns: 0,
+                source_tolerance_ns: 0,
+            };
+        }
+        let interval = 1_000_000_000 / per_second as u64;
+        let burst = if burst == 0 { 1 } else { burst };
+        Settings {
+            flags,
+            _pad: 0,
+            source_interval_ns: interval,
+            source_tolerance_ns: (burst as u64 - 1) * interval,
+        }
+    }
+
+    /// GCRA: whether a new flow arriving at `now` from a source whose
+    /// budget state is `tat` (its theoretical arrival time, 0 = unseen)
+    /// is allowed, and the state to store if it is.
+    #[inline(always)]
+    pub const fn admit(&self, tat: u64, now: u64) -> Option<u64> {
+        if self.source_interval_ns == 0 {
+            return Some(0);
+        }
+        if tat > now.saturating_add(self.source_tolerance_ns) {
+            return None;
+        }
+        let base = if tat > now { tat } else { now };
+        Some(base + self.source_interval_ns)
+    }
+}
+
+/// Value of [`map_names::HAIRPIN_FRAGS`]: the addresses a hairpinned
+/// datagram's first fragment was translated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HairpinFrag {
+    /// New source address (the host's), network order.
+    pub src: [u8; 4],
+    /// New destination address (the target container), network order.
+    pub dst: [u8; 4],
+    /// When it was recorded ([`coarse_seconds`]).
+    pub stamp_s: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HairpinFrag>() == 16);
 
 /// How many ports the kernel tries before it gives up allocating a mapping.
 /// The first try is the original port (when it lies in the range), the rest
@@ -234,10 +352,12 @@ const _: () = assert!(size_of::<FragKey>() == 12);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
-    /// The new address (source going out, destination coming in).
+    /// The new address (source going out, destination coming in); the
+    /// datagram's own destination when its first fragment was the host's.
     pub addr: [u8; 4],
-    /// Always zero.
-    pub _pad: u32,
+    /// When it was recorded ([`coarse_seconds`]); entries older than
+    /// [`FRAG_TIMEOUT_S`] are ignored.
+    pub stamp_s: u32,
 }
 const _: () = assert!(size_of::<FragValue>() == 8);
 
@@ -442,6 +562,12 @@ pub mod flow_flags {
     /// The flow goes to a published port (DNAT): its outside endpoint is
     /// the host address and port the client used.
     pub const PUBLISHED: u64 = 1 << 8;
+    /// TCP: a segment with ACK and without SYN went out. With
+    /// [`ACK_IN`], it tells a completed handshake from a half-open one
+    /// (a SYN answered by a SYN-ACK that the opener never acknowledged).
+    pub const ACK_OUT: u64 = 1 << 9;
+    /// TCP: a segment with ACK and without SYN came in.
+    pub const ACK_IN: u64 = 1 << 10;
 }
 
 /// Value of [`map_names::CONNTRACK`].
@@ -636,11 +762,33 @@ pub enum Counter {
     /// address that no mapping, published port or host socket takes (RFC
     /// 5382 REQ-4: a NAT must not answer it; Linux would send a RST).
     DropUnsolicitedSyn,
+    /// Dropped: a new flow from an outside address that has used up its
+    /// budget of new flows (`[inbound] new_flows_per_source`): one source
+    /// cannot fill the conntrack table.
+    DropSourceLimit,
+    /// Packets to a NAT outside port that a host socket owns (listening or
+    /// connected), left to the host: the host's sockets win over a
+    /// container's mapping. Not a drop.
+    HostPortsKept,
+    /// Unsolicited SYNs to the host's addresses let through to the stack
+    /// (`[inbound] unsolicited_syn = "pass"`), for netfilter DNAT, IPVS or
+    /// kube-proxy. Not a drop.
+    UnsolicitedSynsPassed,
+    /// Dropped: an 802.1Q-tagged frame from a routed container (a redirect
+    /// would carry the tag onto the uplink's trunk).
+    DropVlanTagged,
+    /// Routed packets handed to the kernel because they are larger than
+    /// the egress device's MTU (it fragments them or sends "fragmentation
+    /// needed"). Not a drop.
+    RouteMtuExceeded,
+    /// Dropped: an ICMP error for a NAT flow whose ICMP checksum is wrong
+    /// (RFC 5508 REQ-3a: it must not be translated).
+    DropIcmpBadChecksum,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropUnsolicitedSyn as u32 + 1;
+    pub const COUNT: u32 = Counter::DropIcmpBadChecksum as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -682,6 +830,12 @@ impl Counter {
         Counter::DropSpoofed,
         Counter::DropSpoofedFromOutside,
         Counter::DropUnsolicitedSyn,
+        Counter::DropSourceLimit,
+        Counter::HostPortsKept,
+        Counter::UnsolicitedSynsPassed,
+        Counter::DropVlanTagged,
+        Counter::RouteMtuExceeded,
+        Counter::DropIcmpBadChecksum,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -725,6 +879,12 @@ impl Counter {
             Counter::DropSpoofed => "drop_spoofed",
             Counter::DropSpoofedFromOutside => "drop_spoofed_from_outside",
             Counter::DropUnsolicitedSyn => "drop_unsolicited_syn",
+            Counter::DropSourceLimit => "drop_source_limit",
+            Counter::HostPortsKept => "host_ports_kept",
+            Counter::UnsolicitedSynsPassed => "unsolicited_syns_passed",
+            Counter::DropVlanTagged => "drop_vlan_tagged",
+            Counter::RouteMtuExceeded => "route_mtu_exceeded",
+            Counter::DropIcmpBadChecksum => "drop_icmp_bad_checksum",
         }
     }
 
@@ -763,4 +923,6 @@ mod pod {
     unsafe impl aya::Pod for super::ContainerIf {}
     unsafe impl aya::Pod for super::Neighbour {}
     unsafe impl aya::Pod for super::RouteUplink {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::HairpinFrag {}
 }

@@ -45,18 +45,26 @@ pub(crate) fn is_syn(flags: u8) -> bool {
 /// The [`flow_flags`] bits a packet sets.
 #[inline(always)]
 fn bits_for(dir: Dir, tcp: Option<u8>) -> u64 {
-    let (seen, syn, fin) = match dir {
+    let (seen, syn, ack, fin) = match dir {
         Dir::Out => (
             flow_flags::SEEN_OUT,
             flow_flags::SYN_OUT,
+            flow_flags::ACK_OUT,
             flow_flags::FIN_OUT,
         ),
-        Dir::In => (flow_flags::SEEN_IN, flow_flags::SYN_IN, flow_flags::FIN_IN),
+        Dir::In => (
+            flow_flags::SEEN_IN,
+            flow_flags::SYN_IN,
+            flow_flags::ACK_IN,
+            flow_flags::FIN_IN,
+        ),
     };
     let mut bits = seen;
     if let Some(f) = tcp {
         if f & tcp_flags::SYN != 0 {
             bits |= syn;
+        } else if f & tcp_flags::ACK != 0 && f & tcp_flags::RST == 0 {
+            bits |= ack;
         }
         if f & tcp_flags::FIN != 0 {
             bits |= fin;

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{__sk_buff, BPF_FIB_LOOKUP_SKIP_NEIGH, bpf_fib_lookup},
-    helpers::bpf_fib_lookup as fib_lookup,
+    helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup},
     programs::TcContext,
 };
 
@@ -30,6 +30,24 @@ pub(crate) fn skb_ifindex(ctx: &TcContext) -> u32 {
 pub(crate) fn skb_mark(ctx: &TcContext) -> u32 {
     // SAFETY: the context of a tc program is an __sk_buff.
     unsafe { (*skb(ctx)).mark }
+}
+
+/// Whether the skb carries an 802.1Q tag in its metadata (the kernel moves
+/// the tag there before tc runs, and a redirect keeps it).
+#[inline(always)]
+pub(crate) fn skb_vlan_present(ctx: &TcContext) -> bool {
+    // SAFETY: the context of a tc program is an __sk_buff.
+    unsafe { (*skb(ctx)).vlan_present != 0 }
+}
+
+/// Whether the skb fits the MTU of `ifindex` (a GSO skb: each segment).
+#[inline(always)]
+pub(crate) fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
+    let mut mtu_len = 0u32;
+    // SAFETY: plain helper call on the skb; `mtu_len` is a valid out
+    // parameter (0 = check the skb's own length).
+    let rc = unsafe { bpf_check_mtu(ctx.as_ptr(), ifindex, &mut mtu_len, 0, 0) };
+    rc == 0
 }
 
 /// Asks the kernel's FIB where `pkt`, arriving on the skb's interface,

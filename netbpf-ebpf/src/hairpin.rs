@@ -68,7 +68,7 @@ pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> 
         dst: pkt.dst,
         dport: dst,
     };
-    let Some(to) = nat::inbound(pkt, &in_tuple)? else {
+    let Some(to) = nat::inbound(ctx, pkt, &in_tuple)? else {
         return Ok(Verdict::Pass);
     };
     rewrite::rewrite(ctx, pkt, Side::Source, from.addr, src, from.port)?;

@@ -24,6 +24,7 @@
 mod arp;
 mod conntrack;
 mod fib;
+mod guard;
 mod hairpin;
 mod icmp;
 mod maps;

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
-    FragValue, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS, PublishKey, PublishRule,
-    SockRevKey, SockRevValue, capacity,
+    FragValue, HairpinFrag, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS, PublishKey, PublishRule,
+    Settings, SockRevKey, SockRevValue, capacity,
 };
 
 /// Masquerade source CIDRs, written by userspace.
@@ -105,3 +105,17 @@ pub(crate) static NEIGHBOURS: HashMap<[u8; 4], netbpf_common::Neighbour> =
 /// The uplink's ifindex and MAC (index 0), written by userspace.
 #[map]
 pub(crate) static ROUTE_UPLINK: Array<netbpf_common::RouteUplink> = Array::with_max_entries(1, 0);
+
+/// The config's policies (index 0), written by userspace.
+#[map]
+pub(crate) static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Per outside source: when its next new flow is due (GCRA state).
+#[map]
+pub(crate) static SOURCE_BUDGET: LruHashMap<[u8; 4], u64> =
+    LruHashMap::with_max_entries(capacity::SOURCE_BUDGET, 0);
+
+/// Both new addresses of hairpinned fragmented datagrams.
+#[map]
+pub(crate) static HAIRPIN_FRAGS: LruHashMap<FragKey, HairpinFrag> =
+    LruHashMap::with_max_entries(capacity::HAIRPIN_FRAGS, 0);

@@ -16,25 +16,19 @@
 //!   use 0–65535.
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{
-        BPF_F_CURRENT_NETNS, BPF_NOEXIST, bpf_sock_tuple,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
-    },
-    helpers::{bpf_get_prandom_u32, bpf_sk_release, bpf_skc_lookup_tcp},
-    maps::lpm_trie::Key,
-    programs::TcContext,
+    bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, maps::lpm_trie::Key, programs::TcContext,
 };
 use aya_log_ebpf::warn;
 use netbpf_common::{
-    Counter, Endpoint, FlowKey, FragKey, FragValue, MAX_PORT_PROBES, MappingValue, MasqRule,
-    NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, event_kind, flow_flags, proto,
+    Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, FragKey, FragValue, MAX_PORT_PROBES,
+    MappingValue, MasqRule, NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, coarse_expired,
+    coarse_seconds, event_kind, flow_flags, proto,
 };
 
 use crate::{
     Verdict,
     conntrack::{self, Dir},
-    icmp,
+    guard, icmp,
     maps::{
         CONNTRACK, EVENTS, EVENTS_ON, FRAGS, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE,
         PUBLISH,
@@ -153,7 +147,7 @@ pub(crate) fn outbound(
             let rule = *rule;
             let now = conntrack::now_ns();
             let inside = Endpoint::new(t.proto, t.src, t.sport);
-            let outside = mapping_for(&inside, &rule, now).inspect_err(|e| {
+            let outside = mapping_for(ctx, &inside, &rule, t, now).inspect_err(|e| {
                 if *e == Counter::DropPortExhausted {
                     log_exhausted(ctx, &inside);
                 }
@@ -179,6 +173,13 @@ pub(crate) fn outbound(
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let verdict = reverse_one(ctx, pkt)?;
+    if pkt.first_fragment && matches!(verdict, Verdict::Pass) && LOCAL_ADDRS.get_ptr(&pkt.dst).is_some()
+    {
+        // The host's own datagram: its other fragments are the host's too
+        // (without this they would wait for a first fragment that has
+        // already gone by).
+        remember_fragment(pkt, pkt.src, pkt.dst, pkt.dst);
+    }
     if pkt.first_fragment && !matches!(verdict, Verdict::Consumed) {
         // Fragments of this datagram may have come first and be held.
         return reorder::replay(ctx, pkt, verdict);
@@ -222,9 +223,14 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         L4::Fragment => return fragment_in(ctx, pkt),
         L4::Icmp { .. } | L4::Other => return guard_inside(pkt),
     };
-    let Some(to) = inbound(pkt, &tuple)? else {
+    let Some(to) = inbound(ctx, pkt, &tuple)? else {
         guard_inside(pkt)?;
-        return unsolicited_syn(ctx, pkt, &tuple);
+        return match conntrack::tcp_flags_of(pkt) {
+            Some(flags) if conntrack::is_syn(flags) => {
+                guard::unsolicited_syn(ctx, tuple.src, tuple.sport, tuple.dst, tuple.dport)
+            }
+            _ => Ok(Verdict::Pass),
+        };
     };
     rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
     remember_fragment(pkt, pkt.src, pkt.dst, to.addr);
@@ -252,8 +258,12 @@ fn remember_fragment(pkt: &Packet, src: [u8; 4], dst: [u8; 4], addr: [u8; 4]) {
         proto: pkt.proto,
         _pad: 0,
     };
+    let value = FragValue {
+        addr,
+        stamp_s: coarse_seconds(conntrack::now_ns()),
+    };
     // LRU map: a full table evicts the oldest datagram, never fails.
-    let _ = FRAGS.insert(&key, &FragValue { addr, _pad: 0 }, 0);
+    let _ = FRAGS.insert(&key, &value, 0);
 }
 
 /// The translation remembered for a non-first fragment's datagram.
@@ -267,7 +277,14 @@ fn fragment_translation(pkt: &Packet) -> Option<[u8; 4]> {
         _pad: 0,
     };
     // SAFETY: map value pointer, valid for this run.
-    FRAGS.get_ptr(&key).map(|v| unsafe { (*v).addr })
+    let value = unsafe { *FRAGS.get_ptr(&key)? };
+    // An entry from before the reassembly timeout belongs to an earlier
+    // datagram with the same IP ID.
+    if coarse_expired(value.stamp_s, coarse_seconds(conntrack::now_ns()), FRAG_TIMEOUT_S) {
+        let _ = FRAGS.remove(&key);
+        return None;
+    }
+    Some(value.addr)
 }
 
 /// A non-first fragment leaving the uplink: the source its first fragment
@@ -297,52 +314,16 @@ fn fragment_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         stats::inc(Counter::FragmentsPassed);
         return Ok(Verdict::Pass);
     };
+    if addr == pkt.dst {
+        // Its first fragment was the host's.
+        stats::inc(Counter::FragmentsPassed);
+        return Ok(Verdict::Pass);
+    }
     rewrite::rewrite_addr(ctx, pkt, Side::Destination, addr)?;
     stats::inc(Counter::FragmentsTranslated);
     stats::inc(Counter::ReversePackets);
     stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
-}
-
-/// An opening SYN from outside to one of the host's addresses that no
-/// mapping, published port or host socket takes: RFC 5382 REQ-4 says a NAT
-/// must not answer it for at least 6 s (a container's outbound SYN may
-/// follow: TCP simultaneous open), and Linux would answer with a RST. It
-/// is dropped silently. A listening or connected host socket for the
-/// tuple (`bpf_skc_lookup_tcp`) keeps the host's own services working.
-#[inline(always)]
-fn unsolicited_syn(ctx: &TcContext, pkt: &Packet, t: &Tuple) -> Result<Verdict, Counter> {
-    let Some(flags) = conntrack::tcp_flags_of(pkt) else {
-        return Ok(Verdict::Pass);
-    };
-    if !conntrack::is_syn(flags) || LOCAL_ADDRS.get_ptr(&t.dst).is_none() {
-        return Ok(Verdict::Pass);
-    }
-    // SAFETY: an all-zero tuple is valid; the IPv4 half is filled below.
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
-        saddr: u32::from_ne_bytes(t.src),
-        daddr: u32::from_ne_bytes(t.dst),
-        sport: t.sport.to_be(),
-        dport: t.dport.to_be(),
-    };
-    // SAFETY: the context is an skb; the tuple's IPv4 part is initialised
-    // and its size is passed; a found socket is released right away.
-    let sk = unsafe {
-        bpf_skc_lookup_tcp(
-            ctx.as_ptr(),
-            &mut tuple,
-            core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32,
-            BPF_F_CURRENT_NETNS as u64,
-            0,
-        )
-    };
-    if sk.is_null() {
-        return Err(Counter::DropUnsolicitedSyn);
-    }
-    // SAFETY: `sk` came from bpf_skc_lookup_tcp and is released once.
-    unsafe { bpf_sk_release(sk.cast()) };
-    Ok(Verdict::Pass)
 }
 
 /// Packets from outside addressed straight to a masquerade CIDR are
@@ -361,37 +342,70 @@ fn guard_inside(pkt: &Packet) -> Result<Verdict, Counter> {
 /// `t.src:t.sport` to the outside endpoint `t.dst:t.dport`, records the
 /// packet on it, and returns the inside endpoint. `None`: not for a
 /// container.
+///
+/// An existing flow of a mapping wins (one lookup more than a miss). For
+/// a new flow, a published port wins over a mapping that happens to hold
+/// the same port, and a host socket that owns the packet wins over the
+/// mapping's endpoint-independent filtering.
 #[inline(always)]
-pub(crate) fn inbound(pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Counter> {
+pub(crate) fn inbound(
+    ctx: &TcContext,
+    pkt: &Packet,
+    t: &Tuple,
+) -> Result<Option<Translation>, Counter> {
     let outside = Endpoint::new(t.proto, t.dst, t.dport);
-    if let Some(inside) = NAT_REVERSE.get_ptr(&outside) {
-        let now = conntrack::now_ns();
+    // Plain values rather than an `Option<Endpoint>`: the verifier rejects
+    // the spill of an uninitialised payload that LLVM emits for the latter.
+    let (mapped, inside) = match NAT_REVERSE.get_ptr(&outside) {
         // SAFETY: map value pointer, valid for this run.
-        let inside = unsafe { *inside };
-        let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
-        let flow = match CONNTRACK.get_ptr_mut(&key) {
-            Some(flow) => flow,
-            None => match open_inbound(&key, &inside, &outside, pkt, now)? {
-                Some(flow) => flow,
-                // A reverse entry whose mapping is being expired: not ours.
-                None => return Ok(None),
-            },
-        };
-        conntrack::touch(flow, Dir::In, pkt, now);
-        return Ok(Some(Translation {
-            addr: inside.addr,
-            port: inside.port,
-            published: false,
-        }));
-    }
-    if t.proto == proto::ICMP {
-        return Ok(None);
-    }
-    let Some(rule) = published(t.proto, t.dst, t.dport) else {
-        return Ok(None);
+        Some(inside) => (true, unsafe { *inside }),
+        None => (false, Endpoint::default()),
     };
+    if mapped {
+        let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
+        if let Some(flow) = CONNTRACK.get_ptr_mut(&key) {
+            conntrack::touch(flow, Dir::In, pkt, conntrack::now_ns());
+            return Ok(Some(Translation {
+                addr: inside.addr,
+                port: inside.port,
+                published: false,
+            }));
+        }
+    }
+    if t.proto != proto::ICMP
+        && let Some(rule) = published(t.proto, t.dst, t.dport)
+    {
+        return published_flow(pkt, t, &rule).map(Some);
+    }
+    if !mapped {
+        return Ok(None);
+    }
+    if guard::host_socket(ctx, t.proto, t.src, t.sport, t.dst, t.dport) {
+        stats::inc(Counter::HostPortsKept);
+        return Ok(None);
+    }
     let now = conntrack::now_ns();
-    let to_port = published_port(&rule, t.dport);
+    let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
+    match open_inbound(&key, &inside, &outside, pkt, now)? {
+        Some(flow) => {
+            conntrack::touch(flow, Dir::In, pkt, now);
+            Ok(Some(Translation {
+                addr: inside.addr,
+                port: inside.port,
+                published: false,
+            }))
+        }
+        // A reverse entry whose mapping is being expired: not ours.
+        None => Ok(None),
+    }
+}
+
+/// The flow of a packet to a published port: existing, or opened by a SYN
+/// (any UDP packet) within the source's budget.
+#[inline(always)]
+fn published_flow(pkt: &Packet, t: &Tuple, rule: &PublishRule) -> Result<Translation, Counter> {
+    let now = conntrack::now_ns();
+    let to_port = published_port(rule, t.dport);
     let key = FlowKey::new(t.proto, rule.to_addr, to_port, t.src, t.sport);
     let flow = match CONNTRACK.get_ptr_mut(&key) {
         Some(flow) => flow,
@@ -401,17 +415,20 @@ pub(crate) fn inbound(pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Co
             {
                 return Err(Counter::DropTcpNoFlow);
             }
+            if !guard::source_admitted(t.src, now) {
+                return Err(Counter::DropSourceLimit);
+            }
             let flags = flow_flags::OPENED_IN | flow_flags::PUBLISHED;
             let value = conntrack::new_flow(t.dst, t.dport, flags, now);
             insert_flow(&key, &value)?
         }
     };
     conntrack::touch(flow, Dir::In, pkt, now);
-    Ok(Some(Translation {
+    Ok(Translation {
         addr: rule.to_addr,
         port: to_port,
         published: true,
-    }))
+    })
 }
 
 /// The published rule for `addr:port`, if any: a rule bound to that
@@ -477,6 +494,9 @@ fn open_inbound(
     let Some(mapping) = NAT_MAPPINGS.get_ptr_mut(inside) else {
         return Ok(None);
     };
+    if !guard::source_admitted(key.remote_addr, now) {
+        return Err(Counter::DropSourceLimit);
+    }
     // SAFETY: map value pointer, valid for this run.
     unsafe {
         if (*mapping).outside != *outside {
@@ -503,9 +523,15 @@ fn insert_flow(
 }
 
 /// The outside endpoint of an inside endpoint: the existing mapping, or a
-/// newly allocated one.
+/// newly allocated one (`t` is the packet that needs it).
 #[inline(always)]
-fn mapping_for(inside: &Endpoint, rule: &MasqRule, now: u64) -> Result<Endpoint, Counter> {
+fn mapping_for(
+    ctx: &TcContext,
+    inside: &Endpoint,
+    rule: &MasqRule,
+    t: &Tuple,
+    now: u64,
+) -> Result<Endpoint, Counter> {
     if let Some(mapping) = NAT_MAPPINGS.get_ptr_mut(inside) {
         // SAFETY: map value pointer, valid for this run.
         unsafe {
@@ -513,7 +539,7 @@ fn mapping_for(inside: &Endpoint, rule: &MasqRule, now: u64) -> Result<Endpoint,
             return Ok((*mapping).outside);
         }
     }
-    let outside = allocate_port(inside, rule)?;
+    let outside = allocate_port(ctx, inside, rule, t)?;
     let value = MappingValue {
         outside,
         last_used_ns: now,
@@ -571,9 +597,17 @@ fn port_range(inside: &Endpoint, rule: &MasqRule) -> (u32, u32) {
     }
 }
 
-/// Claims a free outside port by inserting its reverse entry.
+/// Claims a free outside port by inserting its reverse entry. A port that
+/// is published, or that a host socket uses (listening or bound, or
+/// connected to the packet's destination), is skipped: the host's ports
+/// are never handed to a container.
 #[inline(always)]
-fn allocate_port(inside: &Endpoint, rule: &MasqRule) -> Result<Endpoint, Counter> {
+fn allocate_port(
+    ctx: &TcContext,
+    inside: &Endpoint,
+    rule: &MasqRule,
+    t: &Tuple,
+) -> Result<Endpoint, Counter> {
     let (lo, hi) = port_range(inside, rule);
     if hi < lo {
         return Err(Counter::DropPortExhausted);
@@ -599,8 +633,15 @@ fn allocate_port(inside: &Endpoint, rule: &MasqRule) -> Result<Endpoint, Counter
         }
         match NAT_REVERSE.insert(&outside, inside, BPF_NOEXIST as u64) {
             Ok(()) => {
-                stats::port_probes(probe);
-                return Ok(outside);
+                // Neither is a port a host socket uses: checked once the
+                // port is claimed, so the verifier follows one path per
+                // probe.
+                if !guard::host_socket(ctx, inside.proto, t.dst, t.dport, rule.to_addr, port as u16)
+                {
+                    stats::port_probes(probe);
+                    return Ok(outside);
+                }
+                let _ = NAT_REVERSE.remove(&outside);
             }
             Err(e) if e == -EEXIST => {}
             Err(_) => return Err(Counter::DropMappingTableFull),

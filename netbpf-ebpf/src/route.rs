@@ -6,6 +6,10 @@
 //!   and IP) to a container in `CONTAINERS` gets the container's MAC as
 //!   destination, the host veth's MAC as source, its TTL decremented and
 //!   is redirected to the veth's egress, which delivers it to the container.
+//!   Its source must be one that can come from outside: not the host's,
+//!   not a routed container of this host, not behind the NAT, not
+//!   loopback, unspecified, multicast or broadcast (else
+//!   `drop_spoofed_from_outside`).
 //! * [`container`] (tc ingress of a container's veth): ARP is answered
 //!   ([`crate::arp`]); an IPv4 packet must come from the container's own
 //!   address (else `drop_spoofed`). To another routed container it is
@@ -19,7 +23,11 @@
 //! (`TC_ACT_UNSPEC`): TTL 1 or 0 (the kernel sends time exceeded), a next
 //! hop the neighbour map does not know yet (the kernel resolves it and the
 //! daemon copies the result into the map), a route not via the uplink,
-//! a packet too big for it, forwarding disabled.
+//! a packet larger than the egress device's MTU (`route_mtu_exceeded`:
+//! the kernel fragments it or answers "fragmentation needed"), forwarding
+//! disabled, an 802.1Q-tagged frame on the uplink. A tagged frame from a
+//! container is dropped (`drop_vlan_tagged`): a redirect would carry the
+//! tag onto the uplink.
 //!
 //! Why tc and not XDP for the IPv4 paths: an `XDP_REDIRECT` into a veth
 //! only delivers when the container-side peer has NAPI enabled (an XDP
@@ -31,13 +39,14 @@
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::bpf_redirect,
+    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use netbpf_common::{ContainerIf, Counter};
 
 use crate::{
     Verdict, arp, fib,
-    maps::{CONTAINER_IFS, CONTAINERS, NEIGHBOURS, ROUTE_UPLINK},
+    maps::{CONTAINER_IFS, CONTAINERS, LOCAL_ADDRS, MASQ_RULES, NEIGHBOURS, ROUTE_UPLINK},
     parse::{self, Packet, off},
     stats,
 };
@@ -94,9 +103,17 @@ pub(crate) fn inbound(ctx: &TcContext) -> Result<Verdict, Counter> {
     if [peek[0], peek[1], peek[2], peek[3], peek[4], peek[5]] != up.mac || c.mac == [0; 6] {
         return Ok(Verdict::Pass);
     }
+    // A tagged frame belongs to a VLAN device; redirecting would hand the
+    // tag to the container.
+    if fib::skb_vlan_present(ctx) {
+        return Ok(Verdict::Pass);
+    }
     let Some(pkt) = parse::parse_tc(ctx)? else {
         return Ok(Verdict::Pass);
     };
+    if !plausible_outside_source(pkt.src) {
+        return Err(Counter::DropSpoofedFromOutside);
+    }
     forward(ctx, &pkt, c.mac, c.host_mac, c.ifindex, Counter::RoutedIn)
 }
 
@@ -112,6 +129,11 @@ pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
     let Ok(eth) = ctx.load::<[u8; 14]>(0) else {
         return Ok(Verdict::Pass);
     };
+    // The kernel has moved an 802.1Q tag into the skb's metadata, and a
+    // redirect would carry it onto the uplink (a trunk, perhaps).
+    if fib::skb_vlan_present(ctx) {
+        return Err(Counter::DropVlanTagged);
+    }
     let ether_type = [eth[12], eth[13]];
     if ether_type == arp::ETH_P_ARP {
         return arp::from_container(ctx, &cif, ifindex);
@@ -129,6 +151,20 @@ pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
         &cif,
         [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
     )
+}
+
+/// Whether `src` can be the source of a packet arriving on the uplink for a
+/// routed container: not unspecified, loopback, multicast or broadcast
+/// (RFC 1122 §3.2.1.3), not one of the host's own addresses, not another
+/// routed container of this host, not behind the NAT.
+#[inline(always)]
+fn plausible_outside_source(src: [u8; 4]) -> bool {
+    if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
+        return false;
+    }
+    LOCAL_ADDRS.get_ptr(&src).is_none()
+        && CONTAINERS.get_ptr(&src).is_none()
+        && MASQ_RULES.get(&Key::new(32, src)).is_none()
 }
 
 /// An IPv4 packet from a routed container.
@@ -205,6 +241,12 @@ fn forward(
         .map_err(|_| Counter::DropMalformedIp)?;
     if ttl[0] <= 1 {
         stats::inc(Counter::RouteTtlExpired);
+        return Ok(Verdict::Pass);
+    }
+    // Too big for the egress device: the kernel fragments it or sends
+    // "fragmentation needed" (a redirect would drop it silently).
+    if !fib::fits_mtu(ctx, ifindex) {
+        stats::inc(Counter::RouteMtuExceeded);
         return Ok(Verdict::Pass);
     }
     crate::rewrite::decrement_ttl(ctx, pkt, ttl)?;

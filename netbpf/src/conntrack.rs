@@ -31,7 +31,8 @@ pub enum FlowState {
     SynSent,
     /// TCP: opened from outside, no answer from inside yet.
     SynRecv,
-    /// TCP: both sides opened (or a picked-up flow seen both ways).
+    /// TCP: the handshake completed (SYN both ways, then an ACK from the
+    /// opener), or a picked-up flow seen both ways.
     Established,
     /// TCP: one side sent FIN.
     FinWait,
@@ -55,13 +56,25 @@ impl FlowState {
             _ => {}
         }
         let has = |bit| flags & bit != 0;
+        // Synchronised: seen both ways, and either picked up mid-stream (no
+        // SYN either way) or a complete handshake: SYN both ways and an ACK
+        // from the side that opened. A SYN answered by a SYN-ACK that the
+        // opener never acknowledged (a SYN flood) stays transitory.
+        let opener_acked = if has(OPENED_IN) { has(ACK_IN) } else { has(ACK_OUT) };
+        let synced = has(SEEN_OUT)
+            && has(SEEN_IN)
+            && match (has(SYN_OUT), has(SYN_IN)) {
+                (false, false) => true,
+                (true, true) => opener_acked,
+                _ => false,
+            };
         if has(RST) {
             FlowState::Reset
         } else if has(FIN_OUT) && has(FIN_IN) {
             FlowState::Closing
-        } else if has(FIN_OUT) || has(FIN_IN) {
+        } else if synced && (has(FIN_OUT) || has(FIN_IN)) {
             FlowState::FinWait
-        } else if has(SEEN_OUT) && has(SEEN_IN) && has(SYN_OUT) == has(SYN_IN) {
+        } else if synced {
             FlowState::Established
         } else if has(OPENED_IN) {
             FlowState::SynRecv
@@ -558,15 +571,34 @@ mod tests {
         assert_eq!(s(SEEN_OUT | SYN_OUT), FlowState::SynSent);
         assert_eq!(s(SEEN_IN | SYN_IN | OPENED_IN), FlowState::SynRecv);
         assert_eq!(
-            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN),
+            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT),
             FlowState::Established
+        );
+        // A handshake the opener never acknowledged stays transitory: a SYN
+        // flood answered by the container (SYN in, SYN-ACK out) ...
+        assert_eq!(
+            s(OPENED_IN | SEEN_IN | SYN_IN | SEEN_OUT | SYN_OUT),
+            FlowState::SynRecv
+        );
+        // ... also when the flooder adds a FIN, or the container's ACKs.
+        assert_eq!(
+            s(OPENED_IN | SEEN_IN | SYN_IN | SEEN_OUT | SYN_OUT | FIN_IN | ACK_OUT),
+            FlowState::SynRecv
+        );
+        assert_eq!(
+            s(OPENED_IN | SEEN_IN | SYN_IN | SEEN_OUT | SYN_OUT | ACK_IN),
+            FlowState::Established
+        );
+        assert_eq!(
+            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN),
+            FlowState::SynSent
         );
         // Picked up mid-stream, seen both ways: established.
         assert_eq!(s(SEEN_OUT | SEEN_IN), FlowState::Established);
         // SYN out answered by a bare ACK: not established.
         assert_eq!(s(SEEN_OUT | SYN_OUT | SEEN_IN), FlowState::SynSent);
         assert_eq!(
-            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | FIN_OUT),
+            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT | FIN_OUT),
             FlowState::FinWait
         );
         assert_eq!(
@@ -616,7 +648,7 @@ mod tests {
 
     #[test]
     fn conntrack_lines_look_like_conntrack_tools() {
-        let est = SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN;
+        let est = SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT;
         let r = row(proto::TCP, est, (C1, 40000), (UP, 40000), (OUT, 4000));
         assert_eq!(
             r.conntrack_line(),
@@ -652,7 +684,7 @@ mod tests {
 
     #[test]
     fn filters_match_any_side() {
-        let est = SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN;
+        let est = SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT;
         let r = row(proto::TCP, est, (C1, 40000), (UP, 40001), (OUT, 4000));
         let f = |proto, addr, port, state| FlowFilter {
             proto,

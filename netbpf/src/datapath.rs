@@ -14,7 +14,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{LpmTrie, MapError, lpm_trie::Key},
+    maps::{Array, LpmTrie, MapError, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType,
         cgroup_sock_addr::CgroupSockAddrLink, tc::SchedClassifierLink,
@@ -307,7 +307,19 @@ fn map_mut<'a>(
     })
 }
 
-/// Writes the masquerade rules into a loaded object.
+/// Writes the inbound policies (`[inbound]`) into a loaded object.
+pub fn fill_settings(ebpf: &mut Ebpf, config: &Config) -> Result<(), DatapathError> {
+    let name = map_names::SETTINGS;
+    let map = map_mut(ebpf, name)?;
+    let mut array: Array<_, netbpf_common::Settings> =
+        Array::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    array
+        .set(0, &config.inbound.settings(), 0)
+        .map_err(|source| DatapathError::Map { name, source })
+}
+
+/// Writes the masquerade rules (and the inbound policies) into a loaded
+/// object.
 pub fn fill_masquerade(
     ebpf: &mut Ebpf,
     config: &Config,
@@ -331,7 +343,8 @@ pub fn fill_masquerade(
             .map_err(|source| DatapathError::Map { name, source })?;
         wanted.push((prefix, m.source.addr.octets()));
     }
-    prune_trie(&mut trie, name, &wanted)
+    prune_trie(&mut trie, name, &wanted)?;
+    fill_settings(ebpf, config)
 }
 
 /// Removes the entries of a trie (pinned by an earlier daemon) that the

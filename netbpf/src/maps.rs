@@ -1014,9 +1014,9 @@ mod tests {
             )
         };
         let counts = flow_states(&[
-            flow(proto::TCP, SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN),
+            flow(proto::TCP, SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT),
             flow(proto::TCP, SEEN_OUT | SYN_OUT),
-            flow(proto::TCP, SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN),
+            flow(proto::TCP, SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT),
             flow(proto::UDP, SEEN_OUT),
         ]);
         let text: Vec<(&str, &str, u64)> = counts
