@@ -574,9 +574,15 @@ to = "10.77.0.2:53"
 /// A datapath with the published ports above; the host's only address is
 /// the uplink's.
 fn publish_dp() -> Dp {
-    let dp = Dp::new("");
-    let config = Config::from_toml(&format!("{BASE_CONFIG}{PUBLISH_CONFIG}")).expect("config");
-    let mut dp = dp;
+    publish_dp_with("")
+}
+
+/// A datapath with the published ports of [`PUBLISH_CONFIG`], UPLINK as
+/// the host's address, and `extra` config (e.g. an `[inbound]` table).
+fn publish_dp_with(extra: &str) -> Dp {
+    let mut dp = Dp::new(extra);
+    let config =
+        Config::from_toml(&format!("{BASE_CONFIG}{extra}{PUBLISH_CONFIG}")).expect("config");
     datapath::fill_publish(&mut dp.ebpf, &config, &[UPLINK]).expect("fill publish");
     dp
 }
@@ -1323,4 +1329,219 @@ fn icmp_parameter_problem_and_time_exceeded_both_ways() {
             "out",
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Hardening (issue 14): each test failed on the datapath before the fix.
+// ---------------------------------------------------------------------------
+
+/// A TCP listener and a bound UDP socket on the test thread's private
+/// network namespace (Dp::new entered it): the "host's" sockets.
+fn host_sockets(port: u16) -> (std::net::TcpListener, std::net::UdpSocket) {
+    let any = std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    (
+        std::net::TcpListener::bind(any).expect("host TCP listener"),
+        std::net::UdpSocket::bind(any).expect("host UDP socket"),
+    )
+}
+
+#[test]
+fn a_container_never_gets_a_port_a_host_socket_uses() {
+    if !require_root("a_container_never_gets_a_port_a_host_socket_uses") {
+        return;
+    }
+    let dp = Dp::new("");
+    // Without a host socket the original port is kept ...
+    assert_eq!(dp.out_port(C1, &tcp(2222, 80, SYN)), 2222);
+    // ... but a port the host listens on (sshd on 22, a resolver on 53)
+    // is never handed to a container.
+    let _sockets = host_sockets(22);
+    let _dns = host_sockets(53);
+    let p = dp.out_port(C1, &tcp(22, 80, SYN));
+    assert!(p != 22 && (1..1024).contains(&p), "TCP 22 → {p}");
+    let p = dp.out_port(C1, &udp(53, 53, b"q"));
+    assert!(p != 53 && (1..1024).contains(&p), "UDP 53 → {p}");
+}
+
+#[test]
+fn host_sockets_win_over_a_mapping_on_inbound() {
+    if !require_root("host_sockets_win_over_a_mapping_on_inbound") {
+        return;
+    }
+    let dp = publish_dp();
+    let p = dp.out_port(C1, &tcp(40000, 80, SYN));
+    assert_eq!(p, 40000);
+    // The host starts listening on the port the mapping holds.
+    let _sockets = host_sockets(40000);
+    // A new remote's SYN is the host's (before: endpoint-independent
+    // filtering sent it to the container) ...
+    let syn = simple(OTHER, UPLINK, &tcp(1234, 40000, SYN));
+    let (rc, out) = dp.ingress(&syn);
+    assert_eq!(rc, TC_NEXT, "to the host's listener");
+    assert_bytes(&out, &syn, "untouched");
+    // ... and so is a UDP datagram to the host's bound socket.
+    dp.out_port(C1, &udp(40001, 53, b"q"));
+    let _udp = std::net::UdpSocket::bind("0.0.0.0:40001").expect("udp");
+    let dgram = simple(OTHER, UPLINK, &udp(53, 40001, b"r"));
+    let (rc, _) = dp.ingress(&dgram);
+    assert_eq!(rc, TC_NEXT, "to the host's UDP socket");
+    assert_eq!(dp.counter(Counter::HostPortsKept), 2);
+    // The container's own flow still gets its replies.
+    let (rc, back) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(80, 40000, SYN | ACK)));
+    assert_eq!(rc, TC_OK);
+    assert_bytes(
+        &back,
+        &simple(REMOTE, C1, &tcp(80, 40000, SYN | ACK)),
+        "the mapping's own flow",
+    );
+}
+
+#[test]
+fn a_published_port_wins_over_an_older_mapping() {
+    if !require_root("a_published_port_wins_over_an_older_mapping") {
+        return;
+    }
+    // A container took outside port 8080 before 8080 was published.
+    let mut dp = Dp::new("");
+    assert_eq!(dp.out_port(C2, &tcp(8080, 80, SYN)), 8080);
+    let config = Config::from_toml(&format!("{BASE_CONFIG}{PUBLISH_CONFIG}")).expect("config");
+    datapath::fill_publish(&mut dp.ebpf, &config, &[UPLINK]).expect("fill publish");
+    // A client's SYN to 8080 goes to the published container, not to C2.
+    let (rc, out) = dp.ingress(&simple(OTHER, UPLINK, &tcp(5555, 8080, SYN)));
+    assert_eq!(rc, TC_OK);
+    assert_bytes(
+        &out,
+        &simple(OTHER, C1, &tcp(5555, 4000, SYN)),
+        "to the published target",
+    );
+    // C2's own flow is untouched.
+    let (rc, out) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(80, 8080, SYN | ACK)));
+    assert_eq!(rc, TC_OK);
+    assert_bytes(
+        &out,
+        &simple(REMOTE, C2, &tcp(80, 8080, SYN | ACK)),
+        "C2's flow",
+    );
+}
+
+#[test]
+fn fragments_for_the_host_arriving_in_order_reach_the_host() {
+    if !require_root("fragments_for_the_host_arriving_in_order_reach_the_host") {
+        return;
+    }
+    let dp = publish_dp();
+    let payload: Vec<u8> = (0..100u8).collect();
+    // `ping -s 3000` or a large DNS reply to the host itself.
+    let (first, rest) = udp_fragments(REMOTE, UPLINK, 53, 33333, &payload);
+    let (rc, out) = dp.ingress(&first);
+    assert_eq!(rc, TC_NEXT, "first fragment: the host's");
+    assert_bytes(&out, &first, "untouched");
+    let (rc, out) = dp.ingress(&rest);
+    assert_eq!(rc, TC_NEXT, "the rest follows it to the host, not held");
+    assert_bytes(&out, &rest, "untouched");
+    assert_eq!(dp.counter(Counter::FragmentsHeld), 0);
+}
+
+#[test]
+fn a_stale_fragment_translation_is_not_used() {
+    if !require_root("a_stale_fragment_translation_is_not_used") {
+        return;
+    }
+    let mut dp = publish_dp();
+    let payload: Vec<u8> = (0..100u8).collect();
+    let (_, rest) = udp_fragments(REMOTE, UPLINK, 53, 33333, &payload);
+    // An entry left by an earlier datagram with the same IP ID, 60 s ago.
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+    let key = netbpf_common::FragKey {
+        src: REMOTE.octets(),
+        dst: UPLINK.octets(),
+        id: [rest[18], rest[19]],
+        proto: UDP,
+        _pad: 0,
+    };
+    let stale = netbpf_common::FragValue {
+        addr: C1.octets(),
+        stamp_s: netbpf_common::coarse_seconds(now_ns) - 60,
+    };
+    let mut frags: HashMap<&mut MapData, netbpf_common::FragKey, netbpf_common::FragValue> =
+        HashMap::try_from(dp.ebpf.map_mut(map_names::FRAGS).expect("frags")).expect("type");
+    frags.insert(&key, &stale, 0).expect("insert");
+    let (rc, _) = dp.ingress(&rest);
+    assert_ne!(rc, TC_OK, "not sent to the container");
+    assert_eq!(dp.counter(Counter::FragmentsTranslated), 0);
+}
+
+#[test]
+fn one_source_cannot_open_more_than_its_budget() {
+    if !require_root("one_source_cannot_open_more_than_its_budget") {
+        return;
+    }
+    let dp = publish_dp_with("[inbound]\nnew_flows_per_source = 1\nnew_flows_burst = 3\n");
+    for port in 0..3u16 {
+        let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000 + port, 8080, SYN)));
+        assert_eq!(rc, TC_OK, "SYN {port} within the burst");
+    }
+    let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(50003, 8080, SYN)));
+    assert_eq!(rc, TC_SHOT, "over the budget");
+    assert_eq!(dp.counter(Counter::DropSourceLimit), 1);
+    // An existing flow of that source still works, and other sources open
+    // flows.
+    let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000, 8080, ACK)));
+    assert_eq!(rc, TC_OK, "established flow of the flooding source");
+    let (rc, _) = dp.ingress(&simple(OTHER, UPLINK, &tcp(50000, 8080, SYN)));
+    assert_eq!(rc, TC_OK, "another client");
+    // Flows opened through a mapping (endpoint-independent filtering) count
+    // against the same budget.
+    dp.out_port(C1, &udp(41000, 53, b"q"));
+    let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &udp(999, 41000, b"spray")));
+    assert_eq!(rc, TC_SHOT, "a UDP spray at a mapping");
+    assert_eq!(dp.counter(Counter::DropSourceLimit), 2);
+}
+
+#[test]
+fn a_handshake_is_complete_only_when_the_opener_acks() {
+    if !require_root("a_handshake_is_complete_only_when_the_opener_acks") {
+        return;
+    }
+    let dp = publish_dp();
+    let flags = |dp: &Dp| {
+        let flows = dp.flows();
+        assert_eq!(flows.len(), 1);
+        flows[0].1.flags
+    };
+    dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000, 8080, SYN)));
+    dp.egress(&simple(C1, REMOTE, &tcp(4000, 50000, SYN | ACK)));
+    let f = flags(&dp);
+    assert_eq!(f & (flow_flags::ACK_IN | flow_flags::ACK_OUT), 0, "half open");
+    assert_eq!(
+        netbpf::conntrack::FlowState::of(TCP, f),
+        netbpf::conntrack::FlowState::SynRecv,
+        "a SYN flood the container answers stays transitory"
+    );
+    dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000, 8080, ACK)));
+    let f = flags(&dp);
+    assert_ne!(f & flow_flags::ACK_IN, 0);
+    assert_eq!(
+        netbpf::conntrack::FlowState::of(TCP, f),
+        netbpf::conntrack::FlowState::Established
+    );
+}
+
+#[test]
+fn unsolicited_syns_are_a_policy() {
+    if !require_root("unsolicited_syns_are_a_policy") {
+        return;
+    }
+    let syn = simple(REMOTE, UPLINK, &tcp(50000, 30080, SYN));
+    let dp = publish_dp();
+    assert_eq!(dp.ingress(&syn).0, TC_SHOT, "dropped by default");
+    assert_eq!(dp.counter(Counter::DropUnsolicitedSyn), 1);
+    // kube-proxy NodePorts, IPVS or a firewalld forward may own it.
+    let dp = publish_dp_with("[inbound]\nunsolicited_syn = \"pass\"\n");
+    let (rc, out) = dp.ingress(&syn);
+    assert_eq!(rc, TC_NEXT, "to the stack");
+    assert_bytes(&out, &syn, "untouched");
+    assert_eq!(dp.counter(Counter::UnsolicitedSynsPassed), 1);
+    assert_eq!(dp.counter(Counter::DropUnsolicitedSyn), 0);
 }
