@@ -483,11 +483,29 @@ fn expired(key: &FlowKey, value: &FlowValue, now_ns: u64, timeouts: &Timeouts) -
     now_ns.saturating_sub(value.last_seen_ns) > timeout.as_nanos() as u64
 }
 
+/// Reverse entries (outside → inside) seen without their mapping.
+pub type Orphans = HashSet<(Endpoint, Endpoint)>;
+
+/// Which of this pass's orphaned reverse entries to release: only those
+/// that were orphaned in the previous pass too. A reverse entry is the
+/// kernel's lock on a port and is inserted a moment before its mapping, so
+/// one seen alone once may be an allocation in progress; releasing it
+/// would let a second inside endpoint take the same port (overloading).
+/// Returns the entries to release; `previous` becomes this pass's orphans.
+pub fn orphans_to_release(previous: &mut Orphans, seen: Orphans) -> Vec<(Endpoint, Endpoint)> {
+    let release = seen.intersection(previous).copied().collect();
+    *previous = seen;
+    release
+}
+
 /// One expiry pass over the conntrack and mapping tables at time `now_ns`.
+/// `orphans` carries the orphaned reverse entries from one pass to the
+/// next (see [`orphans_to_release`]).
 pub fn collect_garbage(
     maps: &mut NatMaps,
     timeouts: &Timeouts,
     now_ns: u64,
+    orphans: &mut Orphans,
 ) -> Result<GcReport, MapsError> {
     let mut report = GcReport::default();
     let mut live = HashSet::new();
@@ -545,16 +563,29 @@ pub fn collect_garbage(
         report.released.push((inside, mapping.outside));
     }
     // Reverse entries whose mapping is gone (a lost race in the kernel, or
-    // a mapping removed above while its port was re-read): release them.
+    // a mapping removed above while its port was re-read): release them
+    // once they have been seen alone in two passes.
+    let mut seen = Orphans::new();
     for (outside, inside) in maps.reverse_entries()? {
         match maps.mappings.get(&inside, 0) {
             Ok(m) if m.outside == outside => {}
             Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {
                 if !live.contains(&inside) {
-                    let _ = maps.reverse.remove(&outside);
+                    seen.insert((outside, inside));
                 }
             }
             Err(_) => {}
+        }
+    }
+    for (outside, inside) in orphans_to_release(orphans, seen) {
+        // Still the same owner, still without its mapping.
+        let still_orphaned = matches!(maps.reverse.get(&outside, 0), Ok(owner) if owner == inside)
+            && matches!(
+                maps.mappings.get(&inside, 0),
+                Err(aya::maps::MapError::KeyNotFound)
+            );
+        if still_orphaned {
+            let _ = maps.reverse.remove(&outside);
         }
     }
     Ok(report)
@@ -758,6 +789,22 @@ mod tests {
             ]
         );
         assert_eq!(super::top(&rows, 1).len(), 1);
+    }
+
+    #[test]
+    fn an_orphaned_reverse_entry_is_released_only_on_its_second_sighting() {
+        let e = |port| Endpoint::new(proto::UDP, [203, 0, 113, 1], port);
+        let i = |port| Endpoint::new(proto::UDP, [10, 77, 0, 2], port);
+        let mut orphans = Orphans::new();
+        // First sighting: maybe an allocation in progress.
+        let first: Orphans = [(e(1), i(1)), (e(2), i(2))].into();
+        assert!(orphans_to_release(&mut orphans, first).is_empty());
+        // (e(2), i(2)) got its mapping meanwhile; (e(1), i(1)) did not.
+        let second: Orphans = [(e(1), i(1)), (e(3), i(3))].into();
+        assert_eq!(orphans_to_release(&mut orphans, second), vec![(e(1), i(1))]);
+        // The same port now locked for another inside endpoint is new.
+        let third: Orphans = [(e(3), i(4))].into();
+        assert!(orphans_to_release(&mut orphans, third).is_empty());
     }
 
     #[test]

@@ -441,6 +441,7 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     let metrics = netbpf::metrics::spawn(metrics_listener, pin_dir.clone());
     let timeouts = config.conntrack.timeouts;
     let mut gc = tokio::time::interval(Duration::from_secs(args.gc_interval.max(1)));
+    let mut orphans = conntrack::Orphans::new();
     info!("running; Ctrl-C or SIGTERM stops");
     loop {
         tokio::select! {
@@ -456,7 +457,7 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
                 }
             }
             _ = gc.tick() => {
-                match conntrack::collect_garbage(&mut nat, &timeouts, conntrack::monotonic_now_ns()) {
+                match conntrack::collect_garbage(&mut nat, &timeouts, conntrack::monotonic_now_ns(), &mut orphans) {
                     Ok(r) if r.flows + r.mappings > 0 => {
                         info!("expired {} flow(s), released {} mapping(s)", r.flows, r.mappings);
                         if let Some((sink, _)) = &events {
