@@ -11,7 +11,7 @@
 //! [`FRAG_REPLAY_MARK`], so the ingress program lets them straight through.
 
 use aya_ebpf::{
-    bindings::BPF_F_INGRESS,
+    bindings::{BPF_F_INGRESS, BPF_F_RECOMPUTE_CSUM},
     helpers::{bpf_skb_load_bytes, bpf_skb_store_bytes},
     programs::TcContext,
 };
@@ -57,13 +57,16 @@ pub(crate) fn is_replay(ctx: &TcContext) -> bool {
 pub(crate) fn hold(ctx: &TcContext, pkt: &Packet) -> Option<Verdict> {
     LOCAL_ADDRS.get_ptr(&pkt.dst)?;
     let key = key_of(pkt);
-    // SAFETY: map value pointer, valid for this run.
-    let held = FRAG_HELD.get_ptr(&key).map(|c| unsafe { *c }).unwrap_or(0);
-    if held >= FRAG_STASH_SLOTS {
-        return None;
-    }
     let len = ctx.len() as usize;
     if len > FRAG_STASH_BYTES || len == 0 {
+        return None;
+    }
+    // SAFETY: map value pointer, valid for this run. Not atomic: the
+    // BPF target's v1 instruction set cannot use a fetch-add's result; two
+    // CPUs holding fragments of one datagram at the same instant may write
+    // one slot, and the datagram is then lost as if a fragment had been.
+    let held = FRAG_HELD.get_ptr(&key).map(|c| unsafe { *c }).unwrap_or(0);
+    if held >= FRAG_STASH_SLOTS {
         return None;
     }
     let scratch = FRAG_SCRATCH.get_ptr_mut(0)?;
@@ -108,7 +111,7 @@ pub(crate) fn replay(ctx: &TcContext, pkt: &Packet, verdict: Verdict) -> Result<
         return Ok(verdict);
     };
     // SAFETY: map value pointer, valid for this run.
-    let held = unsafe { *held };
+    let held = unsafe { *held }.min(FRAG_STASH_SLOTS);
     let _ = FRAG_HELD.remove(&key);
     let fail = |_| Counter::DropRewriteFailed;
     let new_dst: [u8; 4] = ctx.load(pkt.l3_off + off::IP_DST).map_err(fail)?;
@@ -135,9 +138,17 @@ pub(crate) fn replay(ctx: &TcContext, pkt: &Packet, verdict: Verdict) -> Result<
         }
         ctx.change_tail(n as u32, 0).map_err(fail)?;
         // SAFETY: `n` is within the stash's frame (checked above), and the
-        // skb was just resized to `n` bytes.
-        let rc =
-            unsafe { bpf_skb_store_bytes(skb(ctx), 0, stash.frame.as_ptr().cast(), n as u32, 0) };
+        // skb was just resized to `n` bytes. BPF_F_RECOMPUTE_CSUM keeps a
+        // CHECKSUM_COMPLETE skb's sum right for the new bytes.
+        let rc = unsafe {
+            bpf_skb_store_bytes(
+                skb(ctx),
+                0,
+                stash.frame.as_ptr().cast(),
+                n as u32,
+                BPF_F_RECOMPUTE_CSUM as u64,
+            )
+        };
         if rc != 0 {
             return Err(Counter::DropRewriteFailed);
         }
