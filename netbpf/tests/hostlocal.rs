@@ -102,9 +102,12 @@ fn the_host_reaches_published_ports_on_its_own_addresses() {
     let (line, _) =
         tcp_from(&lab.host, SocketAddrV4::new(UPLINK_ADDR, 8090)).expect("8090 on the uplink");
     assert!(line.starts_with("host saw"), "not redirected: {line}");
-    let (line, _) = tcp_from(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 8090))
-        .expect("8090 from outside");
-    assert!(line.starts_with("host saw"), "not published outside: {line}");
+    let (line, _) =
+        tcp_from(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 8090)).expect("8090 from outside");
+    assert!(
+        line.starts_with("host saw"),
+        "not published outside: {line}"
+    );
     // Other namespaces' sockets are left alone: their 127.0.0.1 is theirs.
     let _theirs = WhoamiServer::spawn(
         &lab.outside,

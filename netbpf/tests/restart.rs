@@ -261,7 +261,10 @@ fn remake_uplink(lab: &mut Lab) {
     let name = lab.outside.name().to_owned();
     // Netns::create removes the namespace of that name first; the old
     // value's Drop would delete the new one, so it is forgotten.
-    let old = std::mem::replace(&mut lab.outside, Netns::create(&name).expect("outside again"));
+    let old = std::mem::replace(
+        &mut lab.outside,
+        Netns::create(&name).expect("outside again"),
+    );
     std::mem::forget(old);
     netbpf::netns::veth(&lab.host, "eth0", &lab.outside, "eth0").expect("veth again");
     lab.host
@@ -293,8 +296,8 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
     let udp = WhoamiServer::spawn(&lab.outside, Transport::Udp, whoami, "you are").expect("udp");
     lab.start_daemon(exe(), "").expect("daemon");
     let c1 = &lab.containers[0];
-    let before = parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp before"))
-        .expect("whoami");
+    let before =
+        parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp before")).expect("whoami");
     assert_eq!(*before.ip(), UPLINK_ADDR);
     let out = cli(&lab, &["conntrack", "list"]);
     assert!(out.status.success());
@@ -334,11 +337,15 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
     let _udp = WhoamiServer::spawn(&lab.outside, Transport::Udp, whoami, "you are").expect("udp");
     let _tcp = WhoamiServer::spawn(&lab.outside, Transport::Tcp, whoami, "you are").expect("tcp");
     let c1 = &lab.containers[0];
-    let after = parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp after"))
-        .expect("whoami");
+    let after =
+        parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp after")).expect("whoami");
     assert_eq!(after, before, "the mapping made before is kept (maps kept)");
     let seen = parse_whoami(&lab::tcp_whoami(&c1.ns, whoami).expect("tcp after")).expect("whoami");
-    assert_eq!(*seen.ip(), UPLINK_ADDR, "translated, never the 10.77.x source");
+    assert_eq!(
+        *seen.ip(),
+        UPLINK_ADDR,
+        "translated, never the 10.77.x source"
+    );
     let out = cli(&lab, &["conntrack", "list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
