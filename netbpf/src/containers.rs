@@ -470,10 +470,12 @@ impl Routing {
             // A veth uplink (a lab, or a host that is itself a container):
             // native XDP_TX on a veth only delivers when the peer has NAPI
             // (GRO or an XDP program), which is not ours to set; generic
-            // XDP transmits through the stack and always works. Other
-            // stacked devices (vlan, macvlan) report a link too; the kernel
-            // has no native XDP for them either.
-            Ok(l) if l.peer_ifindex.is_some() => (l.mac, XdpMode::Skb),
+            // XDP transmits through the stack and always works. A veth is
+            // known by its link kind: its peer may have the same index in
+            // its own namespace, which the kernel reports as no peer at
+            // all. Other stacked devices (vlan, macvlan) report a lower
+            // link; the kernel has no native XDP for them either.
+            Ok(l) if l.veth || l.peer_ifindex.is_some() => (l.mac, XdpMode::Skb),
             Ok(l) => (l.mac, XdpMode::Default),
             Err(source) if !resolved.is_empty() => {
                 return Err(ContainersError::Rtnl {

@@ -514,12 +514,26 @@ fn attach_tc_pinned(
     let prog = classifier(ebpf, name)?;
     let pin = pins::link_pin(pin_dir, name, target.ifname);
     if let Some(link) = adopt_link::<SchedClassifierLink>(&pin) {
-        prog.attach_to_link(link).map_err(err)?;
-        info!(
-            "{name}: new program swapped into the pinned link on {}",
-            target.ifname
-        );
-        return Ok(pin);
+        match prog.attach_to_link(link) {
+            Ok(_) => {
+                info!(
+                    "{name}: new program swapped into the pinned link on {}",
+                    target.ifname
+                );
+                return Ok(pin);
+            }
+            // Severed since drop_severed_links looked: attach afresh.
+            Err(ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
+            {
+                warn!(
+                    "{name}: the pinned link on {} was severed (its interface is gone); attaching afresh",
+                    target.ifname
+                );
+                pins::remove_file(&pin)?;
+            }
+            Err(e) => return Err(err(e)),
+        }
     }
     // On kernels >= 6.6 aya attaches through tcx (no qdisc needed).
     let id = prog.attach(target.ifindex, target.attach).map_err(err)?;
@@ -621,6 +635,28 @@ impl RuleSnapshot {
         }
         Ok(())
     }
+}
+
+/// Removes the pins of links whose interface (or cgroup) is gone, saying
+/// so: an interface or namespace deleted, perhaps made again under the same
+/// name, while no daemon ran. The kernel refuses to swap a program into
+/// such a link, and it carries no traffic; the maps, and so the flows,
+/// stay. Returns how many were removed.
+fn drop_severed_links(pin_dir: &Path) -> Result<usize, DatapathError> {
+    let mut dropped = 0;
+    for (link, state) in pins::link_states(pin_dir)? {
+        if state == pins::LinkState::Severed {
+            warn!(
+                "{} on {}: the pinned link was severed (the interface or its network namespace \
+                 was deleted while no daemon ran); dropping it and attaching afresh, the maps and \
+                 their flows stay",
+                link.program, link.target
+            );
+            pins::remove_file(&link.path)?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
 }
 
 /// The link pinned at `pin`, if there is one of the right kind.
@@ -778,6 +814,9 @@ impl Datapath {
         prepare_pin_dir(pin_dir)?;
         let lock = pins::DaemonLock::acquire(pin_dir)?;
         let adopting = pins::is_pinned(pin_dir);
+        if adopting {
+            drop_severed_links(pin_dir)?;
+        }
         let result = Self::attach_all(config, pin_dir, options, &resolved, adopting);
         let (ebpf, routing) = match result {
             Ok(parts) => parts,

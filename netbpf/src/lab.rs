@@ -111,6 +111,17 @@ pub struct Container {
     pub host_veth: String,
 }
 
+/// How the host's uplink is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wiring {
+    /// One veth to the outside machine.
+    Outside,
+    /// A bridge joining the host, the outside machine and a peer.
+    Segment,
+    /// One veth to a peer, made straight into both namespaces.
+    DirectPeer,
+}
+
 /// The lab topology. Dropping it stops the daemon and removes every
 /// namespace, pin and file it made.
 pub struct Lab {
@@ -150,6 +161,29 @@ impl Lab {
     /// (`{prefix}-peer`, [`PEER_ADDR`]/24 and nothing else), and the host's
     /// uplink also gets [`SEGMENT_HOST_ADDR`]/24.
     pub fn build_with(prefix: &str, n: usize, routed: usize) -> Result<Self, LabError> {
+        let wiring = if routed == 0 {
+            Wiring::Outside
+        } else {
+            Wiring::Segment
+        };
+        Self::build_wired(prefix, n, routed, wiring)
+    }
+
+    /// Builds `routed` routed containers with a peer machine
+    /// (`{prefix}-peer`, [`PEER_ADDR`]/24) wired straight to the host's
+    /// uplink by one veth made directly into the two fresh namespaces, so
+    /// that both ends have the same index (2) in their own namespace. The
+    /// outside machine exists but is not wired.
+    pub fn build_direct_peer(prefix: &str, routed: usize) -> Result<Self, LabError> {
+        Self::build_wired(prefix, 0, routed, Wiring::DirectPeer)
+    }
+
+    fn build_wired(
+        prefix: &str,
+        n: usize,
+        routed: usize,
+        wiring: Wiring,
+    ) -> Result<Self, LabError> {
         let host = Netns::create(&format!("{prefix}-host"))?;
         let outside = Netns::create(&format!("{prefix}-out"))?;
         let dir = std::env::temp_dir().join(prefix);
@@ -169,15 +203,22 @@ impl Lab {
         // Leftovers of an earlier run under the same prefix.
         let _ = maps::unpin_all(&lab.pin_dir);
 
-        if routed == 0 {
-            netns::veth(&lab.host, "eth0", &lab.outside, "eth0")?;
-        } else {
-            lab.build_segment()?;
+        match wiring {
+            Wiring::Outside => netns::veth(&lab.host, "eth0", &lab.outside, "eth0")?,
+            Wiring::Segment => lab.build_segment()?,
+            Wiring::DirectPeer => {
+                let peer = Netns::create(&format!("{prefix}-peer"))?;
+                netns::veth(&lab.host, "eth0", &peer, "eth0")?;
+                peer.ip(&["addr", "add", &format!("{PEER_ADDR}/24"), "dev", "eth0"])?;
+                lab.peer = Some(peer);
+            }
         }
         let up = format!("{UPLINK_ADDR}/24");
         let out = format!("{OUTSIDE_ADDR}/24");
         lab.host.ip(&["addr", "add", &up, "dev", "eth0"])?;
-        lab.outside.ip(&["addr", "add", &out, "dev", "eth0"])?;
+        if wiring != Wiring::DirectPeer {
+            lab.outside.ip(&["addr", "add", &out, "dev", "eth0"])?;
+        }
         if lab.peer.is_some() {
             // Second, so the uplink's first address (the masquerade
             // address) stays UPLINK_ADDR.

@@ -289,6 +289,37 @@ fn main() -> ExitCode {
     }
 }
 
+impl Command {
+    /// Whether the command shows what the pinned datapath holds.
+    fn reads_the_datapath(&self) -> bool {
+        matches!(
+            self,
+            Command::Conntrack { .. }
+                | Command::Explain(_)
+                | Command::Nat { .. }
+                | Command::Stats(_)
+                | Command::Containers {
+                    command: ContainersCommand::List(_),
+                }
+                | Command::Neigh { .. }
+        )
+    }
+}
+
+/// Warns (stderr) when the pinned datapath is attached to no uplink, so
+/// that what a read command shows from its maps is not taken for a
+/// running datapath.
+fn warn_if_detached(pin_dir: &std::path::Path) {
+    match netbpf::pins::detached_warning(pin_dir) {
+        Ok(Some(text)) => warn!("{text}"),
+        Ok(None) => {}
+        Err(e) => warn!(
+            "cannot tell whether the pinned datapath is attached: {:#}",
+            anyhow::Error::from(e)
+        ),
+    }
+}
+
 /// Moves this (single-threaded) process into network namespace `name`.
 fn enter_netns(name: &str) -> Result<()> {
     let path = std::path::Path::new("/run/netns").join(name);
@@ -300,6 +331,9 @@ fn enter_netns(name: &str) -> Result<()> {
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
+    if cli.command.reads_the_datapath() {
+        warn_if_detached(&cli.pin_dir);
+    }
     match cli.command {
         Command::Daemon(args) => daemon(args, cli.pin_dir).await,
         Command::Conntrack {

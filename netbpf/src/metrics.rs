@@ -10,6 +10,13 @@
 //! the same reads), the metric set is small and fixed, and the format is a
 //! few lines of text. The HTTP side is a minimal responder on tokio: `GET
 //! /metrics` (and `HEAD`), one request per connection, nothing else.
+//!
+//! Each connection is served by its own task on the daemon's runtime, so a
+//! client that connects and sends nothing, or never reads its answer, holds
+//! only its own connection: reading the request and writing the answer
+//! each have a timeout, and only the map reads are limited to a few at a
+//! time. At most [`MAX_CONNECTIONS`] connections are served at once; one
+//! more is closed at once rather than queued.
 
 use std::{
     collections::BTreeMap,
@@ -35,10 +42,15 @@ use crate::maps::{self, MapsError, Occupancy, Stats};
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Scrapes served at once; more wait for a slot.
+/// Scrapes reading the maps at once; more wait for a slot (for as long
+/// as the map reads take, never for a client).
 const MAX_CONCURRENT_SCRAPES: usize = 4;
+/// Connections served at once; one more is closed straight away.
+pub const MAX_CONNECTIONS: usize = 256;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to take the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request head accepted.
 const MAX_REQUEST_BYTES: usize = 8192;
 
@@ -373,10 +385,11 @@ pub fn spawn(listener: TcpListener, pin_dir: PathBuf) -> JoinHandle<()> {
         info!("serving Prometheus metrics on http://{addr}/metrics");
     }
     let pin_dir = Arc::new(pin_dir);
-    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_SCRAPES));
+    let scrapes = Arc::new(Semaphore::new(MAX_CONCURRENT_SCRAPES));
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(e) => {
                     warn!("metrics: accept failed: {e}");
@@ -384,13 +397,16 @@ pub fn spawn(listener: TcpListener, pin_dir: PathBuf) -> JoinHandle<()> {
                     continue;
                 }
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
+            // Never wait here: the accept loop serves everyone.
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                log::debug!("metrics: {MAX_CONNECTIONS} connections open, closing {peer}");
+                drop(stream);
+                continue;
             };
-            let pin_dir = pin_dir.clone();
+            let (pin_dir, scrapes) = (pin_dir.clone(), scrapes.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, &pin_dir).await {
-                    log::debug!("metrics: connection: {e}");
+                if let Err(e) = handle(stream, &pin_dir, &scrapes).await {
+                    log::debug!("metrics: connection from {peer}: {e}");
                 }
                 drop(permit);
             });
@@ -399,7 +415,7 @@ pub fn spawn(listener: TcpListener, pin_dir: PathBuf) -> JoinHandle<()> {
 }
 
 /// Reads one request head and answers it.
-async fn handle(mut stream: TcpStream, pin_dir: &Path) -> io::Result<()> {
+async fn handle(mut stream: TcpStream, pin_dir: &Path, scrapes: &Semaphore) -> io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let read = async {
@@ -423,6 +439,7 @@ async fn handle(mut stream: TcpStream, pin_dir: &Path) -> io::Result<()> {
     let (status, content_type, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let dir = pin_dir.to_owned();
+            let _slot = scrapes.acquire().await.map_err(io::Error::other)?;
             match tokio::task::spawn_blocking(move || gather(&dir)).await {
                 Ok(Ok(text)) => ("200 OK", CONTENT_TYPE, text),
                 Ok(Err(e)) => (
@@ -460,8 +477,17 @@ async fn handle(mut stream: TcpStream, pin_dir: &Path) -> io::Result<()> {
     if method != "HEAD" {
         response.push_str(&body);
     }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(done) => done,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not take the answer in time",
+        )),
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -109,6 +109,135 @@ pub fn is_pinned(pin_dir: &Path) -> bool {
     pin_dir.join(map_names::CONNTRACK).exists()
 }
 
+/// Whether a pinned link still has something to be attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Attached to its interface or cgroup.
+    Attached,
+    /// Its interface or cgroup is gone (deleted, or its network namespace
+    /// was): the kernel keeps the link, attached to nothing, and refuses to
+    /// update it (`ENOLINK`, "Link has been severed"). An interface made
+    /// again under the same name is another device, with nothing attached.
+    Severed,
+}
+
+/// The state of the link pinned at `path`, from the kernel's description
+/// of it (`/proc/self/fdinfo`): a tcx or XDP link whose device is gone
+/// shows `ifindex: 0`, a cgroup link whose cgroup is gone `cgroup_id: 0`.
+pub fn link_state(path: &Path) -> Result<LinkState, PinsError> {
+    let fd = obj_get(path).map_err(io_err(path))?;
+    let fdinfo = PathBuf::from(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
+    let text = fs::read_to_string(&fdinfo).map_err(io_err(&fdinfo))?;
+    Ok(parse_link_state(&text))
+}
+
+/// [`LinkState`] from a link's fdinfo text.
+fn parse_link_state(fdinfo: &str) -> LinkState {
+    let severed = fdinfo.lines().any(|line| {
+        let mut f = line.split(':');
+        matches!(
+            (f.next().map(str::trim), f.next().map(str::trim)),
+            (Some("ifindex" | "cgroup_id"), Some("0"))
+        )
+    });
+    if severed {
+        LinkState::Severed
+    } else {
+        LinkState::Attached
+    }
+}
+
+/// Every pinned link with its state.
+pub fn link_states(pin_dir: &Path) -> Result<Vec<(PinnedLinkEntry, LinkState)>, PinsError> {
+    pinned_links(pin_dir)?
+        .into_iter()
+        .map(|link| {
+            let state = link_state(&link.path)?;
+            Ok((link, state))
+        })
+        .collect()
+}
+
+/// What the read commands say before answering from the maps of a
+/// datapath that passes no traffic: `None` when a program is attached to
+/// an uplink (or nothing is pinned).
+pub fn detached_warning(pin_dir: &Path) -> Result<Option<String>, PinsError> {
+    if !is_pinned(pin_dir) {
+        return Ok(None);
+    }
+    let links = link_states(pin_dir)?;
+    let uplink = |l: &PinnedLinkEntry| UPLINK_PROGRAMS.contains(&l.program.as_str());
+    if links
+        .iter()
+        .any(|(l, s)| uplink(l) && *s == LinkState::Attached)
+    {
+        return Ok(None);
+    }
+    let severed: Vec<String> = links
+        .iter()
+        .filter(|(_, s)| *s == LinkState::Severed)
+        .map(|(l, _)| format!("{} on {}", l.program, l.target))
+        .collect();
+    let why = if severed.is_empty() {
+        "it has no pinned links".to_owned()
+    } else {
+        format!(
+            "its links were severed (the interface or its namespace was deleted): {}",
+            severed.join(", ")
+        )
+    };
+    Ok(Some(format!(
+        "the datapath pinned in {} is attached to no uplink: {why}. What follows comes from its \
+         maps, and no traffic passes through it; start the daemon to attach it again, or run \
+         `netbpf down` to remove it",
+        pin_dir.display()
+    )))
+}
+
+/// The programs a datapath attaches to its uplink.
+const UPLINK_PROGRAMS: [&str; 2] = ["netbpf_egress", "netbpf_ingress"];
+
+/// `BPF_OBJ_GET`: a descriptor for the object pinned at `path`. aya's
+/// `PinnedLink` keeps its descriptor private, and the kernel describes a
+/// link's target only through the descriptor.
+fn obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    /// The `BPF_OBJ_GET` part of `union bpf_attr`.
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let attr = ObjGetAttr {
+        pathname: cpath.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: `attr` is a valid BPF_OBJ_GET attribute of the size passed,
+    // and `cpath` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
+}
+
 /// What [`down`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DownReport {
@@ -232,21 +361,19 @@ mod tests {
     }
 
     #[test]
-    fn a_second_daemon_is_refused_and_the_lock_frees_on_drop() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: needs root for /run/netbpf");
-            return;
-        }
-        let dir = PathBuf::from(format!("/sys/fs/bpf/nbt-lock-{}", std::process::id()));
-        let first = DaemonLock::acquire(&dir).expect("first");
-        assert!(matches!(
-            DaemonLock::acquire(&dir),
-            Err(PinsError::Locked { .. })
-        ));
-        let path = first.path().to_owned();
-        drop(first);
-        let again = DaemonLock::acquire(&dir).expect("free again");
-        drop(again);
-        let _ = fs::remove_file(path);
+    fn severed_links_are_told_by_their_fdinfo() {
+        let tcx = "pos:\t0\nflags:\t02000000\nmnt_id:\t15\nino:\t1\nlink_type:\ttcx\n\
+                   link_id:\t7\nprog_tag:\tabc\nprog_id:\t42\nifindex:\t0\nattach_type:\t47 (tcx_egress)\n";
+        assert_eq!(parse_link_state(tcx), LinkState::Severed);
+        let live = tcx.replace("ifindex:\t0", "ifindex:\t12");
+        assert_eq!(parse_link_state(&live), LinkState::Attached);
+        assert_eq!(
+            parse_link_state("link_type:\tcgroup\ncgroup_id:\t0\n"),
+            LinkState::Severed
+        );
+        assert_eq!(
+            parse_link_state("link_type:\tcgroup\ncgroup_id:\t1234\n"),
+            LinkState::Attached
+        );
     }
 }

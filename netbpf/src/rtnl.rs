@@ -14,7 +14,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::{LinkAttribute, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkInfo as LinkInfoAttr, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
     route::{
         RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -71,7 +71,10 @@ pub enum RtnlError {
 pub struct LinkInfo {
     /// Its MAC.
     pub mac: [u8; 6],
-    /// For a veth: the peer's ifindex (in the peer's namespace).
+    /// Whether its link kind (`IFLA_INFO_KIND`) is `veth`.
+    pub veth: bool,
+    /// For a veth: the peer's ifindex (in the peer's namespace). For
+    /// other stacked devices (vlan, macvlan): the lower device's.
     pub peer_ifindex: Option<u32>,
     /// For a veth whose peer lives in another namespace: that namespace's
     /// id as seen from here.
@@ -210,6 +213,7 @@ impl Rtnl {
         };
         let mut info = LinkInfo {
             mac: [0; 6],
+            veth: false,
             peer_ifindex: None,
             peer_netnsid: None,
         };
@@ -220,10 +224,25 @@ impl Rtnl {
                     info.mac.copy_from_slice(&a);
                     have_mac = true;
                 }
-                LinkAttribute::Link(i) if i != 0 && i != ifindex => info.peer_ifindex = Some(i),
+                LinkAttribute::Link(i) if i != 0 => info.peer_ifindex = Some(i),
                 LinkAttribute::LinkNetNsId(id) => info.peer_netnsid = Some(id),
+                LinkAttribute::LinkInfo(infos) => {
+                    info.veth = infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfoAttr::Kind(InfoKind::Veth)));
+                }
                 _ => {}
             }
+        }
+        // The kernel leaves IFLA_LINK out when it equals the device's own
+        // index, as it does for a veth whose peer has the same index in its
+        // own namespace (both ends made straight into fresh namespaces are
+        // index 2): only the link kind tells that it is a veth. For other
+        // devices an own-index link means no lower device.
+        if info.veth {
+            info.peer_ifindex = info.peer_ifindex.or(Some(ifindex));
+        } else if info.peer_ifindex == Some(ifindex) {
+            info.peer_ifindex = None;
         }
         if !have_mac {
             return Err(RtnlError::NoMac { ifindex });

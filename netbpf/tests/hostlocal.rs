@@ -86,13 +86,39 @@ fn the_host_reaches_published_ports_on_its_own_addresses() {
             "replies come from what was dialled"
         );
     }
-    // Bound to loopback: reachable on 127.0.0.1 only.
+    // Bound to loopback: reachable on 127.0.0.1 only. A listener of the
+    // host's own on port 8090 answers everything else, so each check below
+    // names who answered: an error (nothing redirected, but nothing
+    // reached either) would not tell a working datapath from none.
+    let _host = WhoamiServer::spawn(
+        &lab.host,
+        Transport::Tcp,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8090),
+        "host saw",
+    )
+    .expect("host listener");
     let (line, _) = tcp_from(&lab.host, SocketAddrV4::new(LOCALHOST, 8090)).expect("8090 local");
-    assert!(line.starts_with("c1 saw"));
-    assert!(tcp_from(&lab.host, SocketAddrV4::new(UPLINK_ADDR, 8090)).is_err());
-    assert!(tcp_from(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 8090)).is_err());
+    assert!(line.starts_with("c1 saw"), "{line}");
+    let (line, _) =
+        tcp_from(&lab.host, SocketAddrV4::new(UPLINK_ADDR, 8090)).expect("8090 on the uplink");
+    assert!(line.starts_with("host saw"), "not redirected: {line}");
+    let (line, _) =
+        tcp_from(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 8090)).expect("8090 from outside");
+    assert!(
+        line.starts_with("host saw"),
+        "not published outside: {line}"
+    );
     // Other namespaces' sockets are left alone: their 127.0.0.1 is theirs.
-    assert!(tcp_from(&lab.outside, SocketAddrV4::new(LOCALHOST, 8081)).is_err());
+    let _theirs = WhoamiServer::spawn(
+        &lab.outside,
+        Transport::Tcp,
+        SocketAddrV4::new(LOCALHOST, 8081),
+        "outside's own",
+    )
+    .expect("outside listener");
+    let (line, _) = tcp_from(&lab.outside, SocketAddrV4::new(LOCALHOST, 8081))
+        .expect("outside's own 127.0.0.1:8081");
+    assert!(line.starts_with("outside's own"), "left alone: {line}");
 
     // A real client: ncat on the host, to localhost.
     // (The server holds the connection open: -i ends ncat once it idles.)

@@ -363,6 +363,51 @@ fn metrics_stats_and_conntrack_views_show_the_datapath() {
 }
 
 /// The outside port of the single flow of `proto`.
+/// Issue 14 (item 15): clients that connect to the metrics endpoint and
+/// send nothing used to hold the few scrape slots for up to 5 s each, so
+/// a real scrape behind them waited. Each connection is its own task now,
+/// and only the map reads are limited: a scrape answers at once however
+/// many idle connections are open.
+#[test]
+fn idle_metrics_connections_do_not_stall_a_scrape() {
+    if !require_root("idle_metrics_connections_do_not_stall_a_scrape") {
+        return;
+    }
+    let (lab, _servers) = lab_with("idle", 1);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], 9469));
+    // Eight idle clients, and one that sends half a request.
+    let idle = lab
+        .host
+        .run(move || -> io::Result<Vec<TcpStream>> {
+            let mut idle = Vec::new();
+            for i in 0..9 {
+                let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(3))?;
+                if i == 8 {
+                    s.write_all(b"GET /metr")?;
+                }
+                idle.push(s);
+            }
+            Ok(idle)
+        })
+        .expect("netns")
+        .expect("idle connections");
+    // Let the daemon accept them all first.
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let (status, body) = http(&lab.host, "GET", "/metrics");
+        let took = started.elapsed();
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        assert_eq!(parse_metrics(&body).get("netbpf_up"), Some(&1.0));
+        assert!(
+            took < Duration::from_secs(1),
+            "a scrape behind {} idle connections took {took:?}",
+            idle.len()
+        );
+    }
+    drop(idle);
+}
+
 fn rows_port(lab: &Lab, proto: &str) -> u64 {
     let rows = cli_json(lab, &["conntrack", "list", "--json", "--proto", proto]);
     rows[0]["outside_port"].as_u64().expect("port")

@@ -20,7 +20,10 @@ use std::{
 };
 
 use common::require_root;
-use netbpf::lab::{self, Lab, OUTSIDE_ADDR, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami};
+use netbpf::{
+    lab::{self, Lab, OUTSIDE_ADDR, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami},
+    netns::Netns,
+};
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_netbpf"))
@@ -233,5 +236,120 @@ fn a_failed_restart_puts_the_previous_rules_back() {
     assert!(
         lab::tcp_whoami(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 9090)).is_err(),
         "the failed restart's rule is not in place"
+    );
+}
+
+/// `netbpf ARGS` against the lab's pins, from the host namespace.
+fn cli(lab: &Lab, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
+        .arg("--netns")
+        .arg(lab.host.name())
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .args(args)
+        .output()
+        .expect("run netbpf")
+}
+
+/// Deletes the host's uplink and the outside namespace at its other end,
+/// and makes both again under the same names and addresses: what a driver
+/// reload, a network manager or a recreated namespace does.
+fn remake_uplink(lab: &mut Lab) {
+    lab.host
+        .ip(&["link", "del", "eth0"])
+        .expect("delete the uplink");
+    let name = lab.outside.name().to_owned();
+    // Netns::create removes the namespace of that name first; the old
+    // value's Drop would delete the new one, so it is forgotten.
+    let old = std::mem::replace(
+        &mut lab.outside,
+        Netns::create(&name).expect("outside again"),
+    );
+    std::mem::forget(old);
+    netbpf::netns::veth(&lab.host, "eth0", &lab.outside, "eth0").expect("veth again");
+    lab.host
+        .ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "eth0"])
+        .expect("uplink address");
+    lab.outside
+        .ip(&["addr", "add", &format!("{OUTSIDE_ADDR}/24"), "dev", "eth0"])
+        .expect("outside address");
+    lab.host
+        .ip(&["route", "add", "default", "via", &OUTSIDE_ADDR.to_string()])
+        .expect("default route");
+}
+
+/// Issue 14: while the daemon was dead, the uplink and its namespace were
+/// deleted and made again under the same names. The pinned links then
+/// point at a device that is gone ("severed"): the next daemon used to
+/// fail (`bpf_link_update failed: Link has been severed`), and the read
+/// commands answered from the stale maps as if traffic were translated.
+/// Now the read commands warn, and the daemon drops the severed links,
+/// attaches afresh and keeps the maps: the mapping made before is the one
+/// in use after, and containers leave as the uplink's address.
+#[test]
+fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
+    if !require_root("a_datapath_whose_uplink_was_made_again_attaches_afresh") {
+        return;
+    }
+    let mut lab = Lab::build(&format!("nbt-rs4-{}", std::process::id()), 1).expect("lab");
+    let whoami = SocketAddrV4::new(OUTSIDE_ADDR, 4000);
+    let udp = WhoamiServer::spawn(&lab.outside, Transport::Udp, whoami, "you are").expect("udp");
+    lab.start_daemon(exe(), "").expect("daemon");
+    let c1 = &lab.containers[0];
+    let before =
+        parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp before")).expect("whoami");
+    assert_eq!(*before.ip(), UPLINK_ADDR);
+    let out = cli(&lab, &["conntrack", "list"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("attached to no uplink"),
+        "no warning while attached: {stderr}"
+    );
+
+    lab.kill_daemon().expect("SIGKILL");
+    drop(udp);
+    remake_uplink(&mut lab);
+
+    // The read commands still answer from the maps, and say that no
+    // traffic passes through them.
+    for args in [&["conntrack", "list"][..], &["stats"], &["nat", "list"]] {
+        let out = cli(&lab, args);
+        assert!(out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("attached to no uplink") && stderr.contains("severed"),
+            "{args:?} warns: {stderr}"
+        );
+    }
+    let out = cli(&lab, &["conntrack", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.77.0.2"),
+        "the flows are still in the maps"
+    );
+
+    lab.start_daemon(exe(), "")
+        .expect("the daemon attaches to the new uplink");
+    let log = lab.daemon_log();
+    assert!(log.contains("severed"), "the log says why: {log}");
+    assert!(log.contains("flows carry over"), "{log}");
+
+    let _udp = WhoamiServer::spawn(&lab.outside, Transport::Udp, whoami, "you are").expect("udp");
+    let _tcp = WhoamiServer::spawn(&lab.outside, Transport::Tcp, whoami, "you are").expect("tcp");
+    let c1 = &lab.containers[0];
+    let after =
+        parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp after")).expect("whoami");
+    assert_eq!(after, before, "the mapping made before is kept (maps kept)");
+    let seen = parse_whoami(&lab::tcp_whoami(&c1.ns, whoami).expect("tcp after")).expect("whoami");
+    assert_eq!(
+        *seen.ip(),
+        UPLINK_ADDR,
+        "translated, never the 10.77.x source"
+    );
+    let out = cli(&lab, &["conntrack", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("attached to no uplink"),
+        "no warning once attached again: {stderr}"
     );
 }

@@ -650,3 +650,112 @@ fn masqueraded_and_routed_containers_coexist() {
         .expect("peer reaches the routed container");
     assert_eq!(*parse_whoami(&seen).expect("addr").ip(), lab::PEER_ADDR);
 }
+
+/// The interface index of `eth0` in `ns`.
+fn eth0_index(ns: &netbpf::netns::Netns) -> String {
+    let out = ns
+        .exec("cat", &["/sys/class/net/eth0/ifindex"])
+        .expect("read ifindex");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Issue 14: an uplink that is a veth whose peer has the same index in its
+/// own namespace (both ends made straight into fresh namespaces, both index
+/// 2). The kernel then reports no IFLA_LINK, and a check by peer index
+/// took the uplink for a plain NIC: the ARP responder went native, whose
+/// XDP_TX on a veth without NAPI on the peer drops every reply. The veth is
+/// known by its link kind now, so the responder runs in generic mode.
+#[test]
+fn a_veth_uplink_whose_peer_has_the_same_index_routes_containers() {
+    if !require_root("a_veth_uplink_whose_peer_has_the_same_index_routes_containers") {
+        return;
+    }
+    let mut lab = Lab::build_direct_peer(&prefix("same"), 3).expect("build lab");
+    let peer = lab.peer.take().expect("peer");
+    assert_eq!(eth0_index(&lab.host), "2", "the wiring under test");
+    assert_eq!(eth0_index(&peer), "2", "the wiring under test");
+    let mut servers = Vec::new();
+    for c in &lab.routed {
+        for t in [Transport::Tcp, Transport::Udp] {
+            servers.push(
+                WhoamiServer::spawn(
+                    &c.ns,
+                    t,
+                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                    &format!("container {}: you are", c.addr),
+                )
+                .expect("server"),
+            );
+        }
+    }
+    for t in [Transport::Tcp, Transport::Udp] {
+        servers.push(
+            WhoamiServer::spawn(
+                &peer,
+                t,
+                SocketAddrV4::new(lab::PEER_ADDR, SERVICE_PORT),
+                "peer: you are",
+            )
+            .expect("peer server"),
+        );
+    }
+    let extra = lab.routed_toml();
+    lab.start_daemon(exe(), &extra).expect("daemon starts");
+    let log = lab.daemon_log();
+
+    let mut failures = Vec::new();
+    for c in &lab.routed {
+        let dst = SocketAddrV4::new(c.addr, SERVICE_PORT);
+        match lab::tcp_whoami(&peer, dst).map(|s| parse_whoami(&s)) {
+            Ok(Some(seen)) if *seen.ip() == lab::PEER_ADDR => {}
+            other => failures.push(format!("peer → {dst} tcp: {other:?}")),
+        }
+        match lab::udp_whoami(&peer, 0, dst).map(|s| parse_whoami(&s)) {
+            Ok(Some(seen)) if *seen.ip() == lab::PEER_ADDR => {}
+            other => failures.push(format!("peer → {dst} udp: {other:?}")),
+        }
+        let to_peer = SocketAddrV4::new(lab::PEER_ADDR, SERVICE_PORT);
+        match lab::tcp_whoami(&c.ns, to_peer).map(|s| parse_whoami(&s)) {
+            Ok(Some(seen)) if *seen.ip() == c.addr => {}
+            other => failures.push(format!("{} → peer tcp: {other:?}", c.addr)),
+        }
+        match lab::udp_whoami(&c.ns, 0, to_peer).map(|s| parse_whoami(&s)) {
+            Ok(Some(seen)) if *seen.ip() == c.addr => {}
+            other => failures.push(format!("{} → peer udp: {other:?}", c.addr)),
+        }
+    }
+    // ARP: the peer learnt every container at the host's uplink MAC.
+    let neigh = peer
+        .ip(&["-4", "neigh", "show", "dev", "eth0"])
+        .expect("ip neigh");
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    let host_mac = lab
+        .host
+        .exec("cat", &["/sys/class/net/eth0/address"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .expect("uplink mac");
+    for c in &lab.routed {
+        if !neigh
+            .lines()
+            .any(|l| l.starts_with(&format!("{} ", c.addr)) && l.contains(&host_mac))
+        {
+            failures.push(format!("ARP: {} not at {host_mac} in {neigh:?}", c.addr));
+        }
+    }
+    let stats = netbpf::maps::read_stats(&lab.pin_dir).expect("stats");
+    if stats.get(Counter::ArpReplies) < 3 {
+        failures.push(format!(
+            "ARP replies counted: {}",
+            stats.get(Counter::ArpReplies)
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}\ndaemon log:\n{log}",
+        failures.len(),
+        failures.join("\n")
+    );
+    drop(servers);
+    drop(lab);
+    drop(peer);
+}
