@@ -269,30 +269,57 @@ pub fn load_with_pins(config: &Config, pin_dir: Option<&Path>) -> Result<Ebpf, D
             .collect(),
         None => Vec::new(),
     };
-    let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(map_names::CONNTRACK, capacity)
-        .map_max_entries(map_names::NAT_MAPPINGS, capacity)
-        .map_max_entries(map_names::NAT_REVERSE, capacity);
-    for (name, path) in &paths {
-        loader.map_pin_path(name, path.as_path());
+    // Counters are the one state a newer binary may lay out differently
+    // without losing anything that matters (a version that adds a counter
+    // makes STATS longer): their stale pins are dropped and counting
+    // starts again. Every other mismatch is refused.
+    let mut dropped: Vec<&str> = Vec::new();
+    loop {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(map_names::CONNTRACK, capacity)
+            .map_max_entries(map_names::NAT_MAPPINGS, capacity)
+            .map_max_entries(map_names::NAT_REVERSE, capacity);
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let err = match loader.load(crate::ebpf_object()) {
+            Ok(ebpf) => return Ok(ebpf),
+            Err(e) => e,
+        };
+        if let EbpfError::MapError(MapError::IncompatiblePinnedMap { name, .. }) = &err
+            && let Some((counter_map, path)) = paths
+                .iter()
+                .find(|(n, _)| *n == name && RESETTABLE_MAPS.contains(n))
+            && !dropped.contains(counter_map)
+        {
+            warn!(
+                "{counter_map}: the pinned counters have another layout (an older netbpf); they start again from zero"
+            );
+            pins::remove_file(path)?;
+            dropped.push(counter_map);
+            continue;
+        }
+        return Err(match err {
+            EbpfError::MapError(MapError::IncompatiblePinnedMap {
+                name,
+                property,
+                expected,
+                actual,
+            }) => DatapathError::Incompatible {
+                pin_dir: pin_dir.map(Path::to_owned).unwrap_or_default(),
+                name,
+                property,
+                expected,
+                actual,
+            },
+            other => DatapathError::Load(other),
+        });
     }
-    loader.load(crate::ebpf_object()).map_err(|e| match e {
-        EbpfError::MapError(MapError::IncompatiblePinnedMap {
-            name,
-            property,
-            expected,
-            actual,
-        }) => DatapathError::Incompatible {
-            pin_dir: pin_dir.map(Path::to_owned).unwrap_or_default(),
-            name,
-            property,
-            expected,
-            actual,
-        },
-        other => DatapathError::Load(other),
-    })
 }
+
+/// Pinned maps whose contents may be dropped when their layout changed.
+const RESETTABLE_MAPS: [&str; 2] = [map_names::STATS, map_names::PORT_PROBES];
 
 /// A map of the loaded object by name.
 fn map_mut<'a>(
