@@ -96,6 +96,8 @@ enum ImportCommand {
     /// Read an `iptables-save` dump (its nat table: MASQUERADE, SNAT, DNAT,
     /// Docker's chains) and print the equivalent netbpf config. A rule it
     /// cannot express exactly is an error quoting the rule and its line.
+    /// Rules of the other tables (filter's DOCKER-USER, ...) are not
+    /// imported: each is named in a warning on stderr.
     IptablesSave(ImportArgs),
 }
 
@@ -370,6 +372,9 @@ fn import_iptables_save(args: ImportArgs) -> Result<()> {
         },
     )?;
     for w in &imported.skipped {
+        warn!("{w}");
+    }
+    for w in &imported.dropped {
         warn!("{w}");
     }
     for w in &imported.config.warnings {
