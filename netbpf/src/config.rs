@@ -1264,6 +1264,19 @@ pub const DEFAULT_BIRD_INCLUDE: &str = "/etc/bird/netbpf.conf";
 /// Default path of BIRD's main config file.
 pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
 
+/// Default `[bgp] receive_limit`: routes accepted from one peer before
+/// BIRD drops the rest (`receive limit ... action block`). Room for a few
+/// thousand hosts' containers as /32s; raise it for more.
+pub const DEFAULT_BGP_RECEIVE_LIMIT: u32 = 16_384;
+
+/// Largest accepted `[bgp] receive_limit`.
+pub const MAX_BGP_RECEIVE_LIMIT: u32 = 4_000_000;
+
+/// Shortest accepted `[bgp] import_min_len`: a learned prefix is a
+/// container (/32) or another host's block, never wider than /8 (the same
+/// bound as `block`).
+pub const MIN_BGP_IMPORT_LEN: u8 = 8;
+
 /// The `[bgp]` table: announce the routed containers over BGP through
 /// BIRD 2 and learn the other hosts' containers from it.
 ///
@@ -1275,6 +1288,8 @@ pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
 /// # config = "/etc/bird/netbpf.conf"  # the fragment netbpf writes (it owns this file)
 /// # main_config = "/etc/bird/bird.conf" # written by netbpf only if missing
 /// # block = "10.10.1.0/24"            # announce this block plus the /32s outside it
+/// # import_min_len = 32               # learn prefixes this long or longer (default: block's, else 32)
+/// # receive_limit = 16384             # routes accepted per peer; BIRD drops the rest
 ///
 /// [[bgp.peer]]
 /// address = "10.0.0.12"
@@ -1297,6 +1312,15 @@ pub struct BgpConfig {
     /// A per-host block announced as a whole (`block`); containers outside
     /// it are announced as /32s. `None`: every container as a /32.
     pub block: Option<Ipv4Cidr>,
+    /// Shortest prefix learned from a peer (`import_min_len`): /32s, the
+    /// containers, by default; with a `block`, the block's length, so the
+    /// other hosts' blocks of the same size are learned too. Shorter
+    /// prefixes (the default route, aggregates) are rejected, and so is
+    /// anything inside the host's own networks.
+    pub import_min_len: u8,
+    /// Routes accepted from one peer (`receive_limit`); BIRD drops the
+    /// routes past it and keeps the session (`action block`).
+    pub receive_limit: u32,
     /// BGP neighbours (`[[bgp.peer]]`), in file order.
     pub peers: Vec<BgpPeer>,
 }
@@ -1319,6 +1343,8 @@ struct RawBgp {
     config: Option<String>,
     main_config: Option<String>,
     block: Option<String>,
+    import_min_len: Option<i64>,
+    receive_limit: Option<i64>,
     #[serde(default)]
     peer: Vec<RawBgpPeer>,
 }
@@ -1416,6 +1442,33 @@ fn validate_bgp(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
             Some(cidr)
         }
     };
+    let import_min_len = match raw.import_min_len {
+        None => block.map_or(32, |b| b.prefix_len),
+        Some(n) => match u8::try_from(n) {
+            Ok(len) if (MIN_BGP_IMPORT_LEN..=32).contains(&len) => len,
+            _ => {
+                return Err(invalid(
+                    "bgp.import_min_len",
+                    format!(
+                        "{n} is not a prefix length in {MIN_BGP_IMPORT_LEN}..=32 (containers are \
+                         /32s, blocks a small range; a default route is never learned)"
+                    ),
+                ));
+            }
+        },
+    };
+    let receive_limit = match raw.receive_limit {
+        None => DEFAULT_BGP_RECEIVE_LIMIT,
+        Some(n) => match u32::try_from(n) {
+            Ok(limit) if (1..=MAX_BGP_RECEIVE_LIMIT).contains(&limit) => limit,
+            _ => {
+                return Err(invalid(
+                    "bgp.receive_limit",
+                    format!("{n} is not a route count in 1..={MAX_BGP_RECEIVE_LIMIT}"),
+                ));
+            }
+        },
+    };
     if raw.peer.is_empty() {
         return Err(invalid(
             "bgp.peer",
@@ -1451,6 +1504,8 @@ fn validate_bgp(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
         config,
         main_config,
         block,
+        import_min_len,
+        receive_limit,
         peers,
     })
 }
@@ -1495,6 +1550,8 @@ mod bgp_tests {
         assert_eq!(b.config, PathBuf::from(DEFAULT_BIRD_INCLUDE));
         assert_eq!(b.main_config, PathBuf::from(DEFAULT_BIRD_MAIN_CONFIG));
         assert_eq!(b.block, None);
+        assert_eq!(b.import_min_len, 32, "containers only");
+        assert_eq!(b.receive_limit, DEFAULT_BGP_RECEIVE_LIMIT);
         assert_eq!(
             b.peers,
             vec![BgpPeer {
@@ -1521,6 +1578,36 @@ mod bgp_tests {
         assert_eq!(b.block, Some("10.10.1.0/24".parse().unwrap()));
         assert_eq!(b.peers.len(), 2);
         assert_eq!(b.peers[1].asn, 65000);
+        assert_eq!(
+            b.import_min_len, 24,
+            "the other hosts' blocks of the same size"
+        );
+    }
+
+    #[test]
+    fn import_policy_keys() {
+        let bgp = |extra: &str| {
+            format!("[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n{extra}{PEER}")
+        };
+        let b = parse(&bgp("import_min_len = 26\nreceive_limit = 500\n"))
+            .unwrap()
+            .bgp
+            .unwrap();
+        assert_eq!((b.import_min_len, b.receive_limit), (26, 500));
+        for n in ["0", "7", "33", "-1"] {
+            assert_invalid(
+                &bgp(&format!("import_min_len = {n}\n")),
+                "bgp.import_min_len",
+                "8..=32",
+            );
+        }
+        for n in ["0", "-5", "4000001"] {
+            assert_invalid(
+                &bgp(&format!("receive_limit = {n}\n")),
+                "bgp.receive_limit",
+                "1..=4000000",
+            );
+        }
     }
 
     #[test]
@@ -2084,8 +2171,10 @@ icmp_timeout = "60s"
         );
         assert!(e.to_string().contains("contains 10.1.2.3"), "{e}");
         assert!(
-            Config::from_toml(&format!("{uplink}[[masquerade]]\nsource = \"10.77.0.0/16\"\n"))
-                .is_ok()
+            Config::from_toml(&format!(
+                "{uplink}[[masquerade]]\nsource = \"10.77.0.0/16\"\n"
+            ))
+            .is_ok()
         );
         // Loopback is never behind a NAT.
         for source in ["127.0.0.0/8", "127.0.0.1/32", "96.0.0.0/3"] {
@@ -2103,7 +2192,9 @@ icmp_timeout = "60s"
         assert!(e.to_string().starts_with("masquerade[0].source: "), "{e}");
         assert!(e.to_string().contains("10.1.2.3"), "{e}");
         c.check_host_addresses(&[ip("192.0.2.1")], &[ip("10.77.0.1")])
-            .expect("only the uplink's addresses count: a bridge's own address is inside its subnet");
+            .expect(
+                "only the uplink's addresses count: a bridge's own address is inside its subnet",
+            );
         assert!(check_masquerade_source("k", &cidr("10.77.0.0/24"), &[ip("10.77.1.1")]).is_ok());
     }
 

@@ -234,7 +234,10 @@ pub fn masquerade_add(
     };
     // The uplink's addresses as the datapath knows them: the address its
     // rules translate to.
-    let mut uplink: Vec<Ipv4Addr> = held.iter().map(|e| Ipv4Addr::from(e.rule.to_addr)).collect();
+    let mut uplink: Vec<Ipv4Addr> = held
+        .iter()
+        .map(|e| Ipv4Addr::from(e.rule.to_addr))
+        .collect();
     uplink.push(to);
     check_masquerade_source("masquerade[0].source", &m.source, &uplink)
         .map_err(ControlError::Invalid)?;
@@ -292,7 +295,10 @@ mod tests {
         for (source, why) in [("0.0.0.0/0", "every address"), ("127.0.0.0/8", "loopback")] {
             let err = parse_masquerade(source, None).expect_err(source);
             let msg = format!("{:#}", anyhow::Error::from(err));
-            assert!(msg.contains("masquerade[0].source") && msg.contains(why), "{msg}");
+            assert!(
+                msg.contains("masquerade[0].source") && msg.contains(why),
+                "{msg}"
+            );
         }
         for to in ["127.0.0.1:22", "0.0.0.0:80", "224.0.0.5:80"] {
             let err = parse_publish("tcp", "80", to, None).expect_err(to);

@@ -211,7 +211,10 @@ pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
     let uplink_networks = netdev::ipv4_networks(name).map_err(DatapathError::Uplink)?;
     let local_addrs = local_addresses(uplink_addr)?;
     config
-        .check_host_addresses(&uplink_addresses(uplink_addr, &uplink_networks), &local_addrs)
+        .check_host_addresses(
+            &uplink_addresses(uplink_addr, &uplink_networks),
+            &local_addrs,
+        )
         .map_err(DatapathError::Host)?;
     let routes = netdev::routes().map_err(DatapathError::Uplink)?;
     let inside = inside_interfaces(config, &routes, name)
@@ -1015,7 +1018,8 @@ impl Datapath {
             );
         }
         let local = local_addresses(self.resolved.uplink_addr)?;
-        let networks = netdev::ipv4_networks(&self.resolved.uplink).map_err(DatapathError::Uplink)?;
+        let networks =
+            netdev::ipv4_networks(&self.resolved.uplink).map_err(DatapathError::Uplink)?;
         // Checked before any map changes: a reload that would lock the host
         // out leaves the running rules as they are.
         config

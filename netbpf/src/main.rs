@@ -430,7 +430,10 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     let mut routing_sync = tokio::time::interval(netbpf::containers::SYNC_INTERVAL);
     // [bgp]: keep BIRD's config in step with the routed containers.
     let mut bgp = match &config.bgp {
-        Some(b) => Some(netbpf::bgp::BgpSync::start(b, &pin_dir)?),
+        Some(b) => {
+            let own = netbpf::bgp::own_networks(&config, &datapath.resolved.uplink_networks);
+            Some(netbpf::bgp::BgpSync::start(b, own, &pin_dir)?)
+        }
         None => None,
     };
     let mut nat = datapath.nat_maps()?;

@@ -62,7 +62,10 @@ pub fn ipv4_networks(name: &str) -> Result<Vec<Ipv4Cidr>, NetdevError> {
             let addr = a.address?.as_sockaddr_in()?.ip();
             let prefix_len = a
                 .netmask
-                .and_then(|m| m.as_sockaddr_in().map(|m| u32::from(m.ip()).count_ones() as u8))
+                .and_then(|m| {
+                    m.as_sockaddr_in()
+                        .map(|m| u32::from(m.ip()).count_ones() as u8)
+                })
                 .unwrap_or(32);
             Some(Ipv4Cidr { addr, prefix_len })
         })

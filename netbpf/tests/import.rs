@@ -362,7 +362,8 @@ fn imported_docker_rules_behave_like_iptables() {
 /// Runs `netbpf import iptables-save --uplink eth0` on `dump`; returns
 /// (stdout, stderr).
 fn import_cli(dump: &str, name: &str) -> (String, String) {
-    let path = std::env::temp_dir().join(format!("netbpf-import-{name}-{}.txt", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("netbpf-import-{name}-{}.txt", std::process::id()));
     std::fs::write(&path, dump).expect("write dump");
     let out = Command::new(exe())
         .args(["import", "iptables-save", "--uplink", "eth0"])
@@ -409,7 +410,10 @@ fn dropped_filter_rules_are_named_on_stderr() {
     ] {
         let warning =
             format!("line {line}: *filter rule not imported (netbpf has no packet filter): {rule}");
-        assert!(stderr.contains(&warning), "no warning {warning:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(&warning),
+            "no warning {warning:?} in:\n{stderr}"
+        );
     }
     assert!(
         stderr.contains("line 14: *filter chain FORWARD has policy DROP: not imported"),

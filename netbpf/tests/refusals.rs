@@ -133,10 +133,22 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
     // itself shows the problem.
     let cases = [
         // Every address: refused while reading the file.
-        ("source = \"0.0.0.0/0\"", "masquerade[0].source", "covers every address"),
+        (
+            "source = \"0.0.0.0/0\"",
+            "masquerade[0].source",
+            "covers every address",
+        ),
         // The uplink's own network: refused once the uplink is resolved.
-        ("source = \"203.0.0.0/16\"", "masquerade[0].source", "contains 203.0.113.1"),
-        ("source = \"127.0.0.0/8\"", "masquerade[0].source", "loopback"),
+        (
+            "source = \"203.0.0.0/16\"",
+            "masquerade[0].source",
+            "contains 203.0.113.1",
+        ),
+        (
+            "source = \"127.0.0.0/8\"",
+            "masquerade[0].source",
+            "loopback",
+        ),
     ];
     for (i, (line, key, why)) in cases.iter().enumerate() {
         let config = lab.dir.join(format!("lock{i}.toml"));
@@ -194,12 +206,30 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
             "contains 203.0.113.1",
         ),
         (
-            vec!["publish", "add", "--proto", "tcp", "--port", "2222", "--to", "127.0.0.1:22"],
+            vec![
+                "publish",
+                "add",
+                "--proto",
+                "tcp",
+                "--port",
+                "2222",
+                "--to",
+                "127.0.0.1:22",
+            ],
             "publish[0].to",
             "loopback",
         ),
         (
-            vec!["publish", "add", "--proto", "tcp", "--port", "2222", "--to", "203.0.113.1:22"],
+            vec![
+                "publish",
+                "add",
+                "--proto",
+                "tcp",
+                "--port",
+                "2222",
+                "--to",
+                "203.0.113.1:22",
+            ],
             "publish[0].to",
             "address of the host",
         ),
