@@ -1899,6 +1899,13 @@ icmp_timeout = "60s"
     }
 
     #[test]
+    fn the_example_file_parses() {
+        let c = Config::from_toml(include_str!("../../netbpf.example.toml"))
+            .expect("netbpf.example.toml is a valid config");
+        assert_eq!(c.masquerade.len(), 1);
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = ok("");
         assert_eq!(c.uplink.interface, "eth0");
