@@ -34,7 +34,7 @@
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
-    io::{self, BufRead, BufReader, Write as _},
+    io::{self, BufRead, BufReader, Read as _, Write as _},
     net::Ipv4Addr,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
@@ -44,7 +44,7 @@ use std::{
 use log::{info, warn};
 use serde::Serialize;
 
-use crate::config::{BgpConfig, Ipv4Cidr};
+use crate::config::{BgpConfig, Config, Ipv4Cidr};
 
 /// First line of every file netbpf writes for BIRD. A main config that
 /// starts with it is netbpf's to rewrite.
@@ -58,6 +58,39 @@ pub const KERNEL_PROTOCOL: &str = "netbpf_kernel";
 
 /// How long a control-socket exchange may take.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most bytes of one answer read from BIRD's control socket (`show route`
+/// of a full table is about 150 bytes a route: 16 MiB is some 100,000
+/// routes, beyond what `[bgp] receive_limit` lets in by default).
+pub const MAX_REPLY_BYTES: usize = 16 << 20;
+
+/// Longest line of an answer read from BIRD's control socket.
+pub const MAX_REPLY_LINE: usize = 64 << 10;
+
+/// Name of the import filter on every peer's session.
+pub const IMPORT_FILTER: &str = "netbpf_learn";
+
+/// Ranges never learned from a peer: "this network", loopback,
+/// link-local, multicast and the reserved range up to the broadcast
+/// address.
+pub const SPECIAL_PURPOSE: [Ipv4Cidr; 4] = [
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(0, 0, 0, 0),
+        prefix_len: 8,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(127, 0, 0, 0),
+        prefix_len: 8,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(169, 254, 0, 0),
+        prefix_len: 16,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(224, 0, 0, 0),
+        prefix_len: 3,
+    },
+];
 
 /// BGP failures.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +117,15 @@ pub enum BgpError {
     /// The control socket said something that is not BIRD's protocol.
     #[error("unexpected answer on BIRD's control socket: {0:?}")]
     Protocol(String),
+    /// An answer was longer than netbpf reads ([`MAX_REPLY_BYTES`], or a
+    /// line longer than [`MAX_REPLY_LINE`]).
+    #[error("BIRD's answer to `{command}` is longer than {limit} bytes: not read further")]
+    TooLong {
+        /// The command.
+        command: String,
+        /// The bound that was hit.
+        limit: usize,
+    },
     /// `configure` did not end with "Reconfigured".
     #[error("BIRD did not reconfigure: {code} {message}")]
     NotReconfigured {
@@ -126,8 +168,34 @@ pub fn peer_protocol(addr: Ipv4Addr) -> String {
     format!("netbpf_peer_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
 }
 
-/// The fragment netbpf owns (`[bgp] config`) for these containers.
-pub fn render_fragment(cfg: &BgpConfig, containers: &BTreeSet<Ipv4Addr>) -> String {
+/// The host's own networks, which routes learned from a peer must stay
+/// out of: the uplink's subnets (`uplink_networks`, addresses with their
+/// prefix lengths), the masquerade sources and the `[bgp] block`. Sorted,
+/// host bits cleared, without duplicates.
+pub fn own_networks(config: &Config, uplink_networks: &[Ipv4Cidr]) -> Vec<Ipv4Cidr> {
+    let mut out: Vec<Ipv4Cidr> = uplink_networks.iter().map(Ipv4Cidr::network).collect();
+    out.extend(config.masquerade.iter().map(|m| m.source.network()));
+    out.extend(config.bgp.iter().filter_map(|b| b.block));
+    out.sort_by_key(|c| (u32::from(c.addr), c.prefix_len));
+    out.dedup();
+    out
+}
+
+/// A BIRD prefix set matching `nets` and every longer prefix inside them:
+/// `[ 10.0.0.0/24+, 10.77.0.0/24+ ]`.
+fn prefix_set(nets: &[Ipv4Cidr]) -> String {
+    let items: Vec<String> = nets.iter().map(|n| format!("{}+", n.network())).collect();
+    format!("[ {} ]", items.join(", "))
+}
+
+/// The fragment netbpf owns (`[bgp] config`) for these containers. `own`
+/// are the host's own networks ([`own_networks`]): nothing inside them is
+/// learned from a peer.
+pub fn render_fragment(
+    cfg: &BgpConfig,
+    own: &[Ipv4Cidr],
+    containers: &BTreeSet<Ipv4Addr>,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{MARKER} from the [bgp] table of its config.");
     s.push_str(
@@ -147,7 +215,24 @@ pub fn render_fragment(cfg: &BgpConfig, containers: &BTreeSet<Ipv4Addr>) -> Stri
     s.push_str("# Announce netbpf's routes and nothing else.\n");
     s.push_str("filter netbpf_announce {\n");
     let _ = writeln!(s, "  if proto = \"{STATIC_PROTOCOL}\" then accept;");
-    s.push_str("  reject;\n}\n");
+    s.push_str("  reject;\n}\n\n");
+    let _ = write!(
+        s,
+        "# Learn the other hosts' containers and nothing else: prefixes of\n\
+         # /{min} or longer (import_min_len; never a default route or an\n\
+         # aggregate), outside the special-purpose ranges and outside this\n\
+         # host's own networks (the uplink's subnets, the masquerade sources,\n\
+         # the block), which a peer must not take over.\n\
+         filter {IMPORT_FILTER} {{\n\
+         \x20 if net.len < {min} then reject;\n\
+         \x20 if net ~ {special} then reject;\n",
+        min = cfg.import_min_len,
+        special = prefix_set(&SPECIAL_PURPOSE),
+    );
+    if !own.is_empty() {
+        let _ = writeln!(s, "  if net ~ {} then reject;", prefix_set(own));
+    }
+    s.push_str("  accept;\n}\n");
     for peer in &cfg.peers {
         let kind = if peer.asn == cfg.local_as {
             "iBGP"
@@ -165,7 +250,8 @@ pub fn render_fragment(cfg: &BgpConfig, containers: &BTreeSet<Ipv4Addr>) -> Stri
              \x20 graceful restart on;\n\
              \x20 connect retry time 5;\n\
              \x20 ipv4 {{\n\
-             \x20   import all;\n\
+             \x20   import filter {IMPORT_FILTER};\n\
+             \x20   receive limit {limit} action block;\n\
              \x20   export filter netbpf_announce;\n\
              \x20   gateway direct;\n\
              \x20 }};\n\
@@ -175,6 +261,7 @@ pub fn render_fragment(cfg: &BgpConfig, containers: &BTreeSet<Ipv4Addr>) -> Stri
             name = peer_protocol(peer.address),
             rid = cfg.router_id,
             las = cfg.local_as,
+            limit = cfg.receive_limit,
         );
     }
     s
@@ -329,19 +416,34 @@ impl BirdClient {
         Ok(client)
     }
 
+    /// Reads one answer, at most [`MAX_REPLY_BYTES`] of it in lines of at
+    /// most [`MAX_REPLY_LINE`] bytes: a peer that floods BIRD with routes
+    /// cannot make netbpf hold an unbounded `show route` in memory.
     fn read_reply(&mut self, command: &str) -> Result<Vec<ReplyLine>, BgpError> {
         let mut lines = Vec::new();
         let mut prev = 0;
+        let mut total = 0usize;
+        let too_long = |limit| BgpError::TooLong {
+            command: command.to_owned(),
+            limit,
+        };
         loop {
             let mut raw = String::new();
-            let n = self
-                .reader
+            let n = (&mut self.reader)
+                .take(MAX_REPLY_LINE as u64 + 1)
                 .read_line(&mut raw)
                 .map_err(io_err(format!("reading BIRD's answer to `{command}`")))?;
             if n == 0 {
                 return Err(BgpError::Protocol(format!(
                     "connection closed during the answer to `{command}`"
                 )));
+            }
+            if n > MAX_REPLY_LINE {
+                return Err(too_long(MAX_REPLY_LINE));
+            }
+            total += n;
+            if total > MAX_REPLY_BYTES {
+                return Err(too_long(MAX_REPLY_BYTES));
             }
             let (code, last, text) = parse_reply_line(&raw, prev)?;
             prev = code;
@@ -392,6 +494,8 @@ pub fn reconfigure(socket: &Path) -> Result<(), BgpError> {
 /// pinned maps hold (whoever added them: config, SIGHUP or the CLI).
 pub struct BgpSync {
     cfg: BgpConfig,
+    /// The host's own networks, kept out of what is learned.
+    own: Vec<Ipv4Cidr>,
     pin_dir: PathBuf,
     /// The containers last written to the fragment.
     written: Option<BTreeSet<Ipv4Addr>>,
@@ -403,8 +507,10 @@ pub struct BgpSync {
 
 impl BgpSync {
     /// Prepares the main config (see [`prepare_main_config`]) and writes
-    /// the fragment for the containers in the maps pinned at `pin_dir`.
-    pub fn start(cfg: &BgpConfig, pin_dir: &Path) -> Result<Self, BgpError> {
+    /// the fragment for the containers in the maps pinned at `pin_dir`;
+    /// `own` are the host's own networks ([`own_networks`]), which nothing
+    /// learned from a peer may fall into.
+    pub fn start(cfg: &BgpConfig, own: Vec<Ipv4Cidr>, pin_dir: &Path) -> Result<Self, BgpError> {
         match prepare_main_config(cfg)? {
             MainConfig::Written => info!(
                 "bgp: wrote BIRD's main config {} (it includes {})",
@@ -423,8 +529,16 @@ impl BgpSync {
                 cfg.config.display()
             ),
         }
+        let own_list: Vec<String> = own.iter().map(Ipv4Cidr::to_string).collect();
+        info!(
+            "bgp: learning prefixes of /{} or longer, at most {} per peer, none inside {}",
+            cfg.import_min_len,
+            cfg.receive_limit,
+            own_list.join(" ")
+        );
         let mut sync = BgpSync {
             cfg: cfg.clone(),
+            own,
             pin_dir: pin_dir.to_path_buf(),
             written: None,
             pending: false,
@@ -451,7 +565,7 @@ impl BgpSync {
     /// Like [`BgpSync::sync`] with the container set given.
     pub fn apply(&mut self, containers: BTreeSet<Ipv4Addr>) {
         if self.written.as_ref() != Some(&containers) {
-            let text = render_fragment(&self.cfg, &containers);
+            let text = render_fragment(&self.cfg, &self.own, &containers);
             if let Err(e) = write_atomic(&self.cfg.config, &text) {
                 warn!("bgp: {}", error_chain(&e));
                 return;
@@ -810,6 +924,8 @@ mod tests {
             config: "/etc/bird/netbpf.conf".into(),
             main_config: "/etc/bird/bird.conf".into(),
             block: block.map(|b| b.parse().unwrap()),
+            import_min_len: 32,
+            receive_limit: 16384,
             peers: vec![
                 BgpPeer {
                     address: Ipv4Addr::new(10, 0, 0, 12),
@@ -849,7 +965,7 @@ mod tests {
 
     #[test]
     fn fragment_has_static_routes_filter_and_one_protocol_per_peer() {
-        let f = render_fragment(&cfg(None), &set(&["10.10.1.1", "10.10.1.2"]));
+        let f = render_fragment(&cfg(None), &[], &set(&["10.10.1.1", "10.10.1.2"]));
         assert!(f.starts_with(MARKER), "{f}");
         assert!(f.contains("protocol static netbpf_containers {\n  ipv4;\n  route 10.10.1.1/32 blackhole;\n  route 10.10.1.2/32 blackhole;\n}"), "{f}");
         assert!(f.contains("if proto = \"netbpf_containers\" then accept;"));
@@ -863,8 +979,107 @@ mod tests {
         // Braces balance (BIRD would refuse the file otherwise).
         assert_eq!(f.matches('{').count(), f.matches('}').count());
         // No containers: a valid, empty static protocol.
-        let f = render_fragment(&cfg(None), &BTreeSet::new());
+        let f = render_fragment(&cfg(None), &[], &BTreeSet::new());
         assert!(f.contains("protocol static netbpf_containers {\n  ipv4;\n}"));
+    }
+
+    fn cidrs(nets: &[&str]) -> Vec<Ipv4Cidr> {
+        nets.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn imports_are_filtered_to_other_hosts_containers_and_limited() {
+        let own = cidrs(&["10.0.0.0/24", "10.77.0.0/24"]);
+        let f = render_fragment(&cfg(None), &own, &BTreeSet::new());
+        // One filter, used by every session, with a receive limit.
+        assert!(f.contains("filter netbpf_learn {\n"), "{f}");
+        assert_eq!(f.matches("import filter netbpf_learn;").count(), 2, "{f}");
+        assert_eq!(
+            f.matches("receive limit 16384 action block;").count(),
+            2,
+            "{f}"
+        );
+        assert!(!f.contains("import all"), "{f}");
+        // /32 only by default: the default route and aggregates fail here.
+        assert!(f.contains("  if net.len < 32 then reject;\n"), "{f}");
+        assert!(
+            f.contains(
+                "  if net ~ [ 0.0.0.0/8+, 127.0.0.0/8+, 169.254.0.0/16+, 224.0.0.0/3+ ] then reject;\n"
+            ),
+            "{f}"
+        );
+        // Nothing inside the host's own networks.
+        assert!(
+            f.contains("  if net ~ [ 10.0.0.0/24+, 10.77.0.0/24+ ] then reject;\n  accept;\n}"),
+            "{f}"
+        );
+        assert_eq!(f.matches('{').count(), f.matches('}').count());
+        // The configured policy.
+        let mut c = cfg(Some("10.10.1.0/24"));
+        c.import_min_len = 24;
+        c.receive_limit = 100;
+        let f = render_fragment(&c, &[], &BTreeSet::new());
+        assert!(f.contains("  if net.len < 24 then reject;\n"), "{f}");
+        assert!(f.contains("receive limit 100 action block;"), "{f}");
+        // No own networks: no empty set (BIRD refuses `[ ]`).
+        assert!(!f.contains("[  ]") && !f.contains("[ ]"), "{f}");
+    }
+
+    #[test]
+    fn own_networks_are_the_uplink_subnets_masquerade_sources_and_block() {
+        let config = crate::config::Config::from_toml(
+            "[uplink]\ninterface = \"eth0\"\n[[masquerade]]\nsource = \"10.77.0.0/24\"\n\
+             [bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\nblock = \"10.10.1.0/24\"\n\
+             [[bgp.peer]]\naddress = \"10.0.0.12\"\nas = 64512\n",
+        )
+        .unwrap();
+        let own = own_networks(
+            &config,
+            &cidrs(&["10.0.0.11/24", "192.0.2.7/28", "10.0.0.99/24"]),
+        );
+        let own: Vec<String> = own.iter().map(Ipv4Cidr::to_string).collect();
+        assert_eq!(
+            own,
+            [
+                "10.0.0.0/24",
+                "10.10.1.0/24",
+                "10.77.0.0/24",
+                "192.0.2.0/28"
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_answers_are_not_read_into_memory() {
+        // One line past the bound.
+        let long: &'static str =
+            Box::leak(format!("1007-{}\n0000 \n", "x".repeat(MAX_REPLY_LINE)).into_boxed_str());
+        let (path, t) = fake_bird(vec![long]);
+        let e = BirdClient::connect(&path)
+            .unwrap()
+            .command("show route")
+            .unwrap_err();
+        assert!(matches!(e, BgpError::TooLong { .. }), "{e:?}");
+        // The fake's write fails once netbpf hangs up.
+        let _ = t.join();
+        let _ = std::fs::remove_file(&path);
+        // Many short lines past the total bound.
+        let line = " 10.10.2.1/32 unicast [netbpf_peer_10_0_0_12 02:41:19.386] * (100) [i]\n";
+        let n = MAX_REPLY_BYTES / line.len() + 2;
+        let many: &'static str =
+            Box::leak(format!("1007-Table master4:\n{}0000 \n", line.repeat(n)).into_boxed_str());
+        let (path, t) = fake_bird(vec![many]);
+        let e = status_routes(&path).unwrap_err();
+        assert!(
+            matches!(e, BgpError::TooLong { limit, .. } if limit == MAX_REPLY_BYTES),
+            "{e:?}"
+        );
+        let _ = t.join();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    fn status_routes(path: &Path) -> Result<Vec<ReplyLine>, BgpError> {
+        BirdClient::connect(path)?.command("show route where source = RTS_BGP")
     }
 
     #[test]

@@ -695,6 +695,112 @@ fn check_unicast(key: &str, s: &str, ip: Ipv4Addr) -> Result<(), ConfigError> {
     ))
 }
 
+/// The loopback network: never behind a NAT, never a container.
+const LOOPBACK: Ipv4Cidr = Ipv4Cidr {
+    addr: Ipv4Addr::new(127, 0, 0, 0),
+    prefix_len: 8,
+};
+
+/// Refuses a masquerade source that would lock the host out.
+///
+/// The ingress program drops every packet arriving on the uplink whose
+/// source lies in a masquerade CIDR (those addresses are behind the NAT, so
+/// such a packet is spoofed). A source that covers the host's own uplink
+/// addresses (`0.0.0.0/0`, or `10.0.0.0/8` on a `10.1.2.3` uplink) makes
+/// the host's network, its gateway included, "spoofed": nothing reaches the
+/// host any more, and since the links are pinned this lasts until
+/// `netbpf down`. Loopback is never behind a NAT.
+///
+/// `host_addrs` are the host's addresses on the uplink: `uplink.address`
+/// when the file is checked on its own, every address of the uplink once
+/// the daemon has resolved it ([`Config::check_host_addresses`]), the
+/// datapath's masquerade address for `netbpf masquerade add`.
+pub fn check_masquerade_source(
+    key: &str,
+    source: &Ipv4Cidr,
+    host_addrs: &[Ipv4Addr],
+) -> Result<(), ConfigError> {
+    let lockout = "every packet arriving on the uplink from there would be dropped as \
+                   spoofed, locking the host out until `netbpf down`; give the containers' \
+                   subnet";
+    if source.prefix_len == 0 {
+        return Err(invalid(
+            key,
+            format!("\"{source}\" covers every address, the host's own included: {lockout}"),
+        ));
+    }
+    if source.overlaps(&LOOPBACK) {
+        return Err(invalid(
+            key,
+            format!(
+                "\"{source}\" overlaps the loopback network {LOOPBACK}, which is never behind a NAT"
+            ),
+        ));
+    }
+    if let Some(a) = host_addrs.iter().find(|a| source.contains(**a)) {
+        return Err(invalid(
+            key,
+            format!("\"{source}\" contains {a}, an address of the host on the uplink: {lockout}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a published port's target that is not a container: the
+/// unspecified, broadcast, multicast or a loopback address, or (with
+/// `host_addrs`) one of the host's own addresses. `to` is the value as
+/// written, quoted in the message.
+pub fn check_publish_to(
+    key: &str,
+    to: &str,
+    addr: Ipv4Addr,
+    host_addrs: &[Ipv4Addr],
+) -> Result<(), ConfigError> {
+    check_unicast(key, to, addr)?;
+    if addr.is_loopback() {
+        return Err(invalid(
+            key,
+            format!(
+                "{to:?}: {addr} is a loopback address, never a container's; a service of the \
+                 host itself needs no published port"
+            ),
+        ));
+    }
+    if host_addrs.contains(&addr) {
+        return Err(invalid(
+            key,
+            format!(
+                "{to:?}: {addr} is an address of the host itself, not a container's; a service \
+                 of the host needs no published port"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks the rules against the host's own addresses, which only the
+    /// daemon knows (it resolves the uplink): no `[[masquerade]] source`
+    /// may contain an address of the uplink (`uplink_addrs`), no
+    /// `[[publish]] to` may be one of the host's addresses (`local_addrs`).
+    /// The same checks as [`check_masquerade_source`] and
+    /// [`check_publish_to`], naming the key.
+    pub fn check_host_addresses(
+        &self,
+        uplink_addrs: &[Ipv4Addr],
+        local_addrs: &[Ipv4Addr],
+    ) -> Result<(), ConfigError> {
+        for (i, m) in self.masquerade.iter().enumerate() {
+            check_masquerade_source(&format!("masquerade[{i}].source"), &m.source, uplink_addrs)?;
+        }
+        for (i, p) in self.publish.iter().enumerate() {
+            let to = format!("{}:{}", p.to_addr, p.to_port);
+            check_publish_to(&format!("publish[{i}].to"), &to, p.to_addr, local_addrs)?;
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Raw (deserialized) form
 // ---------------------------------------------------------------------------
@@ -836,8 +942,8 @@ impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
         let uplink = validate_uplink(self.uplink)?;
-        let masquerade = validate_masquerade(self.masquerade)?;
-        let publish = validate_publish(self.publish)?;
+        let masquerade = validate_masquerade(self.masquerade, &uplink)?;
+        let publish = validate_publish(self.publish, &uplink)?;
         let container = validate_containers(self.container, &uplink)?;
         let conntrack = validate_conntrack(self.conntrack, &mut warnings)?;
         let metrics = validate_metrics(self.metrics)?;
@@ -881,7 +987,11 @@ fn validate_uplink(raw: Option<RawUplink>) -> Result<Uplink, ConfigError> {
     Ok(Uplink { interface, address })
 }
 
-fn validate_masquerade(raw: Vec<RawMasquerade>) -> Result<Vec<Masquerade>, ConfigError> {
+fn validate_masquerade(
+    raw: Vec<RawMasquerade>,
+    uplink: &Uplink,
+) -> Result<Vec<Masquerade>, ConfigError> {
+    let host_addrs: Vec<Ipv4Addr> = uplink.address.into_iter().collect();
     let mut out: Vec<Masquerade> = Vec::with_capacity(raw.len());
     for (i, m) in raw.into_iter().enumerate() {
         let key = format!("masquerade[{i}].source");
@@ -898,6 +1008,7 @@ fn validate_masquerade(raw: Vec<RawMasquerade>) -> Result<Vec<Masquerade>, Confi
                 ),
             ));
         }
+        check_masquerade_source(&key, &source, &host_addrs)?;
         for (j, prev) in out.iter().enumerate() {
             if prev.source.overlaps(&source) {
                 return Err(invalid(
@@ -918,7 +1029,8 @@ fn validate_masquerade(raw: Vec<RawMasquerade>) -> Result<Vec<Masquerade>, Confi
     Ok(out)
 }
 
-fn validate_publish(raw: Vec<RawPublish>) -> Result<Vec<Publish>, ConfigError> {
+fn validate_publish(raw: Vec<RawPublish>, uplink: &Uplink) -> Result<Vec<Publish>, ConfigError> {
+    let host_addrs: Vec<Ipv4Addr> = uplink.address.into_iter().collect();
     let mut out: Vec<Publish> = Vec::with_capacity(raw.len());
     for (i, p) in raw.into_iter().enumerate() {
         let k = |field: &str| format!("publish[{i}].{field}");
@@ -961,7 +1073,7 @@ fn validate_publish(raw: Vec<RawPublish>) -> Result<Vec<Publish>, ConfigError> {
                 format!("{to:?}: {addr_s:?} is not an IPv4 address"),
             )
         })?;
-        check_unicast(&k("to"), &to, to_addr)?;
+        check_publish_to(&k("to"), &to, to_addr, &host_addrs)?;
         let to_port = parse_port(port_s).map_err(|e| invalid(k("to"), format!("{to:?}: {e}")))?;
         let span = port.end - port.start;
         if u32::from(to_port) + u32::from(span) > 65535 {
@@ -1265,6 +1377,19 @@ pub const DEFAULT_BIRD_INCLUDE: &str = "/etc/bird/netbpf.conf";
 /// Default path of BIRD's main config file.
 pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
 
+/// Default `[bgp] receive_limit`: routes accepted from one peer before
+/// BIRD drops the rest (`receive limit ... action block`). Room for a few
+/// thousand hosts' containers as /32s; raise it for more.
+pub const DEFAULT_BGP_RECEIVE_LIMIT: u32 = 16_384;
+
+/// Largest accepted `[bgp] receive_limit`.
+pub const MAX_BGP_RECEIVE_LIMIT: u32 = 4_000_000;
+
+/// Shortest accepted `[bgp] import_min_len`: a learned prefix is a
+/// container (/32) or another host's block, never wider than /8 (the same
+/// bound as `block`).
+pub const MIN_BGP_IMPORT_LEN: u8 = 8;
+
 /// The `[bgp]` table: announce the routed containers over BGP through
 /// BIRD 2 and learn the other hosts' containers from it.
 ///
@@ -1276,6 +1401,8 @@ pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
 /// # config = "/etc/bird/netbpf.conf"  # the fragment netbpf writes (it owns this file)
 /// # main_config = "/etc/bird/bird.conf" # written by netbpf only if missing
 /// # block = "10.10.1.0/24"            # announce this block plus the /32s outside it
+/// # import_min_len = 32               # learn prefixes this long or longer (default: block's, else 32)
+/// # receive_limit = 16384             # routes accepted per peer; BIRD drops the rest
 ///
 /// [[bgp.peer]]
 /// address = "10.0.0.12"
@@ -1298,6 +1425,15 @@ pub struct BgpConfig {
     /// A per-host block announced as a whole (`block`); containers outside
     /// it are announced as /32s. `None`: every container as a /32.
     pub block: Option<Ipv4Cidr>,
+    /// Shortest prefix learned from a peer (`import_min_len`): /32s, the
+    /// containers, by default; with a `block`, the block's length, so the
+    /// other hosts' blocks of the same size are learned too. Shorter
+    /// prefixes (the default route, aggregates) are rejected, and so is
+    /// anything inside the host's own networks.
+    pub import_min_len: u8,
+    /// Routes accepted from one peer (`receive_limit`); BIRD drops the
+    /// routes past it and keeps the session (`action block`).
+    pub receive_limit: u32,
     /// BGP neighbours (`[[bgp.peer]]`), in file order.
     pub peers: Vec<BgpPeer>,
 }
@@ -1320,6 +1456,8 @@ struct RawBgp {
     config: Option<String>,
     main_config: Option<String>,
     block: Option<String>,
+    import_min_len: Option<i64>,
+    receive_limit: Option<i64>,
     #[serde(default)]
     peer: Vec<RawBgpPeer>,
 }
@@ -1417,6 +1555,33 @@ fn validate_bgp(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
             Some(cidr)
         }
     };
+    let import_min_len = match raw.import_min_len {
+        None => block.map_or(32, |b| b.prefix_len),
+        Some(n) => match u8::try_from(n) {
+            Ok(len) if (MIN_BGP_IMPORT_LEN..=32).contains(&len) => len,
+            _ => {
+                return Err(invalid(
+                    "bgp.import_min_len",
+                    format!(
+                        "{n} is not a prefix length in {MIN_BGP_IMPORT_LEN}..=32 (containers are \
+                         /32s, blocks a small range; a default route is never learned)"
+                    ),
+                ));
+            }
+        },
+    };
+    let receive_limit = match raw.receive_limit {
+        None => DEFAULT_BGP_RECEIVE_LIMIT,
+        Some(n) => match u32::try_from(n) {
+            Ok(limit) if (1..=MAX_BGP_RECEIVE_LIMIT).contains(&limit) => limit,
+            _ => {
+                return Err(invalid(
+                    "bgp.receive_limit",
+                    format!("{n} is not a route count in 1..={MAX_BGP_RECEIVE_LIMIT}"),
+                ));
+            }
+        },
+    };
     if raw.peer.is_empty() {
         return Err(invalid(
             "bgp.peer",
@@ -1452,6 +1617,8 @@ fn validate_bgp(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
         config,
         main_config,
         block,
+        import_min_len,
+        receive_limit,
         peers,
     })
 }
@@ -1496,6 +1663,8 @@ mod bgp_tests {
         assert_eq!(b.config, PathBuf::from(DEFAULT_BIRD_INCLUDE));
         assert_eq!(b.main_config, PathBuf::from(DEFAULT_BIRD_MAIN_CONFIG));
         assert_eq!(b.block, None);
+        assert_eq!(b.import_min_len, 32, "containers only");
+        assert_eq!(b.receive_limit, DEFAULT_BGP_RECEIVE_LIMIT);
         assert_eq!(
             b.peers,
             vec![BgpPeer {
@@ -1522,6 +1691,36 @@ mod bgp_tests {
         assert_eq!(b.block, Some("10.10.1.0/24".parse().unwrap()));
         assert_eq!(b.peers.len(), 2);
         assert_eq!(b.peers[1].asn, 65000);
+        assert_eq!(
+            b.import_min_len, 24,
+            "the other hosts' blocks of the same size"
+        );
+    }
+
+    #[test]
+    fn import_policy_keys() {
+        let bgp = |extra: &str| {
+            format!("[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n{extra}{PEER}")
+        };
+        let b = parse(&bgp("import_min_len = 26\nreceive_limit = 500\n"))
+            .unwrap()
+            .bgp
+            .unwrap();
+        assert_eq!((b.import_min_len, b.receive_limit), (26, 500));
+        for n in ["0", "7", "33", "-1"] {
+            assert_invalid(
+                &bgp(&format!("import_min_len = {n}\n")),
+                "bgp.import_min_len",
+                "8..=32",
+            );
+        }
+        for n in ["0", "-5", "4000001"] {
+            assert_invalid(
+                &bgp(&format!("receive_limit = {n}\n")),
+                "bgp.receive_limit",
+                "1..=4000000",
+            );
+        }
     }
 
     #[test]
@@ -1813,6 +2012,13 @@ icmp_timeout = "60s"
     }
 
     #[test]
+    fn the_example_file_parses() {
+        let c = Config::from_toml(include_str!("../../netbpf.example.toml"))
+            .expect("netbpf.example.toml is a valid config");
+        assert_eq!(c.masquerade.len(), 1);
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = ok("");
         assert_eq!(c.uplink.interface, "eth0");
@@ -2064,6 +2270,84 @@ icmp_timeout = "60s"
             "[[masquerade]]\nsource = \"10.77.0.0/24\"\n[[masquerade]]\nsource = \"10.77.1.0/24\"\n",
         );
         assert_eq!(c.masquerade.len(), 2);
+    }
+
+    #[test]
+    fn masquerade_source_that_locks_the_host_out_is_refused() {
+        // Everything: every inbound packet would count as spoofed.
+        assert_invalid(
+            "[[masquerade]]\nsource = \"0.0.0.0/0\"\n",
+            "masquerade[0].source",
+            &["\"0.0.0.0/0\"", "every address", "spoofed", "netbpf down"],
+        );
+        // The uplink's own address (when the file gives it).
+        let uplink = "[uplink]\ninterface = \"eth0\"\naddress = \"10.1.2.3\"\n";
+        let e = err_raw(&format!(
+            "{uplink}[[masquerade]]\nsource = \"10.77.0.0/24\"\n[[masquerade]]\nsource = \"10.0.0.0/8\"\n"
+        ));
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "masquerade[1].source"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("contains 10.1.2.3"), "{e}");
+        assert!(
+            Config::from_toml(&format!(
+                "{uplink}[[masquerade]]\nsource = \"10.77.0.0/16\"\n"
+            ))
+            .is_ok()
+        );
+        // Loopback is never behind a NAT.
+        for source in ["127.0.0.0/8", "127.0.0.1/32", "96.0.0.0/3"] {
+            assert_invalid(
+                &format!("[[masquerade]]\nsource = \"{source}\"\n"),
+                "masquerade[0].source",
+                &["loopback"],
+            );
+        }
+        // The same function, with the addresses the daemon resolved.
+        let c = ok("[[masquerade]]\nsource = \"10.0.0.0/8\"\n");
+        let e = c
+            .check_host_addresses(&[ip("192.0.2.1"), ip("10.1.2.3")], &[])
+            .expect_err("10/8 contains the uplink's 10.1.2.3");
+        assert!(e.to_string().starts_with("masquerade[0].source: "), "{e}");
+        assert!(e.to_string().contains("10.1.2.3"), "{e}");
+        c.check_host_addresses(&[ip("192.0.2.1")], &[ip("10.77.0.1")])
+            .expect(
+                "only the uplink's addresses count: a bridge's own address is inside its subnet",
+            );
+        assert!(check_masquerade_source("k", &cidr("10.77.0.0/24"), &[ip("10.77.1.1")]).is_ok());
+    }
+
+    #[test]
+    fn publish_to_must_be_a_container() {
+        for (to, why) in [
+            ("127.0.0.1:80", "loopback"),
+            ("127.1.2.3:80", "loopback"),
+            ("0.0.0.0:80", "unspecified"),
+            ("255.255.255.255:80", "broadcast"),
+            ("224.0.0.1:80", "multicast"),
+        ] {
+            assert_invalid(
+                &publish("tcp", "80", to, None),
+                "publish[0].to",
+                &[&format!("{to:?}"), why],
+            );
+        }
+        // The host's own address: known to the file when uplink.address
+        // is set, otherwise when the daemon resolves the uplink.
+        let e = err_raw(
+            "[uplink]\ninterface = \"eth0\"\naddress = \"203.0.113.1\"\n\
+             [[publish]]\nproto = \"tcp\"\nport = 80\nto = \"203.0.113.1:8080\"\n",
+        );
+        assert!(e.to_string().starts_with("publish[0].to: "), "{e}");
+        assert!(e.to_string().contains("address of the host"), "{e}");
+        let c = ok(&publish("tcp", "80", "10.0.0.2:80", None));
+        let e = c
+            .check_host_addresses(&[], &[ip("203.0.113.1"), ip("10.0.0.2")])
+            .expect_err("10.0.0.2 is the host's");
+        assert!(e.to_string().starts_with("publish[0].to: "), "{e}");
+        c.check_host_addresses(&[], &[ip("203.0.113.1")])
+            .expect("a container address");
     }
 
     #[test]

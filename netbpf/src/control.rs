@@ -18,7 +18,10 @@ use netbpf_common::{
 };
 
 use crate::{
-    config::{Config, ConfigError, Ipv4Cidr, Masquerade, PortRange, Proto, Publish},
+    config::{
+        Config, ConfigError, Ipv4Cidr, Masquerade, PortRange, Proto, Publish,
+        check_masquerade_source, check_publish_to,
+    },
     datapath::port_blocks,
     maps::{self, MapsError},
 };
@@ -110,8 +113,13 @@ fn held_rules(pin_dir: &Path) -> Result<Vec<(u8, [u8; 4], PublishRule)>, Control
     Ok(rules)
 }
 
-/// Adds a published port (range) to the running datapath.
+/// Adds a published port (range) to the running datapath. A target that
+/// is one of the host's own addresses (as the datapath holds them) is
+/// refused, like the daemon refuses it in the config file.
 pub fn publish_add(pin_dir: &Path, p: &Publish) -> Result<(), ControlError> {
+    let host = maps::read_local_addrs(pin_dir)?;
+    let to = format!("{}:{}", p.to_addr, p.to_port);
+    check_publish_to("publish[0].to", &to, p.to_addr, &host).map_err(ControlError::Invalid)?;
     let addr = p.address.map(|a| a.octets()).unwrap_or([0; 4]);
     for (proto, held_addr, rule) in held_rules(pin_dir)? {
         let held = PortRange {
@@ -224,6 +232,15 @@ pub fn masquerade_add(
             ));
         }
     };
+    // The uplink's addresses as the datapath knows them: the address its
+    // rules translate to.
+    let mut uplink: Vec<Ipv4Addr> = held
+        .iter()
+        .map(|e| Ipv4Addr::from(e.rule.to_addr))
+        .collect();
+    uplink.push(to);
+    check_masquerade_source("masquerade[0].source", &m.source, &uplink)
+        .map_err(ControlError::Invalid)?;
     let name = map_names::MASQ_RULES;
     let mut trie: LpmTrie<MapData, MasqPrefix, MasqRule> = trie(pin_dir, name)?;
     let (port_min, port_max) = m.ports.map(|r| (r.start, r.end)).unwrap_or((0, 0));
@@ -274,5 +291,18 @@ mod tests {
         assert_eq!(m.source.prefix_len, 16);
         let err = parse_masquerade("10.78.0.1/16", None).expect_err("host bits");
         assert!(format!("{:#}", anyhow::Error::from(err)).contains("host bits"));
+        // The config's checks against locking the host out apply here too.
+        for (source, why) in [("0.0.0.0/0", "every address"), ("127.0.0.0/8", "loopback")] {
+            let err = parse_masquerade(source, None).expect_err(source);
+            let msg = format!("{:#}", anyhow::Error::from(err));
+            assert!(
+                msg.contains("masquerade[0].source") && msg.contains(why),
+                "{msg}"
+            );
+        }
+        for to in ["127.0.0.1:22", "0.0.0.0:80", "224.0.0.5:80"] {
+            let err = parse_publish("tcp", "80", to, None).expect_err(to);
+            assert!(format!("{:#}", anyhow::Error::from(err)).contains("publish[0].to"));
+        }
     }
 }

@@ -63,6 +63,38 @@ pub enum DatapathError {
     /// The uplink named in the config is unusable.
     #[error("uplink.interface")]
     Uplink(#[source] NetdevError),
+    /// The uplink is not an Ethernet device: the programs parse Ethernet
+    /// frames, so on an L3 device (WireGuard, PPP, tun) they would see no
+    /// IPv4 and containers' packets would leave untranslated.
+    #[error(
+        "uplink.interface: {name:?} is not an Ethernet interface (link type {link_type}, \
+         ARPHRD {arphrd}; WireGuard, PPP and tun devices carry bare IP packets): netbpf's \
+         programs parse Ethernet frames, so containers' packets would leave it untranslated \
+         with their private source addresses; use an Ethernet uplink (or route the \
+         containers' traffic through one)"
+    )]
+    NotEthernet {
+        /// The interface.
+        name: String,
+        /// The kernel's name of its link type, lower case (`none`, `ppp`).
+        link_type: String,
+        /// Its `ARPHRD_*` number.
+        arphrd: u16,
+    },
+    /// Reading the uplink's link type failed.
+    #[error("uplink.interface: reading the link type of {name:?}")]
+    LinkType {
+        /// The interface.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: crate::rtnl::RtnlError,
+    },
+    /// The config is valid on its own but would lock this host out: a
+    /// masquerade source containing the uplink's address, a published
+    /// port aimed at one of the host's own addresses.
+    #[error("the config does not fit this host")]
+    Host(#[source] crate::config::ConfigError),
     /// bpffs is not available.
     #[error("bpffs at {path}")]
     Bpffs {
@@ -151,6 +183,10 @@ pub struct Resolved {
     pub uplink_ifindex: u32,
     /// Address masqueraded traffic leaves with.
     pub uplink_addr: Ipv4Addr,
+    /// The uplink's IPv4 addresses with their prefix lengths (host bits
+    /// kept), e.g. `10.1.2.3/24`: the host's own networks for BGP's import
+    /// filter.
+    pub uplink_networks: Vec<crate::config::Ipv4Cidr>,
     /// The host's IPv4 addresses when the daemon started: published ports
     /// without an address answer on these.
     pub local_addrs: Vec<Ipv4Addr>,
@@ -160,21 +196,26 @@ pub struct Resolved {
     pub inside: Vec<(String, u32)>,
 }
 
-/// Resolves interface names and the uplink address, and refuses config
-/// sections this version cannot apply (rather than ignoring them).
+/// Resolves interface names and the uplink address, and refuses an uplink
+/// or rules that cannot work on this host (a non-Ethernet uplink, a
+/// masquerade source containing the uplink's address, a published port
+/// aimed at the host itself) before anything is loaded.
 pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
     let name = &config.uplink.interface;
     let uplink_ifindex = netdev::ifindex(name).map_err(DatapathError::Uplink)?;
+    check_ethernet(name, uplink_ifindex)?;
     let uplink_addr = match config.uplink.address {
         Some(addr) => addr,
         None => netdev::first_ipv4(name).map_err(DatapathError::Uplink)?,
     };
-    let mut local_addrs = netdev::all_ipv4().map_err(DatapathError::Uplink)?;
-    // Loopback addresses are never reachable through the uplink.
-    local_addrs.retain(|a| !a.is_loopback());
-    if !local_addrs.contains(&uplink_addr) {
-        local_addrs.push(uplink_addr);
-    }
+    let uplink_networks = netdev::ipv4_networks(name).map_err(DatapathError::Uplink)?;
+    let local_addrs = local_addresses(uplink_addr)?;
+    config
+        .check_host_addresses(
+            &uplink_addresses(uplink_addr, &uplink_networks),
+            &local_addrs,
+        )
+        .map_err(DatapathError::Host)?;
     let routes = netdev::routes().map_err(DatapathError::Uplink)?;
     let inside = inside_interfaces(config, &routes, name)
         .into_iter()
@@ -184,9 +225,51 @@ pub fn resolve(config: &Config) -> Result<Resolved, DatapathError> {
         uplink: name.clone(),
         uplink_ifindex,
         uplink_addr,
+        uplink_networks,
         local_addrs,
         inside,
     })
+}
+
+/// Refuses an uplink whose link type is not Ethernet (asked over
+/// rtnetlink, in the daemon's network namespace).
+fn check_ethernet(name: &str, ifindex: u32) -> Result<(), DatapathError> {
+    use netlink_packet_route::link::LinkLayerType;
+    let link_type = crate::rtnl::Rtnl::open()
+        .and_then(|mut rtnl| rtnl.link_layer_type(ifindex))
+        .map_err(|source| DatapathError::LinkType {
+            name: name.to_owned(),
+            source,
+        })?;
+    if link_type == LinkLayerType::Ether {
+        return Ok(());
+    }
+    Err(DatapathError::NotEthernet {
+        name: name.to_owned(),
+        link_type: link_type.to_string().to_lowercase(),
+        arphrd: u16::from(link_type),
+    })
+}
+
+/// The host's IPv4 addresses (loopback left out: never reachable through
+/// the uplink), with the masquerade address among them.
+fn local_addresses(uplink_addr: Ipv4Addr) -> Result<Vec<Ipv4Addr>, DatapathError> {
+    let mut local = netdev::all_ipv4().map_err(DatapathError::Uplink)?;
+    local.retain(|a| !a.is_loopback());
+    if !local.contains(&uplink_addr) {
+        local.push(uplink_addr);
+    }
+    Ok(local)
+}
+
+/// The host's addresses on the uplink: the masquerade address and every
+/// address the interface has.
+fn uplink_addresses(uplink_addr: Ipv4Addr, networks: &[crate::config::Ipv4Cidr]) -> Vec<Ipv4Addr> {
+    let mut out = vec![uplink_addr];
+    out.extend(networks.iter().map(|n| n.addr));
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Interfaces whose routes lead into a masquerade CIDR or to a published
@@ -1013,11 +1096,17 @@ impl Datapath {
                 config.uplink.interface
             );
         }
-        let mut local = netdev::all_ipv4().map_err(DatapathError::Uplink)?;
-        local.retain(|a| !a.is_loopback());
-        if !local.contains(&self.resolved.uplink_addr) {
-            local.push(self.resolved.uplink_addr);
-        }
+        let local = local_addresses(self.resolved.uplink_addr)?;
+        let networks =
+            netdev::ipv4_networks(&self.resolved.uplink).map_err(DatapathError::Uplink)?;
+        // Checked before any map changes: a reload that would lock the host
+        // out leaves the running rules as they are.
+        config
+            .check_host_addresses(
+                &uplink_addresses(self.resolved.uplink_addr, &networks),
+                &local,
+            )
+            .map_err(DatapathError::Host)?;
         fill_masquerade(&mut self.ebpf, config, self.resolved.uplink_addr)?;
         fill_publish(&mut self.ebpf, config, &local)?;
         Ok(())

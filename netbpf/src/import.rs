@@ -87,6 +87,11 @@ pub struct Imported {
     pub config: Config,
     /// One warning per rule skipped with `skip_unsupported`.
     pub skipped: Vec<String>,
+    /// One warning per rule of another table than `nat` (filter's
+    /// `DOCKER-USER`, `FORWARD`, ...; raw, mangle) and per non-ACCEPT
+    /// policy there: not imported, since netbpf has no packet filter. The
+    /// command prints each on stderr; the TOML only has a summary note.
+    pub dropped: Vec<String>,
     /// Where netbpf's behaviour differs from the rules in ways the
     /// importer accepts (also written into the TOML as comments).
     pub notes: Vec<String>,
@@ -442,8 +447,15 @@ fn parse_rule(args: &[String]) -> Result<(Matches, Target), String> {
 }
 
 /// Parses the `*nat` table of a dump into its chains (by name, in order of
-/// declaration).
-fn parse_nat(text: &str, notes: &mut Vec<String>) -> Result<Vec<(String, Chain)>, ImportError> {
+/// declaration). The rules of the other tables (and their chains' DROP
+/// policies) go to `dropped`, one warning each: netbpf has no packet
+/// filter, so Docker's `DOCKER-USER` restrictions and isolation rules are
+/// not carried over.
+fn parse_nat(
+    text: &str,
+    notes: &mut Vec<String>,
+    dropped: &mut Vec<String>,
+) -> Result<Vec<(String, Chain)>, ImportError> {
     let mut chains: Vec<(String, Chain)> = Vec::new();
     let mut table: Option<String> = None;
     let mut saw_nat = false;
@@ -477,15 +489,31 @@ fn parse_nat(text: &str, notes: &mut Vec<String>) -> Result<Vec<(String, Chain)>
                 "line {line}: {l:?} is outside a table (is this iptables-save output?)"
             )));
         };
-        if t != "nat" {
-            continue;
-        }
         // `iptables-save -c` puts counters first.
         let l = if l.starts_with('[') {
             l.split_once(']').map_or(l, |(_, r)| r.trim_start())
         } else {
             l
         };
+        if t != "nat" {
+            if let Some(decl) = l.strip_prefix(':') {
+                let mut w = decl.split_whitespace();
+                if let (Some(chain), Some(policy)) = (w.next(), w.next())
+                    && policy != "-"
+                    && policy != "ACCEPT"
+                {
+                    dropped.push(format!(
+                        "line {line}: *{t} chain {chain} has policy {policy}: not imported \
+                         (netbpf has no packet filter)"
+                    ));
+                }
+            } else if l.starts_with("-A ") {
+                dropped.push(format!(
+                    "line {line}: *{t} rule not imported (netbpf has no packet filter): {l}"
+                ));
+            }
+            continue;
+        }
         if let Some(decl) = l.strip_prefix(':') {
             let mut w = decl.split_whitespace();
             let name = w.next().unwrap_or_default().to_owned();
@@ -1093,7 +1121,8 @@ fn find_uplink(chains: &[(String, Chain)], opt: Option<&str>) -> Result<String, 
 /// Imports the `*nat` table of an `iptables-save` dump.
 pub fn import_iptables_save(text: &str, opts: &ImportOptions) -> Result<Imported, ImportError> {
     let mut notes = Vec::new();
-    let chains = parse_nat(text, &mut notes)?;
+    let mut dropped = Vec::new();
+    let chains = parse_nat(text, &mut notes, &mut dropped)?;
     for (name, chain) in &chains {
         if let Some(p) = &chain.policy
             && p != "ACCEPT"
@@ -1180,6 +1209,7 @@ pub fn import_iptables_save(text: &str, opts: &ImportOptions) -> Result<Imported
         toml,
         config,
         skipped: w.skipped,
+        dropped,
         notes: w.notes,
         masquerade_origin: w.masq.iter().map(|m| (m.line, m.text.clone())).collect(),
         publish_origin: publish.iter().map(|p| p.origin.clone()).collect(),
@@ -1425,6 +1455,44 @@ COMMIT
 COMMIT
 # Completed on Mon Aug  3 10:00:00 2026
 ";
+
+    #[test]
+    fn rules_of_other_tables_are_each_reported() {
+        let i = import(MOBY_PROXY, Some("eth0"));
+        // raw: 2 rules, filter: 9 rules, every one named with its line.
+        assert_eq!(i.dropped.len(), 11, "{:#?}", i.dropped);
+        assert!(
+            i.dropped[0]
+                .starts_with("line 4: *raw rule not imported (netbpf has no packet filter): -A PREROUTING -d 192.168.0.0/24 -i lo -j ACCEPT"),
+            "{}",
+            i.dropped[0]
+        );
+        assert!(
+            i.dropped
+                .iter()
+                .any(|d| d.ends_with("-A DOCKER ! -i br-dummy -o br-dummy -j DROP")),
+            "{:#?}",
+            i.dropped
+        );
+        let user = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n\
+                    [3:180] -A DOCKER-USER -s 198.51.100.0/24 -j DROP\n-A FORWARD -j DOCKER-USER\nCOMMIT\n\
+                    *nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 10.0.0.0/24 -o eth0 -j MASQUERADE\nCOMMIT\n";
+        let i = import(user, None);
+        assert_eq!(
+            i.dropped,
+            [
+                "line 3: *filter chain FORWARD has policy DROP: not imported (netbpf has no packet filter)",
+                "line 5: *filter rule not imported (netbpf has no packet filter): -A DOCKER-USER -s 198.51.100.0/24 -j DROP",
+                "line 6: *filter rule not imported (netbpf has no packet filter): -A FORWARD -j DOCKER-USER",
+            ]
+        );
+        // Only nat: nothing dropped.
+        let i = import(
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 10.0.0.0/24 -o eth0 -j MASQUERADE\nCOMMIT\n",
+            None,
+        );
+        assert!(i.dropped.is_empty());
+    }
 
     #[test]
     fn moby_userland_proxy_golden() {

@@ -96,6 +96,8 @@ enum ImportCommand {
     /// Read an `iptables-save` dump (its nat table: MASQUERADE, SNAT, DNAT,
     /// Docker's chains) and print the equivalent netbpf config. A rule it
     /// cannot express exactly is an error quoting the rule and its line.
+    /// Rules of the other tables (filter's DOCKER-USER, ...) are not
+    /// imported: each is named in a warning on stderr.
     IptablesSave(ImportArgs),
 }
 
@@ -406,6 +408,9 @@ fn import_iptables_save(args: ImportArgs) -> Result<()> {
     for w in &imported.skipped {
         warn!("{w}");
     }
+    for w in &imported.dropped {
+        warn!("{w}");
+    }
     for w in &imported.config.warnings {
         warn!("imported config: {w}");
     }
@@ -459,7 +464,10 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     let mut routing_sync = tokio::time::interval(netbpf::containers::SYNC_INTERVAL);
     // [bgp]: keep BIRD's config in step with the routed containers.
     let mut bgp = match &config.bgp {
-        Some(b) => Some(netbpf::bgp::BgpSync::start(b, &pin_dir)?),
+        Some(b) => {
+            let own = netbpf::bgp::own_networks(&config, &datapath.resolved.uplink_networks);
+            Some(netbpf::bgp::BgpSync::start(b, own, &pin_dir)?)
+        }
         None => None,
     };
     let mut nat = datapath.nat_maps()?;

@@ -4,6 +4,8 @@ use std::net::Ipv4Addr;
 
 use nix::{ifaddrs::getifaddrs, net::if_::if_nametoindex};
 
+use crate::config::Ipv4Cidr;
+
 /// Interface lookup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum NetdevError {
@@ -48,6 +50,26 @@ pub fn first_ipv4(name: &str) -> Result<Ipv4Addr, NetdevError> {
         .ok_or_else(|| NetdevError::NoAddress {
             name: name.to_owned(),
         })
+}
+
+/// Every IPv4 address of interface `name` with its prefix length (host
+/// bits kept: `10.1.2.3/24`), in the order the kernel lists them.
+pub fn ipv4_networks(name: &str) -> Result<Vec<Ipv4Cidr>, NetdevError> {
+    let addrs = getifaddrs().map_err(NetdevError::List)?;
+    Ok(addrs
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| {
+            let addr = a.address?.as_sockaddr_in()?.ip();
+            let prefix_len = a
+                .netmask
+                .and_then(|m| {
+                    m.as_sockaddr_in()
+                        .map(|m| u32::from(m.ip()).count_ones() as u8)
+                })
+                .unwrap_or(32);
+            Some(Ipv4Cidr { addr, prefix_len })
+        })
+        .collect())
 }
 
 /// Every IPv4 address of every interface in this network namespace.

@@ -14,7 +14,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::{InfoKind, LinkAttribute, LinkInfo as LinkInfoAttr, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkInfo as LinkInfoAttr, LinkLayerType, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
     route::{
         RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -248,6 +248,22 @@ impl Rtnl {
             return Err(RtnlError::NoMac { ifindex });
         }
         Ok(info)
+    }
+
+    /// The link-layer type of interface `ifindex` (`ifi_type` in the link
+    /// header: `ARPHRD_ETHER` for Ethernet, veth, bridges; `ARPHRD_NONE`
+    /// for WireGuard and tun; `ARPHRD_PPP`, ...).
+    pub fn link_layer_type(&mut self, ifindex: u32) -> Result<LinkLayerType, RtnlError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let replies = self.request("get link", RouteNetlinkMessage::GetLink(msg), 0)?;
+        match replies.into_iter().next() {
+            Some(RouteNetlinkMessage::NewLink(link)) => Ok(link.header.link_layer_type),
+            _ => Err(RtnlError::Decode {
+                what: "get link",
+                detail: format!("no link message for interface index {ifindex}"),
+            }),
+        }
     }
 
     /// The MAC at the other end of veth `ifindex` (the container's).

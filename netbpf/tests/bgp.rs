@@ -356,3 +356,106 @@ fn bird_restart_keeps_routes_and_established_connections() {
     drop(stream);
     let _ = server.join();
 }
+
+/// The prefixes in `host`'s kernel table that BIRD installed, as `ip`
+/// prints them (`default`, `10.10.2.1`, `10.0.0.0/25`).
+fn kernel_bird_prefixes(host: &Host) -> Vec<String> {
+    let out = host
+        .ns
+        .ip(&["-4", "route", "show", "proto", "bird"])
+        .expect("ip route");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// A peer may not inject a default route, a route inside the host's own
+/// uplink subnet, an aggregate or a special-purpose prefix: host 2's BIRD
+/// is replaced by one that exports all of those next to two container
+/// /32s, and host 1's kernel gets the /32s and nothing else (issue 14,
+/// item 11).
+#[test]
+fn a_peer_cannot_inject_a_default_route_or_routes_into_the_uplink_subnet() {
+    if !require_root("a_peer_cannot_inject_a_default_route_or_routes_into_the_uplink_subnet")
+        || !bird_installed()
+    {
+        return;
+    }
+    let (mut lab, _servers) = started("inject", 2, 1);
+    let h1_log = lab.hosts[0].daemon_log();
+    assert!(
+        h1_log.contains("learning prefixes of /32 or longer") && h1_log.contains("10.0.0.0/24"),
+        "{h1_log}"
+    );
+    let h2 = &mut lab.hosts[1];
+    if let Some(mut b) = h2.bird.take() {
+        b.kill();
+    }
+    let conf = h2.dir.join("hostile-bird.conf");
+    std::fs::write(
+        &conf,
+        "router id 10.0.0.12;\n\
+         protocol device { scan time 10; }\n\
+         protocol static hostile {\n\
+         \x20 ipv4;\n\
+         \x20 route 0.0.0.0/0 blackhole;\n\
+         \x20 route 10.0.0.0/25 blackhole;\n\
+         \x20 route 10.0.0.99/32 blackhole;\n\
+         \x20 route 10.0.0.11/32 blackhole;\n\
+         \x20 route 10.10.0.0/16 blackhole;\n\
+         \x20 route 127.0.0.5/32 blackhole;\n\
+         \x20 route 224.0.0.9/32 blackhole;\n\
+         \x20 route 10.10.2.1/32 blackhole;\n\
+         \x20 route 10.10.2.7/32 blackhole;\n\
+         }\n\
+         protocol bgp to_host1 {\n\
+         \x20 local as 64512;\n\
+         \x20 neighbor 10.0.0.11 as 64512;\n\
+         \x20 direct;\n\
+         \x20 ipv4 { import none; export all; };\n\
+         }\n",
+    )
+    .expect("write the hostile config");
+    h2.bird = Some(
+        netbpf::multihost::BirdDaemon::start(&h2.ns, &conf, &h2.dir, false)
+            .expect("start the hostile BIRD"),
+    );
+    let h1 = &lab.hosts[0];
+    // The container /32 only the hostile BIRD announces: the session is
+    // up and its routes were judged.
+    within(Duration::from_secs(30), || {
+        kernel_bird_prefixes(h1).contains(&"10.10.2.7".to_owned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "host 1 never learned 10.10.2.7/32: {:?}",
+            kernel_bird_prefixes(h1)
+        )
+    });
+    // Let every other update of the session arrive.
+    thread::sleep(Duration::from_millis(500));
+    let mut installed = kernel_bird_prefixes(h1);
+    installed.sort();
+    assert_eq!(
+        installed,
+        ["10.10.2.1", "10.10.2.7"],
+        "only the containers' /32s are installed"
+    );
+    // The host's own segment is still on-link, not via the peer.
+    let out = h1
+        .ns
+        .ip(&["-4", "route", "get", "10.0.0.99"])
+        .expect("route get");
+    let route = String::from_utf8_lossy(&out.stdout);
+    assert!(!route.contains("via"), "{route}");
+    let out = h1
+        .ns
+        .ip(&["-4", "route", "show", "default"])
+        .expect("route");
+    assert!(
+        out.stdout.is_empty(),
+        "no default route: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

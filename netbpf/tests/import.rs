@@ -358,3 +358,77 @@ fn imported_docker_rules_behave_like_iptables() {
         lab.stop_daemon().unwrap_or_default()
     );
 }
+
+/// Runs `netbpf import iptables-save --uplink eth0` on `dump`; returns
+/// (stdout, stderr).
+fn import_cli(dump: &str, name: &str) -> (String, String) {
+    let path =
+        std::env::temp_dir().join(format!("netbpf-import-{name}-{}.txt", std::process::id()));
+    std::fs::write(&path, dump).expect("write dump");
+    let out = Command::new(exe())
+        .args(["import", "iptables-save", "--uplink", "eth0"])
+        .arg(&path)
+        .output()
+        .expect("run netbpf import");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "import failed: {stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// The filter table (Docker's DOCKER-USER restrictions, its isolation
+/// rules) is not imported, since netbpf has no packet filter: each dropped
+/// rule is named in a warning on stderr, and the config printed is the one
+/// the nat table alone gives (plus the note saying filter was ignored).
+/// No root needed: nothing runs but the importer.
+#[test]
+fn dropped_filter_rules_are_named_on_stderr() {
+    let nat = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+               :POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+               -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+               -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n\
+               -A DOCKER -i docker0 -j RETURN\n\
+               -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n\
+               COMMIT\n";
+    let filter = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                  :DOCKER-USER - [0:0]\n\
+                  -A FORWARD -j DOCKER-USER\n\
+                  -A DOCKER-USER -s 198.51.100.0/24 -p tcp -m tcp --dport 8080 -j DROP\n\
+                  -A DOCKER-USER -j RETURN\n\
+                  COMMIT\n";
+    let (alone, alone_err) = import_cli(nat, "nat");
+    assert!(!alone_err.contains("not imported"), "{alone_err}");
+    // After the nat table, so the line numbers the config quotes stay.
+    let (with_filter, stderr) = import_cli(&format!("{nat}{filter}"), "filter");
+    for (line, rule) in [
+        (17, "-A FORWARD -j DOCKER-USER"),
+        (
+            18,
+            "-A DOCKER-USER -s 198.51.100.0/24 -p tcp -m tcp --dport 8080 -j DROP",
+        ),
+        (19, "-A DOCKER-USER -j RETURN"),
+    ] {
+        let warning =
+            format!("line {line}: *filter rule not imported (netbpf has no packet filter): {rule}");
+        assert!(
+            stderr.contains(&warning),
+            "no warning {warning:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("line 14: *filter chain FORWARD has policy DROP: not imported"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("WARN"), "{stderr}");
+    // Standard output: the same config, with one note more.
+    let note = "# note: only the nat table was read; ignored: filter";
+    let without_note: String = with_filter
+        .lines()
+        .filter(|l| !l.starts_with(note))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(without_note, alone, "stdout changed beyond the note");
+    assert!(with_filter.contains(note), "{with_filter}");
+    assert!(!with_filter.contains("198.51.100.0"), "{with_filter}");
+    Config::from_toml(&with_filter).expect("the printed config is valid");
+}
