@@ -781,14 +781,11 @@ pub enum Counter {
     /// the egress device's MTU (it fragments them or sends "fragmentation
     /// needed"). Not a drop.
     RouteMtuExceeded,
-    /// Dropped: an ICMP error for a NAT flow whose ICMP checksum is wrong
-    /// (RFC 5508 REQ-3a: it must not be translated).
-    DropIcmpBadChecksum,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropIcmpBadChecksum as u32 + 1;
+    pub const COUNT: u32 = Counter::RouteMtuExceeded as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -835,7 +832,6 @@ impl Counter {
         Counter::UnsolicitedSynsPassed,
         Counter::DropVlanTagged,
         Counter::RouteMtuExceeded,
-        Counter::DropIcmpBadChecksum,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -884,7 +880,6 @@ impl Counter {
             Counter::UnsolicitedSynsPassed => "unsolicited_syns_passed",
             Counter::DropVlanTagged => "drop_vlan_tagged",
             Counter::RouteMtuExceeded => "route_mtu_exceeded",
-            Counter::DropIcmpBadChecksum => "drop_icmp_bad_checksum",
         }
     }
 
