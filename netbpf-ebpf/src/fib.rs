@@ -41,13 +41,15 @@ pub(crate) fn skb_vlan_present(ctx: &TcContext) -> bool {
 }
 
 /// Whether the skb fits the MTU of `ifindex` (a GSO skb: each segment).
+/// Only a definite "too big" answer says no: an error (no such device)
+/// is left to the redirect, which fails the same way.
 #[inline(always)]
 pub(crate) fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
     let mut mtu_len = 0u32;
     // SAFETY: plain helper call on the skb; `mtu_len` is a valid out
     // parameter (0 = check the skb's own length).
     let rc = unsafe { bpf_check_mtu(ctx.as_ptr(), ifindex, &mut mtu_len, 0, 0) };
-    rc == 0
+    rc <= 0
 }
 
 /// Asks the kernel's FIB where `pkt`, arriving on the skb's interface,

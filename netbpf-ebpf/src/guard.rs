@@ -66,9 +66,13 @@ pub(crate) fn host_socket(
                 0,
             )
             .cast(),
-            proto::UDP => {
-                bpf_sk_lookup_udp(ctx.as_ptr(), &mut tuple, size, BPF_F_CURRENT_NETNS as u64, 0)
-            }
+            proto::UDP => bpf_sk_lookup_udp(
+                ctx.as_ptr(),
+                &mut tuple,
+                size,
+                BPF_F_CURRENT_NETNS as u64,
+                0,
+            ),
             _ => return false,
         }
     };
@@ -94,8 +98,7 @@ pub(crate) fn unsolicited_syn(
     dst: [u8; 4],
     dport: u16,
 ) -> Result<Verdict, Counter> {
-    if LOCAL_ADDRS.get_ptr(&dst).is_none() || host_socket(ctx, proto::TCP, src, sport, dst, dport)
-    {
+    if LOCAL_ADDRS.get_ptr(&dst).is_none() || host_socket(ctx, proto::TCP, src, sport, dst, dport) {
         return Ok(Verdict::Pass);
     }
     if settings().flags & settings_flags::PASS_UNSOLICITED_SYN != 0 {

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
-    FragValue, HairpinFrag, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS, PublishKey, PublishRule,
-    Settings, SockRevKey, SockRevValue, capacity,
+    FragValue, HairpinFrag, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS, PublishKey,
+    PublishRule, Settings, SockRevKey, SockRevValue, capacity,
 };
 
 /// Masquerade source CIDRs, written by userspace.

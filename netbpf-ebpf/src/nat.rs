@@ -20,9 +20,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netbpf_common::{
-    Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, FragKey, FragValue, MAX_PORT_PROBES,
-    MappingValue, MasqRule, NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, coarse_expired,
-    coarse_seconds, event_kind, flow_flags, proto,
+    Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, FragKey, FragValue, MAX_PORT_PROBES, MappingValue,
+    MasqRule, NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, coarse_expired, coarse_seconds,
+    event_kind, flow_flags, proto,
 };
 
 use crate::{
@@ -173,7 +173,9 @@ pub(crate) fn outbound(
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let verdict = reverse_one(ctx, pkt)?;
-    if pkt.first_fragment && matches!(verdict, Verdict::Pass) && LOCAL_ADDRS.get_ptr(&pkt.dst).is_some()
+    if pkt.first_fragment
+        && matches!(verdict, Verdict::Pass)
+        && LOCAL_ADDRS.get_ptr(&pkt.dst).is_some()
     {
         // The host's own datagram: its other fragments are the host's too
         // (without this they would wait for a first fragment that has
@@ -280,7 +282,11 @@ fn fragment_translation(pkt: &Packet) -> Option<[u8; 4]> {
     let value = unsafe { *FRAGS.get_ptr(&key)? };
     // An entry from before the reassembly timeout belongs to an earlier
     // datagram with the same IP ID.
-    if coarse_expired(value.stamp_s, coarse_seconds(conntrack::now_ns()), FRAG_TIMEOUT_S) {
+    if coarse_expired(
+        value.stamp_s,
+        coarse_seconds(conntrack::now_ns()),
+        FRAG_TIMEOUT_S,
+    ) {
         let _ = FRAGS.remove(&key);
         return None;
     }

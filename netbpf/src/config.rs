@@ -1308,7 +1308,10 @@ fn validate_inbound(raw: Option<RawInbound>) -> Result<InboundConfig, ConfigErro
         None => Ok(default),
         Some(n) => match u32::try_from(n) {
             Ok(c) if (min..=MAX_NEW_FLOWS).contains(&c) => Ok(c),
-            _ => Err(invalid(key, format!("{n} is out of range {min}..={MAX_NEW_FLOWS}"))),
+            _ => Err(invalid(
+                key,
+                format!("{n} is out of range {min}..={MAX_NEW_FLOWS}"),
+            )),
         },
     };
     Ok(InboundConfig {

@@ -60,7 +60,11 @@ impl FlowState {
         // SYN either way) or a complete handshake: SYN both ways and an ACK
         // from the side that opened. A SYN answered by a SYN-ACK that the
         // opener never acknowledged (a SYN flood) stays transitory.
-        let opener_acked = if has(OPENED_IN) { has(ACK_IN) } else { has(ACK_OUT) };
+        let opener_acked = if has(OPENED_IN) {
+            has(ACK_IN)
+        } else {
+            has(ACK_OUT)
+        };
         let synced = has(SEEN_OUT)
             && has(SEEN_IN)
             && match (has(SYN_OUT), has(SYN_IN)) {
@@ -620,10 +624,7 @@ mod tests {
             s(OPENED_IN | SEEN_IN | SYN_IN | SEEN_OUT | SYN_OUT | ACK_IN),
             FlowState::Established
         );
-        assert_eq!(
-            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN),
-            FlowState::SynSent
-        );
+        assert_eq!(s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN), FlowState::SynSent);
         // Picked up mid-stream, seen both ways: established.
         assert_eq!(s(SEEN_OUT | SEEN_IN), FlowState::Established);
         // SYN out answered by a bare ACK: not established.

@@ -1513,7 +1513,11 @@ fn a_handshake_is_complete_only_when_the_opener_acks() {
     dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000, 8080, SYN)));
     dp.egress(&simple(C1, REMOTE, &tcp(4000, 50000, SYN | ACK)));
     let f = flags(&dp);
-    assert_eq!(f & (flow_flags::ACK_IN | flow_flags::ACK_OUT), 0, "half open");
+    assert_eq!(
+        f & (flow_flags::ACK_IN | flow_flags::ACK_OUT),
+        0,
+        "half open"
+    );
     assert_eq!(
         netbpf::conntrack::FlowState::of(TCP, f),
         netbpf::conntrack::FlowState::SynRecv,

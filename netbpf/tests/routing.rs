@@ -759,3 +759,97 @@ fn a_veth_uplink_whose_peer_has_the_same_index_routes_containers() {
     drop(lab);
     drop(peer);
 }
+
+// ---------------------------------------------------------------------------
+// Hardening (issue 14): each failed before the fix.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn inbound_sources_that_cannot_come_from_outside_are_dropped() {
+    if !require_root("inbound_sources_that_cannot_come_from_outside_are_dropped") {
+        return;
+    }
+    let mut dp = Dp::new();
+    {
+        let mut local: HashMap<&mut MapData, [u8; 4], u32> =
+            HashMap::try_from(dp.ebpf.map_mut(map_names::LOCAL_ADDRS).expect("map")).expect("type");
+        local
+            .insert(&[203, 0, 113, 1], &1, 0)
+            .expect("host address");
+    }
+    for (what, src) in [
+        ("the host's own address", Ipv4Addr::new(203, 0, 113, 1)),
+        ("another routed container of this host", C2),
+        ("loopback", Ipv4Addr::LOCALHOST),
+        ("unspecified", Ipv4Addr::UNSPECIFIED),
+        ("multicast", Ipv4Addr::new(224, 0, 0, 5)),
+        ("broadcast", Ipv4Addr::BROADCAST),
+    ] {
+        let pkt = ip_frame(src, C1, 64, (UPLINK_MAC, PEER_MAC));
+        let (rc, _) = dp.tc(programs::ROUTE_IN, &pkt);
+        assert_eq!(rc, TC_SHOT, "{what}");
+    }
+    assert_eq!(dp.counter(Counter::DropSpoofedFromOutside), 6);
+    assert_eq!(dp.counter(Counter::RoutedIn), 0);
+    // A peer's packet still goes through.
+    let (rc, _) = dp.tc(
+        programs::ROUTE_IN,
+        &ip_frame(PEER, C1, 64, (UPLINK_MAC, PEER_MAC)),
+    );
+    assert_eq!(rc, TC_REDIRECT);
+}
+
+#[test]
+fn a_packet_larger_than_the_containers_mtu_goes_to_the_kernel() {
+    if !require_root("a_packet_larger_than_the_containers_mtu_goes_to_the_kernel") {
+        return;
+    }
+    // C1 sits behind ifindex 1: loopback of a private namespace whose MTU
+    // this test lowers to 1280.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("private netns");
+    let ns = format!(
+        "/proc/{}/task/{}/ns/net",
+        std::process::id(),
+        nix::unistd::gettid()
+    );
+    let status = Command::new("nsenter")
+        .args([
+            &format!("--net={ns}"),
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "mtu",
+            "1280",
+        ])
+        .status()
+        .expect("nsenter");
+    assert!(status.success(), "lowering the test namespace's MTU");
+    let dp = Dp::new();
+    let big = with_macs(
+        frame(
+            PEER,
+            C1,
+            &udp(5000, 6000, &[7u8; 1400]),
+            &IpOpts {
+                ttl: Some(64),
+                ..Default::default()
+            },
+        ),
+        UPLINK_MAC,
+        PEER_MAC,
+    );
+    let (rc, out) = dp.tc(programs::ROUTE_IN, &big);
+    assert_eq!(
+        rc, TC_NEXT,
+        "the kernel fragments it or answers frag-needed"
+    );
+    assert_bytes(&out, &big, "untouched");
+    assert_eq!(dp.counter(Counter::RouteMtuExceeded), 1);
+    // One that fits is still forwarded.
+    let (rc, _) = dp.tc(
+        programs::ROUTE_IN,
+        &ip_frame(PEER, C1, 64, (UPLINK_MAC, PEER_MAC)),
+    );
+    assert_eq!(rc, TC_REDIRECT);
+}
