@@ -20,8 +20,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netbpf_common::{
-    Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, FragKey, FragValue, MAX_PORT_PROBES, MappingValue,
-    MasqRule, NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, coarse_expired, coarse_seconds,
+    Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, FragValue, MAX_PORT_PROBES, MappingValue, MasqRule,
+    NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, coarse_expired, coarse_seconds,
     event_kind, flow_flags, proto,
 };
 
@@ -109,7 +109,7 @@ pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         return Ok(Verdict::Pass);
     };
     rewrite::rewrite(ctx, pkt, Side::Source, to.addr, tuple.sport, to.port)?;
-    remember_fragment(pkt, pkt.src, pkt.dst, to.addr);
+    remember_fragment(pkt, to.addr);
     stats::inc(Counter::SnatPackets);
     stats::add(Counter::SnatBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
@@ -180,7 +180,7 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
         // The host's own datagram: its other fragments are the host's too
         // (without this they would wait for a first fragment that has
         // already gone by).
-        remember_fragment(pkt, pkt.src, pkt.dst, pkt.dst);
+        remember_fragment(pkt, pkt.dst);
     }
     if pkt.first_fragment && !matches!(verdict, Verdict::Consumed) {
         // Fragments of this datagram may have come first and be held.
@@ -235,7 +235,7 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         };
     };
     rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
-    remember_fragment(pkt, pkt.src, pkt.dst, to.addr);
+    remember_fragment(pkt, to.addr);
     if to.published {
         stats::inc(Counter::DnatPackets);
         stats::add(Counter::DnatBytes, pkt.tot_len as u64);
@@ -249,17 +249,11 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
 /// After translating a first fragment, remembers its new address for the
 /// fragments that follow (keyed as they will appear on the wire).
 #[inline(always)]
-fn remember_fragment(pkt: &Packet, src: [u8; 4], dst: [u8; 4], addr: [u8; 4]) {
+fn remember_fragment(pkt: &Packet, addr: [u8; 4]) {
     if !pkt.first_fragment {
         return;
     }
-    let key = FragKey {
-        src,
-        dst,
-        id: pkt.ip_id,
-        proto: pkt.proto,
-        _pad: 0,
-    };
+    let key = pkt.frag_key();
     let value = FragValue {
         addr,
         stamp_s: coarse_seconds(conntrack::now_ns()),
@@ -271,13 +265,7 @@ fn remember_fragment(pkt: &Packet, src: [u8; 4], dst: [u8; 4], addr: [u8; 4]) {
 /// The translation remembered for a non-first fragment's datagram.
 #[inline(always)]
 fn fragment_translation(pkt: &Packet) -> Option<[u8; 4]> {
-    let key = FragKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        id: pkt.ip_id,
-        proto: pkt.proto,
-        _pad: 0,
-    };
+    let key = pkt.frag_key();
     // SAFETY: map value pointer, valid for this run.
     let value = unsafe { *FRAGS.get_ptr(&key)? };
     // An entry from before the reassembly timeout belongs to an earlier

@@ -11,7 +11,7 @@
 use core::mem::{offset_of, size_of};
 
 use aya_ebpf::programs::TcContext;
-use netbpf_common::{Counter, proto};
+use netbpf_common::{Counter, FragKey, proto};
 use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
 /// EtherType of IPv4, as it appears in memory on a little-endian host.
@@ -102,6 +102,20 @@ pub(crate) struct Packet {
     /// transport header is parsed; the translation it gets is remembered
     /// for the fragments that follow.
     pub first_fragment: bool,
+}
+
+impl Packet {
+    /// The datagram this packet (or fragment) belongs to, as on the wire.
+    #[inline(always)]
+    pub(crate) fn frag_key(&self) -> FragKey {
+        FragKey {
+            src: self.src,
+            dst: self.dst,
+            id: self.ip_id,
+            proto: self.proto,
+            _pad: 0,
+        }
+    }
 }
 
 /// Why parsing did not produce a packet to work on.

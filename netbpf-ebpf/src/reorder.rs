@@ -15,9 +15,7 @@ use aya_ebpf::{
     helpers::{bpf_skb_load_bytes, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use netbpf_common::{
-    Counter, FRAG_REPLAY_MARK, FRAG_STASH_BYTES, FRAG_STASH_SLOTS, FragKey, FragStashKey,
-};
+use netbpf_common::{Counter, FRAG_REPLAY_MARK, FRAG_STASH_BYTES, FRAG_STASH_SLOTS, FragStashKey};
 
 use crate::{
     Verdict,
@@ -29,16 +27,6 @@ use crate::{
 
 /// Offset of the IPv4 header in a held (Ethernet) frame.
 const L3: usize = 14;
-
-fn key_of(pkt: &Packet) -> FragKey {
-    FragKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        id: pkt.ip_id,
-        proto: pkt.proto,
-        _pad: 0,
-    }
-}
 
 /// Whether the frame is one netbpf re-injected; clears the mark.
 #[inline(always)]
@@ -56,7 +44,7 @@ pub(crate) fn is_replay(ctx: &TcContext) -> bool {
 #[inline(always)]
 pub(crate) fn hold(ctx: &TcContext, pkt: &Packet) -> Option<Verdict> {
     LOCAL_ADDRS.get_ptr(&pkt.dst)?;
-    let key = key_of(pkt);
+    let key = pkt.frag_key();
     let len = ctx.len() as usize;
     if len > FRAG_STASH_BYTES || len == 0 {
         return None;
@@ -106,7 +94,7 @@ pub(crate) fn hold(ctx: &TcContext, pkt: &Packet) -> Option<Verdict> {
 /// fragment's (possibly translated) destination.
 #[inline(always)]
 pub(crate) fn replay(ctx: &TcContext, pkt: &Packet, verdict: Verdict) -> Result<Verdict, Counter> {
-    let key = key_of(pkt);
+    let key = pkt.frag_key();
     let Some(held) = FRAG_HELD.get_ptr(&key) else {
         return Ok(verdict);
     };

@@ -1082,12 +1082,46 @@ fn fuzz_packet(rng: &mut Rng, outbound: bool) -> Vec<u8> {
     f
 }
 
+/// A packet from a container to one of the host's outside endpoints
+/// (published ports, live mappings), where hairpinning happens: valid
+/// checksums, sometimes fragmented, short-lived or lightly mutated.
+fn fuzz_hairpin_packet(rng: &mut Rng) -> Vec<u8> {
+    let inside = [C1, C2, Ipv4Addr::new(10, 77, 0, 9)][rng.below(3)];
+    let sport = [41000u16, 5353, 40000, 5000][rng.below(4)];
+    let target = [8080u16, 9005, 40000, 5353, 443][rng.below(5)];
+    let l4 = match rng.below(3) {
+        0 => tcp(
+            sport,
+            target,
+            [SYN, ACK, SYN | ACK, FIN | ACK, RST][rng.below(5)],
+        ),
+        1 => udp(sport, target, b"hairpin"),
+        _ => {
+            let quoted = ip_packet(UPLINK, inside, &udp(target, sport, b"q"));
+            let n = rng.below(quoted.len() + 1);
+            icmp_error([3, 11][rng.below(2)], 3, [0; 4], &quoted[..n])
+        }
+    };
+    let opts = IpOpts {
+        options: Vec::new(),
+        frag: [0, 0, 0x2000, 4][rng.below(4)],
+        ttl: Some([1, 64, 64][rng.below(3)]),
+    };
+    let mut f = frame(inside, UPLINK, &l4, &opts);
+    if rng.below(4) == 0 {
+        let i = 14 + rng.below(f.len() - 14);
+        f[i] ^= 1 << rng.below(8);
+    }
+    f
+}
+
 #[test]
 fn fuzzed_packets_never_leak_mistranslate_or_abort() {
     if !require_root("fuzzed_packets_never_leak_mistranslate_or_abort") {
         return;
     }
     let dp = publish_dp();
+    hairpin_routes();
     // Live state to hit: mappings and flows both ways.
     dp.out_port(C1, &udp(5353, 53, b"q"));
     dp.out_port(C2, &tcp(40000, 443, SYN));
@@ -1095,39 +1129,52 @@ fn fuzzed_packets_never_leak_mistranslate_or_abort() {
     let seed = 0x6e65_7462_7066_u64;
     let mut rng = Rng(seed);
     // 100,000 packets for each program: uplink egress, uplink ingress,
-    // and the hairpin program on the container side (its redirect has no
-    // route in the test's private namespace, so it ends in a counted drop
-    // after translating).
+    // and the hairpin program on the container side (half of its packets
+    // aimed at the host's published ports and mappings).
     let n = 300_000;
-    let (mut translated, mut dropped, mut refused) = (0, 0, 0);
+    let (mut translated, mut dropped, mut refused, mut hairpinned) = (0, 0, 0, 0);
     for i in 0..n {
         let (prog, outbound) = match i % 3 {
             0 => (programs::EGRESS, true),
             1 => (programs::INGRESS, false),
             _ => (programs::INSIDE, true),
         };
-        let mut pkt = fuzz_packet(&mut rng, outbound);
-        if prog == programs::INSIDE && pkt.len() >= 34 && rng.below(2) == 0 {
-            // Aim half of them at the host's address, where hairpins go.
-            pkt[30..34].copy_from_slice(&UPLINK.octets());
-        }
+        let pkt = if prog == programs::INSIDE && rng.below(2) == 0 {
+            fuzz_hairpin_packet(&mut rng)
+        } else {
+            fuzz_packet(&mut rng, outbound)
+        };
         let Some((rc, out)) = dp.try_run(prog, &pkt) else {
             refused += 1;
             continue;
         };
-        if prog == programs::INSIDE {
-            assert!(
-                matches!(rc, TC_OK | TC_SHOT | TC_NEXT | 7),
-                "inside verdict {rc} for packet {i}: {pkt:02x?}"
-            );
-            continue;
-        }
         let ctx = || {
             format!(
                 "packet {i} (seed {seed:#x}, {}): {pkt:02x?}",
                 if outbound { "out" } else { "in" }
             )
         };
+        if prog == programs::INSIDE {
+            // Passed untouched, dropped, or hairpinned: from the host's
+            // address to a container, checksums intact.
+            match rc {
+                TC_SHOT => dropped += 1,
+                TC_NEXT => assert_bytes(&out, &pkt, &format!("passed untouched: {}", ctx())),
+                7 => {
+                    hairpinned += 1;
+                    assert_eq!(&out[26..30], &UPLINK.octets(), "source: {}", ctx());
+                    assert!(in_cidr(&out[30..34]), "to a container: {}", ctx());
+                    if ip_csum_ok(&pkt) == Some(true) {
+                        assert_eq!(ip_csum_ok(&out), Some(true), "IP checksum: {}", ctx());
+                    }
+                    if ip_csum_ok(&pkt) == Some(true) && l4_csum_ok(&pkt) == Some(true) {
+                        assert_eq!(l4_csum_ok(&out), Some(true), "L4 checksum: {}", ctx());
+                    }
+                }
+                _ => panic!("inside verdict {rc} for {}", ctx()),
+            }
+            continue;
+        }
         assert!(
             matches!(rc, TC_OK | TC_SHOT | TC_NEXT),
             "verdict {rc} for {}",
@@ -1173,8 +1220,9 @@ fn fuzzed_packets_never_leak_mistranslate_or_abort() {
         }
     }
     eprintln!(
-        "fuzz: {n} packets, {translated} translated, {dropped} dropped, {refused} refused by BPF_PROG_TEST_RUN"
+        "fuzz: {n} packets, {translated} translated, {hairpinned} hairpinned, {dropped} dropped, {refused} refused by BPF_PROG_TEST_RUN"
     );
+    assert!(hairpinned > n / 100, "the fuzz reaches the hairpin path");
     assert!(refused < n / 10, "most fuzz input reaches the programs");
     assert!(
         translated > n / 20,
@@ -1230,14 +1278,10 @@ fn inside_addresses_arriving_from_outside_are_dropped() {
     assert_eq!(dp.counter(Counter::DropSpoofedFromOutside), 1);
 }
 
-#[test]
-fn hairpin_packet_is_translated_both_ways_and_redirected() {
-    if !require_root("hairpin_packet_is_translated_both_ways_and_redirected") {
-        return;
-    }
-    let dp = publish_dp();
-    // The test thread's private namespace needs a route to the containers
-    // for the redirect's FIB lookup.
+/// The test thread's private namespace needs a route to the containers
+/// for the hairpin redirect's FIB lookup (the namespace, and so these
+/// links, go away with the thread).
+fn hairpin_routes() {
     for args in [
         &[
             "link", "add", "nbk0", "type", "veth", "peer", "name", "nbk1",
@@ -1253,6 +1297,15 @@ fn hairpin_packet_is_translated_both_ways_and_redirected() {
         assert!(ok.success(), "ip {args:?}");
     }
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding");
+}
+
+#[test]
+fn hairpin_packet_is_translated_both_ways_and_redirected() {
+    if !require_root("hairpin_packet_is_translated_both_ways_and_redirected") {
+        return;
+    }
+    let dp = publish_dp();
+    hairpin_routes();
     // c2 → host:8080 (published to c1:4000): c2's mapping as the source,
     // c1 as the destination, TTL one less.
     let syn = tcp(45000, 8080, SYN);
@@ -1548,4 +1601,69 @@ fn unsolicited_syns_are_a_policy() {
     assert_bytes(&out, &syn, "untouched");
     assert_eq!(dp.counter(Counter::UnsolicitedSynsPassed), 1);
     assert_eq!(dp.counter(Counter::DropUnsolicitedSyn), 0);
+}
+
+#[test]
+fn icmp_errors_about_hairpinned_packets_reach_the_other_container() {
+    if !require_root("icmp_errors_about_hairpinned_packets_reach_the_other_container") {
+        return;
+    }
+    let dp = publish_dp();
+    hairpin_routes();
+    // C1 → host:9000/udp, published to C2:5000: hairpinned from C1's
+    // mapping (UPLINK:p).
+    let dgram = simple(C1, UPLINK, &udp(41000, 9000, b"hello"));
+    let (rc, out) = dp.run(programs::INSIDE, &dgram);
+    assert_eq!(rc, 7, "hairpinned");
+    let p = u16::from_be_bytes([out[34], out[35]]);
+    // C2 has no socket on 5000 and says so, quoting what it received.
+    let received = ip_packet(UPLINK, C2, &udp(p, 5000, b"hello"));
+    let err = simple(C2, UPLINK, &icmp_error(3, 3, [0; 4], &quote(&received, 8)));
+    let (rc, out) = dp.run(programs::INSIDE, &err);
+    assert_eq!(rc, 7, "redirected to C1 (RFC 5508 REQ-7)");
+    // C1 gets it from the host, quoting the datagram as C1 sent it.
+    let sent = ip_packet(C1, UPLINK, &udp(41000, 9000, b"hello"));
+    let want = frame(
+        UPLINK,
+        C1,
+        &icmp_error(3, 3, [0; 4], &quote(&sent, 8)),
+        &IpOpts {
+            ttl: Some(err[22] - 1),
+            ..Default::default()
+        },
+    );
+    assert_bytes(&out, &want, "translated error");
+    assert_eq!(dp.counter(Counter::IcmpErrorsTranslated), 1);
+    // An error quoting a flow nobody has is not invented into one.
+    let stray = ip_packet(UPLINK, C2, &udp(p + 1, 5000, b"x"));
+    let err = simple(C2, UPLINK, &icmp_error(3, 3, [0; 4], &quote(&stray, 8)));
+    assert_eq!(dp.run(programs::INSIDE, &err).0, TC_NEXT, "the stack's");
+}
+
+#[test]
+fn hairpinned_fragments_follow_their_first_fragment() {
+    if !require_root("hairpinned_fragments_follow_their_first_fragment") {
+        return;
+    }
+    let dp = publish_dp();
+    hairpin_routes();
+    let payload: Vec<u8> = (0..100u8).collect();
+    let (first, rest) = udp_fragments(C1, UPLINK, 41000, 9000, &payload);
+    let (rc, out_first) = dp.run(programs::INSIDE, &first);
+    assert_eq!(rc, 7, "first fragment hairpinned");
+    let p = u16::from_be_bytes([out_first[34], out_first[35]]);
+    let (rc, out_rest) = dp.run(programs::INSIDE, &rest);
+    assert_eq!(rc, 7, "the rest follows it (before: left to the host)");
+    let (want_first, want_rest) = udp_fragments(UPLINK, C2, p, 5000, &payload);
+    let with_ttl = |mut f: Vec<u8>, ttl: u8| {
+        // The expected frames carry the decremented TTL: fix the header
+        // checksum from scratch.
+        f[22] = ttl;
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    assert_bytes(&out_first, &with_ttl(want_first, first[22] - 1), "first");
+    assert_bytes(&out_rest, &with_ttl(want_rest, rest[22] - 1), "rest");
 }
