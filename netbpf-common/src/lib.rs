@@ -9,7 +9,7 @@
 //! * Times are nanoseconds of `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`).
 //! * Padding fields are always zero; keys are compared as raw bytes by the
 //!   kernel, so a non-zero pad would make an otherwise equal key miss.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 use core::mem::size_of;
 
@@ -595,8 +595,33 @@ pub struct FlowValue {
     pub packets_in: u64,
     /// Bytes (IP total length) remote → inside.
     pub bytes_in: u64,
+    /// TCP: the acknowledgment number of the last segment that went out
+    /// (what the inside expects next from the remote); 0 = not seen. An
+    /// RST or FIN coming in is believed only near it.
+    pub ack_out: u32,
+    /// TCP: the acknowledgment number of the last segment that came in.
+    pub ack_in: u32,
 }
-const _: () = assert!(size_of::<FlowValue>() == 64);
+const _: () = assert!(size_of::<FlowValue>() == 72);
+
+/// How far (in sequence space) from the receiver's last acknowledgment a
+/// RST or FIN may claim to be and still change a flow's state. A blind
+/// RST must guess a sequence number within this distance (a chance of
+/// 2^21 in 2^32), where without the check any RST knowing the 4-tuple
+/// moved a live flow to the transitory timeout.
+pub const TCP_CLOSE_WINDOW: u32 = 1 << 20;
+
+/// Whether a RST or FIN with sequence number `seq` is close enough to
+/// `expected` (the receiving side's last acknowledgment, 0 = unknown) to
+/// be believed. Wrapping arithmetic, as sequence numbers wrap.
+#[inline(always)]
+pub const fn tcp_close_in_window(seq: u32, expected: u32) -> bool {
+    if expected == 0 {
+        return true;
+    }
+    let d = seq.wrapping_sub(expected);
+    d < TCP_CLOSE_WINDOW || d > u32::MAX - TCP_CLOSE_WINDOW
+}
 
 /// Value of [`map_names::CONTAINERS`]: where a routed container is and the
 /// Ethernet addresses a frame to it carries.
@@ -781,11 +806,16 @@ pub enum Counter {
     /// the egress device's MTU (it fragments them or sends "fragmentation
     /// needed"). Not a drop.
     RouteMtuExceeded,
+    /// TCP RST or FIN segments too far from the receiver's last
+    /// acknowledgment ([`TCP_CLOSE_WINDOW`]): forwarded, but they do not
+    /// change the flow's state (a blind RST cannot shorten a live flow's
+    /// timeout). Not a drop.
+    TcpCloseIgnored,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::RouteMtuExceeded as u32 + 1;
+    pub const COUNT: u32 = Counter::TcpCloseIgnored as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -832,6 +862,7 @@ impl Counter {
         Counter::UnsolicitedSynsPassed,
         Counter::DropVlanTagged,
         Counter::RouteMtuExceeded,
+        Counter::TcpCloseIgnored,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -880,6 +911,7 @@ impl Counter {
             Counter::UnsolicitedSynsPassed => "unsolicited_syns_passed",
             Counter::DropVlanTagged => "drop_vlan_tagged",
             Counter::RouteMtuExceeded => "route_mtu_exceeded",
+            Counter::TcpCloseIgnored => "tcp_close_ignored",
         }
     }
 
@@ -920,4 +952,62 @@ mod pod {
     unsafe impl aya::Pod for super::RouteUplink {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::HairpinFrag {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_is_believed_only_near_the_receivers_acknowledgment() {
+        assert!(tcp_close_in_window(1000, 0), "nothing known: believed");
+        assert!(tcp_close_in_window(1000, 1000));
+        assert!(tcp_close_in_window(1000 + TCP_CLOSE_WINDOW - 1, 1000));
+        assert!(!tcp_close_in_window(1000 + TCP_CLOSE_WINDOW, 1000));
+        assert!(tcp_close_in_window(1000 - 10, 1000), "a little behind");
+        // Across the wrap of the sequence space.
+        assert!(tcp_close_in_window(5, u32::MAX - 5));
+        assert!(!tcp_close_in_window(0x8000_0000, 1000), "a blind guess");
+    }
+
+    #[test]
+    fn the_source_budget_allows_a_burst_then_the_rate() {
+        let s = Settings::with_source_budget(0, 10, 3);
+        assert_eq!(s.source_interval_ns, 100_000_000);
+        let t0 = 1_000_000_000;
+        let mut tat = 0;
+        for i in 0..3 {
+            tat = s.admit(tat, t0).unwrap_or_else(|| panic!("burst {i}"));
+        }
+        assert_eq!(s.admit(tat, t0), None, "over the burst");
+        // One interval later there is room for one more.
+        let later = t0 + s.source_interval_ns;
+        assert!(s.admit(tat, later).is_some());
+        // No limit configured: always admitted.
+        assert!(
+            Settings::with_source_budget(0, 0, 0)
+                .admit(u64::MAX, 0)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn coarse_stamps_expire_after_the_limit_and_wrap() {
+        let ns = 100u64 << 30;
+        let stamp = coarse_seconds(ns);
+        assert!(!coarse_expired(
+            stamp,
+            stamp + FRAG_TIMEOUT_S,
+            FRAG_TIMEOUT_S
+        ));
+        assert!(coarse_expired(
+            stamp,
+            stamp + FRAG_TIMEOUT_S + 1,
+            FRAG_TIMEOUT_S
+        ));
+        assert!(
+            !coarse_expired(u32::MAX, 3, FRAG_TIMEOUT_S),
+            "across the wrap"
+        );
+    }
 }

@@ -8,9 +8,12 @@
 use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use netbpf_common::{FlowValue, flow_flags, proto};
+use netbpf_common::{Counter, FlowValue, flow_flags, proto, tcp_close_in_window};
 
-use crate::parse::{L4, Packet, tcp_flags};
+use crate::{
+    parse::{L4, Packet, tcp_flags},
+    stats,
+};
 
 /// Direction of a packet relative to the inside endpoint.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,24 @@ pub(crate) enum Dir {
 #[inline(always)]
 pub(crate) fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// The TCP flags, sequence and acknowledgment numbers of a packet, if it
+/// is TCP.
+#[inline(always)]
+fn tcp_of(pkt: &Packet) -> Option<(u8, u32, u32)> {
+    match (pkt.proto, pkt.l4) {
+        (
+            proto::TCP,
+            L4::Ports {
+                tcp_flags,
+                seq,
+                ack,
+                ..
+            },
+        ) => Some((tcp_flags, seq, ack)),
+        _ => None,
+    }
 }
 
 /// The TCP flags byte of a packet, if it is TCP.
@@ -95,13 +116,37 @@ pub(crate) fn new_flow(
         bytes_out: 0,
         packets_in: 0,
         bytes_in: 0,
+        ack_out: 0,
+        ack_in: 0,
     }
 }
 
-/// Records a packet of a flow: flags, time and counters.
+/// Records a packet of a flow: flags, time and counters. A TCP RST or FIN
+/// too far from the receiving side's last acknowledgment is forwarded but
+/// leaves the flow's state alone (counted as `tcp_close_ignored`).
 #[inline(always)]
 pub(crate) fn touch(flow: *mut FlowValue, dir: Dir, pkt: &Packet, now: u64) {
-    let tcp = tcp_flags_of(pkt);
+    let mut tcp = None;
+    if let Some((flags, seq, ack)) = tcp_of(pkt) {
+        // SAFETY: `flow` points into a map value, valid for this run;
+        // plain u32 stores (a race leaves one of two recent values).
+        let (expected, mine) = unsafe {
+            match dir {
+                Dir::Out => ((*flow).ack_in, &mut (*flow).ack_out),
+                Dir::In => ((*flow).ack_out, &mut (*flow).ack_in),
+            }
+        };
+        let closing = flags & (tcp_flags::RST | tcp_flags::FIN) != 0;
+        if closing && !tcp_close_in_window(seq, expected) {
+            stats::inc(Counter::TcpCloseIgnored);
+            tcp = Some(flags & !(tcp_flags::RST | tcp_flags::FIN));
+        } else {
+            tcp = Some(flags);
+        }
+        if flags & tcp_flags::ACK != 0 && flags & tcp_flags::RST == 0 {
+            *mine = ack;
+        }
+    }
     // SAFETY: `flow` points into a hash map value, valid for this program
     // run; the fields are naturally aligned (the layout is asserted in
     // netbpf-common), so atomic access through them is sound. The BPF target
@@ -117,6 +162,8 @@ pub(crate) fn touch(flow: *mut FlowValue, dir: Dir, pkt: &Packet, now: u64) {
             // (keeping only how it was opened).
             f.flags &= flow_flags::OPENED_IN;
             f.created_ns = now;
+            f.ack_out = 0;
+            f.ack_in = 0;
         }
         atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&mut f.flags, bits_for(dir, tcp));
         f.last_seen_ns = now;

@@ -72,10 +72,12 @@ pub(crate) static NAT_MAPPINGS: HashMap<Endpoint, MappingValue> =
 pub(crate) static NAT_REVERSE: HashMap<Endpoint, Endpoint> =
     HashMap::with_max_entries(capacity::NAT_MAPPINGS, 0);
 
-/// Per-flow state, written by the programs, expired by userspace.
+/// Per-flow state, written by the programs, expired by userspace. An LRU
+/// map: when it is full (or no daemon expires flows), a new flow takes the
+/// place of the least recently used one instead of being refused.
 #[map]
-pub(crate) static CONNTRACK: HashMap<FlowKey, FlowValue> =
-    HashMap::with_max_entries(capacity::CONNTRACK, 0);
+pub(crate) static CONNTRACK: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
 
 /// Counters indexed by [`Counter`].
 #[map]

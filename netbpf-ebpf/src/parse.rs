@@ -69,7 +69,15 @@ impl Cursor {
 #[derive(Clone, Copy)]
 pub(crate) enum L4 {
     /// TCP or UDP ports (host order) and, for TCP, the flags byte.
-    Ports { src: u16, dst: u16, tcp_flags: u8 },
+    Ports {
+        src: u16,
+        dst: u16,
+        tcp_flags: u8,
+        /// TCP sequence number (0 for UDP).
+        seq: u32,
+        /// TCP acknowledgment number (0 for UDP).
+        ack: u32,
+    },
     /// ICMP with its type; `id` is the echo identifier (host order) for
     /// echo request/reply, 0 otherwise.
     Icmp { icmp_type: u8, id: u16 },
@@ -241,6 +249,8 @@ fn parse_tcp(cur: &Cursor, off: usize, room: usize) -> Result<L4, ParseError> {
         src: u16::from_be_bytes([tcp[0], tcp[1]]),
         dst: u16::from_be_bytes([tcp[2], tcp[3]]),
         tcp_flags: tcp[TCP_FLAGS_OFF],
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
     })
 }
 
@@ -259,6 +269,8 @@ fn parse_udp(cur: &Cursor, off: usize, room: usize, fragment: bool) -> Result<L4
         src: u16::from_be_bytes(udp.src),
         dst: u16::from_be_bytes(udp.dst),
         tcp_flags: 0,
+        seq: 0,
+        ack: 0,
     })
 }
 

@@ -28,6 +28,7 @@ use netbpf_common::{
 use crate::{
     config::Config,
     maps::{self, MapsError, NatMaps},
+    migrate,
     netdev::{self, NetdevError},
     pins,
 };
@@ -125,6 +126,9 @@ pub enum DatapathError {
     /// Another daemon runs for this pin directory, or the pins are unusable.
     #[error(transparent)]
     Pins(#[from] crate::pins::PinsError),
+    /// A pinned map of another layout could not be carried over.
+    #[error("migrating a pinned map")]
+    Migrate(#[from] crate::migrate::MigrateError),
     /// Loading the object failed (verifier, permissions, kernel support).
     #[error("loading the eBPF object")]
     Load(#[source] EbpfError),
@@ -352,11 +356,10 @@ pub fn load_with_pins(config: &Config, pin_dir: Option<&Path>) -> Result<Ebpf, D
             .collect(),
         None => Vec::new(),
     };
-    // Counters are the one state a newer binary may lay out differently
-    // without losing anything that matters (a version that adds a counter
-    // makes STATS longer): their stale pins are dropped and counting
-    // starts again. Every other mismatch is refused.
-    let mut dropped: Vec<&str> = Vec::new();
+    // A pinned map whose layout is not this object's (an older netbpf, or
+    // another capacity) is carried over where that is possible
+    // (crate::migrate), else refused.
+    let mut carried: Vec<(&'static str, migrate::Carried)> = Vec::new();
     loop {
         let mut loader = EbpfLoader::new();
         loader
@@ -367,21 +370,30 @@ pub fn load_with_pins(config: &Config, pin_dir: Option<&Path>) -> Result<Ebpf, D
             loader.map_pin_path(name, path.as_path());
         }
         let err = match loader.load(crate::ebpf_object()) {
-            Ok(ebpf) => return Ok(ebpf),
+            Ok(mut ebpf) => {
+                for (name, entries) in carried {
+                    let n = migrate::restore(&mut ebpf, name, entries)?;
+                    info!("{name}: {n} entries carried over from the old pinned map");
+                }
+                return Ok(ebpf);
+            }
             Err(e) => e,
         };
         if let EbpfError::MapError(MapError::IncompatiblePinnedMap { name, .. }) = &err
-            && let Some((counter_map, path)) = paths
-                .iter()
-                .find(|(n, _)| *n == name && RESETTABLE_MAPS.contains(n))
-            && !dropped.contains(counter_map)
+            && let Some((map, path)) = paths.iter().find(|(n, _)| *n == name)
+            && !carried.iter().any(|(n, _)| n == map)
         {
-            warn!(
-                "{counter_map}: the pinned counters have another layout (an older netbpf); they start again from zero"
-            );
-            pins::remove_file(path)?;
-            dropped.push(counter_map);
-            continue;
+            match migrate::take(map, path) {
+                Ok(entries) => {
+                    warn!(
+                        "{map}: the pinned map has another layout or size (an older netbpf, or a changed capacity); it is made anew, its entries carried over"
+                    );
+                    carried.push((map, entries));
+                    continue;
+                }
+                Err(migrate::MigrateError::NotMigratable { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         return Err(match err {
             EbpfError::MapError(MapError::IncompatiblePinnedMap {
@@ -400,9 +412,6 @@ pub fn load_with_pins(config: &Config, pin_dir: Option<&Path>) -> Result<Ebpf, D
         });
     }
 }
-
-/// Pinned maps whose contents may be dropped when their layout changed.
-const RESETTABLE_MAPS: [&str; 2] = [map_names::STATS, map_names::PORT_PROBES];
 
 /// A map of the loaded object by name.
 fn map_mut<'a>(

@@ -20,6 +20,7 @@ pub mod import;
 pub mod lab;
 pub mod maps;
 pub mod metrics;
+pub mod migrate;
 pub mod multihost;
 pub mod neigh;
 pub mod netdev;

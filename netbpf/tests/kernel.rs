@@ -1667,3 +1667,67 @@ fn hairpinned_fragments_follow_their_first_fragment() {
     assert_bytes(&out_first, &with_ttl(want_first, first[22] - 1), "first");
     assert_bytes(&out_rest, &with_ttl(want_rest, rest[22] - 1), "rest");
 }
+
+/// A TCP segment from `src` to `dst` with the given sequence and
+/// acknowledgment numbers, checksums computed.
+fn tcp_seq(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
+    let mut seg = tcp(ports.0, ports.1, flags).bytes(src, dst);
+    seg[4..8].copy_from_slice(&seq.to_be_bytes());
+    seg[8..12].copy_from_slice(&ack.to_be_bytes());
+    seg[16..18].copy_from_slice(&[0, 0]);
+    let c = l4_checksum(src, dst, TCP, &seg);
+    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    frame(
+        src,
+        dst,
+        &L4::Raw {
+            proto: TCP,
+            bytes: seg,
+        },
+        &IpOpts::default(),
+    )
+}
+
+#[test]
+fn a_blind_rst_does_not_close_a_live_flow() {
+    if !require_root("a_blind_rst_does_not_close_a_live_flow") {
+        return;
+    }
+    let dp = Dp::new("");
+    // An established connection: the container acknowledges up to 5000.
+    let p = dp.out_port(C1, &tcp(7000, 443, SYN));
+    dp.ingress(&tcp_seq(REMOTE, UPLINK, (443, p), SYN | ACK, 4999, 1001));
+    dp.egress(&tcp_seq(C1, REMOTE, (7000, 443), ACK, 1001, 5000));
+    // A RST from someone who knows the 4-tuple but not the sequence number
+    // is forwarded (the container judges it too) but changes nothing here.
+    let blind = tcp_seq(REMOTE, UPLINK, (443, p), RST, 0x8000_0000, 0);
+    let (rc, _) = dp.ingress(&blind);
+    assert_eq!(rc, TC_OK, "forwarded");
+    assert_eq!(
+        dp.flows()[0].1.flags & flow_flags::RST,
+        0,
+        "state unchanged"
+    );
+    assert_eq!(dp.counter(Counter::TcpCloseIgnored), 1);
+    // So does a blind FIN.
+    dp.ingress(&tcp_seq(
+        REMOTE,
+        UPLINK,
+        (443, p),
+        FIN | ACK,
+        0x9000_0000,
+        1001,
+    ));
+    assert_eq!(dp.flows()[0].1.flags & flow_flags::FIN_IN, 0);
+    // The real peer's RST, at the acknowledged sequence number, counts.
+    dp.ingress(&tcp_seq(REMOTE, UPLINK, (443, p), RST, 5000, 0));
+    assert_ne!(dp.flows()[0].1.flags & flow_flags::RST, 0);
+    assert_eq!(dp.counter(Counter::TcpCloseIgnored), 2);
+}

@@ -113,7 +113,7 @@ impl L4 {
                 s.extend_from_slice(&dport.to_be_bytes());
                 s.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
                 s.extend_from_slice(
-                    &(if flags & ACK != 0 { 0x2000_0001u32 } else { 0 }).to_be_bytes(),
+                    &(if flags & ACK != 0 { 0x1000_0001u32 } else { 0 }).to_be_bytes(),
                 );
                 s.push(5 << 4);
                 s.push(*flags);
