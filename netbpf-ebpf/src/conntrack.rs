@@ -80,7 +80,13 @@ fn bits_for(dir: Dir, tcp: Option<u8>) -> u64 {
             flow_flags::FIN_IN,
         ),
     };
-    let mut bits = seen;
+    // A RST answers (or ends) a flow but is no sign of life: it does not
+    // count as seen, so a container's RST to an unsolicited SYN does not
+    // keep the mapping it came in through alive (RFC 7857 §7).
+    let mut bits = match tcp {
+        Some(f) if f & tcp_flags::RST != 0 => 0,
+        _ => seen,
+    };
     if let Some(f) = tcp {
         if f & tcp_flags::SYN != 0 {
             bits |= syn;

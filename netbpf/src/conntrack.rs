@@ -481,6 +481,15 @@ pub struct GcReport {
     pub closed: Vec<(FlowKey, FlowValue)>,
 }
 
+/// Whether a live flow keeps its mapping alive: a flow opened from outside
+/// does so only once the inside has answered with something other than a
+/// RST (an ICMP error does not touch a flow at all). RFC 7857 §7: a RST or
+/// ICMP error sent in response to an inbound packet must not refresh the
+/// mapping, or an outside sender could hold a container's port forever.
+pub fn keeps_mapping_alive(flags: u64) -> bool {
+    flags & flow_flags::OPENED_IN == 0 || flags & flow_flags::SEEN_OUT != 0
+}
+
 /// Whether a flow idle since `last_seen_ns` has expired at `now_ns`.
 fn expired(key: &FlowKey, value: &FlowValue, now_ns: u64, timeouts: &Timeouts) -> bool {
     let timeout = FlowState::of(key.proto, value.flags).timeout(timeouts);
@@ -515,7 +524,9 @@ pub fn collect_garbage(
     let mut live = HashSet::new();
     for (key, value) in maps.flows()? {
         if !expired(&key, &value, now_ns, timeouts) {
-            live.insert(Endpoint::new(key.proto, key.inside_addr, key.inside_port));
+            if keeps_mapping_alive(value.flags) {
+                live.insert(Endpoint::new(key.proto, key.inside_addr, key.inside_port));
+            }
             continue;
         }
         // Re-read just before deleting: a packet since the scan revives it.
@@ -806,6 +817,20 @@ mod tests {
         // The same port now locked for another inside endpoint is new.
         let third: Orphans = [(e(3), i(4))].into();
         assert!(orphans_to_release(&mut orphans, third).is_empty());
+    }
+
+    #[test]
+    fn only_an_answered_flow_keeps_its_mapping_alive() {
+        assert!(keeps_mapping_alive(SEEN_OUT), "the container's own flow");
+        assert!(
+            keeps_mapping_alive(OPENED_IN | SEEN_IN | SEEN_OUT),
+            "answered"
+        );
+        assert!(!keeps_mapping_alive(OPENED_IN | SEEN_IN), "unanswered");
+        assert!(
+            !keeps_mapping_alive(OPENED_IN | SEEN_IN | SYN_IN | RST),
+            "answered only with a RST"
+        );
     }
 
     #[test]

@@ -1731,3 +1731,28 @@ fn a_blind_rst_does_not_close_a_live_flow() {
     assert_ne!(dp.flows()[0].1.flags & flow_flags::RST, 0);
     assert_eq!(dp.counter(Counter::TcpCloseIgnored), 2);
 }
+
+#[test]
+fn a_containers_rst_to_an_unsolicited_syn_is_no_sign_of_life() {
+    if !require_root("a_containers_rst_to_an_unsolicited_syn_is_no_sign_of_life") {
+        return;
+    }
+    let dp = Dp::new("");
+    let p_tcp = dp.out_port(C1, &tcp(40001, 443, SYN));
+    // Someone else reaches the TCP mapping (endpoint-independent
+    // filtering); the container has nothing listening and resets.
+    dp.ingress(&simple(OTHER, UPLINK, &tcp(999, p_tcp, SYN)));
+    let (rc, _) = dp.egress(&simple(C1, OTHER, &tcp(40001, 999, RST | ACK)));
+    assert_eq!(rc, TC_OK, "the RST is translated (RFC 7857 §2.2)");
+    let flows = dp.flows();
+    let (_, v) = flows
+        .iter()
+        .find(|(k, _)| k.remote_addr == OTHER.octets())
+        .expect("the inbound flow");
+    assert_ne!(v.flags & flow_flags::RST, 0);
+    assert_eq!(v.flags & flow_flags::SEEN_OUT, 0, "not an answer");
+    assert!(
+        !netbpf::conntrack::keeps_mapping_alive(v.flags),
+        "so it does not hold the mapping (RFC 7857 §7)"
+    );
+}
