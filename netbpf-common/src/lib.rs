@@ -77,6 +77,9 @@ pub mod map_names {
     pub const NEIGHBOURS: &str = "NEIGHBOURS";
     /// Array of one [`crate::RouteUplink`]: the uplink's ifindex and MAC.
     pub const ROUTE_UPLINK: &str = "ROUTE_UPLINK";
+    /// Per-CPU array of one 1024-byte buffer: scratch space to verify an
+    /// ICMP error's checksums in.
+    pub const CSUM_SCRATCH: &str = "CSUM_SCRATCH";
     /// Array of one [`crate::Settings`]: policies the config sets (what to
     /// do with unsolicited SYNs, the per-source budget for new flows).
     pub const SETTINGS: &str = "SETTINGS";
@@ -88,7 +91,7 @@ pub mod map_names {
     pub const HAIRPIN_FRAGS: &str = "HAIRPIN_FRAGS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -110,6 +113,7 @@ pub mod map_names {
         SETTINGS,
         SOURCE_BUDGET,
         HAIRPIN_FRAGS,
+        CSUM_SCRATCH,
         STATS,
         PORT_PROBES,
     ];
@@ -811,11 +815,15 @@ pub enum Counter {
     /// change the flow's state (a blind RST cannot shorten a live flow's
     /// timeout). Not a drop.
     TcpCloseIgnored,
+    /// Dropped: an ICMP error about a NAT flow whose ICMP checksum, or
+    /// whose quoted IP header's checksum, is wrong (RFC 5508 REQ-3a: it
+    /// must not be translated).
+    DropIcmpBadChecksum,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::TcpCloseIgnored as u32 + 1;
+    pub const COUNT: u32 = Counter::DropIcmpBadChecksum as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -863,6 +871,7 @@ impl Counter {
         Counter::DropVlanTagged,
         Counter::RouteMtuExceeded,
         Counter::TcpCloseIgnored,
+        Counter::DropIcmpBadChecksum,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -912,6 +921,7 @@ impl Counter {
             Counter::DropVlanTagged => "drop_vlan_tagged",
             Counter::RouteMtuExceeded => "route_mtu_exceeded",
             Counter::TcpCloseIgnored => "tcp_close_ignored",
+            Counter::DropIcmpBadChecksum => "drop_icmp_bad_checksum",
         }
     }
 

@@ -30,7 +30,7 @@ use netbpf_common::{
 use crate::{
     Verdict,
     conntrack::now_ns,
-    fib,
+    csum, fib,
     maps::{CONNTRACK, HAIRPIN_FRAGS, NAT_REVERSE},
     nat::{self, Tuple, published, published_port},
     parse::{self, L4, Packet, off},
@@ -166,6 +166,9 @@ fn icmp_error(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let y_key = FlowKey::new(q.proto, y_addr, y_port, x_addr, x_port);
     if CONNTRACK.get_ptr(&y_key).is_none() {
         return Err(Counter::DropIcmpNoFlow);
+    }
+    if !csum::icmp_error_ok(ctx, pkt, &q) {
+        return Err(Counter::DropIcmpBadChecksum);
     }
     let ttl: [u8; 2] = ctx
         .load(pkt.l3_off + off::IP_TTL)

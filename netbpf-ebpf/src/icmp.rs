@@ -8,7 +8,7 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use netbpf_common::{Counter, Endpoint, FlowKey, proto};
 
 use crate::{
-    Verdict,
+    Verdict, csum,
     maps::{CONNTRACK, MASQ_RULES, NAT_REVERSE},
     nat::{self, published, published_port},
     parse::{self, ICMP_ECHO_REQUEST, Packet},
@@ -53,6 +53,9 @@ pub(crate) fn error_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter
     if CONNTRACK.get_ptr(&key).is_none() {
         return Err(Counter::DropIcmpNoFlow);
     }
+    if !csum::icmp_error_ok(ctx, pkt, &q) {
+        return Err(Counter::DropIcmpBadChecksum);
+    }
     rewrite::rewrite_quoted(ctx, pkt, &q, Side::Source, addr, port)?;
     rewrite::rewrite_addr(ctx, pkt, Side::Destination, addr)?;
     stats::inc(Counter::IcmpErrorsTranslated);
@@ -83,6 +86,9 @@ pub(crate) fn error_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counte
         // Another inside host reporting on this flow: it would leave with
         // its private source, and it is not who the flow talks to.
         return Err(Counter::DropIcmpNoFlow);
+    }
+    if !csum::icmp_error_ok(ctx, pkt, &q) {
+        return Err(Counter::DropIcmpBadChecksum);
     }
     rewrite::rewrite_quoted(ctx, pkt, &q, Side::Destination, addr, port)?;
     if from_container {

@@ -23,6 +23,7 @@
 
 mod arp;
 mod conntrack;
+mod csum;
 mod fib;
 mod guard;
 mod hairpin;

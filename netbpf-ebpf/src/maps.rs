@@ -108,6 +108,11 @@ pub(crate) static NEIGHBOURS: HashMap<[u8; 4], netbpf_common::Neighbour> =
 #[map]
 pub(crate) static ROUTE_UPLINK: Array<netbpf_common::RouteUplink> = Array::with_max_entries(1, 0);
 
+/// Scratch space to sum an ICMP error's bytes in.
+#[map]
+pub(crate) static CSUM_SCRATCH: PerCpuArray<[u32; crate::csum::CSUM_MAX / 4]> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// The config's policies (index 0), written by userspace.
 #[map]
 pub(crate) static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);

@@ -1756,3 +1756,34 @@ fn a_containers_rst_to_an_unsolicited_syn_is_no_sign_of_life() {
         "so it does not hold the mapping (RFC 7857 §7)"
     );
 }
+
+#[test]
+fn icmp_errors_with_bad_checksums_are_dropped_not_translated() {
+    if !require_root("icmp_errors_with_bad_checksums_are_dropped_not_translated") {
+        return;
+    }
+    let dp = Dp::new("");
+    let p = two_udp_senders(&dp);
+    let sent = ip_packet(UPLINK, REMOTE, &udp(p, 53, b"query"));
+    // A bad ICMP checksum (RFC 5508 REQ-3a).
+    let mut err = simple(REMOTE, UPLINK, &icmp_error(3, 3, [0; 4], &sent));
+    err[36] ^= 0x40;
+    let (rc, _) = dp.ingress(&err);
+    assert_eq!(rc, TC_SHOT, "bad ICMP checksum");
+    // A bad checksum in the quoted IP header, with the ICMP checksum
+    // computed over it (so only the quote is wrong).
+    let mut bad_quote = sent.clone();
+    bad_quote[10] ^= 0x01;
+    let err = simple(REMOTE, UPLINK, &icmp_error(3, 3, [0; 4], &bad_quote));
+    let (rc, _) = dp.ingress(&err);
+    assert_eq!(rc, TC_SHOT, "bad quoted IP checksum");
+    assert_eq!(dp.counter(Counter::DropIcmpBadChecksum), 2);
+    assert_eq!(dp.counter(Counter::IcmpErrorsTranslated), 0);
+    // A container's error with a bad checksum does not leave either.
+    let got = ip_packet(REMOTE, C2, &udp(53, 5353, b"answer"));
+    let mut out_err = simple(C2, REMOTE, &icmp_error(3, 3, [0; 4], &got));
+    out_err[36] ^= 0x40;
+    let (rc, _) = dp.egress(&out_err);
+    assert_eq!(rc, TC_SHOT);
+    assert_eq!(dp.counter(Counter::DropIcmpBadChecksum), 3);
+}
