@@ -64,7 +64,7 @@ fn sums_to_ones(ctx: &TcContext, off: usize, len: usize) -> Option<bool> {
     let mut sum =
         unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.as_mut_ptr(), first as u32, 0) };
     if words > CHUNK {
-        let rest = (words - CHUNK) & (CHUNK - 1 | CHUNK);
+        let rest = (words - CHUNK) & (CSUM_MAX - 1);
         if rest > CHUNK {
             return None;
         }
