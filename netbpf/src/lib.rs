@@ -14,6 +14,7 @@ pub mod conntrack;
 pub mod containers;
 pub mod control;
 pub mod datapath;
+pub mod earlydrop;
 pub mod events;
 pub mod explain;
 pub mod import;

@@ -482,6 +482,7 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     };
     let metrics = netbpf::metrics::spawn(metrics_listener, pin_dir.clone());
     let timeouts = config.conntrack.timeouts;
+    let capacity = config.conntrack.capacity;
     let mut gc = tokio::time::interval(Duration::from_secs(args.gc_interval.max(1)));
     let mut orphans = conntrack::Orphans::new();
     info!("running; Ctrl-C or SIGTERM stops");
@@ -508,6 +509,11 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
                     }
                     Ok(_) => {}
                     Err(e) => warn!("conntrack expiry pass failed: {:#}", anyhow::Error::from(e)),
+                }
+                match netbpf::earlydrop::relieve(&mut nat, capacity) {
+                    Ok(0) => {}
+                    Ok(n) => warn!("conntrack table nearly full: dropped {n} half-open flow(s)"),
+                    Err(e) => warn!("conntrack early drop failed: {:#}", anyhow::Error::from(e)),
                 }
             }
         }
