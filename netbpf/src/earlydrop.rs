@@ -61,13 +61,10 @@ pub fn relieve(maps: &mut NatMaps, capacity: u32) -> Result<usize, MapsError> {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.last_seen_ns);
-        match maps.conntrack.get(&key, 0) {
-            Ok(now) if Some(now.last_seen_ns) == seen => {
-                if maps.conntrack.remove(&key).is_ok() {
-                    dropped += 1;
-                }
-            }
-            _ => {}
+        let unchanged =
+            matches!(maps.conntrack.get(&key, 0), Ok(now) if Some(now.last_seen_ns) == seen);
+        if unchanged && maps.conntrack.remove(&key).is_ok() {
+            dropped += 1;
         }
     }
     Ok(dropped)
