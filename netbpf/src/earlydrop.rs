@@ -34,10 +34,10 @@ pub fn half_open(key: &FlowKey, value: &FlowValue) -> bool {
     }
 }
 
-/// The flows to drop from `flows` for a table of `capacity`: none below the
-/// high-water mark, else the oldest half-open ones (by last packet) until
-/// the low-water mark.
-pub fn victims(flows: &[(FlowKey, FlowValue)], capacity: u32) -> Vec<FlowKey> {
+/// The flows to drop from `flows` for a table of `capacity`, with the time
+/// of their last packet as read: none below the high-water mark, else the
+/// oldest half-open ones until the low-water mark.
+pub fn victims(flows: &[(FlowKey, FlowValue)], capacity: u32) -> Vec<(FlowKey, u64)> {
     let cap = u64::from(capacity);
     let total = flows.len() as u64;
     if total * HIGH_WATER.1 <= cap * HIGH_WATER.0 {
@@ -48,7 +48,11 @@ pub fn victims(flows: &[(FlowKey, FlowValue)], capacity: u32) -> Vec<FlowKey> {
     let mut candidates: Vec<&(FlowKey, FlowValue)> =
         flows.iter().filter(|(k, v)| half_open(k, v)).collect();
     candidates.sort_by_key(|(_, v)| v.last_seen_ns);
-    candidates.iter().take(excess).map(|(k, _)| *k).collect()
+    candidates
+        .iter()
+        .take(excess)
+        .map(|(k, v)| (*k, v.last_seen_ns))
+        .collect()
 }
 
 /// One early-drop pass over the pinned maps; returns how many flows it
@@ -56,13 +60,8 @@ pub fn victims(flows: &[(FlowKey, FlowValue)], capacity: u32) -> Vec<FlowKey> {
 pub fn relieve(maps: &mut NatMaps, capacity: u32) -> Result<usize, MapsError> {
     let flows = maps.flows()?;
     let mut dropped = 0;
-    for key in victims(&flows, capacity) {
-        let seen = flows
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.last_seen_ns);
-        let unchanged =
-            matches!(maps.conntrack.get(&key, 0), Ok(now) if Some(now.last_seen_ns) == seen);
+    for (key, seen) in victims(&flows, capacity) {
+        let unchanged = matches!(maps.conntrack.get(&key, 0), Ok(now) if now.last_seen_ns == seen);
         if unchanged && maps.conntrack.remove(&key).is_ok() {
             dropped += 1;
         }
@@ -103,7 +102,7 @@ mod tests {
         flows.extend((0..9).map(|i| flow(100 + i, HALF, 10 + u64::from(i))));
         let v = victims(&flows, 16);
         // Down to 12 (6/8 of 16): three go, the three oldest half-open.
-        let ports: Vec<u16> = v.iter().map(|k| k.remote_port).collect();
+        let ports: Vec<u16> = v.iter().map(|(k, _)| k.remote_port).collect();
         assert_eq!(ports, vec![100, 101, 102]);
     }
 
