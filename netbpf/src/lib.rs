@@ -6,6 +6,7 @@
 //! expiry ([`conntrack`]), Prometheus metrics ([`metrics`]), `netbpf
 //! explain` ([`explain`]), and the namespace lab ([`lab`]).
 
+pub mod batch;
 pub mod bench;
 pub mod bgp;
 pub mod coexist;

@@ -123,17 +123,17 @@ impl NatMaps {
 
     /// Every flow, as read now. Entries deleted while iterating are skipped.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, MapsError> {
-        collect(map_names::CONNTRACK, self.conntrack.iter())
+        batch_or_walk(map_names::CONNTRACK, &self.conntrack)
     }
 
     /// Every mapping, as read now.
     pub fn mapping_entries(&self) -> Result<Vec<(Endpoint, MappingValue)>, MapsError> {
-        collect(map_names::NAT_MAPPINGS, self.mappings.iter())
+        batch_or_walk(map_names::NAT_MAPPINGS, &self.mappings)
     }
 
     /// Every reverse entry, as read now.
     pub fn reverse_entries(&self) -> Result<Vec<(Endpoint, Endpoint)>, MapsError> {
-        collect(map_names::NAT_REVERSE, self.reverse.iter())
+        batch_or_walk(map_names::NAT_REVERSE, &self.reverse)
     }
 }
 
@@ -143,6 +143,18 @@ fn hash<K: aya::Pod, V: aya::Pod>(
     data: MapData,
 ) -> Result<HashMap<MapData, K, V>, MapsError> {
     HashMap::try_from(Map::HashMap(data)).map_err(|source| MapsError::Map { name, source })
+}
+
+/// Every entry of a hash map: in a few batch calls where the kernel has
+/// them (crate::batch), else walked key by key.
+fn batch_or_walk<K: aya::Pod, V: aya::Pod>(
+    name: &'static str,
+    map: &HashMap<MapData, K, V>,
+) -> Result<Vec<(K, V)>, MapsError> {
+    match crate::batch::entries(map) {
+        Ok(Some(entries)) => Ok(entries),
+        Ok(None) | Err(_) => collect(name, map.iter()),
+    }
 }
 
 /// Collects a map iterator, skipping keys that vanished mid-iteration.
