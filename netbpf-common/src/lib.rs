@@ -168,6 +168,17 @@ pub const fn coarse_expired(stamp: u32, now: u32, limit_s: u32) -> bool {
     now.wrapping_sub(stamp) > limit_s
 }
 
+/// Folds a 32-bit (or wider) one's-complement sum of 16-bit words into
+/// 16 bits (RFC 1071). The Internet checksum is the complement of this.
+#[inline(always)]
+pub const fn csum_fold(sum: u64) -> u16 {
+    let mut s = (sum & 0xffff) + (sum >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
 /// Bits of [`Settings::flags`].
 pub mod settings_flags {
     /// Let unsolicited TCP SYNs to the host's addresses through to the
@@ -819,11 +830,15 @@ pub enum Counter {
     /// whose quoted IP header's checksum, is wrong (RFC 5508 REQ-3a: it
     /// must not be translated).
     DropIcmpBadChecksum,
+    /// ICMP "communication administratively prohibited" (3/13) sent back
+    /// to a container whose new flow could not get a NAT session (RFC 5508
+    /// REQ-8); the packet itself is counted by its drop reason. Not a drop.
+    IcmpProhibitedSent,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropIcmpBadChecksum as u32 + 1;
+    pub const COUNT: u32 = Counter::IcmpProhibitedSent as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -872,6 +887,7 @@ impl Counter {
         Counter::RouteMtuExceeded,
         Counter::TcpCloseIgnored,
         Counter::DropIcmpBadChecksum,
+        Counter::IcmpProhibitedSent,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -922,6 +938,7 @@ impl Counter {
             Counter::RouteMtuExceeded => "route_mtu_exceeded",
             Counter::TcpCloseIgnored => "tcp_close_ignored",
             Counter::DropIcmpBadChecksum => "drop_icmp_bad_checksum",
+            Counter::IcmpProhibitedSent => "icmp_prohibited_sent",
         }
     }
 
@@ -999,6 +1016,15 @@ mod tests {
                 .admit(u64::MAX, 0)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn folding_carries_until_sixteen_bits() {
+        assert_eq!(csum_fold(0), 0);
+        assert_eq!(csum_fold(0x1_fffe), 0xffff);
+        assert_eq!(csum_fold(0xffff_ffff), 0xffff);
+        // RFC 1071's example: words 0001 f203 f4f5 f6f7 sum to 2ddf0 → ddf2.
+        assert_eq!(csum_fold(0x0001 + 0xf203 + 0xf4f5 + 0xf6f7), 0xddf2);
     }
 
     #[test]

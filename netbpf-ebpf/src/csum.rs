@@ -14,6 +14,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
+use netbpf_common::csum_fold;
+
 use crate::{
     fib::skb,
     maps::CSUM_SCRATCH,
@@ -82,11 +84,7 @@ fn sums_to_ones(ctx: &TcContext, off: usize, len: usize) -> Option<bool> {
     if sum < 0 {
         return None;
     }
-    let mut s = sum as u64;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    Some(s == 0xffff)
+    Some(csum_fold(sum as u64) == 0xffff)
 }
 
 /// Whether an ICMP error's own checksum and its quoted IP header's

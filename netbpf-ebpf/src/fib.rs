@@ -2,12 +2,16 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{__sk_buff, BPF_FIB_LOOKUP_SKIP_NEIGH, bpf_fib_lookup},
-    helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup},
+    bindings::{
+        __sk_buff, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        bpf_fib_lookup,
+    },
+    helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_redirect_neigh},
     programs::TcContext,
 };
+use netbpf_common::Counter;
 
-use crate::parse::Packet;
+use crate::{Verdict, parse::Packet};
 
 /// `AF_INET` for `bpf_fib_lookup`.
 const AF_INET: u8 = 2;
@@ -76,4 +80,34 @@ pub(crate) fn lookup(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_f
         )
     };
     (rc, params)
+}
+
+/// Sends the packet straight to the interface that leads to `dst`, with
+/// the kernel filling in the Ethernet addresses (hairpinned packets, and
+/// errors netbpf sends back to a container).
+#[inline(always)]
+pub(crate) fn redirect_to(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> Result<Verdict, Counter> {
+    let ifindex = egress_for(ctx, pkt, dst).ok_or(Counter::DropHairpinNoRoute)?;
+    redirect_neigh(ifindex).ok_or(Counter::DropHairpinNoRoute)
+}
+
+/// The interface the kernel's FIB sends `dst` out of, if it has a route
+/// (the neighbour may still be unresolved: the redirect resolves it).
+#[inline(always)]
+pub(crate) fn egress_for(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> Option<u32> {
+    let (rc, params) = lookup(ctx, pkt, dst);
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        return None;
+    }
+    Some(params.ifindex)
+}
+
+/// Redirects the skb to `ifindex`'s egress, the kernel filling in the
+/// Ethernet addresses from the packet's destination.
+#[inline(always)]
+pub(crate) fn redirect_neigh(ifindex: u32) -> Option<Verdict> {
+    // SAFETY: plain helper call; NULL params make the kernel resolve the
+    // next hop from the packet's destination.
+    let rc = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
+    (rc >= 0).then_some(Verdict::Redirect(rc as i32))
 }

@@ -18,11 +18,7 @@
 //! container with both quoted endpoints translated back (RFC 5508 REQ-7,
 //! RFC 7857 §12).
 
-use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::bpf_redirect_neigh,
-    programs::TcContext,
-};
+use aya_ebpf::programs::TcContext;
 use netbpf_common::{
     Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, HairpinFrag, coarse_expired, coarse_seconds, proto,
 };
@@ -98,7 +94,7 @@ pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> 
         let _ = HAIRPIN_FRAGS.insert(&pkt.frag_key(), &value, 0);
     }
     stats::inc(Counter::HairpinPackets);
-    redirect(ctx, pkt, to.addr)
+    fib::redirect_to(ctx, pkt, to.addr)
 }
 
 /// A non-first fragment of a hairpinned datagram: both addresses its first
@@ -125,7 +121,7 @@ fn fragment(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     rewrite::decrement_ttl(ctx, pkt, ttl)?;
     stats::inc(Counter::FragmentsTranslated);
     stats::inc(Counter::HairpinPackets);
-    redirect(ctx, pkt, hf.dst)
+    fib::redirect_to(ctx, pkt, hf.dst)
 }
 
 /// An ICMP error a container (X) sends about a packet it received through
@@ -183,22 +179,5 @@ fn icmp_error(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     rewrite::decrement_ttl(ctx, pkt, ttl)?;
     stats::inc(Counter::IcmpErrorsTranslated);
     stats::inc(Counter::HairpinPackets);
-    redirect(ctx, pkt, y_addr)
-}
-
-/// Sends the translated packet straight to the interface that leads to
-/// `dst`, with the kernel filling in the Ethernet addresses.
-#[inline(always)]
-fn redirect(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> Result<Verdict, Counter> {
-    let (rc, params) = fib::lookup(ctx, pkt, dst);
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        return Err(Counter::DropHairpinNoRoute);
-    }
-    // SAFETY: plain helper call; NULL params make the kernel resolve the
-    // next hop from the packet's destination.
-    let rc = unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) };
-    if rc < 0 {
-        return Err(Counter::DropHairpinNoRoute);
-    }
-    Ok(Verdict::Redirect(rc as i32))
+    fib::redirect_to(ctx, pkt, y_addr)
 }

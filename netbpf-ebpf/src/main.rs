@@ -36,6 +36,7 @@ mod rewrite;
 mod route;
 mod sock;
 mod stats;
+mod unreach;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},

@@ -39,7 +39,7 @@ use crate::{
     },
     reorder,
     rewrite::{self, Side},
-    stats,
+    stats, unreach,
 };
 
 /// `EEXIST`, as map updates return it (negated).
@@ -105,14 +105,33 @@ pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         L4::Fragment => return fragment_out(ctx, pkt),
         L4::Other => return untranslatable(pkt, Counter::DropUnsupportedProto),
     };
-    let Some(to) = outbound(ctx, pkt, &tuple)? else {
-        return Ok(Verdict::Pass);
+    let to = match outbound(ctx, pkt, &tuple) {
+        Ok(Some(to)) => to,
+        Ok(None) => return Ok(Verdict::Pass),
+        Err(reason @ (Counter::DropPortExhausted | Counter::DropMappingTableFull)) => {
+            return session_refused(ctx, pkt, reason);
+        }
+        Err(reason) => return Err(reason),
     };
     rewrite::rewrite(ctx, pkt, Side::Source, to.addr, tuple.sport, to.port)?;
     remember_fragment(pkt, to.addr);
     stats::inc(Counter::SnatPackets);
     stats::add(Counter::SnatBytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
+}
+
+/// A container's new flow that could not get a session: dropped (counted
+/// by `reason`), and the container told with an ICMP "administratively
+/// prohibited" (RFC 5508 REQ-8) when there is a route back to it.
+#[inline(always)]
+fn session_refused(ctx: &TcContext, pkt: &Packet, reason: Counter) -> Result<Verdict, Counter> {
+    let Some(rule) = MASQ_RULES.get(&Key::new(32, pkt.src)).copied() else {
+        return Err(reason);
+    };
+    let verdict = unreach::prohibited(ctx, pkt, rule.to_addr, reason)?;
+    stats::inc(reason);
+    stats::inc(Counter::IcmpProhibitedSent);
+    Ok(verdict)
 }
 
 /// A packet leaving the uplink that cannot be translated: dropped if it

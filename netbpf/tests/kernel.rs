@@ -1787,3 +1787,45 @@ fn icmp_errors_with_bad_checksums_are_dropped_not_translated() {
     assert_eq!(rc, TC_SHOT);
     assert_eq!(dp.counter(Counter::DropIcmpBadChecksum), 3);
 }
+
+#[test]
+fn a_container_whose_flow_gets_no_session_is_told_so() {
+    if !require_root("a_container_whose_flow_gets_no_session_is_told_so") {
+        return;
+    }
+    let dp = Dp::new("ports = \"40000-40000\"\n");
+    hairpin_routes();
+    dp.out_port(C1, &udp(1111, 53, b"a"));
+    // The range is taken: C2's datagram cannot get a session.
+    let pkt = simple(C2, REMOTE, &udp(2222, 53, b"query"));
+    let (rc, out) = dp.egress(&pkt);
+    assert_eq!(
+        rc, 7,
+        "an ICMP error redirected back to C2 (RFC 5508 REQ-8)"
+    );
+    // ICMP 3/13 from the NAT's address to C2, quoting the IP header and
+    // the first eight bytes; Ethernet addresses are the redirect's to fill.
+    let mut icmp = vec![3, 13, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&pkt[14..14 + 28]);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0xc0];
+    ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, ICMP, 0, 0]);
+    ip.extend_from_slice(&UPLINK.octets());
+    ip.extend_from_slice(&C2.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut want = vec![0u8; 12];
+    want.extend_from_slice(&[0x08, 0x00]);
+    want.extend_from_slice(&ip);
+    want.extend_from_slice(&icmp);
+    assert_bytes(&out, &want, "administratively prohibited");
+    assert_eq!(
+        dp.counter(Counter::DropPortExhausted),
+        1,
+        "still a counted drop"
+    );
+    assert_eq!(dp.counter(Counter::IcmpProhibitedSent), 1);
+    assert_eq!(dp.counter(Counter::SnatPackets), 1, "only C1's");
+}
