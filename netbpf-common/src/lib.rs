@@ -10,6 +10,8 @@
 //! * Padding fields are always zero; keys are compared as raw bytes by the
 //!   kernel, so a non-zero pad would make an otherwise equal key miss.
 #![cfg_attr(not(test), no_std)]
+#[cfg(test)]
+extern crate std;
 
 use core::mem::size_of;
 
@@ -288,6 +290,26 @@ pub struct MasqRule {
 }
 const _: () = assert!(size_of::<MasqRule>() == 8);
 
+impl MasqRule {
+    /// The outside ports (inclusive) a mapping of an inside `proto` port
+    /// (or ICMP echo identifier) may get: the configured range, else the
+    /// original port's class (RFC 4787 REQ-3a: 1–1023 or 1024–65535; any
+    /// identifier for ICMP).
+    #[inline(always)]
+    pub const fn port_range(&self, proto_num: u8, port: u16) -> (u32, u32) {
+        if self.port_min != 0 || self.port_max != 0 {
+            return (self.port_min as u32, self.port_max as u32);
+        }
+        if proto_num == proto::ICMP {
+            (0, 65535)
+        } else if port < 1024 {
+            (1, 1023)
+        } else {
+            (1024, 65535)
+        }
+    }
+}
+
 /// Data of the published-ports LPM key, compared most significant bit
 /// first: protocol, then the host address (0.0.0.0 = any local address),
 /// then the host port in network order. A port range is stored as the few
@@ -323,6 +345,86 @@ impl PublishKey {
             _pad: 0,
         }
     }
+
+    /// The key's bits as the trie compares them, most significant first
+    /// (protocol, address, port) in the low 56 bits.
+    #[inline(always)]
+    const fn bits(&self) -> u64 {
+        ((self.proto as u64) << 48)
+            | ((u32::from_be_bytes(self.addr) as u64) << 16)
+            | (u16::from_be_bytes(self.port_be) as u64)
+    }
+
+    /// Whether this key, as a trie entry of `prefix_len` bits, matches the
+    /// full-length key `want`: the LPM rule the kernel applies. Entries
+    /// shorter than protocol + address never match.
+    pub const fn covers(&self, prefix_len: u32, want: &PublishKey) -> bool {
+        let len = if prefix_len < PUBLISH_KEY_BITS {
+            prefix_len
+        } else {
+            PUBLISH_KEY_BITS
+        };
+        if len < PUBLISH_KEY_FIXED_BITS {
+            return false;
+        }
+        let shift = PUBLISH_KEY_BITS - len;
+        (self.bits() >> shift) == (want.bits() >> shift)
+    }
+
+    /// The host ports (inclusive) this key covers as a trie entry of
+    /// `prefix_len` bits (port bits past the prefix are ignored).
+    pub const fn ports(&self, prefix_len: u32) -> (u16, u16) {
+        let bits = prefix_len.saturating_sub(PUBLISH_KEY_FIXED_BITS);
+        let bits = if bits > 16 { 16 } else { bits };
+        let size = 1u32 << (16 - bits);
+        let base = (u16::from_be_bytes(self.port_be) as u32) & !(size - 1);
+        (base as u16, (base + size - 1) as u16)
+    }
+}
+
+/// The trie entries of a published port range: the fewest prefix-aligned
+/// blocks that cover `[start, end]`, each `(prefix length, key)`. A block
+/// of `2^k` ports aligned on `2^k` is one entry with `16 - k` port bits.
+pub const fn publish_blocks(proto_num: u8, addr: [u8; 4], start: u16, end: u16) -> PublishBlocks {
+    PublishBlocks {
+        proto: proto_num,
+        addr,
+        cur: start as u32,
+        end: end as u32,
+    }
+}
+
+/// Iterator of [`publish_blocks`].
+#[derive(Clone, Debug)]
+pub struct PublishBlocks {
+    proto: u8,
+    addr: [u8; 4],
+    cur: u32,
+    end: u32,
+}
+
+impl Iterator for PublishBlocks {
+    type Item = (u32, PublishKey);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.cur > self.end {
+            return None;
+        }
+        let mut size: u32 = if self.cur == 0 {
+            1 << 16
+        } else {
+            1 << self.cur.trailing_zeros().min(16)
+        };
+        while self.cur + size - 1 > self.end {
+            size >>= 1;
+        }
+        let item = (
+            PUBLISH_KEY_FIXED_BITS + 16 - size.trailing_zeros(),
+            PublishKey::new(self.proto, self.addr, self.cur as u16),
+        );
+        self.cur += size;
+        Some(item)
+    }
 }
 
 /// Where a published port (range) goes: host port `p` in
@@ -343,6 +445,31 @@ pub struct PublishRule {
     pub _pad: u16,
 }
 const _: () = assert!(size_of::<PublishRule>() == 12);
+
+impl PublishRule {
+    /// Host ports `[min, max]` to `to_addr:to_port` onwards, one to one.
+    pub const fn new(
+        to_addr: [u8; 4],
+        to_port: u16,
+        host_port_min: u16,
+        host_port_max: u16,
+    ) -> Self {
+        Self {
+            to_addr,
+            to_port,
+            host_port_min,
+            host_port_max,
+            _pad: 0,
+        }
+    }
+
+    /// The container port that host port `port` of this rule maps to.
+    #[inline(always)]
+    pub const fn container_port(&self, port: u16) -> u16 {
+        self.to_port
+            .wrapping_add(port.wrapping_sub(self.host_port_min))
+    }
+}
 
 /// A fragmented datagram as it appears on the wire (RFC 791: source,
 /// destination, protocol and identification tie its fragments together).
@@ -1016,6 +1143,76 @@ mod tests {
                 .admit(u64::MAX, 0)
                 .is_some()
         );
+    }
+
+    /// The ports a list of blocks covers, one by one; each block aligned.
+    fn covered(blocks: PublishBlocks) -> std::vec::Vec<u32> {
+        blocks
+            .flat_map(|(len, key)| {
+                let (lo, hi) = key.ports(len);
+                let size = u32::from(hi) - u32::from(lo) + 1;
+                assert_eq!(u32::from(lo) % size, 0, "block {lo}/{len} aligned");
+                assert_eq!(u16::from_be_bytes(key.port_be), lo, "base port");
+                u32::from(lo)..=u32::from(hi)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publish_blocks_cover_exactly_the_range() {
+        for (a, b) in [
+            (8080, 8080),
+            (8000, 8010),
+            (1, 65535),
+            (0, 65535),
+            (1024, 2047),
+            (32768, 60999),
+            (1023, 1025),
+        ] {
+            let want: std::vec::Vec<u32> = (u32::from(a)..=u32::from(b)).collect();
+            assert_eq!(covered(publish_blocks(6, [0; 4], a, b)), want, "{a}-{b}");
+            assert!(publish_blocks(6, [0; 4], a, b).count() <= 32);
+        }
+        let one: std::vec::Vec<_> = publish_blocks(6, [1, 2, 3, 4], 8080, 8080).collect();
+        assert_eq!(
+            one,
+            [(PUBLISH_KEY_BITS, PublishKey::new(6, [1, 2, 3, 4], 8080))]
+        );
+        let all: std::vec::Vec<_> = publish_blocks(6, [0; 4], 0, 65535).collect();
+        assert_eq!(
+            all,
+            [(PUBLISH_KEY_FIXED_BITS, PublishKey::new(6, [0; 4], 0))]
+        );
+    }
+
+    #[test]
+    fn a_block_covers_its_ports_for_its_protocol_and_address_only() {
+        let (len, key) = publish_blocks(6, [0; 4], 8000, 8007)
+            .next()
+            .expect("one block");
+        assert!(key.covers(len, &PublishKey::new(6, [0; 4], 8005)));
+        assert!(!key.covers(len, &PublishKey::new(6, [0; 4], 8008)));
+        assert!(!key.covers(len, &PublishKey::new(17, [0; 4], 8005)));
+        assert!(!key.covers(len, &PublishKey::new(6, [1, 1, 1, 1], 8005)));
+        // Entries shorter than protocol + address never match.
+        assert!(!key.covers(PUBLISH_KEY_FIXED_BITS - 1, &key));
+    }
+
+    #[test]
+    fn a_published_range_maps_one_to_one_and_masquerade_keeps_the_class() {
+        let rule = PublishRule::new([10, 77, 0, 3], 5000, 9000, 9010);
+        assert_eq!(rule.container_port(9000), 5000);
+        assert_eq!(rule.container_port(9010), 5010);
+        let linux = MasqRule::default();
+        assert_eq!(linux.port_range(proto::TCP, 22), (1, 1023));
+        assert_eq!(linux.port_range(proto::UDP, 40000), (1024, 65535));
+        assert_eq!(linux.port_range(proto::ICMP, 7), (0, 65535));
+        let ranged = MasqRule {
+            port_min: 61000,
+            port_max: 65535,
+            ..MasqRule::default()
+        };
+        assert_eq!(ranged.port_range(proto::TCP, 22), (61000, 65535));
     }
 
     #[test]

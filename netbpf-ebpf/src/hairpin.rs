@@ -28,7 +28,7 @@ use crate::{
     conntrack::now_ns,
     csum, fib,
     maps::{CONNTRACK, HAIRPIN_FRAGS, NAT_REVERSE},
-    nat::{self, Tuple, published, published_port},
+    nat::{self, Tuple, published},
     parse::{self, L4, Packet, off},
     rewrite::{self, Side},
     stats,
@@ -154,7 +154,7 @@ fn icmp_error(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         // SAFETY: map value pointer, valid for this run.
         Some(y) => unsafe { ((*y).addr, (*y).port) },
         None => match published(q.proto, q.src, q.sport) {
-            Some(rule) => (rule.to_addr, published_port(&rule, q.sport)),
+            Some(rule) => (rule.to_addr, rule.container_port(q.sport)),
             None => return Ok(Verdict::Pass),
         },
     };

@@ -10,7 +10,7 @@ use netbpf_common::{Counter, Endpoint, FlowKey, proto};
 use crate::{
     Verdict, csum,
     maps::{CONNTRACK, MASQ_RULES, NAT_REVERSE},
-    nat::{self, published, published_port},
+    nat::{self, published},
     parse::{self, ICMP_ECHO_REQUEST, Packet},
     rewrite::{self, Side},
     stats,
@@ -44,7 +44,7 @@ pub(crate) fn error_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter
                 return Ok(Verdict::Pass);
             }
             match published(q.proto, q.src, sport) {
-                Some(rule) => (rule.to_addr, published_port(&rule, sport)),
+                Some(rule) => (rule.to_addr, rule.container_port(sport)),
                 None => return Ok(Verdict::Pass),
             }
         }

@@ -418,7 +418,7 @@ pub(crate) fn inbound(
 #[inline(always)]
 fn published_flow(pkt: &Packet, t: &Tuple, rule: &PublishRule) -> Result<Translation, Counter> {
     let now = conntrack::now_ns();
-    let to_port = published_port(rule, t.dport);
+    let to_port = rule.container_port(t.dport);
     let key = FlowKey::new(t.proto, rule.to_addr, to_port, t.src, t.sport);
     let flow = match CONNTRACK.get_ptr_mut(&key) {
         Some(flow) => flow,
@@ -477,13 +477,6 @@ pub(crate) fn published_for_host(proto: u8, addr: [u8; 4], port: u16) -> Option<
     }
     let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, [0; 4], port));
     PUBLISH.get(&key).copied()
-}
-
-/// The container port that host port `port` of a rule maps to (1:1).
-#[inline(always)]
-pub(crate) fn published_port(rule: &PublishRule, port: u16) -> u16 {
-    rule.to_port
-        .wrapping_add(port.wrapping_sub(rule.host_port_min))
 }
 
 /// A remote this mapping has not talked to yet reaches it
@@ -597,19 +590,6 @@ fn mapping_event(inside: &Endpoint, outside: &Endpoint, now: u64) {
     let _ = EVENTS.output(&event, 0);
 }
 
-/// The port range a rule allows for an inside endpoint, inclusive.
-#[inline(always)]
-fn port_range(inside: &Endpoint, rule: &MasqRule) -> (u32, u32) {
-    if rule.port_min != 0 || rule.port_max != 0 {
-        return (rule.port_min as u32, rule.port_max as u32);
-    }
-    match inside.proto {
-        proto::ICMP => (0, 65535),
-        _ if inside.port < 1024 => (1, 1023),
-        _ => (1024, 65535),
-    }
-}
-
 /// Claims a free outside port by inserting its reverse entry. A port that
 /// is published, or that a host socket uses (listening or bound, or
 /// connected to the packet's destination), is skipped: the host's ports
@@ -621,7 +601,7 @@ fn allocate_port(
     rule: &MasqRule,
     t: &Tuple,
 ) -> Result<Endpoint, Counter> {
-    let (lo, hi) = port_range(inside, rule);
+    let (lo, hi) = rule.port_range(inside.proto, inside.port);
     if hi < lo {
         return Err(Counter::DropPortExhausted);
     }

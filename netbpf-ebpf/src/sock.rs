@@ -23,7 +23,7 @@ use netbpf_common::{Counter, SockRevKey, SockRevValue, proto};
 
 use crate::{
     maps::{SOCK_NETNS, SOCK_REVNAT},
-    nat::{published_for_host, published_port},
+    nat::published_for_host,
     stats,
 };
 
@@ -61,7 +61,7 @@ pub(crate) fn redirect(ctx: &SockAddrContext) {
     let Some(rule) = published_for_host(p, addr, port) else {
         return;
     };
-    let to_port = published_port(&rule, port);
+    let to_port = rule.container_port(port);
     // SAFETY: a sock_addr context is valid for bpf_get_socket_cookie.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let key = SockRevKey {

@@ -369,11 +369,44 @@ impl Publish {
     /// The container port that `host_port` maps to, or `None` if
     /// `host_port` is not published by this entry.
     pub fn target_port(&self, host_port: u16) -> Option<u16> {
-        if !self.port.contains(host_port) {
-            return None;
-        }
-        self.to_port.checked_add(host_port - self.port.start)
+        self.port
+            .contains(host_port)
+            .then(|| self.rule().container_port(host_port))
     }
+
+    /// The rule as the datapath stores it.
+    pub fn rule(&self) -> netbpf_common::PublishRule {
+        netbpf_common::PublishRule::new(
+            self.to_addr.octets(),
+            self.to_port,
+            self.port.start,
+            self.port.end,
+        )
+    }
+
+    /// Its entries in the published-ports trie: `(prefix length, key)`.
+    pub fn blocks(&self) -> netbpf_common::PublishBlocks {
+        netbpf_common::publish_blocks(
+            self.proto.number(),
+            self.address.map_or([0; 4], |a| a.octets()),
+            self.port.start,
+            self.port.end,
+        )
+    }
+}
+
+/// Whether two published entries, each `(protocol, host address or None
+/// for any, host ports)`, would answer the same packets: the one overlap
+/// rule for the config file and for `netbpf publish add`.
+pub fn publish_collides(
+    a: (u8, Option<Ipv4Addr>, PortRange),
+    b: (u8, Option<Ipv4Addr>, PortRange),
+) -> bool {
+    let addresses_collide = match (a.1, b.1) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    a.0 == b.0 && addresses_collide && a.2.overlaps(&b.2)
 }
 
 /// One `[[container]]` entry: route `address` via `interface`.
@@ -1101,11 +1134,10 @@ fn validate_publish(raw: Vec<RawPublish>, uplink: &Uplink) -> Result<Vec<Publish
         };
 
         for (j, prev) in out.iter().enumerate() {
-            let addresses_collide = match (prev.address, address) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            };
-            if prev.proto == proto && prev.port.overlaps(&port) && addresses_collide {
+            if publish_collides(
+                (prev.proto.number(), prev.address, prev.port),
+                (proto.number(), address, port),
+            ) {
                 let prev_where = match prev.address {
                     Some(a) => format!(" on {a}"),
                     None => String::new(),

@@ -13,16 +13,13 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use aya::maps::{LpmTrie, Map, MapData, MapError, lpm_trie::Key};
-use netbpf_common::{
-    MasqPrefix, MasqRule, PUBLISH_KEY_FIXED_BITS, PublishKey, PublishRule, map_names,
-};
+use netbpf_common::{MasqPrefix, MasqRule, PublishKey, PublishRule, map_names};
 
 use crate::{
     config::{
         Config, ConfigError, Ipv4Cidr, Masquerade, PortRange, Proto, Publish,
-        check_masquerade_source, check_publish_to,
+        check_masquerade_source, check_publish_to, publish_collides,
     },
-    datapath::port_blocks,
     maps::{self, MapsError},
 };
 
@@ -120,14 +117,16 @@ pub fn publish_add(pin_dir: &Path, p: &Publish) -> Result<(), ControlError> {
     let host = maps::read_local_addrs(pin_dir)?;
     let to = format!("{}:{}", p.to_addr, p.to_port);
     check_publish_to("publish[0].to", &to, p.to_addr, &host).map_err(ControlError::Invalid)?;
-    let addr = p.address.map(|a| a.octets()).unwrap_or([0; 4]);
     for (proto, held_addr, rule) in held_rules(pin_dir)? {
         let held = PortRange {
             start: rule.host_port_min,
             end: rule.host_port_max,
         };
-        let addresses_collide = addr == [0; 4] || held_addr == [0; 4] || addr == held_addr;
-        if proto == p.proto.number() && addresses_collide && held.overlaps(&p.port) {
+        let held_at = (held_addr != [0; 4]).then(|| Ipv4Addr::from(held_addr));
+        if publish_collides(
+            (proto, held_at, held),
+            (p.proto.number(), p.address, p.port),
+        ) {
             return Err(ControlError::Conflict(format!(
                 "{} port {} overlaps the published {} {} on {} → {}:{}",
                 p.proto,
@@ -142,19 +141,9 @@ pub fn publish_add(pin_dir: &Path, p: &Publish) -> Result<(), ControlError> {
     }
     let name = map_names::PUBLISH;
     let mut trie: LpmTrie<MapData, PublishKey, PublishRule> = trie(pin_dir, name)?;
-    let rule = PublishRule {
-        to_addr: p.to_addr.octets(),
-        to_port: p.to_port,
-        host_port_min: p.port.start,
-        host_port_max: p.port.end,
-        _pad: 0,
-    };
-    for (base, bits) in port_blocks(p.port.start, p.port.end) {
-        let key = Key::new(
-            PUBLISH_KEY_FIXED_BITS + bits,
-            PublishKey::new(p.proto.number(), addr, base),
-        );
-        trie.insert(&key, &rule, 0)
+    let rule = p.rule();
+    for (len, key) in p.blocks() {
+        trie.insert(&Key::new(len, key), &rule, 0)
             .map_err(|source| ControlError::Map { name, source })?;
     }
     Ok(())

@@ -21,9 +21,7 @@ use aya::{
     },
 };
 use log::{info, warn};
-use netbpf_common::{
-    MasqPrefix, MasqRule, PUBLISH_KEY_FIXED_BITS, PublishKey, PublishRule, map_names,
-};
+use netbpf_common::{MasqPrefix, MasqRule, PublishKey, PublishRule, map_names};
 
 use crate::{
     config::Config,
@@ -492,27 +490,6 @@ fn prune_trie<K: aya::Pod + PartialEq, V: aya::Pod>(
     Ok(())
 }
 
-/// Splits the port range `[start, end]` into the fewest prefix-aligned
-/// blocks that cover it: `(first port, prefix bits of the port)`. A block
-/// of `2^k` ports aligned on `2^k` is one LPM entry with `16 - k` bits.
-pub fn port_blocks(start: u16, end: u16) -> Vec<(u16, u32)> {
-    let (mut cur, end) = (u32::from(start), u32::from(end));
-    let mut out = Vec::new();
-    while cur <= end {
-        let mut size: u32 = if cur == 0 {
-            1 << 16
-        } else {
-            1 << cur.trailing_zeros().min(16)
-        };
-        while cur + size - 1 > end {
-            size >>= 1;
-        }
-        out.push((cur as u16, 16 - size.trailing_zeros()));
-        cur += size;
-    }
-    out
-}
-
 /// Writes the published ports and the host's addresses into a loaded
 /// object.
 pub fn fill_publish(
@@ -526,25 +503,11 @@ pub fn fill_publish(
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     let mut wanted = Vec::new();
     for p in &config.publish {
-        let rule = PublishRule {
-            to_addr: p.to_addr.octets(),
-            to_port: p.to_port,
-            host_port_min: p.port.start,
-            host_port_max: p.port.end,
-            _pad: 0,
-        };
-        let addr = p.address.map(|a| a.octets()).unwrap_or([0; 4]);
-        for (base, bits) in port_blocks(p.port.start, p.port.end) {
-            let key = Key::new(
-                PUBLISH_KEY_FIXED_BITS + bits,
-                PublishKey::new(p.proto.number(), addr, base),
-            );
-            trie.insert(&key, &rule, 0)
+        let rule = p.rule();
+        for (len, key) in p.blocks() {
+            trie.insert(&Key::new(len, key), &rule, 0)
                 .map_err(|source| DatapathError::Map { name, source })?;
-            wanted.push((
-                PUBLISH_KEY_FIXED_BITS + bits,
-                PublishKey::new(p.proto.number(), addr, base),
-            ));
+            wanted.push((len, key));
         }
     }
     prune_trie(&mut trie, name, &wanted)?;
@@ -1187,42 +1150,6 @@ fn spawn_log_relay(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
 
 #[cfg(test)]
 mod tests {
-    use super::port_blocks;
-
-    fn covered(blocks: &[(u16, u32)]) -> Vec<u32> {
-        blocks
-            .iter()
-            .flat_map(|&(base, bits)| {
-                let size = 1u32 << (16 - bits);
-                assert_eq!(u32::from(base) % size, 0, "block {base}/{bits} aligned");
-                u32::from(base)..u32::from(base) + size
-            })
-            .collect()
-    }
-
-    #[test]
-    fn blocks_cover_exactly_the_range() {
-        for (a, b) in [
-            (8080, 8080),
-            (8000, 8010),
-            (1, 65535),
-            (0, 65535),
-            (1024, 2047),
-            (32768, 60999),
-        ] {
-            let blocks = port_blocks(a, b);
-            let ports = covered(&blocks);
-            assert_eq!(
-                ports,
-                (u32::from(a)..=u32::from(b)).collect::<Vec<_>>(),
-                "{a}-{b}"
-            );
-            assert!(blocks.len() <= 32, "{a}-{b}: {} blocks", blocks.len());
-        }
-        assert_eq!(port_blocks(8080, 8080), vec![(8080, 16)]);
-        assert_eq!(port_blocks(0, 65535), vec![(0, 0)]);
-    }
-
     #[test]
     fn inside_interfaces_come_from_routes_into_the_nat() {
         let config = crate::config::Config::from_toml(

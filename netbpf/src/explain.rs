@@ -52,9 +52,8 @@ use std::{
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
 use netbpf_common::{
-    ContainerEntry, ContainerIf, Counter, Endpoint, FlowKey, FlowValue, MappingValue, MasqRule,
-    Neighbour, PUBLISH_KEY_BITS, PUBLISH_KEY_FIXED_BITS, PublishRule, RouteUplink, flow_flags,
-    map_names, proto,
+    ContainerEntry, ContainerIf, Counter, Endpoint, FlowKey, FlowValue, MappingValue, Neighbour,
+    PublishKey, PublishRule, RouteUplink, flow_flags, map_names, proto,
 };
 use serde::Serialize;
 
@@ -551,20 +550,13 @@ impl Rules {
             .max_by_key(|e| e.prefix_len)
     }
 
-    /// A full-length lookup in the published-ports trie.
+    /// A full-length lookup in the published-ports trie (the kernel's
+    /// longest-prefix match, through the same `PublishKey::covers`).
     fn publish_lookup(&self, p: u8, addr: [u8; 4], port: u16) -> Option<&PublishEntry> {
-        let bits = |p: u8, a: [u8; 4], port: u16| -> u64 {
-            (u64::from(p) << 48) | (u64::from(u32::from_be_bytes(a)) << 16) | u64::from(port)
-        };
-        let want = bits(p, addr, port);
+        let want = PublishKey::new(p, addr, port);
         self.publish
             .iter()
-            .filter(|e| {
-                let len = e.prefix_len.min(PUBLISH_KEY_BITS);
-                let shift = PUBLISH_KEY_BITS - len;
-                let have = bits(e.key.proto, e.key.addr, u16::from_be_bytes(e.key.port_be));
-                len >= PUBLISH_KEY_FIXED_BITS && (have >> shift) == (want >> shift)
-            })
+            .filter(|e| e.key.covers(e.prefix_len, &want))
             .max_by_key(|e| e.prefix_len)
     }
 
@@ -582,24 +574,6 @@ impl Rules {
             return None;
         }
         self.publish_lookup(p, [0; 4], port).map(|e| (e.rule, true))
-    }
-}
-
-/// `nat::published_port`.
-fn published_port(rule: &PublishRule, port: u16) -> u16 {
-    rule.to_port
-        .wrapping_add(port.wrapping_sub(rule.host_port_min))
-}
-
-/// `nat::port_range`.
-fn port_range(p: u8, port: u16, rule: &MasqRule) -> (u32, u32) {
-    if rule.port_min != 0 || rule.port_max != 0 {
-        return (u32::from(rule.port_min), u32::from(rule.port_max));
-    }
-    match p {
-        proto::ICMP => (0, 65535),
-        _ if port < 1024 => (1, 1023),
-        _ => (1024, 65535),
     }
 }
 
@@ -695,7 +669,7 @@ fn outbound(
         }
         return Out::To(ep(&mapping.outside));
     }
-    let (lo, hi) = port_range(q.proto, sport, &rule.rule);
+    let (lo, hi) = rule.rule.port_range(q.proto, sport);
     let range = if rule.rule.port_min == 0 && rule.rule.port_max == 0 {
         format!("{lo}-{hi} (class-preserving)")
     } else {
@@ -853,7 +827,7 @@ fn inbound(
         });
         return In::None;
     };
-    let to_port = published_port(&rule, dport);
+    let to_port = rule.container_port(dport);
     let to = SocketAddrV4::new(Ipv4Addr::from(rule.to_addr), to_port);
     let host = if any {
         format!("*:{} (any host address; {dst} is one)", span(&rule))
@@ -1394,7 +1368,7 @@ fn icmp_in(
         None => match rules.published(qt.proto, *qt.src.ip(), sport) {
             Some((rule, _)) => {
                 let to =
-                    SocketAddrV4::new(Ipv4Addr::from(rule.to_addr), published_port(&rule, sport));
+                    SocketAddrV4::new(Ipv4Addr::from(rule.to_addr), rule.container_port(sport));
                 (
                     to,
                     format!(
@@ -1671,7 +1645,7 @@ pub fn infer_direction(rules: &Rules, m: &impl Lookup, q: &Query) -> Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netbpf_common::{PublishKey, flow_flags::*};
+    use netbpf_common::{MasqRule, PUBLISH_KEY_BITS, flow_flags::*};
 
     const C1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
     const UP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);

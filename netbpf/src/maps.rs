@@ -10,7 +10,7 @@ use std::{
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key};
 use netbpf_common::{
     Counter, Endpoint, FlowKey, FlowValue, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS,
-    PUBLISH_KEY_FIXED_BITS, PublishKey, PublishRule, map_names, proto,
+    PublishKey, PublishRule, map_names, proto,
 };
 use serde::Serialize;
 
@@ -252,13 +252,7 @@ impl PublishEntry {
     /// The host ports this block covers, inclusive. Port bits beyond the
     /// prefix are ignored by the trie, so they are masked off here too.
     pub fn ports(&self) -> (u16, u16) {
-        let bits = self
-            .prefix_len
-            .saturating_sub(PUBLISH_KEY_FIXED_BITS)
-            .min(16);
-        let size = 1u32 << (16 - bits);
-        let base = u32::from(u16::from_be_bytes(self.key.port_be)) & !(size - 1);
-        (base as u16, (base + size - 1) as u16)
+        self.key.ports(self.prefix_len)
     }
 }
 
@@ -861,18 +855,11 @@ mod tests {
         to: [u8; 4],
         to_port: u16,
     ) -> Vec<PublishEntry> {
-        let rule = PublishRule {
-            to_addr: to,
-            to_port,
-            host_port_min: min,
-            host_port_max: max,
-            _pad: 0,
-        };
-        crate::datapath::port_blocks(min, max)
-            .into_iter()
-            .map(|(base, bits)| PublishEntry {
-                prefix_len: PUBLISH_KEY_FIXED_BITS + bits,
-                key: PublishKey::new(p, addr, base),
+        let rule = PublishRule::new(to, to_port, min, max);
+        netbpf_common::publish_blocks(p, addr, min, max)
+            .map(|(prefix_len, key)| PublishEntry {
+                prefix_len,
+                key,
                 rule,
             })
             .collect()
@@ -912,7 +899,7 @@ mod tests {
         assert!(rows.iter().all(|r| r.complete));
         assert_eq!(
             rows[3].trie_entries,
-            crate::datapath::port_blocks(20000, 30000).len()
+            netbpf_common::publish_blocks(proto::TCP, [0; 4], 20000, 30000).count()
         );
         assert!(rows[3].trie_entries > 1);
         assert_eq!(rows[1].trie_entries, 2, "9000-9001 and 9002");
