@@ -29,7 +29,7 @@ use crate::{
     csum, fib,
     maps::{CONNTRACK, HAIRPIN_FRAGS, NAT_REVERSE},
     nat::{self, Tuple, published},
-    parse::{self, L4, Packet, off},
+    parse::{self, L4, Packet},
     rewrite::{self, Side},
     stats,
 };
@@ -51,13 +51,10 @@ pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> 
     if NAT_REVERSE.get_ptr(&target).is_none() && published(pkt.proto, pkt.dst, dst).is_none() {
         return Ok(Verdict::Pass);
     }
-    let ttl: [u8; 2] = ctx
-        .load(pkt.l3_off + off::IP_TTL)
-        .map_err(|_| Counter::DropMalformedIp)?;
-    if ttl[0] <= 1 {
-        // Expired: the stack answers (it owns the destination address).
+    // Expiring: the stack answers (it owns the destination address).
+    let Some(ttl) = rewrite::forwardable_ttl(ctx, pkt)? else {
         return Ok(Verdict::Pass);
-    }
+    };
     let out_tuple = Tuple {
         proto: pkt.proto,
         src: pkt.src,
@@ -110,12 +107,9 @@ fn fragment(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         let _ = HAIRPIN_FRAGS.remove(&key);
         return Ok(Verdict::Pass);
     }
-    let ttl: [u8; 2] = ctx
-        .load(pkt.l3_off + off::IP_TTL)
-        .map_err(|_| Counter::DropMalformedIp)?;
-    if ttl[0] <= 1 {
+    let Some(ttl) = rewrite::forwardable_ttl(ctx, pkt)? else {
         return Ok(Verdict::Pass);
-    }
+    };
     rewrite::rewrite_addr(ctx, pkt, Side::Source, hf.src)?;
     rewrite::rewrite_addr(ctx, pkt, Side::Destination, hf.dst)?;
     rewrite::decrement_ttl(ctx, pkt, ttl)?;
@@ -166,12 +160,9 @@ fn icmp_error(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     if !csum::icmp_error_ok(ctx, pkt, &q) {
         return Err(Counter::DropIcmpBadChecksum);
     }
-    let ttl: [u8; 2] = ctx
-        .load(pkt.l3_off + off::IP_TTL)
-        .map_err(|_| Counter::DropMalformedIp)?;
-    if ttl[0] <= 1 {
+    let Some(ttl) = rewrite::forwardable_ttl(ctx, pkt)? else {
         return Ok(Verdict::Pass);
-    }
+    };
     rewrite::rewrite_quoted(ctx, pkt, &q, Side::Source, y_addr, y_port)?;
     rewrite::rewrite_quoted(ctx, pkt, &q, Side::Destination, x_addr, x_port)?;
     rewrite::rewrite_addr(ctx, pkt, Side::Source, x_addr)?;

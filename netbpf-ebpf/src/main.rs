@@ -59,12 +59,17 @@ pub(crate) enum Verdict {
     Consumed,
 }
 
-/// Maps a layer's result to a tc verdict and counts drops.
+/// Maps a layer's result to a tc verdict and counts drops (and, for the
+/// NAT programs, passes: `count_pass`). The routing programs see every
+/// packet of the uplink before NAT does, so their "not ours" is not
+/// counted as `passed`.
 #[inline(always)]
-fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
+fn tc_verdict_of(result: Result<Verdict, Counter>, count_pass: bool) -> i32 {
     match result {
         Ok(Verdict::Pass) => {
-            stats::inc(Counter::Passed);
+            if count_pass {
+                stats::inc(Counter::Passed);
+            }
             // TCX_NEXT: other tcx programs (and then the stack) still run.
             TC_ACT_UNSPEC
         }
@@ -76,6 +81,12 @@ fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
             TC_ACT_SHOT
         }
     }
+}
+
+/// [`tc_verdict_of`] for the NAT programs.
+#[inline(always)]
+fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
+    tc_verdict_of(result, true)
 }
 
 /// tc egress on the uplink: masquerade packets from the configured CIDRs.
@@ -146,13 +157,13 @@ pub fn netbpf_arp(ctx: aya_ebpf::programs::XdpContext) -> u32 {
 /// tc ingress on the uplink: forward packets to routed containers.
 #[classifier]
 pub fn netbpf_route_in(ctx: TcContext) -> i32 {
-    route::tc_verdict(route::inbound(&ctx))
+    tc_verdict_of(route::inbound(&ctx), false)
 }
 
 /// tc ingress on a routed container's veth: ARP, anti-spoofing, forward.
 #[classifier]
 pub fn netbpf_container(ctx: TcContext) -> i32 {
-    route::tc_verdict(route::container(&ctx))
+    tc_verdict_of(route::container(&ctx), false)
 }
 
 #[cfg(not(test))]

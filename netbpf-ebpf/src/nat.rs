@@ -307,10 +307,26 @@ fn fragment_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let Some(addr) = fragment_translation(pkt) else {
         return untranslatable(pkt, Counter::DropFragment);
     };
-    rewrite::rewrite_addr(ctx, pkt, Side::Source, addr)?;
+    translate_fragment(ctx, pkt, Side::Source, addr)
+}
+
+/// Gives a non-first fragment the address its first fragment got, and
+/// counts it with its direction's packets.
+#[inline(always)]
+fn translate_fragment(
+    ctx: &TcContext,
+    pkt: &Packet,
+    side: Side,
+    addr: [u8; 4],
+) -> Result<Verdict, Counter> {
+    rewrite::rewrite_addr(ctx, pkt, side, addr)?;
+    let (packets, bytes) = match side {
+        Side::Source => (Counter::SnatPackets, Counter::SnatBytes),
+        Side::Destination => (Counter::ReversePackets, Counter::ReverseBytes),
+    };
     stats::inc(Counter::FragmentsTranslated);
-    stats::inc(Counter::SnatPackets);
-    stats::add(Counter::SnatBytes, pkt.tot_len as u64);
+    stats::inc(packets);
+    stats::add(bytes, pkt.tot_len as u64);
     Ok(Verdict::Translated)
 }
 
@@ -332,11 +348,7 @@ fn fragment_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         stats::inc(Counter::FragmentsPassed);
         return Ok(Verdict::Pass);
     }
-    rewrite::rewrite_addr(ctx, pkt, Side::Destination, addr)?;
-    stats::inc(Counter::FragmentsTranslated);
-    stats::inc(Counter::ReversePackets);
-    stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
-    Ok(Verdict::Translated)
+    translate_fragment(ctx, pkt, Side::Destination, addr)
 }
 
 /// Packets from outside addressed straight to a masquerade CIDR are

@@ -244,6 +244,17 @@ pub(crate) fn rewrite_quoted(
     Ok(())
 }
 
+/// The TTL and protocol word of a packet that may be forwarded one more
+/// hop, for [`decrement_ttl`]; `None` when its TTL is 0 or 1 (the kernel
+/// then sends "time exceeded").
+#[inline(always)]
+pub(crate) fn forwardable_ttl(ctx: &TcContext, pkt: &Packet) -> Result<Option<[u8; 2]>, Counter> {
+    let ttl: [u8; 2] = ctx
+        .load(pkt.l3_off + off::IP_TTL)
+        .map_err(|_| Counter::DropMalformedIp)?;
+    Ok((ttl[0] > 1).then_some(ttl))
+}
+
 /// TTL minus one, with the header checksum fixed (RFC 1812 §5.3.1).
 #[inline(always)]
 pub(crate) fn decrement_ttl(

@@ -37,9 +37,7 @@
 //! `bpf_redirect` works for every veth and keeps the skb's metadata.
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::bpf_redirect,
-    maps::lpm_trie::Key,
+    bindings::BPF_FIB_LKUP_RET_SUCCESS, helpers::bpf_redirect, maps::lpm_trie::Key,
     programs::TcContext,
 };
 use netbpf_common::{ContainerIf, Counter};
@@ -47,7 +45,7 @@ use netbpf_common::{ContainerIf, Counter};
 use crate::{
     Verdict, arp, fib,
     maps::{CONTAINER_IFS, CONTAINERS, LOCAL_ADDRS, MASQ_RULES, NEIGHBOURS, ROUTE_UPLINK},
-    parse::{self, Packet, off},
+    parse::{self, Packet},
     stats,
 };
 
@@ -58,23 +56,6 @@ const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const PEEK_LEN: usize = 14 + 20;
 /// Offset of the IPv4 destination address in the frame.
 const PEEK_DST: usize = 14 + 16;
-
-/// Maps a routing result to a tc verdict. Unlike the NAT programs, "not
-/// ours" is not counted as `passed`: these programs see every packet of
-/// the uplink before NAT does.
-#[inline(always)]
-pub(crate) fn tc_verdict(result: Result<Verdict, Counter>) -> i32 {
-    match result {
-        Ok(Verdict::Pass) => TC_ACT_UNSPEC,
-        Ok(Verdict::Translated) => TC_ACT_OK,
-        Ok(Verdict::Redirect(action)) => action,
-        Ok(Verdict::Consumed) => TC_ACT_SHOT,
-        Err(reason) => {
-            stats::inc(reason);
-            TC_ACT_SHOT
-        }
-    }
-}
 
 /// tc ingress of the uplink: forward packets for routed containers.
 #[inline(always)]
@@ -236,13 +217,10 @@ fn forward(
     ifindex: u32,
     counter: Counter,
 ) -> Result<Verdict, Counter> {
-    let ttl: [u8; 2] = ctx
-        .load(pkt.l3_off + off::IP_TTL)
-        .map_err(|_| Counter::DropMalformedIp)?;
-    if ttl[0] <= 1 {
+    let Some(ttl) = crate::rewrite::forwardable_ttl(ctx, pkt)? else {
         stats::inc(Counter::RouteTtlExpired);
         return Ok(Verdict::Pass);
-    }
+    };
     // Too big for the egress device: the kernel fragments it or sends
     // "fragmentation needed" (a redirect would drop it silently).
     if !fib::fits_mtu(ctx, ifindex) {
