@@ -15,6 +15,9 @@ extern crate std;
 
 use core::mem::size_of;
 
+mod flow_state;
+pub use flow_state::FlowState;
+
 /// IP protocol numbers netbpf translates.
 pub mod proto {
     /// ICMP (echo request/reply are translated by identifier).

@@ -16,137 +16,37 @@ use serde::Serialize;
 
 use crate::{
     config::Timeouts,
-    maps::{MapsError, NatMaps},
+    maps::{MapsError, NatMaps, proto_name},
 };
 
 /// How long a mapping without flows is kept after a flow last started
 /// using it: covers a flow being created while a collection pass runs.
 pub const MAPPING_GRACE: Duration = Duration::from_secs(10);
 
-/// The state of a flow, as derived from its [`flow_flags`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FlowState {
-    /// TCP: opening SYN seen from one side only.
-    SynSent,
-    /// TCP: opened from outside, no answer from inside yet.
-    SynRecv,
-    /// TCP: the handshake completed (SYN both ways, then an ACK from the
-    /// opener), or a picked-up flow seen both ways.
-    Established,
-    /// TCP: one side sent FIN.
-    FinWait,
-    /// TCP: both sides sent FIN.
-    Closing,
-    /// TCP: reset.
-    Reset,
-    /// UDP mapping.
-    Udp,
-    /// ICMP query (echo) session.
-    Icmp,
+pub use netbpf_common::FlowState;
+
+/// The idle timeout of a flow state (RFC 5382 §5: established vs.
+/// transitory; RFC 6146-style FIN handling: one FIN keeps the established
+/// timeout, both FINs or a RST make it transitory).
+pub trait StateTimeout {
+    /// The configured timeout for this state.
+    fn timeout(self, t: &Timeouts) -> Duration;
 }
 
-impl FlowState {
-    /// Derives the state of a flow of protocol `proto` from its flags.
-    pub fn of(proto_num: u8, flags: u64) -> FlowState {
-        use flow_flags::*;
-        match proto_num {
-            proto::UDP => return FlowState::Udp,
-            proto::ICMP => return FlowState::Icmp,
-            _ => {}
-        }
-        let has = |bit| flags & bit != 0;
-        // Synchronised: seen both ways, and either picked up mid-stream (no
-        // SYN either way) or a complete handshake: SYN both ways and an ACK
-        // from the side that opened. A SYN answered by a SYN-ACK that the
-        // opener never acknowledged (a SYN flood) stays transitory.
-        let opener_acked = if has(OPENED_IN) {
-            has(ACK_IN)
-        } else {
-            has(ACK_OUT)
-        };
-        let synced = has(SEEN_OUT)
-            && has(SEEN_IN)
-            && match (has(SYN_OUT), has(SYN_IN)) {
-                (false, false) => true,
-                (true, true) => opener_acked,
-                _ => false,
-            };
-        if has(RST) {
-            FlowState::Reset
-        } else if has(FIN_OUT) && has(FIN_IN) {
-            FlowState::Closing
-        } else if synced && (has(FIN_OUT) || has(FIN_IN)) {
-            FlowState::FinWait
-        } else if synced {
-            FlowState::Established
-        } else if has(OPENED_IN) {
-            FlowState::SynRecv
-        } else {
-            FlowState::SynSent
-        }
-    }
-
-    /// The idle timeout for a flow in this state (RFC 5382 §5: established
-    /// vs. transitory; RFC 6146-style FIN handling: one FIN keeps the
-    /// established timeout, both FINs or a RST make it transitory).
-    pub fn timeout(self, t: &Timeouts) -> Duration {
+impl StateTimeout for FlowState {
+    fn timeout(self, t: &Timeouts) -> Duration {
         match self {
             FlowState::Udp => t.udp,
             FlowState::Icmp => t.icmp,
-            FlowState::Established | FlowState::FinWait => t.tcp_established,
-            FlowState::SynSent | FlowState::SynRecv | FlowState::Closing | FlowState::Reset => {
-                t.tcp_transitory
-            }
+            s if s.is_transitory() => t.tcp_transitory,
+            _ => t.tcp_established,
         }
     }
+}
 
-    /// Every state, in the order `conntrack list --state` names them.
-    pub const ALL: [FlowState; 8] = [
-        FlowState::SynSent,
-        FlowState::SynRecv,
-        FlowState::Established,
-        FlowState::FinWait,
-        FlowState::Closing,
-        FlowState::Reset,
-        FlowState::Udp,
-        FlowState::Icmp,
-    ];
-
-    /// The state named `name` (as [`FlowState::name`] prints it, any case).
-    pub fn parse(name: &str) -> Option<FlowState> {
-        FlowState::ALL
-            .into_iter()
-            .find(|s| s.name().eq_ignore_ascii_case(name.trim()))
-    }
-
-    /// The nearest state name of Linux conntrack (`conntrack -L`), for TCP.
-    pub fn conntrack_name(self) -> Option<&'static str> {
-        match self {
-            FlowState::SynSent => Some("SYN_SENT"),
-            FlowState::SynRecv => Some("SYN_RECV"),
-            FlowState::Established => Some("ESTABLISHED"),
-            FlowState::FinWait => Some("FIN_WAIT"),
-            // Both FINs seen: Linux would be in LAST_ACK or TIME_WAIT.
-            FlowState::Closing => Some("TIME_WAIT"),
-            FlowState::Reset => Some("CLOSE"),
-            FlowState::Udp | FlowState::Icmp => None,
-        }
-    }
-
-    /// Upper-case name as printed by `conntrack list`.
-    pub fn name(self) -> &'static str {
-        match self {
-            FlowState::SynSent => "SYN_SENT",
-            FlowState::SynRecv => "SYN_RECV",
-            FlowState::Established => "ESTABLISHED",
-            FlowState::FinWait => "FIN_WAIT",
-            FlowState::Closing => "CLOSING",
-            FlowState::Reset => "RESET",
-            FlowState::Udp => "UDP",
-            FlowState::Icmp => "ICMP",
-        }
-    }
+/// Serializes a state by its name (`"ESTABLISHED"`).
+fn state_name<S: serde::Serializer>(state: &FlowState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(state.name())
 }
 
 /// Current CLOCK_MONOTONIC time in nanoseconds, the clock the kernel side
@@ -156,16 +56,6 @@ pub fn monotonic_now_ns() -> u64 {
         Ok(ts) => (ts.tv_sec() as u64) * 1_000_000_000 + ts.tv_nsec() as u64,
         // CLOCK_MONOTONIC cannot fail on Linux; 0 makes every age 0.
         Err(_) => 0,
-    }
-}
-
-/// Protocol name.
-pub fn proto_name(p: u8) -> String {
-    match p {
-        proto::TCP => "tcp".into(),
-        proto::UDP => "udp".into(),
-        proto::ICMP => "icmp".into(),
-        other => other.to_string(),
     }
 }
 
@@ -187,6 +77,7 @@ pub struct FlowRow {
     /// Remote port (0 for ICMP).
     pub remote_port: u16,
     /// Derived state.
+    #[serde(serialize_with = "state_name")]
     pub state: FlowState,
     /// Seconds since the flow was created.
     pub age_secs: u64,
@@ -610,48 +501,6 @@ pub fn collect_garbage(
 mod tests {
     use super::*;
     use netbpf_common::flow_flags::*;
-
-    #[test]
-    fn tcp_states_follow_the_flags() {
-        let s = |f| FlowState::of(proto::TCP, f);
-        assert_eq!(s(SEEN_OUT | SYN_OUT), FlowState::SynSent);
-        assert_eq!(s(SEEN_IN | SYN_IN | OPENED_IN), FlowState::SynRecv);
-        assert_eq!(
-            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT),
-            FlowState::Established
-        );
-        // A handshake the opener never acknowledged stays transitory: a SYN
-        // flood answered by the container (SYN in, SYN-ACK out) ...
-        assert_eq!(
-            s(OPENED_IN | SEEN_IN | SYN_IN | SEEN_OUT | SYN_OUT),
-            FlowState::SynRecv
-        );
-        // ... also when the flooder adds a FIN, or the container's ACKs.
-        assert_eq!(
-            s(OPENED_IN | SEEN_IN | SYN_IN | SEEN_OUT | SYN_OUT | FIN_IN | ACK_OUT),
-            FlowState::SynRecv
-        );
-        assert_eq!(
-            s(OPENED_IN | SEEN_IN | SYN_IN | SEEN_OUT | SYN_OUT | ACK_IN),
-            FlowState::Established
-        );
-        assert_eq!(s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN), FlowState::SynSent);
-        // Picked up mid-stream, seen both ways: established.
-        assert_eq!(s(SEEN_OUT | SEEN_IN), FlowState::Established);
-        // SYN out answered by a bare ACK: not established.
-        assert_eq!(s(SEEN_OUT | SYN_OUT | SEEN_IN), FlowState::SynSent);
-        assert_eq!(
-            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | ACK_OUT | FIN_OUT),
-            FlowState::FinWait
-        );
-        assert_eq!(
-            s(SEEN_OUT | SYN_OUT | SEEN_IN | SYN_IN | FIN_OUT | FIN_IN),
-            FlowState::Closing
-        );
-        assert_eq!(s(SEEN_OUT | SYN_OUT | RST), FlowState::Reset);
-        assert_eq!(FlowState::of(proto::UDP, SEEN_OUT), FlowState::Udp);
-        assert_eq!(FlowState::of(proto::ICMP, SEEN_OUT), FlowState::Icmp);
-    }
 
     #[test]
     fn timeouts_meet_the_rfc_defaults() {

@@ -22,8 +22,8 @@ use log::warn;
 use netbpf_common::{Endpoint, FlowKey, FlowValue, NatEvent, event_kind, map_names};
 
 use crate::{
-    conntrack::{GcReport, monotonic_now_ns, proto_name},
-    maps::{self, MapsError},
+    conntrack::{GcReport, monotonic_now_ns},
+    maps::{self, MapsError, proto_name},
 };
 
 /// Where event lines go.

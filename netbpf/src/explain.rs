@@ -58,8 +58,8 @@ use netbpf_common::{
 use serde::Serialize;
 
 use crate::{
-    conntrack::{FlowState, proto_name},
-    maps::{self, MapsError, MasqEntry, NatMaps, PublishEntry},
+    conntrack::FlowState,
+    maps::{self, MapsError, MasqEntry, NatMaps, PublishEntry, proto_name},
     neigh::format_mac,
 };
 

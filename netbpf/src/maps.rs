@@ -14,8 +14,6 @@ use netbpf_common::{
 };
 use serde::Serialize;
 
-use crate::conntrack::{FlowState, proto_name};
-
 /// Errors reading the pinned maps.
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -143,6 +141,16 @@ fn hash<K: aya::Pod, V: aya::Pod>(
     data: MapData,
 ) -> Result<HashMap<MapData, K, V>, MapsError> {
     HashMap::try_from(Map::HashMap(data)).map_err(|source| MapsError::Map { name, source })
+}
+
+/// Protocol name: "tcp", "udp", "icmp", or the number.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::ICMP => "icmp".into(),
+        other => other.to_string(),
+    }
 }
 
 /// Every entry of a hash map: in a few batch calls where the kernel has
@@ -789,7 +797,7 @@ pub fn flow_states(flows: &[(FlowKey, FlowValue)]) -> Vec<StateCount> {
     use std::collections::BTreeMap;
     let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
     for (k, v) in flows {
-        let state = FlowState::of(k.proto, v.flags).name();
+        let state = netbpf_common::FlowState::of(k.proto, v.flags).name();
         *counts.entry((proto_name(k.proto), state)).or_default() += 1;
     }
     counts
