@@ -49,15 +49,7 @@ use crate::{
     rtnl::{NeighMonitor, Rtnl, RtnlError},
 };
 
-/// Names of the routing programs in the object.
-pub mod programs {
-    /// XDP on the uplink: ARP for routed containers.
-    pub const ARP: &str = "netbpf_arp";
-    /// tc ingress on the uplink: forward to routed containers.
-    pub const ROUTE_IN: &str = "netbpf_route_in";
-    /// tc ingress on a routed container's veth: ARP, anti-spoofing, forward.
-    pub const CONTAINER: &str = "netbpf_container";
-}
+pub use crate::loader::programs;
 
 /// How often the daemon reconciles programs with the container maps.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
@@ -428,19 +420,7 @@ fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, ContainersError> {
-    let err = |source| ContainersError::Program { name, source };
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or(ContainersError::Program {
-            name,
-            source: ProgramError::UnexpectedProgramType,
-        })?
-        .try_into()
-        .map_err(err)?;
-    if prog.fd().is_err() {
-        prog.load().map_err(err)?;
-    }
-    Ok(prog)
+    crate::loader::loaded(ebpf, name).map_err(|source| ContainersError::Program { name, source })
 }
 
 impl Routing {
@@ -619,17 +599,7 @@ impl Routing {
     fn attach_uplink(&mut self, ebpf: &mut Ebpf) -> Result<(), ContainersError> {
         let name = programs::ARP;
         let err = |source| ContainersError::Program { name, source };
-        let xdp: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(ContainersError::Program {
-                name,
-                source: ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(err)?;
-        if xdp.fd().is_err() {
-            xdp.load().map_err(err)?;
-        }
+        let xdp: &mut Xdp = crate::loader::loaded(ebpf, name).map_err(err)?;
         xdp.attach(self.uplink_ifindex, self.uplink_xdp_mode)
             .map_err(err)?;
         classifier(ebpf, programs::ROUTE_IN)?

@@ -25,28 +25,14 @@ use netbpf_common::{MasqPrefix, MasqRule, PublishKey, PublishRule, map_names};
 
 use crate::{
     config::Config,
+    loader,
     maps::{self, MapsError, NatMaps},
     migrate,
     netdev::{self, NetdevError},
     pins,
 };
 
-/// Names of the programs in the object.
-pub mod programs {
-    /// tc egress on the uplink (masquerade).
-    pub const EGRESS: &str = "netbpf_egress";
-    /// tc ingress on the uplink (reverse translation, DNAT).
-    pub const INGRESS: &str = "netbpf_ingress";
-    /// tc ingress on the interfaces that lead to containers (hairpin).
-    pub const INSIDE: &str = "netbpf_inside";
-    /// cgroup socket hooks for published ports reached from the host.
-    pub const SOCK_ADDR: [&str; 4] = [
-        "netbpf_connect4",
-        "netbpf_sendmsg4",
-        "netbpf_recvmsg4",
-        "netbpf_getpeername4",
-    ];
-}
+pub use crate::loader::programs;
 
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
@@ -534,31 +520,12 @@ pub fn fill_publish(
     Ok(())
 }
 
-/// A program of the object by name, as its concrete type.
-fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
-where
-    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(DatapathError::Program {
-            name,
-            source: ProgramError::UnexpectedProgramType,
-        })?
-        .try_into()
-        .map_err(|source| DatapathError::Program { name, source })
-}
-
 /// A tc program, loaded (verified) if it was not yet.
 fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, DatapathError> {
-    let prog: &mut SchedClassifier = program_mut(ebpf, name)?;
-    if prog.fd().is_err() {
-        prog.load()
-            .map_err(|source| DatapathError::Program { name, source })?;
-    }
-    Ok(prog)
+    loader::loaded(ebpf, name).map_err(|source| DatapathError::Program { name, source })
 }
 
 /// A cgroup sock_addr program, loaded (verified) if it was not yet.
@@ -566,12 +533,7 @@ fn sock_addr<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, DatapathError> {
-    let prog: &mut CgroupSockAddr = program_mut(ebpf, name)?;
-    if prog.fd().is_err() {
-        prog.load()
-            .map_err(|source| DatapathError::Program { name, source })?;
-    }
-    Ok(prog)
+    loader::loaded(ebpf, name).map_err(|source| DatapathError::Program { name, source })
 }
 
 /// Where a tc program is attached.

@@ -1,0 +1,70 @@
+//! The programs of the loaded object: their names, and the one way to get
+//! one by name, loaded (verified) if it was not yet. The NAT loader
+//! (`datapath`) and routing (`containers`) both go through [`loaded`].
+
+use aya::{
+    Ebpf,
+    programs::{CgroupSockAddr, Program, ProgramError, SchedClassifier, Xdp},
+};
+
+/// Program names in the eBPF object (`netbpf-ebpf/src/main.rs`).
+pub mod programs {
+    /// tc egress on the uplink (masquerade).
+    pub const EGRESS: &str = "netbpf_egress";
+    /// tc ingress on the uplink (reverse translation, DNAT).
+    pub const INGRESS: &str = "netbpf_ingress";
+    /// tc ingress on the interfaces that lead to containers (hairpin).
+    pub const INSIDE: &str = "netbpf_inside";
+    /// cgroup socket hooks for published ports reached from the host.
+    pub const SOCK_ADDR: [&str; 4] = [
+        "netbpf_connect4",
+        "netbpf_sendmsg4",
+        "netbpf_recvmsg4",
+        "netbpf_getpeername4",
+    ];
+    /// XDP on the uplink: ARP for routed containers.
+    pub const ARP: &str = "netbpf_arp";
+    /// tc ingress on the uplink: forward to routed containers.
+    pub const ROUTE_IN: &str = "netbpf_route_in";
+    /// tc ingress on a routed container's veth: ARP, anti-spoofing, forward.
+    pub const CONTAINER: &str = "netbpf_container";
+}
+
+/// A program type that can be loaded into the kernel on demand.
+pub trait Loadable {
+    /// Whether it is loaded (has a file descriptor).
+    fn is_loaded(&self) -> bool;
+    /// Loads (verifies) it.
+    fn load_now(&mut self) -> Result<(), ProgramError>;
+}
+
+macro_rules! loadable {
+    ($($t:ty),*) => {$(
+        impl Loadable for $t {
+            fn is_loaded(&self) -> bool {
+                self.fd().is_ok()
+            }
+            fn load_now(&mut self) -> Result<(), ProgramError> {
+                self.load()
+            }
+        }
+    )*};
+}
+loadable!(SchedClassifier, Xdp, CgroupSockAddr);
+
+/// The program `name` of the object as a `P`, loaded if it was not yet.
+/// A missing program or one of another type is `UnexpectedProgramType`.
+pub fn loaded<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, ProgramError>
+where
+    P: Loadable,
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let prog: &'a mut P = ebpf
+        .program_mut(name)
+        .ok_or(ProgramError::UnexpectedProgramType)?
+        .try_into()?;
+    if !prog.is_loaded() {
+        prog.load_now()?;
+    }
+    Ok(prog)
+}
