@@ -517,6 +517,8 @@ pub struct Rules {
     pub conntrack_full: bool,
     /// Whether `NAT_MAPPINGS` is full (a new mapping would fail).
     pub mappings_full: bool,
+    /// The `[inbound]` policies (`SETTINGS`).
+    pub settings: netbpf_common::Settings,
 }
 
 impl Rules {
@@ -531,6 +533,7 @@ impl Rules {
             local_addrs: maps::read_local_addrs(dir)?,
             conntrack_full: full(map_names::CONNTRACK, nat.flows()?.len())?,
             mappings_full: full(map_names::NAT_MAPPINGS, nat.mapping_entries()?.len())?,
+            settings: maps::read_settings(dir)?,
         })
     }
 
@@ -660,13 +663,7 @@ fn outbound(
                 ep(&mapping.outside)
             ),
         });
-        if rules.conntrack_full {
-            steps.push(Step {
-                program,
-                detail: "the conntrack table is full: the flow cannot be created".into(),
-            });
-            return Out::Drop(Counter::DropConntrackFull);
-        }
+        lru_note(rules, program, steps);
         return Out::To(ep(&mapping.outside));
     }
     let (lo, hi) = rule.rule.port_range(q.proto, sport);
@@ -720,13 +717,7 @@ fn outbound(
         }
         SocketAddrV4::new(to, 0)
     };
-    if rules.conntrack_full {
-        steps.push(Step {
-            program,
-            detail: "the conntrack table is full: the flow cannot be created".into(),
-        });
-        return Out::Drop(Counter::DropConntrackFull);
-    }
+    lru_note(rules, program, steps);
     Out::To(choice)
 }
 
@@ -765,6 +756,24 @@ fn inbound(
             });
             return In::To(ep(&inside), false);
         }
+        if p != proto::ICMP && rules.published(p, dst, dport).is_some() {
+            steps.push(Step {
+                program,
+                detail: format!(
+                    "NAT_REVERSE: {} belongs to {}, but {src}:{sport} has no flow with it, and for a new flow a published port wins over a mapping that holds the same port",
+                    ep(&outside),
+                    ep(&inside)
+                ),
+            });
+            return published_flow(rules, m, p, tcp, (src, sport), (dst, dport), steps, program);
+        }
+        steps.push(Step {
+            program,
+            detail: format!(
+                "a host socket listening on (or connected from) {dst}:{dport} would take it instead of {}: the kernel looks that up; explain cannot see host sockets",
+                ep(&inside)
+            ),
+        });
         if needs_syn {
             steps.push(Step {
                 program,
@@ -786,9 +795,7 @@ fn inbound(
                         ep(&inside)
                     ),
                 });
-                if rules.conntrack_full {
-                    return In::Drop(Counter::DropConntrackFull);
-                }
+                lru_note(rules, program, steps);
                 return In::To(ep(&inside), false);
             }
             _ => {
@@ -811,6 +818,23 @@ fn inbound(
         });
         return In::None;
     }
+    published_flow(rules, m, p, tcp, (src, sport), (dst, dport), steps, program)
+}
+
+/// `nat::published_flow`, described: the flow to a published port.
+#[allow(clippy::too_many_arguments, reason = "mirrors the kernel's tuple")]
+fn published_flow(
+    rules: &Rules,
+    m: &impl Lookup,
+    p: u8,
+    tcp: TcpFlags,
+    (src, sport): (Ipv4Addr, u16),
+    (dst, dport): (Ipv4Addr, u16),
+    steps: &mut Vec<Step>,
+    program: &'static str,
+) -> In {
+    let outside = Endpoint::new(p, dst.octets(), dport);
+    let needs_syn = p == proto::TCP && tcp == TcpFlags::NotSyn;
     let Some((rule, any)) = rules.published(p, dst, dport) else {
         let why = if dst.octets()[0] == 127 {
             " (never for 127.0.0.0/8)"
@@ -859,14 +883,23 @@ fn inbound(
     steps.push(Step {
         program,
         detail: format!(
-            "published port {} {host} → {to}; no flow yet: a new one is opened (the container sees the client's address)",
+            "published port {} {host} → {to}; no flow yet: a new one is opened (the container sees the client's address), if {src} is within its budget of new flows ([inbound] new_flows_per_source)",
             proto_name(p)
         ),
     });
-    if rules.conntrack_full {
-        return In::Drop(Counter::DropConntrackFull);
-    }
+    lru_note(rules, program, steps);
     In::To(to, true)
+}
+
+/// A new flow in a full conntrack table (an LRU map) takes the place of
+/// the least recently used flow; says so when the table is full.
+fn lru_note(rules: &Rules, program: &'static str, steps: &mut Vec<Step>) {
+    if rules.conntrack_full {
+        steps.push(Step {
+            program,
+            detail: "the conntrack table is full: the new flow takes the place of the least recently used one (an LRU map)".into(),
+        });
+    }
 }
 
 fn span(rule: &PublishRule) -> String {
@@ -996,6 +1029,16 @@ fn nat_ingress(rules: &Rules, m: &impl Lookup, q: &Query, steps: &mut Vec<Step>)
 /// it (the kernel looks that up; explain cannot see host sockets).
 fn unsolicited_syn(rules: &Rules, q: &Query, steps: &mut Vec<Step>) -> Outcome {
     if q.proto != proto::TCP || q.tcp != TcpFlags::Syn || !rules.local_addrs.contains(q.dst.ip()) {
+        return Outcome::Passed;
+    }
+    if rules.settings.flags & netbpf_common::settings_flags::PASS_UNSOLICITED_SYN != 0 {
+        steps.push(Step {
+            program: INGRESS,
+            detail: format!(
+                "an opening SYN to {} that no mapping or published port takes: handed to the host's stack ([inbound] unsolicited_syn = \"pass\": netfilter DNAT, IPVS or kube-proxy may own it)",
+                q.dst
+            ),
+        });
         return Outcome::Passed;
     }
     steps.push(Step {
@@ -1677,6 +1720,7 @@ mod tests {
             local_addrs: vec![UP],
             conntrack_full: false,
             mappings_full: false,
+            settings: netbpf_common::Settings::default(),
         }
     }
 
@@ -1778,6 +1822,25 @@ mod tests {
             "{e}"
         );
         assert_eq!(translated(&e).1, SocketAddrV4::new(C1, 40000));
+    }
+
+    #[test]
+    fn explain_follows_the_inbound_policies() {
+        let mut r = rules(61000, 61001);
+        let m = MemMaps::default();
+        let syn = q(proto::TCP, (OUT, 5555), (UP, 22), TcpFlags::Syn);
+        let e = explain(&r, &m, &syn, Direction::Ingress);
+        assert_eq!(
+            e.outcome,
+            Outcome::Dropped {
+                counter: "drop_unsolicited_syn"
+            }
+        );
+        // [inbound] unsolicited_syn = "pass", as the kernel reads it.
+        r.settings.flags = netbpf_common::settings_flags::PASS_UNSOLICITED_SYN;
+        let e = explain(&r, &m, &syn, Direction::Ingress);
+        assert_eq!(e.outcome, Outcome::Passed);
+        assert!(e.to_string().contains("unsolicited_syn = \"pass\""), "{e}");
     }
 
     #[test]

@@ -305,6 +305,23 @@ pub fn read_local_addrs(dir: &Path) -> Result<Vec<Ipv4Addr>, MapsError> {
     Ok(addrs)
 }
 
+/// The `[inbound]` policies the datapath holds (`SETTINGS`); the defaults
+/// of a datapath pinned before the map existed.
+pub fn read_settings(dir: &Path) -> Result<netbpf_common::Settings, MapsError> {
+    let name = map_names::SETTINGS;
+    let data = match open_pinned(dir, name) {
+        Ok(data) => data,
+        Err(MapsError::NotPinned { .. }) => return Ok(netbpf_common::Settings::default()),
+        Err(e) => return Err(e),
+    };
+    let array: aya::maps::Array<MapData, netbpf_common::Settings> =
+        aya::maps::Array::try_from(Map::Array(data))
+            .map_err(|source| MapsError::Map { name, source })?;
+    array
+        .get(&0, 0)
+        .map_err(|source| MapsError::Map { name, source })
+}
+
 fn lpm<K: aya::Pod, V: aya::Pod>(
     name: &'static str,
     data: MapData,
