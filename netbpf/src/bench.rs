@@ -13,6 +13,11 @@
 //!    is divided by the packets the container received.
 //! 3. **Install time** of 10k published ports: netbpf's map fill and daemon
 //!    start against `iptables-nft-restore`.
+//! 4. **Flood**: how big a SYN flood, from one source and from many, each
+//!    datapath (netbpf, iptables-nft) absorbs before anyone else's new
+//!    flow fails ([`flood`]).
+//!
+//! `--only PART` runs one of them (`kernel`, `router`, `install`, `flood`).
 //!
 //! Namespaces are named `nbb-*-<pid>` and pins live in
 //! `/sys/fs/bpf/nbb-*-<pid>`; both are removed when the bench ends (also on
@@ -41,6 +46,8 @@ use netbpf_common::{
 };
 use serde_json::{Value, json};
 
+mod flood;
+
 use crate::{
     config::Config,
     containers::programs as route_programs,
@@ -62,6 +69,49 @@ pub struct Options {
     pub command: String,
     /// Skip the router bench (part 2).
     pub skip_router: bool,
+    /// Run only this part.
+    pub only: Option<Part>,
+}
+
+/// A part of the bench, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// 1: in-kernel cost per path.
+    Kernel,
+    /// 2: router cost against iptables-nft.
+    Router,
+    /// 3: install time.
+    Install,
+    /// 4: the SYN flood each datapath absorbs.
+    Flood,
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kernel" => Ok(Part::Kernel),
+            "router" => Ok(Part::Router),
+            "install" => Ok(Part::Install),
+            "flood" => Ok(Part::Flood),
+            _ => Err(format!(
+                "unknown part {s:?}: one of kernel, router, install, flood"
+            )),
+        }
+    }
+}
+
+impl Part {
+    /// The name `--only` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Kernel => "kernel",
+            Part::Router => "router",
+            Part::Install => "install",
+            Part::Flood => "flood",
+        }
+    }
 }
 
 /// tc verdicts as `BPF_PROG_TEST_RUN` reports them.
@@ -118,17 +168,37 @@ pub fn run(opts: &Options) -> Result<String> {
         dir.display()
     );
 
-    eprintln!("bench: part 1, in-kernel cost per path (BPF_PROG_TEST_RUN)");
-    let kernel = kernel_bench(opts.quick)?;
-    eprintln!("bench: part 3, install time of 10k published ports");
-    let install = install_bench()?;
-    let router = if opts.skip_router {
+    let runs = |part: Part| opts.only.is_none_or(|only| only == part);
+    let not_run = |part: Part| {
+        json!({"skipped": format!("--only {}", opts.only.map_or(part.name(), Part::name))})
+    };
+    let kernel = if runs(Part::Kernel) {
+        eprintln!("bench: part 1, in-kernel cost per path (BPF_PROG_TEST_RUN)");
+        kernel_bench(opts.quick)?
+    } else {
+        not_run(Part::Kernel)
+    };
+    let install = if runs(Part::Install) {
+        eprintln!("bench: part 3, install time of 10k published ports");
+        install_bench()?
+    } else {
+        not_run(Part::Install)
+    };
+    let router = if !runs(Part::Router) {
+        not_run(Part::Router)
+    } else if opts.skip_router {
         json!({"skipped": "--skip-router"})
     } else if num_cpus() < 2 {
         json!({"skipped": "needs 2 CPUs (generator on one, router on the other)"})
     } else {
         eprintln!("bench: part 2, router cost netbpf vs iptables-nft (trafgen)");
         router_bench(opts)?
+    };
+    let flood = if runs(Part::Flood) {
+        eprintln!("bench: part 4, SYN flood netbpf vs iptables-nft (trafgen)");
+        flood::bench(opts)?
+    } else {
+        not_run(Part::Flood)
     };
     let env_end = environment(opts)?;
     let results = json!({
@@ -141,6 +211,7 @@ pub fn run(opts: &Options) -> Result<String> {
         "kernel": kernel,
         "router": router,
         "install": install,
+        "flood": flood,
     });
     let text = serde_json::to_string_pretty(&results)?;
     fs::write(dir.join("bench.json"), text + "\n")?;
@@ -2005,6 +2076,9 @@ pub fn summary(results: &Value, plot: &str) -> String {
     // Part 1.
     let k = &results["kernel"];
     let _ = writeln!(s, "\n## In-kernel cost per path (BPF_PROG_TEST_RUN)\n");
+    if let Some(why) = k["skipped"].as_str() {
+        let _ = writeln!(s, "Skipped: {why}.");
+    } else {
     let tables = k["tables"].as_array().cloned().unwrap_or_default();
     let mut header = String::from("| path |");
     let mut rule = String::from("|---|");
@@ -2119,6 +2193,8 @@ pub fn summary(results: &Value, plot: &str) -> String {
         }
     }
 
+    }
+
     // Part 2.
     let r = &results["router"];
     let _ = writeln!(s, "\n## Router cost, netbpf vs iptables-nft\n");
@@ -2195,6 +2271,9 @@ pub fn summary(results: &Value, plot: &str) -> String {
 
     // Part 3.
     let i = &results["install"];
+    if let Some(why) = i["skipped"].as_str() {
+        let _ = writeln!(s, "\n## Install time\n\nSkipped: {why}.");
+    } else {
     let _ = writeln!(s, "\n## Install time, {} published ports\n", i["ports"]);
     let _ = writeln!(
         s,
@@ -2203,13 +2282,17 @@ pub fn summary(results: &Value, plot: &str) -> String {
         i["netbpf_map_fill_s"].as_f64().unwrap_or(f64::NAN),
         i["iptables_nft_restore_s"].as_f64().unwrap_or(f64::NAN),
     );
+    }
+
+    // Part 4.
+    flood::summary(&mut s, &results["flood"]);
     s
 }
 
 /// A log-scale bar chart of router CPU per new flow (or, without the
 /// router bench, of the in-kernel cost per path).
 pub fn plot(results: &Value) -> String {
-    let mut bars: Vec<(String, f64, &str)> = Vec::new();
+    let mut bars: Vec<Bar> = Vec::new();
     let title;
     if let Some(summary) = results["router"]["summary"].as_array() {
         title = "Router CPU per new flow (log scale, median)";
@@ -2227,6 +2310,7 @@ pub fn plot(results: &Value) -> String {
                 ),
                 a["new_flow_ns"]["median"].as_f64().unwrap_or(f64::NAN),
                 colour,
+                String::new(),
             ));
         }
     } else {
@@ -2237,11 +2321,47 @@ pub fn plot(results: &Value) -> String {
                     (*key).to_owned(),
                     t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN),
                     "#2a7ab0",
+                    String::new(),
                 ));
             }
         }
     }
-    let (w, bar_h, left, top) = (760.0, 26.0, 190.0, 40.0);
+    let (mut body, mut h) = if bars.is_empty() {
+        (String::new(), 0.0)
+    } else {
+        chart(title, &bars, fmt_ns)
+    };
+    let flood_bars = flood::plot_bars(&results["flood"]);
+    if !flood_bars.is_empty() {
+        let (second, h2) = chart(
+            "Flows in the table at the end of a SYN flood (log scale); legit connections that worked",
+            &flood_bars,
+            |v| format!("{v:.0}"),
+        );
+        let _ = write!(body, "<g transform=\"translate(0,{h:.1})\">\n{second}</g>\n");
+        h += h2;
+    }
+    let w = CHART_WIDTH;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    svg.push_str(&body);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Width of the plot.
+const CHART_WIDTH: f64 = 760.0;
+
+/// One bar of a chart: label, value, colour, and a note after the value.
+type Bar = (String, f64, &'static str, String);
+
+/// A log-scale horizontal bar chart (SVG elements, no `<svg>`) and its
+/// height; `fmt` labels the values.
+fn chart(title: &str, bars: &[Bar], fmt: fn(f64) -> String) -> (String, f64) {
+    let (w, bar_h, left, top) = (CHART_WIDTH, 26.0, 190.0, 40.0);
     let h = top + bar_h * bars.len() as f64 + 40.0;
     let finite: Vec<f64> = bars
         .iter()
@@ -2257,12 +2377,7 @@ pub fn plot(results: &Value) -> String {
     let (lmin, lmax) = (lo.log10().floor(), hi.log10().ceil());
     let span = w - left - 90.0;
     let x = |v: f64| left + (v.log10() - lmin) / (lmax - lmin).max(1.0) * span;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
-         font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{left}\" y=\"20\" font-size=\"14\">{title}</text>\n"
-    );
+    let mut svg = format!("<text x=\"{left}\" y=\"20\" font-size=\"14\">{title}</text>\n");
     let mut e = lmin;
     while e <= lmax {
         let v = 10f64.powf(e);
@@ -2273,11 +2388,11 @@ pub fn plot(results: &Value) -> String {
              <text x=\"{xv:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
             h - 30.0,
             h - 14.0,
-            fmt_ns(v)
+            fmt(v)
         );
         e += 1.0;
     }
-    for (i, (label, v, colour)) in bars.iter().enumerate() {
+    for (i, (label, v, colour, note)) in bars.iter().enumerate() {
         let y = top + bar_h * i as f64;
         let _ = writeln!(
             svg,
@@ -2290,16 +2405,15 @@ pub fn plot(results: &Value) -> String {
             let _ = writeln!(
                 svg,
                 "<rect x=\"{left}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+                 <text x=\"{:.1}\" y=\"{:.1}\">{}{note}</text>",
                 y + 3.0,
                 (xv - left).max(1.0),
                 bar_h - 6.0,
                 xv + 4.0,
                 y + bar_h * 0.65,
-                fmt_ns(*v)
+                fmt(*v)
             );
         }
     }
-    svg.push_str("</svg>\n");
-    svg
+    (svg, h)
 }
