@@ -169,9 +169,7 @@ pub fn run(opts: &Options) -> Result<String> {
     );
 
     let runs = |part: Part| opts.only.is_none_or(|only| only == part);
-    let not_run = |part: Part| {
-        json!({"skipped": format!("--only {}", opts.only.map_or(part.name(), Part::name))})
-    };
+    let not_run = |part: Part| json!({"skipped": format!("--only {}", opts.only.map_or(part.name(), Part::name))});
     let kernel = if runs(Part::Kernel) {
         eprintln!("bench: part 1, in-kernel cost per path (BPF_PROG_TEST_RUN)");
         kernel_bench(opts.quick)?
@@ -2079,120 +2077,119 @@ pub fn summary(results: &Value, plot: &str) -> String {
     if let Some(why) = k["skipped"].as_str() {
         let _ = writeln!(s, "Skipped: {why}.");
     } else {
-    let tables = k["tables"].as_array().cloned().unwrap_or_default();
-    let mut header = String::from("| path |");
-    let mut rule = String::from("|---|");
-    for t in &tables {
-        let _ = write!(header, " ct {} |", t["conntrack_entries"]);
-        rule.push_str("---:|");
-    }
-    let _ = writeln!(
-        s,
-        "Warm, with `repeat` ({} runs on one packet; the rewriting paths ping-pong \
+        let tables = k["tables"].as_array().cloned().unwrap_or_default();
+        let mut header = String::from("| path |");
+        let mut rule = String::from("|---|");
+        for t in &tables {
+            let _ = write!(header, " ct {} |", t["conntrack_entries"]);
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(
+            s,
+            "Warm, with `repeat` ({} runs on one packet; the rewriting paths ping-pong \
          between a flow and a mirror entry so that every run translates, checked with the \
          counters), ns per packet, by conntrack entries:\n",
-        k["repeat"]
-    );
-    let _ = writeln!(s, "{header}\n{rule}");
-    for (key, desc) in PATHS {
-        if tables
-            .first()
-            .is_none_or(|t| t["paths"][*key]["repeat_ns"].is_null())
-        {
-            continue;
+            k["repeat"]
+        );
+        let _ = writeln!(s, "{header}\n{rule}");
+        for (key, desc) in PATHS {
+            if tables
+                .first()
+                .is_none_or(|t| t["paths"][*key]["repeat_ns"].is_null())
+            {
+                continue;
+            }
+            let estimated = tables
+                .first()
+                .is_some_and(|t| t["paths"][*key]["repeat_estimated"].as_bool() == Some(true));
+            let mut line = format!("| {desc}{} |", if estimated { " †" } else { "" });
+            for t in &tables {
+                let _ = write!(
+                    line,
+                    " {} |",
+                    fmt_ns(t["paths"][*key]["repeat_ns"].as_f64().unwrap_or(f64::NAN))
+                );
+            }
+            let _ = writeln!(s, "{line}");
         }
-        let estimated = tables
-            .first()
-            .is_some_and(|t| t["paths"][*key]["repeat_estimated"].as_bool() == Some(true));
-        let mut line = format!("| {desc}{} |", if estimated { " †" } else { "" });
-        for t in &tables {
-            let _ = write!(
-                line,
-                " {} |",
-                fmt_ns(t["paths"][*key]["repeat_ns"].as_f64().unwrap_or(f64::NAN))
-            );
-        }
-        let _ = writeln!(s, "{line}");
-    }
-    let _ = writeln!(
-        s,
-        "\nRouted forward: {} runs per call on a TTL-255 frame (the TTL only goes down), \
+        let _ = writeln!(
+            s,
+            "\nRouted forward: {} runs per call on a TTL-255 frame (the TTL only goes down), \
          median of the calls' averages. † estimate: the reply is not a request, so `repeat` \
          cannot time it; single-shot median minus the XDP floor (the ARP miss's single shot \
          minus its `repeat` time).",
-        ROUTED_RUNS_PER_CALL
-    );
-    let _ = writeln!(
-        s,
-        "\nSingle-shot (repeat = 1, a distinct packet per run for new flows): median over {} \
+            ROUTED_RUNS_PER_CALL
+        );
+        let _ = writeln!(
+            s,
+            "\nSingle-shot (repeat = 1, a distinct packet per run for new flows): median over {} \
          runs minus the single-shot floor (includes cold-cache effects of one run per \
          syscall):\n",
-        k["samples_per_path"]
-    );
-    let _ = writeln!(s, "{header}\n{rule}");
-    for (key, desc) in PATHS {
-        let mut line = format!("| {desc} |");
+            k["samples_per_path"]
+        );
+        let _ = writeln!(s, "{header}\n{rule}");
+        for (key, desc) in PATHS {
+            let mut line = format!("| {desc} |");
+            for t in &tables {
+                let _ = write!(
+                    line,
+                    " {} |",
+                    fmt_ns(t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN))
+                );
+            }
+            let _ = writeln!(s, "{line}");
+        }
+        let mut line = String::from("| *single-shot floor subtracted* |");
         for t in &tables {
             let _ = write!(
                 line,
                 " {} |",
-                fmt_ns(t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN))
+                fmt_ns(t["single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
             );
         }
         let _ = writeln!(s, "{line}");
-    }
-    let mut line = String::from("| *single-shot floor subtracted* |");
-    for t in &tables {
-        let _ = write!(
-            line,
-            " {} |",
-            fmt_ns(t["single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
-        );
-    }
-    let _ = writeln!(s, "{line}");
-    let mut line = String::from("| *XDP floor (ARP rows)* |");
-    for t in &tables {
-        let _ = write!(
-            line,
-            " {} |",
-            fmt_ns(t["xdp_single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
-        );
-    }
-    let _ = writeln!(s, "{line}");
-    if let Some(ladder) = k["ladder"].as_array().filter(|l| !l.is_empty()) {
-        let _ = writeln!(
-            s,
-            "\nCost ladder (warm, `repeat`, empty conntrack): cheap exits of the real \
+        let mut line = String::from("| *XDP floor (ARP rows)* |");
+        for t in &tables {
+            let _ = write!(
+                line,
+                " {} |",
+                fmt_ns(t["xdp_single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
+            );
+        }
+        let _ = writeln!(s, "{line}");
+        if let Some(ladder) = k["ladder"].as_array().filter(|l| !l.is_empty()) {
+            let _ = writeln!(
+                s,
+                "\nCost ladder (warm, `repeat`, empty conntrack): cheap exits of the real \
              programs; the difference between consecutive rows of one program prices the \
              step.\n\n| step | ns |\n|---|---:|"
-        );
-        for l in ladder {
+            );
+            for l in ladder {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} |",
+                    l["what"].as_str().unwrap_or("?"),
+                    fmt_ns(l["repeat_ns"].as_f64().unwrap_or(f64::NAN))
+                );
+            }
+        }
+        if let Some(progs) = k["programs"].as_array().filter(|p| !p.is_empty()) {
             let _ = writeln!(
                 s,
-                "| {} | {} |",
-                l["what"].as_str().unwrap_or("?"),
-                fmt_ns(l["repeat_ns"].as_f64().unwrap_or(f64::NAN))
+                "\n| program | verified insns | xlated insns | JIT bytes | maps |\n|---|---:|---:|---:|---:|"
             );
+            for p in progs {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} | {} | {} | {} |",
+                    p["program"].as_str().unwrap_or("?"),
+                    p["verified_insns"],
+                    p["xlated_insns"],
+                    p["jited_bytes"],
+                    p["maps"]
+                );
+            }
         }
-    }
-    if let Some(progs) = k["programs"].as_array().filter(|p| !p.is_empty()) {
-        let _ = writeln!(
-            s,
-            "\n| program | verified insns | xlated insns | JIT bytes | maps |\n|---|---:|---:|---:|---:|"
-        );
-        for p in progs {
-            let _ = writeln!(
-                s,
-                "| `{}` | {} | {} | {} | {} |",
-                p["program"].as_str().unwrap_or("?"),
-                p["verified_insns"],
-                p["xlated_insns"],
-                p["jited_bytes"],
-                p["maps"]
-            );
-        }
-    }
-
     }
 
     // Part 2.
@@ -2274,14 +2271,14 @@ pub fn summary(results: &Value, plot: &str) -> String {
     if let Some(why) = i["skipped"].as_str() {
         let _ = writeln!(s, "\n## Install time\n\nSkipped: {why}.");
     } else {
-    let _ = writeln!(s, "\n## Install time, {} published ports\n", i["ports"]);
-    let _ = writeln!(
-        s,
-        "| what | time |\n|---|---:|\n| netbpf: parse config | {:.3} s |\n| netbpf: fill PUBLISH | {:.3} s |\n| iptables-nft-restore | {:.3} s |",
-        i["netbpf_config_parse_s"].as_f64().unwrap_or(f64::NAN),
-        i["netbpf_map_fill_s"].as_f64().unwrap_or(f64::NAN),
-        i["iptables_nft_restore_s"].as_f64().unwrap_or(f64::NAN),
-    );
+        let _ = writeln!(s, "\n## Install time, {} published ports\n", i["ports"]);
+        let _ = writeln!(
+            s,
+            "| what | time |\n|---|---:|\n| netbpf: parse config | {:.3} s |\n| netbpf: fill PUBLISH | {:.3} s |\n| iptables-nft-restore | {:.3} s |",
+            i["netbpf_config_parse_s"].as_f64().unwrap_or(f64::NAN),
+            i["netbpf_map_fill_s"].as_f64().unwrap_or(f64::NAN),
+            i["iptables_nft_restore_s"].as_f64().unwrap_or(f64::NAN),
+        );
     }
 
     // Part 4.
@@ -2338,7 +2335,10 @@ pub fn plot(results: &Value) -> String {
             &flood_bars,
             |v| format!("{v:.0}"),
         );
-        let _ = write!(body, "<g transform=\"translate(0,{h:.1})\">\n{second}</g>\n");
+        let _ = write!(
+            body,
+            "<g transform=\"translate(0,{h:.1})\">\n{second}</g>\n"
+        );
         h += h2;
     }
     let w = CHART_WIDTH;
