@@ -1,6 +1,6 @@
 //! `cargo xtask bench` runs this as root: the benchmark of
 //! docs/performance.md (in-kernel cost per path, router cost against
-//! iptables-nft, install time). Prints the markdown summary.
+//! iptables-nft, install time, SYN flood). Prints the markdown summary.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -25,6 +25,9 @@ struct Cli {
     /// Skip the router bench (netbpf vs iptables with trafgen).
     #[arg(long)]
     skip_router: bool,
+    /// Run only one part: kernel, router, install or flood.
+    #[arg(long, value_name = "PART")]
+    only: Option<netbpf::bench::Part>,
     /// Instead of the bench: run one warm in-kernel path back to back (for
     /// `perf record -e cpu-clock` / `bpftool prog`), e.g. dnat_established.
     #[arg(long, value_name = "PATH")]
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         netbpf_exe: cli.netbpf,
         command,
         skip_router: cli.skip_router,
+        only: cli.only,
     };
     match netbpf::bench::run(&opts) {
         Ok(summary) => {

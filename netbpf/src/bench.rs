@@ -13,6 +13,11 @@
 //!    is divided by the packets the container received.
 //! 3. **Install time** of 10k published ports: netbpf's map fill and daemon
 //!    start against `iptables-nft-restore`.
+//! 4. **Flood**: how big a SYN flood, from one source and from many, each
+//!    datapath (netbpf, iptables-nft) absorbs before anyone else's new
+//!    flow fails ([`flood`]).
+//!
+//! `--only PART` runs one of them (`kernel`, `router`, `install`, `flood`).
 //!
 //! Namespaces are named `nbb-*-<pid>` and pins live in
 //! `/sys/fs/bpf/nbb-*-<pid>`; both are removed when the bench ends (also on
@@ -41,6 +46,8 @@ use netbpf_common::{
 };
 use serde_json::{Value, json};
 
+mod flood;
+
 use crate::{
     config::Config,
     containers::programs as route_programs,
@@ -62,6 +69,49 @@ pub struct Options {
     pub command: String,
     /// Skip the router bench (part 2).
     pub skip_router: bool,
+    /// Run only this part.
+    pub only: Option<Part>,
+}
+
+/// A part of the bench, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// 1: in-kernel cost per path.
+    Kernel,
+    /// 2: router cost against iptables-nft.
+    Router,
+    /// 3: install time.
+    Install,
+    /// 4: the SYN flood each datapath absorbs.
+    Flood,
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kernel" => Ok(Part::Kernel),
+            "router" => Ok(Part::Router),
+            "install" => Ok(Part::Install),
+            "flood" => Ok(Part::Flood),
+            _ => Err(format!(
+                "unknown part {s:?}: one of kernel, router, install, flood"
+            )),
+        }
+    }
+}
+
+impl Part {
+    /// The name `--only` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Kernel => "kernel",
+            Part::Router => "router",
+            Part::Install => "install",
+            Part::Flood => "flood",
+        }
+    }
 }
 
 /// tc verdicts as `BPF_PROG_TEST_RUN` reports them.
@@ -118,17 +168,35 @@ pub fn run(opts: &Options) -> Result<String> {
         dir.display()
     );
 
-    eprintln!("bench: part 1, in-kernel cost per path (BPF_PROG_TEST_RUN)");
-    let kernel = kernel_bench(opts.quick)?;
-    eprintln!("bench: part 3, install time of 10k published ports");
-    let install = install_bench()?;
-    let router = if opts.skip_router {
+    let runs = |part: Part| opts.only.is_none_or(|only| only == part);
+    let not_run = |part: Part| json!({"skipped": format!("--only {}", opts.only.map_or(part.name(), Part::name))});
+    let kernel = if runs(Part::Kernel) {
+        eprintln!("bench: part 1, in-kernel cost per path (BPF_PROG_TEST_RUN)");
+        kernel_bench(opts.quick)?
+    } else {
+        not_run(Part::Kernel)
+    };
+    let install = if runs(Part::Install) {
+        eprintln!("bench: part 3, install time of 10k published ports");
+        install_bench()?
+    } else {
+        not_run(Part::Install)
+    };
+    let router = if !runs(Part::Router) {
+        not_run(Part::Router)
+    } else if opts.skip_router {
         json!({"skipped": "--skip-router"})
     } else if num_cpus() < 2 {
         json!({"skipped": "needs 2 CPUs (generator on one, router on the other)"})
     } else {
         eprintln!("bench: part 2, router cost netbpf vs iptables-nft (trafgen)");
         router_bench(opts)?
+    };
+    let flood = if runs(Part::Flood) {
+        eprintln!("bench: part 4, SYN flood netbpf vs iptables-nft (trafgen)");
+        flood::bench(opts)?
+    } else {
+        not_run(Part::Flood)
     };
     let env_end = environment(opts)?;
     let results = json!({
@@ -141,6 +209,7 @@ pub fn run(opts: &Options) -> Result<String> {
         "kernel": kernel,
         "router": router,
         "install": install,
+        "flood": flood,
     });
     let text = serde_json::to_string_pretty(&results)?;
     fs::write(dir.join("bench.json"), text + "\n")?;
@@ -2005,117 +2074,121 @@ pub fn summary(results: &Value, plot: &str) -> String {
     // Part 1.
     let k = &results["kernel"];
     let _ = writeln!(s, "\n## In-kernel cost per path (BPF_PROG_TEST_RUN)\n");
-    let tables = k["tables"].as_array().cloned().unwrap_or_default();
-    let mut header = String::from("| path |");
-    let mut rule = String::from("|---|");
-    for t in &tables {
-        let _ = write!(header, " ct {} |", t["conntrack_entries"]);
-        rule.push_str("---:|");
-    }
-    let _ = writeln!(
-        s,
-        "Warm, with `repeat` ({} runs on one packet; the rewriting paths ping-pong \
+    if let Some(why) = k["skipped"].as_str() {
+        let _ = writeln!(s, "Skipped: {why}.");
+    } else {
+        let tables = k["tables"].as_array().cloned().unwrap_or_default();
+        let mut header = String::from("| path |");
+        let mut rule = String::from("|---|");
+        for t in &tables {
+            let _ = write!(header, " ct {} |", t["conntrack_entries"]);
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(
+            s,
+            "Warm, with `repeat` ({} runs on one packet; the rewriting paths ping-pong \
          between a flow and a mirror entry so that every run translates, checked with the \
          counters), ns per packet, by conntrack entries:\n",
-        k["repeat"]
-    );
-    let _ = writeln!(s, "{header}\n{rule}");
-    for (key, desc) in PATHS {
-        if tables
-            .first()
-            .is_none_or(|t| t["paths"][*key]["repeat_ns"].is_null())
-        {
-            continue;
+            k["repeat"]
+        );
+        let _ = writeln!(s, "{header}\n{rule}");
+        for (key, desc) in PATHS {
+            if tables
+                .first()
+                .is_none_or(|t| t["paths"][*key]["repeat_ns"].is_null())
+            {
+                continue;
+            }
+            let estimated = tables
+                .first()
+                .is_some_and(|t| t["paths"][*key]["repeat_estimated"].as_bool() == Some(true));
+            let mut line = format!("| {desc}{} |", if estimated { " †" } else { "" });
+            for t in &tables {
+                let _ = write!(
+                    line,
+                    " {} |",
+                    fmt_ns(t["paths"][*key]["repeat_ns"].as_f64().unwrap_or(f64::NAN))
+                );
+            }
+            let _ = writeln!(s, "{line}");
         }
-        let estimated = tables
-            .first()
-            .is_some_and(|t| t["paths"][*key]["repeat_estimated"].as_bool() == Some(true));
-        let mut line = format!("| {desc}{} |", if estimated { " †" } else { "" });
-        for t in &tables {
-            let _ = write!(
-                line,
-                " {} |",
-                fmt_ns(t["paths"][*key]["repeat_ns"].as_f64().unwrap_or(f64::NAN))
-            );
-        }
-        let _ = writeln!(s, "{line}");
-    }
-    let _ = writeln!(
-        s,
-        "\nRouted forward: {} runs per call on a TTL-255 frame (the TTL only goes down), \
+        let _ = writeln!(
+            s,
+            "\nRouted forward: {} runs per call on a TTL-255 frame (the TTL only goes down), \
          median of the calls' averages. † estimate: the reply is not a request, so `repeat` \
          cannot time it; single-shot median minus the XDP floor (the ARP miss's single shot \
          minus its `repeat` time).",
-        ROUTED_RUNS_PER_CALL
-    );
-    let _ = writeln!(
-        s,
-        "\nSingle-shot (repeat = 1, a distinct packet per run for new flows): median over {} \
+            ROUTED_RUNS_PER_CALL
+        );
+        let _ = writeln!(
+            s,
+            "\nSingle-shot (repeat = 1, a distinct packet per run for new flows): median over {} \
          runs minus the single-shot floor (includes cold-cache effects of one run per \
          syscall):\n",
-        k["samples_per_path"]
-    );
-    let _ = writeln!(s, "{header}\n{rule}");
-    for (key, desc) in PATHS {
-        let mut line = format!("| {desc} |");
+            k["samples_per_path"]
+        );
+        let _ = writeln!(s, "{header}\n{rule}");
+        for (key, desc) in PATHS {
+            let mut line = format!("| {desc} |");
+            for t in &tables {
+                let _ = write!(
+                    line,
+                    " {} |",
+                    fmt_ns(t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN))
+                );
+            }
+            let _ = writeln!(s, "{line}");
+        }
+        let mut line = String::from("| *single-shot floor subtracted* |");
         for t in &tables {
             let _ = write!(
                 line,
                 " {} |",
-                fmt_ns(t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN))
+                fmt_ns(t["single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
             );
         }
         let _ = writeln!(s, "{line}");
-    }
-    let mut line = String::from("| *single-shot floor subtracted* |");
-    for t in &tables {
-        let _ = write!(
-            line,
-            " {} |",
-            fmt_ns(t["single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
-        );
-    }
-    let _ = writeln!(s, "{line}");
-    let mut line = String::from("| *XDP floor (ARP rows)* |");
-    for t in &tables {
-        let _ = write!(
-            line,
-            " {} |",
-            fmt_ns(t["xdp_single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
-        );
-    }
-    let _ = writeln!(s, "{line}");
-    if let Some(ladder) = k["ladder"].as_array().filter(|l| !l.is_empty()) {
-        let _ = writeln!(
-            s,
-            "\nCost ladder (warm, `repeat`, empty conntrack): cheap exits of the real \
-             programs; the difference between consecutive rows of one program prices the \
-             step.\n\n| step | ns |\n|---|---:|"
-        );
-        for l in ladder {
-            let _ = writeln!(
-                s,
-                "| {} | {} |",
-                l["what"].as_str().unwrap_or("?"),
-                fmt_ns(l["repeat_ns"].as_f64().unwrap_or(f64::NAN))
+        let mut line = String::from("| *XDP floor (ARP rows)* |");
+        for t in &tables {
+            let _ = write!(
+                line,
+                " {} |",
+                fmt_ns(t["xdp_single_shot_floor_ns"].as_f64().unwrap_or(f64::NAN))
             );
         }
-    }
-    if let Some(progs) = k["programs"].as_array().filter(|p| !p.is_empty()) {
-        let _ = writeln!(
-            s,
-            "\n| program | verified insns | xlated insns | JIT bytes | maps |\n|---|---:|---:|---:|---:|"
-        );
-        for p in progs {
+        let _ = writeln!(s, "{line}");
+        if let Some(ladder) = k["ladder"].as_array().filter(|l| !l.is_empty()) {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | {} | {} |",
-                p["program"].as_str().unwrap_or("?"),
-                p["verified_insns"],
-                p["xlated_insns"],
-                p["jited_bytes"],
-                p["maps"]
+                "\nCost ladder (warm, `repeat`, empty conntrack): cheap exits of the real \
+             programs; the difference between consecutive rows of one program prices the \
+             step.\n\n| step | ns |\n|---|---:|"
             );
+            for l in ladder {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} |",
+                    l["what"].as_str().unwrap_or("?"),
+                    fmt_ns(l["repeat_ns"].as_f64().unwrap_or(f64::NAN))
+                );
+            }
+        }
+        if let Some(progs) = k["programs"].as_array().filter(|p| !p.is_empty()) {
+            let _ = writeln!(
+                s,
+                "\n| program | verified insns | xlated insns | JIT bytes | maps |\n|---|---:|---:|---:|---:|"
+            );
+            for p in progs {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} | {} | {} | {} |",
+                    p["program"].as_str().unwrap_or("?"),
+                    p["verified_insns"],
+                    p["xlated_insns"],
+                    p["jited_bytes"],
+                    p["maps"]
+                );
+            }
         }
     }
 
@@ -2195,21 +2268,28 @@ pub fn summary(results: &Value, plot: &str) -> String {
 
     // Part 3.
     let i = &results["install"];
-    let _ = writeln!(s, "\n## Install time, {} published ports\n", i["ports"]);
-    let _ = writeln!(
-        s,
-        "| what | time |\n|---|---:|\n| netbpf: parse config | {:.3} s |\n| netbpf: fill PUBLISH | {:.3} s |\n| iptables-nft-restore | {:.3} s |",
-        i["netbpf_config_parse_s"].as_f64().unwrap_or(f64::NAN),
-        i["netbpf_map_fill_s"].as_f64().unwrap_or(f64::NAN),
-        i["iptables_nft_restore_s"].as_f64().unwrap_or(f64::NAN),
-    );
+    if let Some(why) = i["skipped"].as_str() {
+        let _ = writeln!(s, "\n## Install time\n\nSkipped: {why}.");
+    } else {
+        let _ = writeln!(s, "\n## Install time, {} published ports\n", i["ports"]);
+        let _ = writeln!(
+            s,
+            "| what | time |\n|---|---:|\n| netbpf: parse config | {:.3} s |\n| netbpf: fill PUBLISH | {:.3} s |\n| iptables-nft-restore | {:.3} s |",
+            i["netbpf_config_parse_s"].as_f64().unwrap_or(f64::NAN),
+            i["netbpf_map_fill_s"].as_f64().unwrap_or(f64::NAN),
+            i["iptables_nft_restore_s"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+
+    // Part 4.
+    flood::summary(&mut s, &results["flood"]);
     s
 }
 
 /// A log-scale bar chart of router CPU per new flow (or, without the
 /// router bench, of the in-kernel cost per path).
 pub fn plot(results: &Value) -> String {
-    let mut bars: Vec<(String, f64, &str)> = Vec::new();
+    let mut bars: Vec<Bar> = Vec::new();
     let title;
     if let Some(summary) = results["router"]["summary"].as_array() {
         title = "Router CPU per new flow (log scale, median)";
@@ -2227,6 +2307,7 @@ pub fn plot(results: &Value) -> String {
                 ),
                 a["new_flow_ns"]["median"].as_f64().unwrap_or(f64::NAN),
                 colour,
+                String::new(),
             ));
         }
     } else {
@@ -2237,11 +2318,50 @@ pub fn plot(results: &Value) -> String {
                     (*key).to_owned(),
                     t["paths"][*key]["cost_ns"].as_f64().unwrap_or(f64::NAN),
                     "#2a7ab0",
+                    String::new(),
                 ));
             }
         }
     }
-    let (w, bar_h, left, top) = (760.0, 26.0, 190.0, 40.0);
+    let (mut body, mut h) = if bars.is_empty() {
+        (String::new(), 0.0)
+    } else {
+        chart(title, &bars, fmt_ns)
+    };
+    let flood_bars = flood::plot_bars(&results["flood"]);
+    if !flood_bars.is_empty() {
+        let (second, h2) = chart(
+            "Flows in the table at the end of a SYN flood (log scale); legit connections that worked",
+            &flood_bars,
+            |v| format!("{v:.0}"),
+        );
+        let _ = write!(
+            body,
+            "<g transform=\"translate(0,{h:.1})\">\n{second}</g>\n"
+        );
+        h += h2;
+    }
+    let w = CHART_WIDTH;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    svg.push_str(&body);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Width of the plot.
+const CHART_WIDTH: f64 = 760.0;
+
+/// One bar of a chart: label, value, colour, and a note after the value.
+type Bar = (String, f64, &'static str, String);
+
+/// A log-scale horizontal bar chart (SVG elements, no `<svg>`) and its
+/// height; `fmt` labels the values.
+fn chart(title: &str, bars: &[Bar], fmt: fn(f64) -> String) -> (String, f64) {
+    let (w, bar_h, left, top) = (CHART_WIDTH, 26.0, 190.0, 40.0);
     let h = top + bar_h * bars.len() as f64 + 40.0;
     let finite: Vec<f64> = bars
         .iter()
@@ -2257,12 +2377,7 @@ pub fn plot(results: &Value) -> String {
     let (lmin, lmax) = (lo.log10().floor(), hi.log10().ceil());
     let span = w - left - 90.0;
     let x = |v: f64| left + (v.log10() - lmin) / (lmax - lmin).max(1.0) * span;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
-         font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{left}\" y=\"20\" font-size=\"14\">{title}</text>\n"
-    );
+    let mut svg = format!("<text x=\"{left}\" y=\"20\" font-size=\"14\">{title}</text>\n");
     let mut e = lmin;
     while e <= lmax {
         let v = 10f64.powf(e);
@@ -2273,11 +2388,11 @@ pub fn plot(results: &Value) -> String {
              <text x=\"{xv:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
             h - 30.0,
             h - 14.0,
-            fmt_ns(v)
+            fmt(v)
         );
         e += 1.0;
     }
-    for (i, (label, v, colour)) in bars.iter().enumerate() {
+    for (i, (label, v, colour, note)) in bars.iter().enumerate() {
         let y = top + bar_h * i as f64;
         let _ = writeln!(
             svg,
@@ -2290,16 +2405,15 @@ pub fn plot(results: &Value) -> String {
             let _ = writeln!(
                 svg,
                 "<rect x=\"{left}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+                 <text x=\"{:.1}\" y=\"{:.1}\">{}{note}</text>",
                 y + 3.0,
                 (xv - left).max(1.0),
                 bar_h - 6.0,
                 xv + 4.0,
                 y + bar_h * 0.65,
-                fmt_ns(*v)
+                fmt(*v)
             );
         }
     }
-    svg.push_str("</svg>\n");
-    svg
+    (svg, h)
 }

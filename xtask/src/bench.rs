@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: builds the release binaries and runs the benchmark
-//! (netbpf's `bench` example, code in `netbpf/src/bench.rs`) as root.
+//! (netbpf's `bench` example, code in `netbpf/src/bench.rs` and
+//! `netbpf/src/bench/flood.rs`) as root.
 //! Results go to `results/<timestamp>/` (bench.json, summary.md,
 //! plot.svg; `results/latest` points at the newest); the summary is
 //! printed. docs/performance.md explains the method.
@@ -12,8 +13,9 @@ use crate::{Context, NETBPF, cmd::Cmd, setup, target_dir};
 const BENCH_EXAMPLE: &str = "bench";
 
 /// Runs the bench; `quick` is the reduced matrix (under two minutes once
-/// built).
-pub fn run(ctx: &Context, quick: bool, skip_router: bool) -> Result<()> {
+/// built); `only` names the one part to run (kernel, router, install,
+/// flood).
+pub fn run(ctx: &Context, quick: bool, skip_router: bool, only: Option<&str>) -> Result<()> {
     if !setup::is_root()? {
         bail!(
             "`cargo xtask bench` must run as root: it loads eBPF programs, creates network \
@@ -34,6 +36,10 @@ pub fn run(ctx: &Context, quick: bool, skip_router: bool) -> Result<()> {
     if skip_router {
         recorded.push_str(" --skip-router");
     }
+    if let Some(part) = only {
+        recorded.push_str(" --only ");
+        recorded.push_str(part);
+    }
     let mut bench = Cmd::new(release.join("examples").join(BENCH_EXAMPLE));
     bench
         .current_dir(&ctx.root)
@@ -49,6 +55,9 @@ pub fn run(ctx: &Context, quick: bool, skip_router: bool) -> Result<()> {
     }
     if skip_router {
         bench.arg("--skip-router");
+    }
+    if let Some(part) = only {
+        bench.args(["--only", part]);
     }
     bench.run().context("the bench failed")
 }

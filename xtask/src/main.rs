@@ -64,7 +64,8 @@ enum Command {
     /// Set up, then check formatting and run clippy with warnings denied.
     Lint,
     /// Build (release) and run the benchmark as root: in-kernel cost per path, router
-    /// cost against iptables-nft, install time; writes results/ (docs/performance.md).
+    /// cost against iptables-nft, install time, SYN flood against iptables-nft; writes
+    /// results/ (docs/performance.md).
     Bench {
         /// The reduced matrix, under two minutes once built.
         #[arg(long)]
@@ -72,6 +73,9 @@ enum Command {
         /// Skip the router bench (netbpf vs iptables-nft with trafgen).
         #[arg(long)]
         skip_router: bool,
+        /// Run only one part: kernel, router, install or flood.
+        #[arg(long, value_name = "PART", value_parser = ["kernel", "router", "install", "flood"])]
+        only: Option<String>,
     },
 }
 
@@ -118,7 +122,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { release, args } => run_netbpf(&ctx, release, &args),
         Command::Test { args } => test(&ctx, &args),
         Command::Lint => lint(&ctx),
-        Command::Bench { quick, skip_router } => bench::run(&ctx, quick, skip_router),
+        Command::Bench {
+            quick,
+            skip_router,
+            only,
+        } => bench::run(&ctx, quick, skip_router, only.as_deref()),
     }
 }
 
