@@ -1,7 +1,7 @@
 //! Issue 14 end to end: the hardened datapath with the real daemon, real
 //! sockets in the lab's namespaces (prefix `nbt-hd<test>-<pid>`, removed on
 //! drop, also on failure), and no traffic outside the namespaces the test
-//! made. The in-kernel tests in `kernel.rs` and `routing.rs` pin each
+//! made. The in-kernel tests in `prog_test_run/` and `routing.rs` pin each
 //! packet decision; these show what a user sees:
 //!
 //! * the host keeps its own ports (TCP 22, UDP 53) when a container
