@@ -8,6 +8,7 @@
 //!
 //! Needs root and `bird` (Debian `bird2`; `cargo xtask setup` installs it).
 
+#[macro_use]
 mod common;
 
 use std::{

@@ -2,6 +2,7 @@
 //! running datapath, validated like the config file, and a SIGHUP reload
 //! that applies the config's difference. Namespaces are `nbt-ctl-<pid>`.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -11,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::require_root;
 use netbpf::lab::{
     self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
 };
@@ -31,9 +31,7 @@ fn cli(lab: &Lab, args: &[&str]) -> Output {
 
 #[test]
 fn rules_change_on_a_running_datapath() {
-    if !require_root("rules_change_on_a_running_datapath") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-ctl-{}", std::process::id()), 1).expect("lab");
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT);
     let c1 = &lab.containers[0].ns;

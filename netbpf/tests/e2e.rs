@@ -3,6 +3,7 @@
 //! sockets in the containers and on the outside machine. No traffic leaves
 //! the namespaces the test made.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -14,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use common::require_root;
 use netbpf::lab::{
     self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
 };
@@ -43,9 +43,7 @@ fn lab_with_daemon(test: &str, n: usize) -> (Lab, WhoamiServer, WhoamiServer) {
 
 #[test]
 fn containers_reach_the_outside_only_as_the_uplink_address() {
-    if !require_root("containers_reach_the_outside_only_as_the_uplink_address") {
-        return;
-    }
+    require_root!();
     let (mut lab, _tcp, _udp) = lab_with_daemon("basic", 2);
     for (i, c) in lab.containers.iter().enumerate() {
         let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
@@ -138,9 +136,7 @@ fn containers_reach_the_outside_only_as_the_uplink_address() {
 
 #[test]
 fn thousand_concurrent_tcp_connections_get_distinct_mappings() {
-    if !require_root("thousand_concurrent_tcp_connections_get_distinct_mappings") {
-        return;
-    }
+    require_root!();
     let (lab, _tcp, _udp) = lab_with_daemon("conc", 2);
     const PER_CONTAINER: usize = 500;
     let seen: Vec<SocketAddrV4> = std::thread::scope(|s| {
@@ -204,9 +200,7 @@ fn thousand_concurrent_tcp_connections_get_distinct_mappings() {
 
 #[test]
 fn invalid_config_attaches_nothing() {
-    if !require_root("invalid_config_attaches_nothing") {
-        return;
-    }
+    require_root!();
     let lab = Lab::build(&prefix("badcfg"), 1).expect("build lab");
     let cases = [
         (
@@ -250,9 +244,7 @@ fn invalid_config_attaches_nothing() {
 
 #[test]
 fn expired_flows_and_mappings_are_reclaimed() {
-    if !require_root("expired_flows_and_mappings_are_reclaimed") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&prefix("gc"), 1).expect("build lab");
     let _udp =
         WhoamiServer::spawn(&lab.outside, Transport::Udp, outside(), "you are").expect("udp");

@@ -2,6 +2,7 @@
 //! the MTU cross the NAT both ways, through masquerade and through a
 //! published port. Namespaces are `nbt-frag-<pid>`, removed on drop.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -15,7 +16,6 @@ use std::{
     time::Duration,
 };
 
-use common::require_root;
 use netbpf::{
     lab::{Lab, OUTSIDE_ADDR, UPLINK_ADDR},
     netns::Netns,
@@ -62,9 +62,7 @@ fn round_trip(ns: &Netns, dst: SocketAddrV4, size: usize) -> (Vec<u8>, std::net:
 
 #[test]
 fn large_udp_datagrams_cross_the_nat_both_ways() {
-    if !require_root("large_udp_datagrams_cross_the_nat_both_ways") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-frag-{}", std::process::id()), 1).expect("lab");
     let stop = Arc::new(AtomicBool::new(false));
     let out_echo = echo(
@@ -159,9 +157,7 @@ fn send_fragments_reversed(
 
 #[test]
 fn fragments_arriving_before_their_first_fragment_are_delivered() {
-    if !require_root("fragments_arriving_before_their_first_fragment_are_delivered") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-frago-{}", std::process::id()), 1).expect("lab");
     // The container counts what it receives and answers with the length.
     let got = lab.containers[0]

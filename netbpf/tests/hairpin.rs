@@ -3,6 +3,7 @@
 //! outside address, and the server sees the client's outside endpoint.
 //! Namespaces are `nbt-hp*-<pid>`, removed on drop.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -11,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use common::require_root;
 use netbpf::lab::{
     self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
 };
@@ -49,9 +49,7 @@ fn published() -> SocketAddrV4 {
 
 #[test]
 fn containers_reach_a_published_port_through_the_host_address() {
-    if !require_root("containers_reach_a_published_port_through_the_host_address") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = hairpin_lab("hptcp");
     for c in &lab.containers {
         // TCP, from the other container and from c1 itself.
@@ -80,9 +78,7 @@ fn containers_reach_a_published_port_through_the_host_address() {
 
 #[test]
 fn a_container_reaches_another_containers_mapping() {
-    if !require_root("a_container_reaches_another_containers_mapping") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = hairpin_lab("hpudp");
     let to_outside = SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT);
     // c1 opens a UDP mapping (as a STUN client would) and learns it.

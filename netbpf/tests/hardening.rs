@@ -19,6 +19,7 @@
 //! Counters are read through `netbpf stats --json` by name, so that this
 //! file also builds against a `netbpf_common` without the new counters.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -35,7 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{SYN, require_root, tcp};
+use common::{SYN, tcp};
 use netbpf::{
     lab::{
         self, Lab, OUTSIDE_ADDR, PEER_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer,
@@ -250,9 +251,7 @@ fn udp_socket(ns: &Netns, port: u16) -> UdpSocket {
 /// outside's connection to port 22 ("Connection refused").
 #[test]
 fn the_host_keeps_its_ports_when_a_container_connects_out_from_them() {
-    if !require_root("the_host_keeps_its_ports_when_a_container_connects_out_from_them") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&prefix("ports"), 1).expect("build lab");
     let outside = sa(OUTSIDE_ADDR, SERVICE_PORT);
     let _outside_tcp = EchoServer::spawn(&lab.outside, outside, "outside saw");
@@ -386,9 +385,7 @@ fn big_ping(ns: &Netns, dst: Ipv4Addr, id: u16, size: usize) -> io::Result<Ipv4A
 /// 3e598d1, this test fails at the ping ("no echo reply").
 #[test]
 fn fragmented_datagrams_to_the_host_arrive() {
-    if !require_root("fragmented_datagrams_to_the_host_arrive") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&prefix("frag"), 1).expect("build lab");
     // A UDP echo socket of the host's own, on its uplink address.
     let host_sock = lab
@@ -494,9 +491,7 @@ fn syn_flood(ns: &Netns, dst: SocketAddrV4, count: u16) -> io::Result<()> {
 /// ("connection timed out").
 #[test]
 fn a_syn_flood_from_one_source_leaves_room_for_everyone_else() {
-    if !require_root("a_syn_flood_from_one_source_leaves_room_for_everyone_else") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&prefix("flood"), 1).expect("build lab");
     let c1 = lab.containers[0].addr;
     let any = sa(Ipv4Addr::UNSPECIFIED, SERVICE_PORT);
@@ -687,9 +682,7 @@ fn frame_seen(fd: &OwnedFd, marker: &[u8], limit: Duration) -> bool {
 /// not exist there).
 #[test]
 fn vlan_tagged_frames_from_a_routed_container_are_dropped() {
-    if !require_root("vlan_tagged_frames_from_a_routed_container_are_dropped") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build_with(&prefix("vlan"), 0, 1).expect("build lab");
     let to_peer = sa(PEER_ADDR, SERVICE_PORT);
     let _peer_udp = WhoamiServer::spawn(

@@ -5,6 +5,7 @@
 //! on the cgroup v2 root but act only on sockets of the lab's host
 //! namespace.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -14,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use common::require_root;
 use netbpf::{
     lab::{Lab, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami},
     netns::Netns,
@@ -55,9 +55,7 @@ fn udp_from(ns: &Netns, dst: SocketAddrV4) -> std::io::Result<(String, SocketAdd
 
 #[test]
 fn the_host_reaches_published_ports_on_its_own_addresses() {
-    if !require_root("the_host_reaches_published_ports_on_its_own_addresses") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-hl-{}", std::process::id()), 1).expect("lab");
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT);
     let c1 = &lab.containers[0].ns;

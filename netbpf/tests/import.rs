@@ -18,6 +18,7 @@
 //! container's private address from outside (Docker drops it in the filter
 //! table, which is not imported; netbpf drops it itself).
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -29,7 +30,6 @@ use std::{
     time::Duration,
 };
 
-use common::require_root;
 use netbpf::{
     config::Config,
     lab::{self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer},
@@ -234,9 +234,7 @@ fn iptables(ns: &Netns, args: &[String]) {
 
 #[test]
 fn imported_docker_rules_behave_like_iptables() {
-    if !require_root("imported_docker_rules_behave_like_iptables") {
-        return;
-    }
+    require_root!();
     let pid = std::process::id();
 
     // Phase 1: iptables.

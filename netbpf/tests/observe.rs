@@ -5,6 +5,7 @@
 //! `nbt-ob<test>-<pid>`, removed on drop, also on failure); no traffic
 //! leaves the namespaces the test made.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -16,7 +17,6 @@ use std::{
     time::Duration,
 };
 
-use common::require_root;
 use netbpf::{
     lab::{
         self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
@@ -176,9 +176,7 @@ fn tcp_from_port(ns: &Netns, sport: u16, dst: SocketAddrV4) -> io::Result<String
 
 #[test]
 fn metrics_stats_and_conntrack_views_show_the_datapath() {
-    if !require_root("metrics_stats_and_conntrack_views_show_the_datapath") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = lab_with("m", 2);
     let (c1, c2) = (&lab.containers[0].ns, &lab.containers[1].ns);
     // c1: three TCP connections and a UDP exchange; c2: one TCP, a ping.
@@ -370,9 +368,7 @@ fn metrics_stats_and_conntrack_views_show_the_datapath() {
 /// many idle connections are open.
 #[test]
 fn idle_metrics_connections_do_not_stall_a_scrape() {
-    if !require_root("idle_metrics_connections_do_not_stall_a_scrape") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = lab_with("idle", 1);
     let metrics = SocketAddr::from(([127, 0, 0, 1], 9469));
     // Eight idle clients, and one that sends half a request.
@@ -422,9 +418,7 @@ fn explain(lab: &Lab, args: &[&str]) -> Value {
 
 #[test]
 fn explain_agrees_with_what_the_datapath_does() {
-    if !require_root("explain_agrees_with_what_the_datapath_does") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = lab_with("x", 1);
     let c1 = &lab.containers[0].ns;
     let counter = |name| {
@@ -624,9 +618,7 @@ fn mac_of(ns: &Netns, iface: &str) -> String {
 
 #[test]
 fn explain_follows_routed_containers() {
-    if !require_root("explain_follows_routed_containers") {
-        return;
-    }
+    require_root!();
     let mut lab =
         Lab::build_with(&format!("nbt-exr-{}", std::process::id()), 0, 2).expect("build lab");
     let mut servers = Vec::new();
@@ -735,9 +727,7 @@ fn explain_follows_routed_containers() {
 
 #[test]
 fn session_events_record_who_held_which_port() {
-    if !common::require_root("session_events_record_who_held_which_port") {
-        return;
-    }
+    require_root!();
     let mut lab =
         netbpf::lab::Lab::build(&format!("nbt-obev-{}", std::process::id()), 1).expect("lab");
     let out = std::net::SocketAddrV4::new(netbpf::lab::OUTSIDE_ADDR, 4000);

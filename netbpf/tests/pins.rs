@@ -2,18 +2,16 @@
 //! `/run/netbpf`, and so the same guard as the other root tests: skipped
 //! when not root, a failure under CI.
 
+#[macro_use]
 mod common;
 
 use std::{fs, path::PathBuf};
 
-use common::require_root;
 use netbpf::pins::{DaemonLock, PinsError};
 
 #[test]
 fn a_second_daemon_is_refused_and_the_lock_frees_on_drop() {
-    if !require_root("a_second_daemon_is_refused_and_the_lock_frees_on_drop") {
-        return;
-    }
+    require_root!();
     let dir = PathBuf::from(format!("/sys/fs/bpf/nbt-lock-{}", std::process::id()));
     let first = DaemonLock::acquire(&dir).expect("first");
     assert!(matches!(
@@ -32,9 +30,7 @@ fn a_second_daemon_is_refused_and_the_lock_frees_on_drop() {
 /// what a key-by-key walk sees.
 #[test]
 fn pinned_tables_are_read_whole_in_batches() {
-    if !require_root("pinned_tables_are_read_whole_in_batches") {
-        return;
-    }
+    require_root!();
     use aya::maps::{HashMap, MapData};
     use netbpf::{config::Config, datapath, maps::NatMaps};
     use netbpf_common::{FlowKey, FlowValue, map_names, proto};

@@ -4,6 +4,7 @@
 //! and real tools (ncat, traceroute, tracepath) in the containers and on
 //! the outside machine. No traffic leaves the namespaces the test made.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -15,7 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::require_root;
 use netbpf::{
     lab::{
         self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
@@ -236,9 +236,7 @@ fn assert_answer(answer: &str, n: usize, port: u16, client_ip: Ipv4Addr, client_
 
 #[test]
 fn published_tcp_and_udp_reach_the_container_with_the_client_address() {
-    if !require_root("published_tcp_and_udp_reach_the_container_with_the_client_address") {
-        return;
-    }
+    require_root!();
     let mut extra = String::new();
     for (i, port) in [(0usize, 8081u16), (1, 8082)] {
         for proto in ["tcp", "udp"] {
@@ -341,9 +339,7 @@ fn published_tcp_and_udp_reach_the_container_with_the_client_address() {
 
 #[test]
 fn a_published_range_maps_one_to_one() {
-    if !require_root("a_published_range_maps_one_to_one") {
-        return;
-    }
+    require_root!();
     let to = sa(Ipv4Addr::new(10, 77, 0, 2), 4000);
     let extra =
         publish_toml("tcp", "9000-9002", to, None) + &publish_toml("udp", "9000-9002", to, None);
@@ -383,9 +379,7 @@ fn a_published_range_maps_one_to_one() {
 
 #[test]
 fn published_flows_expire_and_come_back() {
-    if !require_root("published_flows_expire_and_come_back") {
-        return;
-    }
+    require_root!();
     let c1 = sa(Ipv4Addr::new(10, 77, 0, 2), SERVICE_PORT);
     // A short UDP timeout (accepted with a warning) so expiry happens here.
     let extra = publish_toml("udp", "8081", c1, None) + "\n[conntrack]\nudp_timeout = \"2s\"\n";
@@ -413,9 +407,7 @@ fn published_flows_expire_and_come_back() {
 
 #[test]
 fn unpublished_ports_and_other_addresses_are_not_reachable() {
-    if !require_root("unpublished_ports_and_other_addresses_are_not_reachable") {
-        return;
-    }
+    require_root!();
     let c1 = sa(Ipv4Addr::new(10, 77, 0, 2), SERVICE_PORT);
     let local_only = Some(Ipv4Addr::LOCALHOST);
     let extra =
@@ -464,9 +456,7 @@ fn unpublished_ports_and_other_addresses_are_not_reachable() {
 
 #[test]
 fn a_port_published_on_loopback_is_not_reachable_from_the_uplink() {
-    if !require_root("a_port_published_on_loopback_is_not_reachable_from_the_uplink") {
-        return;
-    }
+    require_root!();
     // `address = "127.0.0.1"` is `docker run -p 127.0.0.1:8090:4000`: for
     // the host only. A neighbour on the uplink's segment can still send a
     // frame to the host's MAC addressed to 127.0.0.1 (moby#45610); the
@@ -522,9 +512,7 @@ fn a_port_published_on_loopback_is_not_reachable_from_the_uplink() {
 
 #[test]
 fn ping_to_the_uplink_is_answered_by_the_host() {
-    if !require_root("ping_to_the_uplink_is_answered_by_the_host") {
-        return;
-    }
+    require_root!();
     let c1 = sa(Ipv4Addr::new(10, 77, 0, 2), SERVICE_PORT);
     let extra = publish_toml("tcp", "8081", c1, None);
     let (lab, _servers) = lab_with("ping", 1, &[SERVICE_PORT], &extra);
@@ -550,9 +538,7 @@ fn ping_to_the_uplink_is_answered_by_the_host() {
 
 #[test]
 fn ncat_reaches_published_ports() {
-    if !require_root("ncat_reaches_published_ports") {
-        return;
-    }
+    require_root!();
     let c1 = sa(Ipv4Addr::new(10, 77, 0, 2), SERVICE_PORT);
     let extra = publish_toml("tcp", "8081", c1, None) + &publish_toml("udp", "8081", c1, None);
     let (lab, _servers) = lab_with("ncat", 1, &[SERVICE_PORT], &extra);
@@ -588,9 +574,7 @@ fn ncat_reaches_published_ports() {
 
 #[test]
 fn icmp_errors_reach_the_container_and_the_client_translated() {
-    if !require_root("icmp_errors_reach_the_container_and_the_client_translated") {
-        return;
-    }
+    require_root!();
     let c1 = sa(Ipv4Addr::new(10, 77, 0, 2), 4001);
     // Published to a container port where nothing listens.
     let extra = publish_toml("udp", "8091", c1, None);
@@ -682,9 +666,7 @@ fn hops(output: &str) -> Vec<(u32, Option<Ipv4Addr>)> {
 
 #[test]
 fn traceroute_through_the_nat() {
-    if !require_root("traceroute_through_the_nat") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = lab_with("trace", 1, &[SERVICE_PORT], "");
     let far = Far::build(&lab);
     let _far_tcp = WhoamiServer::spawn(&far.ns, Transport::Tcp, sa(FAR_ADDR, 4000), "far")
@@ -727,9 +709,7 @@ fn traceroute_through_the_nat() {
 
 #[test]
 fn traceroute_from_outside_to_a_published_port() {
-    if !require_root("traceroute_from_outside_to_a_published_port") {
-        return;
-    }
+    require_root!();
     let c1 = sa(Ipv4Addr::new(10, 77, 0, 2), SERVICE_PORT);
     let extra = publish_toml("tcp", "8081", c1, None) + &publish_toml("udp", "8081", c1, None);
     let (lab, _servers) = lab_with("traceout", 1, &[SERVICE_PORT], &extra);
@@ -767,9 +747,7 @@ fn traceroute_from_outside_to_a_published_port() {
 
 #[test]
 fn tracepath_finds_the_path_mtu_through_the_nat() {
-    if !require_root("tracepath_finds_the_path_mtu_through_the_nat") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = lab_with("tpath", 1, &[SERVICE_PORT], "");
     let _far = Far::build(&lab);
     let c = &lab.containers[0];
@@ -808,9 +786,7 @@ fn bulk_server(ns: &Netns, port: u16, len: usize) -> JoinHandle<()> {
 
 #[test]
 fn pmtu_discovery_works_for_a_published_port() {
-    if !require_root("pmtu_discovery_works_for_a_published_port") {
-        return;
-    }
+    require_root!();
     let c1 = sa(Ipv4Addr::new(10, 77, 0, 2), 4100);
     let extra = publish_toml("tcp", "8100", c1, None);
     let (lab, _servers) = lab_with("pmtu", 1, &[SERVICE_PORT], &extra);

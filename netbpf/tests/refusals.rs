@@ -7,6 +7,7 @@
 //! Namespaces are `nbt-ref<x>-<pid>`, removed on drop. No traffic leaves
 //! them.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -16,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::require_root;
 use netbpf::{
     lab::{self, Lab, UPLINK_ADDR},
     netns::Netns,
@@ -83,9 +83,7 @@ impl Drop for TempDir {
 
 #[test]
 fn non_ethernet_uplink_is_refused_before_anything_is_attached() {
-    if !require_root("non_ethernet_uplink_is_refused_before_anything_is_attached") {
-        return;
-    }
+    require_root!();
     let p = prefix("tun");
     let ns = Netns::create(&format!("{p}-host")).expect("netns");
     // A tun device: link/none, bare IP packets, as WireGuard and PPP.
@@ -124,9 +122,7 @@ fn non_ethernet_uplink_is_refused_before_anything_is_attached() {
 
 #[test]
 fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
-    if !require_root("masquerade_sources_and_targets_that_lock_the_host_out_are_refused") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&prefix("lock"), 1).expect("lab");
     // The uplink is 203.0.113.1/24 (resolved by the daemon, not in the
     // file). Each config is valid on its own except where the file

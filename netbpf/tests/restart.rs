@@ -5,6 +5,7 @@
 //! across SIGTERM, SIGKILL and a restart with a changed config, and every
 //! echo must come back in order. Namespaces are `nbt-rs-<pid>`.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -19,7 +20,6 @@ use std::{
     time::Duration,
 };
 
-use common::require_root;
 use netbpf::{
     lab::{self, Lab, OUTSIDE_ADDR, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami},
     netns::Netns,
@@ -56,9 +56,7 @@ fn echo_server(lab: &Lab, port: u16) {
 
 #[test]
 fn established_connections_survive_daemon_restarts() {
-    if !require_root("established_connections_survive_daemon_restarts") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-rs-{}", std::process::id()), 1).expect("lab");
     echo_server(&lab, 7070);
     let _udp = WhoamiServer::spawn(
@@ -179,9 +177,7 @@ fn established_connections_survive_daemon_restarts() {
 
 #[test]
 fn a_second_daemon_for_the_same_pins_is_refused() {
-    if !require_root("a_second_daemon_for_the_same_pins_is_refused") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-rs2-{}", std::process::id()), 1).expect("lab");
     lab.start_daemon(exe(), "").expect("daemon");
     let out = std::process::Command::new(exe())
@@ -201,9 +197,7 @@ fn a_second_daemon_for_the_same_pins_is_refused() {
 
 #[test]
 fn a_failed_restart_puts_the_previous_rules_back() {
-    if !require_root("a_failed_restart_puts_the_previous_rules_back") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-rs3-{}", std::process::id()), 1).expect("lab");
     let _c1 = WhoamiServer::spawn(
         &lab.containers[0].ns,
@@ -288,9 +282,7 @@ fn remake_uplink(lab: &mut Lab) {
 /// in use after, and containers leave as the uplink's address.
 #[test]
 fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
-    if !require_root("a_datapath_whose_uplink_was_made_again_attaches_afresh") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build(&format!("nbt-rs4-{}", std::process::id()), 1).expect("lab");
     let whoami = SocketAddrV4::new(OUTSIDE_ADDR, 4000);
     let udp = WhoamiServer::spawn(&lab.outside, Transport::Udp, whoami, "you are").expect("udp");

@@ -7,6 +7,7 @@
 //! Needs root, a kernel with BPF_PROG_TEST_RUN for XDP and tc programs,
 //! `bpf_redirect` and `bpf_fib_lookup` (tested on 6.18).
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -227,9 +228,7 @@ fn ip_frame(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, macs: ([u8; 6], [u8; 6])) -> 
 
 #[test]
 fn arp_request_for_a_container_is_answered_in_xdp() {
-    if !require_root("arp_request_for_a_container_is_answered_in_xdp") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     let req = arp([0xff; 6], PEER_MAC, 1, PEER_MAC, PEER, [0; 6], C1);
     let (rc, out) = dp.xdp(&req);
@@ -243,9 +242,7 @@ fn arp_request_for_a_container_is_answered_in_xdp() {
 
 #[test]
 fn arp_for_other_addresses_and_non_requests_pass_untouched() {
-    if !require_root("arp_for_other_addresses_and_non_requests_pass_untouched") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     for (what, pkt) in [
         (
@@ -272,9 +269,7 @@ fn arp_for_other_addresses_and_non_requests_pass_untouched() {
 
 #[test]
 fn inbound_packet_is_forwarded_to_the_container() {
-    if !require_root("inbound_packet_is_forwarded_to_the_container") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     let pkt = ip_frame(PEER, C1, 64, (UPLINK_MAC, PEER_MAC));
     let (rc, out) = dp.tc(programs::ROUTE_IN, &pkt);
@@ -288,9 +283,7 @@ fn inbound_packet_is_forwarded_to_the_container() {
 
 #[test]
 fn inbound_ttl_one_goes_to_the_kernel() {
-    if !require_root("inbound_ttl_one_goes_to_the_kernel") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     for ttl in [1, 0] {
         let pkt = ip_frame(PEER, C1, ttl, (UPLINK_MAC, PEER_MAC));
@@ -304,9 +297,7 @@ fn inbound_ttl_one_goes_to_the_kernel() {
 
 #[test]
 fn inbound_not_for_a_routed_container_passes_untouched() {
-    if !require_root("inbound_not_for_a_routed_container_passes_untouched") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     for (what, pkt) in [
         (
@@ -330,9 +321,7 @@ fn inbound_not_for_a_routed_container_passes_untouched() {
 
 #[test]
 fn container_arp_for_its_gateway_is_answered_with_the_veth_mac() {
-    if !require_root("container_arp_for_its_gateway_is_answered_with_the_veth_mac") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     let req = arp([0xff; 6], C1_MAC, 1, C1_MAC, C1, [0; 6], GATEWAY);
     let (rc, out) = dp.tc(programs::CONTAINER, &req);
@@ -357,9 +346,7 @@ fn container_arp_for_its_gateway_is_answered_with_the_veth_mac() {
 
 #[test]
 fn spoofed_sources_from_a_container_are_dropped() {
-    if !require_root("spoofed_sources_from_a_container_are_dropped") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     let pkt = ip_frame(OTHER, PEER, 64, (C1_HOST_MAC, C1_MAC));
     let (rc, _) = dp.tc(programs::CONTAINER, &pkt);
@@ -375,9 +362,7 @@ fn spoofed_sources_from_a_container_are_dropped() {
 
 #[test]
 fn container_to_container_is_forwarded_directly() {
-    if !require_root("container_to_container_is_forwarded_directly") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new();
     let pkt = ip_frame(C1, C2, 64, (C1_HOST_MAC, C1_MAC));
     let (rc, out) = dp.tc(programs::CONTAINER, &pkt);
@@ -441,9 +426,7 @@ fn routed_lab(x: &str, n: usize) -> (Lab, Vec<WhoamiServer>) {
 
 #[test]
 fn peer_reaches_every_routed_container_at_its_own_ip() {
-    if !require_root("peer_reaches_every_routed_container_at_its_own_ip") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = routed_lab("peer", 5);
     let peer = lab.peer.as_ref().expect("peer");
     for c in &lab.routed {
@@ -537,9 +520,7 @@ fn peer_reaches_every_routed_container_at_its_own_ip() {
 
 #[test]
 fn containers_del_and_add_on_a_running_daemon() {
-    if !require_root("containers_del_and_add_on_a_running_daemon") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = routed_lab("adddel", 2);
     let peer = lab.peer.as_ref().expect("peer");
     let c = &lab.routed[0];
@@ -589,9 +570,7 @@ fn containers_del_and_add_on_a_running_daemon() {
 
 #[test]
 fn sighup_applies_the_config_containers() {
-    if !require_root("sighup_applies_the_config_containers") {
-        return;
-    }
+    require_root!();
     let (lab, _servers) = routed_lab("hup", 2);
     let peer = lab.peer.as_ref().expect("peer");
     let second = SocketAddrV4::new(lab.routed[1].addr, SERVICE_PORT);
@@ -625,9 +604,7 @@ fn sighup_applies_the_config_containers() {
 
 #[test]
 fn masqueraded_and_routed_containers_coexist() {
-    if !require_root("masqueraded_and_routed_containers_coexist") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build_with(&prefix("mix"), 1, 1).expect("build lab");
     let outside = SocketAddrV4::new(lab::OUTSIDE_ADDR, SERVICE_PORT);
     let _out = WhoamiServer::spawn(&lab.outside, Transport::Tcp, outside, "outside: you are")
@@ -667,9 +644,7 @@ fn eth0_index(ns: &netbpf::netns::Netns) -> String {
 /// known by its link kind now, so the responder runs in generic mode.
 #[test]
 fn a_veth_uplink_whose_peer_has_the_same_index_routes_containers() {
-    if !require_root("a_veth_uplink_whose_peer_has_the_same_index_routes_containers") {
-        return;
-    }
+    require_root!();
     let mut lab = Lab::build_direct_peer(&prefix("same"), 3).expect("build lab");
     let peer = lab.peer.take().expect("peer");
     assert_eq!(eth0_index(&lab.host), "2", "the wiring under test");
@@ -766,9 +741,7 @@ fn a_veth_uplink_whose_peer_has_the_same_index_routes_containers() {
 
 #[test]
 fn inbound_sources_that_cannot_come_from_outside_are_dropped() {
-    if !require_root("inbound_sources_that_cannot_come_from_outside_are_dropped") {
-        return;
-    }
+    require_root!();
     let mut dp = Dp::new();
     {
         let mut local: HashMap<&mut MapData, [u8; 4], u32> =
@@ -801,9 +774,7 @@ fn inbound_sources_that_cannot_come_from_outside_are_dropped() {
 
 #[test]
 fn a_packet_larger_than_the_containers_mtu_goes_to_the_kernel() {
-    if !require_root("a_packet_larger_than_the_containers_mtu_goes_to_the_kernel") {
-        return;
-    }
+    require_root!();
     // C1 sits behind ifindex 1: loopback of a private namespace whose MTU
     // this test lowers to 1280.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("private netns");

@@ -4,12 +4,12 @@
 //! (bpffs and BPF maps); pins go under `/sys/fs/bpf/nbt-upgrade-<test>-<pid>`
 //! and are removed on drop.
 
+#[macro_use]
 mod common;
 
 use std::{ffi::CString, fs, path::PathBuf};
 
 use aya::maps::{HashMap, MapData, MapInfo, MapType};
-use common::require_root;
 use netbpf::{config::Config, datapath};
 use netbpf_common::{FlowKey, FlowValue, map_names, proto};
 
@@ -59,9 +59,7 @@ fn flows(ebpf: &aya::Ebpf) -> Vec<(FlowKey, FlowValue)> {
 
 #[test]
 fn a_changed_capacity_keeps_the_flows() {
-    if !require_root("a_changed_capacity_keeps_the_flows") {
-        return;
-    }
+    require_root!();
     let dir = PinDir::new("capacity");
     let value = FlowValue {
         outside_addr: [203, 0, 113, 1],
@@ -134,9 +132,7 @@ fn pin_first_version_conntrack(dir: &PinDir, value: &[u8; 64]) {
 
 #[test]
 fn a_first_version_conntrack_is_carried_into_the_new_layout() {
-    if !require_root("a_first_version_conntrack_is_carried_into_the_new_layout") {
-        return;
-    }
+    require_root!();
     let dir = PinDir::new("layout");
     let mut v1 = [0u8; 64];
     v1[0..4].copy_from_slice(&[203, 0, 113, 1]); // outside_addr

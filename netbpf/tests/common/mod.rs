@@ -5,6 +5,18 @@
 
 use std::net::Ipv4Addr;
 
+/// Returns from the calling test unless it runs as root (see
+/// [`require_root`]); the test's name comes from its thread, which the
+/// test harness names after the test.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::common::require_root(std::thread::current().name().unwrap_or("a root test")) {
+            return;
+        }
+    };
+}
+
 /// Whether the test can run: it needs root for BPF and namespaces. On CI
 /// (which runs as root) a missing privilege is a failure, not a skip.
 pub fn require_root(test: &str) -> bool {

@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn fragments_follow_their_first_fragment_both_ways() {
-    if !require_root("fragments_follow_their_first_fragment_both_ways") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let payload: Vec<u8> = (0..100u8).collect();
     // Two containers with the same source port: the second is re-ported,
@@ -37,9 +35,7 @@ fn fragments_follow_their_first_fragment_both_ways() {
 
 #[test]
 fn fragments_for_the_host_arriving_in_order_reach_the_host() {
-    if !require_root("fragments_for_the_host_arriving_in_order_reach_the_host") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     let payload: Vec<u8> = (0..100u8).collect();
     // `ping -s 3000` or a large DNS reply to the host itself.
@@ -55,9 +51,7 @@ fn fragments_for_the_host_arriving_in_order_reach_the_host() {
 
 #[test]
 fn a_stale_fragment_translation_is_not_used() {
-    if !require_root("a_stale_fragment_translation_is_not_used") {
-        return;
-    }
+    require_root!();
     let mut dp = publish_dp();
     let payload: Vec<u8> = (0..100u8).collect();
     let (_, rest) = udp_fragments(REMOTE, UPLINK, 53, 33333, &payload);

@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn a_container_never_gets_a_port_a_host_socket_uses() {
-    if !require_root("a_container_never_gets_a_port_a_host_socket_uses") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     // Without a host socket the original port is kept ...
     assert_eq!(dp.out_port(C1, &tcp(2222, 80, SYN)), 2222);
@@ -22,9 +20,7 @@ fn a_container_never_gets_a_port_a_host_socket_uses() {
 
 #[test]
 fn host_sockets_win_over_a_mapping_on_inbound() {
-    if !require_root("host_sockets_win_over_a_mapping_on_inbound") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     let p = dp.out_port(C1, &tcp(40000, 80, SYN));
     assert_eq!(p, 40000);
@@ -55,9 +51,7 @@ fn host_sockets_win_over_a_mapping_on_inbound() {
 
 #[test]
 fn a_published_port_wins_over_an_older_mapping() {
-    if !require_root("a_published_port_wins_over_an_older_mapping") {
-        return;
-    }
+    require_root!();
     // A container took outside port 8080 before 8080 was published.
     let mut dp = Dp::new("");
     assert_eq!(dp.out_port(C2, &tcp(8080, 80, SYN)), 8080);
@@ -83,9 +77,7 @@ fn a_published_port_wins_over_an_older_mapping() {
 
 #[test]
 fn one_source_cannot_open_more_than_its_budget() {
-    if !require_root("one_source_cannot_open_more_than_its_budget") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp_with("[inbound]\nnew_flows_per_source = 1\nnew_flows_burst = 3\n");
     for port in 0..3u16 {
         let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000 + port, 8080, SYN)));
@@ -110,9 +102,7 @@ fn one_source_cannot_open_more_than_its_budget() {
 
 #[test]
 fn a_handshake_is_complete_only_when_the_opener_acks() {
-    if !require_root("a_handshake_is_complete_only_when_the_opener_acks") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     let flags = |dp: &Dp| {
         let flows = dp.flows();
@@ -143,9 +133,7 @@ fn a_handshake_is_complete_only_when_the_opener_acks() {
 
 #[test]
 fn unsolicited_syns_are_a_policy() {
-    if !require_root("unsolicited_syns_are_a_policy") {
-        return;
-    }
+    require_root!();
     let syn = simple(REMOTE, UPLINK, &tcp(50000, 30080, SYN));
     let dp = publish_dp();
     assert_eq!(dp.ingress(&syn).0, TC_SHOT, "dropped by default");
@@ -161,9 +149,7 @@ fn unsolicited_syns_are_a_policy() {
 
 #[test]
 fn a_blind_rst_does_not_close_a_live_flow() {
-    if !require_root("a_blind_rst_does_not_close_a_live_flow") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     // An established connection: the container acknowledges up to 5000.
     let p = dp.out_port(C1, &tcp(7000, 443, SYN));
@@ -198,9 +184,7 @@ fn a_blind_rst_does_not_close_a_live_flow() {
 
 #[test]
 fn a_containers_rst_to_an_unsolicited_syn_is_no_sign_of_life() {
-    if !require_root("a_containers_rst_to_an_unsolicited_syn_is_no_sign_of_life") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let p_tcp = dp.out_port(C1, &tcp(40001, 443, SYN));
     // Someone else reaches the TCP mapping (endpoint-independent
@@ -223,9 +207,7 @@ fn a_containers_rst_to_an_unsolicited_syn_is_no_sign_of_life() {
 
 #[test]
 fn a_container_whose_flow_gets_no_session_is_told_so() {
-    if !require_root("a_container_whose_flow_gets_no_session_is_told_so") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("ports = \"40000-40000\"\n");
     hairpin_routes();
     dp.out_port(C1, &udp(1111, 53, b"a"));

@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn hairpin_packet_is_translated_both_ways_and_redirected() {
-    if !require_root("hairpin_packet_is_translated_both_ways_and_redirected") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     hairpin_routes();
     // c2 → host:8080 (published to c1:4000): c2's mapping as the source,
@@ -49,9 +47,7 @@ fn hairpin_packet_is_translated_both_ways_and_redirected() {
 
 #[test]
 fn icmp_errors_about_hairpinned_packets_reach_the_other_container() {
-    if !require_root("icmp_errors_about_hairpinned_packets_reach_the_other_container") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     hairpin_routes();
     // C1 → host:9000/udp, published to C2:5000: hairpinned from C1's
@@ -86,9 +82,7 @@ fn icmp_errors_about_hairpinned_packets_reach_the_other_container() {
 
 #[test]
 fn hairpinned_fragments_follow_their_first_fragment() {
-    if !require_root("hairpinned_fragments_follow_their_first_fragment") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     hairpin_routes();
     let payload: Vec<u8> = (0..100u8).collect();

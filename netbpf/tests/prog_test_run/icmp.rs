@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn icmp_port_unreachable_in_translates_outer_and_quoted_headers() {
-    if !require_root("icmp_port_unreachable_in_translates_outer_and_quoted_headers") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let p = two_udp_senders(&dp);
     let before = dp.flows();
@@ -25,9 +23,7 @@ fn icmp_port_unreachable_in_translates_outer_and_quoted_headers() {
 
 #[test]
 fn icmp_time_exceeded_in_for_tcp_and_echo() {
-    if !require_root("icmp_time_exceeded_in_for_tcp_and_echo") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     // TCP (traceroute -T): the router quotes IP header + 8 bytes, which
     // does not include the TCP checksum.
@@ -65,9 +61,7 @@ fn icmp_time_exceeded_in_for_tcp_and_echo() {
 
 #[test]
 fn icmp_frag_needed_for_a_published_flow() {
-    if !require_root("icmp_frag_needed_for_a_published_flow") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000, 8080, SYN)));
     dp.egress(&simple(C1, REMOTE, &tcp(4000, 50000, SYN | ACK)));
@@ -105,9 +99,7 @@ fn icmp_frag_needed_for_a_published_flow() {
 
 #[test]
 fn icmp_errors_out_from_a_container_are_translated() {
-    if !require_root("icmp_errors_out_from_a_container_are_translated") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     // A remote reaches the published 5353/udp; the container answers with
     // port unreachable, quoting what it received.
@@ -131,9 +123,7 @@ fn icmp_errors_out_from_a_container_are_translated() {
 
 #[test]
 fn icmp_errors_without_a_flow_are_not_delivered() {
-    if !require_root("icmp_errors_without_a_flow_are_not_delivered") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let p = dp.out_port(C1, &udp(7777, 53, b"q"));
     // Quotes the mapping but a remote it never talked to: dropped.
@@ -152,9 +142,7 @@ fn icmp_errors_without_a_flow_are_not_delivered() {
 
 #[test]
 fn icmp_parameter_problem_and_time_exceeded_both_ways() {
-    if !require_root("icmp_parameter_problem_and_time_exceeded_both_ways") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     let q = udp(6363, 53, b"query");
     assert_eq!(dp.out_port(C1, &q), 6363);
@@ -192,9 +180,7 @@ fn icmp_parameter_problem_and_time_exceeded_both_ways() {
 
 #[test]
 fn icmp_errors_with_bad_checksums_are_dropped_not_translated() {
-    if !require_root("icmp_errors_with_bad_checksums_are_dropped_not_translated") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let p = two_udp_senders(&dp);
     let sent = ip_packet(UPLINK, REMOTE, &udp(p, 53, b"query"));

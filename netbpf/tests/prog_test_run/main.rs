@@ -6,6 +6,7 @@
 //! (4.12+) and tcx-era helpers (tested on 6.18).
 
 #[path = "../common/mod.rs"]
+#[macro_use]
 mod common;
 
 mod fragments;

@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn tcp_syn_out_and_syn_ack_back() {
-    if !require_root("tcp_syn_out_and_syn_ack_back") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let syn = tcp(40000, 443, SYN);
     let (rc, out) = dp.egress(&simple(C1, REMOTE, &syn));
@@ -38,9 +36,7 @@ fn tcp_syn_out_and_syn_ack_back() {
 
 #[test]
 fn tcp_with_payload_and_ip_options() {
-    if !require_root("tcp_with_payload_and_ip_options") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     // Record-route-ish option bytes (NOP padding) make IHL 6.
     let opts = IpOpts {
@@ -64,9 +60,7 @@ fn tcp_with_payload_and_ip_options() {
 
 #[test]
 fn udp_out_and_back() {
-    if !require_root("udp_out_and_back") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let q = udp(53000, 53, b"query");
     let (rc, out) = dp.egress(&simple(C1, REMOTE, &q));
@@ -80,9 +74,7 @@ fn udp_out_and_back() {
 
 #[test]
 fn udp_zero_checksum_stays_zero() {
-    if !require_root("udp_zero_checksum_stays_zero") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let q = L4::Udp {
         sport: 1234,
@@ -98,9 +90,7 @@ fn udp_zero_checksum_stays_zero() {
 
 #[test]
 fn udp_port_change_is_byte_exact() {
-    if !require_root("udp_port_change_is_byte_exact") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     // Both containers use source port 5000 to the same destination: the
     // second gets another port, and its rewrite must be exact too.
@@ -134,9 +124,7 @@ fn udp_port_change_is_byte_exact() {
 
 #[test]
 fn tcp_same_source_port_two_containers_get_two_outside_ports() {
-    if !require_root("tcp_same_source_port_two_containers_get_two_outside_ports") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let syn = tcp(33333, 443, SYN);
     let p1 = dp.out_port(C1, &syn);
@@ -154,9 +142,7 @@ fn tcp_same_source_port_two_containers_get_two_outside_ports() {
 
 #[test]
 fn icmp_echo_out_and_back() {
-    if !require_root("icmp_echo_out_and_back") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let req = echo(false, 0x1d2c, 1);
     let (rc, out) = dp.egress(&simple(C1, REMOTE, &req));
@@ -184,9 +170,7 @@ fn icmp_echo_out_and_back() {
 
 #[test]
 fn traffic_outside_the_masquerade_cidr_is_untouched() {
-    if !require_root("traffic_outside_the_masquerade_cidr_is_untouched") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     for l4 in [tcp(1000, 80, SYN), udp(1000, 53, b"x"), echo(false, 7, 1)] {
         let pkt = simple(OTHER, REMOTE, &l4);
@@ -205,9 +189,7 @@ fn traffic_outside_the_masquerade_cidr_is_untouched() {
 
 #[test]
 fn exhausted_port_range_drops_and_counts() {
-    if !require_root("exhausted_port_range_drops_and_counts") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("ports = \"40000-40000\"\n");
     let first = udp(1111, 53, b"a");
     let (rc, out) = dp.egress(&simple(C1, REMOTE, &first));
@@ -242,9 +224,7 @@ fn exhausted_port_range_drops_and_counts() {
 
 #[test]
 fn endpoint_independent_filtering() {
-    if !require_root("endpoint_independent_filtering") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let p = dp.out_port(C1, &udp(6000, 3478, b"stun"));
     // Another remote may send to the mapping (RFC 4787 REQ-8, EIF).
@@ -272,9 +252,7 @@ fn endpoint_independent_filtering() {
 
 #[test]
 fn untranslatable_packets_from_the_cidr_are_dropped_not_leaked() {
-    if !require_root("untranslatable_packets_from_the_cidr_are_dropped_not_leaked") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     // A non-first fragment whose first fragment was never seen.
     let frag = frame(
@@ -344,9 +322,7 @@ fn untranslatable_packets_from_the_cidr_are_dropped_not_leaked() {
 
 #[test]
 fn tcp_flags_track_close_and_reset() {
-    if !require_root("tcp_flags_track_close_and_reset") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let p = dp.out_port(C1, &tcp(7000, 443, SYN));
     dp.ingress(&simple(REMOTE, UPLINK, &tcp(443, p, SYN | ACK)));
@@ -372,9 +348,7 @@ fn tcp_flags_track_close_and_reset() {
 
 #[test]
 fn full_tables_drop_new_flows_and_keep_established_ones() {
-    if !require_root("full_tables_drop_new_flows_and_keep_established_ones") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("[conntrack]\ncapacity = 1024\n");
     for port in 0..1024u16 {
         let (rc, _) = dp.egress(&simple(C1, REMOTE, &udp(20000 + port, 53, b"q")));
@@ -405,9 +379,7 @@ fn full_tables_drop_new_flows_and_keep_established_ones() {
 
 #[test]
 fn inside_addresses_arriving_from_outside_are_dropped() {
-    if !require_root("inside_addresses_arriving_from_outside_are_dropped") {
-        return;
-    }
+    require_root!();
     let dp = Dp::new("");
     let p = dp.out_port(C1, &udp(6000, 53, b"q"));
     // Even aimed at a live mapping, a packet claiming a container source

@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn published_port_dnat_in_and_reply_out() {
-    if !require_root("published_port_dnat_in_and_reply_out") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     let syn = tcp(50000, 8080, SYN);
     let (rc, out) = dp.ingress(&simple(REMOTE, UPLINK, &syn));
@@ -41,9 +39,7 @@ fn published_port_dnat_in_and_reply_out() {
 
 #[test]
 fn published_range_maps_one_to_one() {
-    if !require_root("published_range_maps_one_to_one") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     for host_port in [9000u16, 9007, 9010] {
         let q = udp(40000 + host_port, host_port, b"ping");
@@ -65,9 +61,7 @@ fn published_range_maps_one_to_one() {
 
 #[test]
 fn published_port_bound_to_an_address() {
-    if !require_root("published_port_bound_to_an_address") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     let other = Ipv4Addr::new(203, 0, 113, 9);
     let pkt = simple(REMOTE, UPLINK, &udp(1000, 8443, b"x"));
@@ -88,9 +82,7 @@ fn published_port_bound_to_an_address() {
 
 #[test]
 fn unsolicited_inbound_never_reaches_a_container() {
-    if !require_root("unsolicited_inbound_never_reaches_a_container") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     // Not published, no mapping, no host socket: a SYN is dropped silently
     // (RFC 5382 REQ-4: the NAT must not answer; Linux would send a RST).
@@ -116,9 +108,7 @@ fn unsolicited_inbound_never_reaches_a_container() {
 
 #[test]
 fn mappings_never_take_a_published_port() {
-    if !require_root("mappings_never_take_a_published_port") {
-        return;
-    }
+    require_root!();
     let dp = publish_dp();
     let p = dp.out_port(C1, &udp(5353, 53, b"q"));
     assert_ne!(p, 5353, "5353/udp is published");
