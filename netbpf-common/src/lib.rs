@@ -1086,29 +1086,38 @@ impl Counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), Copy, contain only integers and
-    // byte arrays, and have explicit padding fields, so every bit pattern is
-    // valid and there are no uninitialised bytes.
-    unsafe impl aya::Pod for super::MasqRule {}
-    unsafe impl aya::Pod for super::PublishKey {}
-    unsafe impl aya::Pod for super::PublishRule {}
-    unsafe impl aya::Pod for super::FragKey {}
-    unsafe impl aya::Pod for super::FragValue {}
-    unsafe impl aya::Pod for super::NatEvent {}
-    unsafe impl aya::Pod for super::FragStashKey {}
-    unsafe impl aya::Pod for super::FragStash {}
-    unsafe impl aya::Pod for super::SockRevKey {}
-    unsafe impl aya::Pod for super::SockRevValue {}
-    unsafe impl aya::Pod for super::Endpoint {}
-    unsafe impl aya::Pod for super::MappingValue {}
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::FlowValue {}
-    unsafe impl aya::Pod for super::ContainerEntry {}
-    unsafe impl aya::Pod for super::ContainerIf {}
-    unsafe impl aya::Pod for super::Neighbour {}
-    unsafe impl aya::Pod for super::RouteUplink {}
-    unsafe impl aya::Pod for super::Settings {}
-    unsafe impl aya::Pod for super::HairpinFrag {}
+    /// Marks map types as plain old data for aya.
+    macro_rules! pod {
+        ($($t:ident),* $(,)?) => {$(
+            // SAFETY: every map type is repr(C), Copy, holds only integers
+            // and byte arrays, and has explicit padding fields, so every bit
+            // pattern is valid and there are no uninitialised bytes.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+
+    pod!(
+        MasqRule,
+        PublishKey,
+        PublishRule,
+        FragKey,
+        FragValue,
+        NatEvent,
+        FragStashKey,
+        FragStash,
+        SockRevKey,
+        SockRevValue,
+        Endpoint,
+        MappingValue,
+        FlowKey,
+        FlowValue,
+        ContainerEntry,
+        ContainerIf,
+        Neighbour,
+        RouteUplink,
+        Settings,
+        HairpinFrag,
+    );
 }
 
 #[cfg(test)]

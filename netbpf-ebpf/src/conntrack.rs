@@ -27,6 +27,7 @@ pub(crate) enum Dir {
 /// Monotonic time in nanoseconds (CLOCK_MONOTONIC).
 #[inline(always)]
 pub(crate) fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
     unsafe { bpf_ktime_get_ns() }
 }
 

@@ -620,6 +620,7 @@ fn allocate_port(
     let size = hi - lo + 1;
     let original = inside.port as u32;
     let keep_original = original >= lo && original <= hi;
+    // SAFETY: a helper without arguments or side effects.
     let start = unsafe { bpf_get_prandom_u32() } % size;
     let mut probe = 0u32;
     while probe < MAX_PORT_PROBES {

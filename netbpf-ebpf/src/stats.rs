@@ -8,8 +8,8 @@ use crate::maps::{PORT_PROBES, STATS};
 #[inline(always)]
 pub(crate) fn add(counter: Counter, n: u64) {
     if let Some(slot) = STATS.get_ptr_mut(counter as u32) {
-        // Per-CPU slot: no other CPU writes it, and tc/XDP programs are not
-        // preempted by themselves on one CPU.
+        // SAFETY: a per-CPU slot: no other CPU writes it, and tc/XDP
+        // programs are not preempted by themselves on one CPU.
         unsafe { *slot += n };
     }
 }
@@ -25,6 +25,7 @@ pub(crate) fn inc(counter: Counter) {
 #[inline(always)]
 pub(crate) fn port_probes(bucket: u32) {
     if let Some(slot) = PORT_PROBES.get_ptr_mut(bucket) {
+        // SAFETY: a per-CPU slot, as in `add`.
         unsafe { *slot += 1 };
     }
 }

@@ -144,9 +144,9 @@ fn rules_change_on_a_running_datapath() {
 
     // SIGHUP: the config file wins; its difference is applied.
     let config = lab.dir.join("netbpf.toml");
-    let text = std::fs::read_to_string(&config).unwrap()
+    let text = std::fs::read_to_string(&config).expect("read the config")
         + "[[publish]]\nproto = \"tcp\"\nport = 8086\nto = \"10.77.0.2:4000\"\n";
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, text).expect("write the config");
     lab.signal_daemon(nix::sys::signal::Signal::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !lab.daemon_log().contains("published port rule(s) applied") && Instant::now() < deadline
@@ -168,7 +168,7 @@ fn rules_change_on_a_running_datapath() {
 
 /// The outside endpoint c1's UDP port 6101 maps to, from conntrack.
 fn seen_after(lab: &Lab) -> SocketAddrV4 {
-    let flows = lab.nat_maps().unwrap().flows().unwrap();
+    let flows = lab.nat_maps().expect("pinned maps").flows().expect("flows");
     let (_, v) = flows
         .iter()
         .find(|(k, _)| k.proto == 17 && k.inside_port == 6101)
