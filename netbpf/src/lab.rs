@@ -797,7 +797,10 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
         println!();
     }
     println!("The NAT rules (netbpf nat list):");
-    print!("{}", indent(&maps::NatRules::read(&lab.pin_dir)?.render()));
+    print!(
+        "{}",
+        indent(&crate::rows::NatRules::read(&lab.pin_dir)?.render())
+    );
     println!();
     println!("The conntrack table that made it happen (netbpf conntrack list):");
     let nat = lab.nat_maps()?;

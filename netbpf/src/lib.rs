@@ -28,7 +28,9 @@ pub mod multihost;
 pub mod neigh;
 pub mod netdev;
 pub mod netns;
+pub mod occupancy;
 pub mod pins;
+pub mod rows;
 pub mod rtnl;
 pub mod table;
 

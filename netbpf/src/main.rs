@@ -674,7 +674,7 @@ fn explain(args: ExplainArgs, pin_dir: &std::path::Path) -> Result<()> {
 }
 
 fn nat_list(args: OutputArgs, pin_dir: &std::path::Path) -> Result<()> {
-    let rules = maps::NatRules::read(pin_dir)?;
+    let rules = netbpf::rows::NatRules::read(pin_dir)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rules)?);
     } else {
@@ -684,8 +684,11 @@ fn nat_list(args: OutputArgs, pin_dir: &std::path::Path) -> Result<()> {
 }
 
 async fn stats(args: StatsArgs, pin_dir: &std::path::Path) -> Result<()> {
-    let read = || -> Result<(maps::Stats, maps::Occupancy)> {
-        Ok((maps::read_stats(pin_dir)?, maps::Occupancy::read(pin_dir)?))
+    let read = || -> Result<(maps::Stats, netbpf::occupancy::Occupancy)> {
+        Ok((
+            maps::read_stats(pin_dir)?,
+            netbpf::occupancy::Occupancy::read(pin_dir)?,
+        ))
     };
     if args.output.json {
         let (stats, occupancy) = read()?;
@@ -696,7 +699,7 @@ async fn stats(args: StatsArgs, pin_dir: &std::path::Path) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
-    let render = |(stats, occupancy): (maps::Stats, maps::Occupancy)| {
+    let render = |(stats, occupancy): (maps::Stats, netbpf::occupancy::Occupancy)| {
         format!("{}\n{}", stats.render(), occupancy.render())
     };
     if !args.watch {

@@ -37,7 +37,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::maps::{self, MapsError, Occupancy, Stats};
+use crate::{
+    maps::{self, MapsError, Stats},
+    occupancy::Occupancy,
+};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -503,7 +506,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maps::{PortUse, StateCount, TableFill};
+    use crate::occupancy::{PortUse, StateCount, TableFill};
     use netbpf_common::PORT_PROBE_BUCKETS;
 
     fn stats() -> Stats {

@@ -238,7 +238,7 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
             "{args:?}: {stderr}"
         );
     }
-    let rules = netbpf::maps::NatRules::read(&lab.pin_dir).expect("rules");
+    let rules = netbpf::rows::NatRules::read(&lab.pin_dir).expect("rules");
     let json = serde_json::to_value(&rules).expect("json");
     assert_eq!(
         json["masquerade"].as_array().map(Vec::len),
