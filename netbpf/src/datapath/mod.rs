@@ -1,0 +1,335 @@
+//! Loading, attaching and configuring the datapath.
+//!
+//! [`Datapath::start`] does everything or nothing: it resolves the config
+//! against the host (interfaces, addresses), loads the object, fills the
+//! maps, attaches the programs and only then pins the maps. Any failure
+//! before the end drops what was made (aya detaches programs when their
+//! links are dropped) and leaves no pins behind.
+
+mod attach;
+mod error;
+mod fill;
+mod load;
+mod resolve;
+
+use std::path::{Path, PathBuf};
+
+use aya::{Ebpf, programs::TcAttachType};
+use log::{info, warn};
+
+use crate::{
+    config::Config,
+    maps::NatMaps,
+    netdev::{self},
+    pins,
+};
+
+pub use crate::loader::programs;
+use attach::{
+    TcTarget, attach_sock_hooks, attach_tc_pinned, drop_severed_links, load_nat_programs,
+};
+pub use attach::{cgroup2_mount, netns_cookie};
+pub use error::DatapathError;
+use fill::RuleSnapshot;
+pub use fill::{fill_masquerade, fill_publish, fill_settings};
+pub use load::{load, load_with_pins, prepare_pin_dir};
+pub use resolve::{Resolved, inside_interfaces, resolve};
+use resolve::{local_addresses, uplink_addresses};
+
+/// A running datapath: programs attached, maps filled and pinned. Dropping
+/// it detaches the programs; [`Datapath::stop`] also removes the pins.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    /// What the config resolved to.
+    pub resolved: Resolved,
+    /// Held while the daemon runs: one daemon per pin directory.
+    _lock: pins::DaemonLock,
+    routing: crate::containers::Routing,
+}
+
+/// Where the datapath attaches besides the interfaces in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// cgroup v2 directory whose processes (in the daemon's network
+    /// namespace) reach published ports through the socket hooks; `None`
+    /// leaves host sockets alone.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cgroup: cgroup2_mount(),
+        }
+    }
+}
+
+impl Datapath {
+    /// Validated config in, attached datapath out (or nothing changed),
+    /// with the default [`Options`].
+    pub fn start(config: &Config, pin_dir: &Path) -> Result<Self, DatapathError> {
+        Self::start_with(config, pin_dir, &Options::default())
+    }
+
+    /// Validated config in, attached datapath out (or nothing changed).
+    pub fn start_with(
+        config: &Config,
+        pin_dir: &Path,
+        options: &Options,
+    ) -> Result<Self, DatapathError> {
+        let resolved = resolve(config)?;
+        prepare_pin_dir(pin_dir)?;
+        let lock = pins::DaemonLock::acquire(pin_dir)?;
+        let adopting = pins::is_pinned(pin_dir);
+        if adopting {
+            drop_severed_links(pin_dir)?;
+        }
+        let result = Self::attach_all(config, pin_dir, options, &resolved, adopting);
+        let (ebpf, routing) = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                // A fresh start leaves nothing behind. When adopting, the
+                // earlier datapath keeps running: links not yet swapped
+                // still hold the old programs.
+                if !adopting {
+                    let _ = pins::down(pin_dir);
+                }
+                return Err(e);
+            }
+        };
+        info!(
+            "{} {} (ifindex {}), masquerading {} CIDR(s) to {}, {} published port rule(s); pinned in {}",
+            if adopting {
+                "adopted the pinned datapath on"
+            } else {
+                "attached to"
+            },
+            resolved.uplink,
+            resolved.uplink_ifindex,
+            config.masquerade.len(),
+            resolved.uplink_addr,
+            config.publish.len(),
+            pin_dir.display()
+        );
+        let inside: Vec<&str> = resolved.inside.iter().map(|(n, _)| n.as_str()).collect();
+        info!(
+            "hairpinning on {} container-side interface(s): {}",
+            inside.len(),
+            inside.join(" ")
+        );
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            resolved,
+            routing,
+            _lock: lock,
+        })
+    }
+
+    /// Loads (reusing pinned maps), fills, attaches through pinned links,
+    /// and removes link pins the config no longer wants.
+    fn attach_all(
+        config: &Config,
+        pin_dir: &Path,
+        options: &Options,
+        resolved: &Resolved,
+        adopting: bool,
+    ) -> Result<(Ebpf, crate::containers::Routing), DatapathError> {
+        let mut ebpf = load_with_pins(config, Some(pin_dir))?;
+        if adopting {
+            info!(
+                "reusing the maps pinned in {}: flows carry over",
+                pin_dir.display()
+            );
+        }
+        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_relay) {
+            warn!("kernel log relay unavailable: {e}");
+        }
+        // Verify every NAT program before anything shared changes: a
+        // rejected program leaves an adopted datapath exactly as it was.
+        let hooks = options.cgroup.is_some() && !config.publish.is_empty();
+        load_nat_programs(&mut ebpf, !resolved.inside.is_empty(), hooks)?;
+        // The rule maps are shared with the running programs when adopting:
+        // keep what they hold, to put it back if a later step fails.
+        let before = if adopting {
+            Some(RuleSnapshot::read(&mut ebpf)?)
+        } else {
+            None
+        };
+        match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved) {
+            Ok(routing) => Ok((ebpf, routing)),
+            Err(e) => {
+                if let Some(before) = before {
+                    match before.restore(&mut ebpf) {
+                        Ok(()) => warn!("restart failed: the previous rules were put back"),
+                        Err(r) => warn!(
+                            "restart failed, and putting the previous rules back failed too: {:#}",
+                            anyhow::Error::from(r)
+                        ),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills the rule maps, attaches (or swaps into pinned links) every
+    /// program, removes links no longer wanted, and starts routing.
+    fn fill_and_attach(
+        ebpf: &mut Ebpf,
+        config: &Config,
+        pin_dir: &Path,
+        options: &Options,
+        resolved: &Resolved,
+    ) -> Result<crate::containers::Routing, DatapathError> {
+        fill_masquerade(ebpf, config, resolved.uplink_addr)?;
+        fill_publish(ebpf, config, &resolved.local_addrs)?;
+        let uplink = |attach| TcTarget {
+            ifname: &resolved.uplink,
+            ifindex: resolved.uplink_ifindex,
+            attach,
+        };
+        let mut wanted = vec![
+            attach_tc_pinned(
+                ebpf,
+                programs::EGRESS,
+                uplink(TcAttachType::Egress),
+                pin_dir,
+            )?,
+            attach_tc_pinned(
+                ebpf,
+                programs::INGRESS,
+                uplink(TcAttachType::Ingress),
+                pin_dir,
+            )?,
+        ];
+        for (ifname, ifindex) in &resolved.inside {
+            let target = TcTarget {
+                ifname,
+                ifindex: *ifindex,
+                attach: TcAttachType::Ingress,
+            };
+            wanted.push(attach_tc_pinned(ebpf, programs::INSIDE, target, pin_dir)?);
+        }
+        if let Some(cgroup) = &options.cgroup
+            && !config.publish.is_empty()
+        {
+            wanted.extend(attach_sock_hooks(ebpf, cgroup, pin_dir)?);
+        }
+        // Links an earlier daemon pinned that this config does not want
+        // (an interface gone, publish removed): unpinning detaches them.
+        for link in pins::pinned_links(pin_dir)? {
+            if !wanted.contains(&link.path) {
+                info!(
+                    "detaching {} from {} (no longer configured)",
+                    link.program, link.target
+                );
+                pins::remove_file(&link.path)?;
+            }
+        }
+        let mut routing = crate::containers::Routing::start(ebpf, config, resolved.uplink_ifindex)?;
+        if let Err(e) = routing.follow_neighbours(pin_dir) {
+            routing.stop(ebpf);
+            return Err(e.into());
+        }
+        Ok(routing)
+    }
+
+    /// Reconciles the routing programs with the container maps (containers
+    /// added or removed by `netbpf containers add|del`); returns how many
+    /// attachments changed.
+    pub fn sync_routing(&mut self) -> Result<usize, DatapathError> {
+        Ok(self.routing.sync(&mut self.ebpf)?)
+    }
+
+    /// Applies a reloaded config's masquerade and publish rules (SIGHUP):
+    /// entries that stay are rewritten in place, removed ones are deleted,
+    /// flows are not touched. The uplink, capacities and hooks need a
+    /// restart.
+    pub fn reload_rules(&mut self, config: &Config) -> Result<(), DatapathError> {
+        if config.uplink.interface != self.resolved.uplink {
+            warn!(
+                "SIGHUP: uplink.interface changed to {}: restart the daemon to move the datapath",
+                config.uplink.interface
+            );
+        }
+        let local = local_addresses(self.resolved.uplink_addr)?;
+        let networks =
+            netdev::ipv4_networks(&self.resolved.uplink).map_err(DatapathError::Uplink)?;
+        // Checked before any map changes: a reload that would lock the host
+        // out leaves the running rules as they are.
+        config
+            .check_host_addresses(
+                &uplink_addresses(self.resolved.uplink_addr, &networks),
+                &local,
+            )
+            .map_err(DatapathError::Host)?;
+        fill_masquerade(&mut self.ebpf, config, self.resolved.uplink_addr)?;
+        fill_publish(&mut self.ebpf, config, &local)?;
+        Ok(())
+    }
+
+    /// Applies a reloaded config's `[[container]]` list (SIGHUP); returns
+    /// (added, removed).
+    pub fn reload_containers(&mut self, config: &Config) -> Result<(usize, usize), DatapathError> {
+        Ok(self.routing.reload(&mut self.ebpf, config)?)
+    }
+
+    /// The pinned NAT maps of this datapath.
+    pub fn nat_maps(&self) -> Result<NatMaps, DatapathError> {
+        Ok(NatMaps::open_pinned(&self.pin_dir)?)
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Stops the daemon's part: routing state is removed, the NAT datapath
+    /// stays attached through its pinned links and keeps its flows in the
+    /// pinned maps, so traffic keeps flowing until the next daemon adopts
+    /// it or [`down`] removes it.
+    pub fn stop(mut self) -> Result<(), DatapathError> {
+        self.routing.stop(&mut self.ebpf);
+        drop(self.ebpf);
+        Ok(())
+    }
+}
+
+/// Removes a pinned datapath: detaches every program (by unpinning its
+/// link) and removes the maps, dropping every flow.
+pub fn down(pin_dir: &Path) -> Result<pins::DownReport, DatapathError> {
+    let _lock = pins::DaemonLock::acquire(pin_dir)?;
+    Ok(pins::down(pin_dir)?)
+}
+
+/// Relays aya-log records from the kernel to the `log` crate.
+fn spawn_log_relay(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        // SAFETY: the AsyncFd owns the logger, so the fd it polls stays open
+        // for as long as it is registered.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            warn!("kernel log relay: cannot poll the log buffer");
+            return;
+        };
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!("kernel log relay stopped: {e}");
+                    return;
+                }
+            }
+        }
+    });
+}
