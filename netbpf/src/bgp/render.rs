@@ -1,0 +1,253 @@
+//! The BIRD configuration netbpf writes: the announced prefixes, the peers, the import filter and limits.
+
+use std::{collections::BTreeSet, fmt::Write as _, io, net::Ipv4Addr, path::Path};
+
+use crate::config::{BgpConfig, Config, Ipv4Cidr};
+
+use super::error::*;
+
+/// First line of every file netbpf writes for BIRD. A main config that
+/// starts with it is netbpf's to rewrite.
+pub const MARKER: &str = "# Written by netbpf";
+
+/// Name of the static protocol holding the announced routes.
+pub const STATIC_PROTOCOL: &str = "netbpf_containers";
+
+/// Name of the kernel protocol in a main config netbpf writes.
+pub const KERNEL_PROTOCOL: &str = "netbpf_kernel";
+
+/// Name of the import filter on every peer's session.
+pub const IMPORT_FILTER: &str = "netbpf_learn";
+
+/// Ranges never learned from a peer: "this network", loopback,
+/// link-local, multicast and the reserved range up to the broadcast
+/// address.
+pub const SPECIAL_PURPOSE: [Ipv4Cidr; 4] = [
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(0, 0, 0, 0),
+        prefix_len: 8,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(127, 0, 0, 0),
+        prefix_len: 8,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(169, 254, 0, 0),
+        prefix_len: 16,
+    },
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(224, 0, 0, 0),
+        prefix_len: 3,
+    },
+];
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+/// The prefixes announced for `containers`: the block (if any) first, then
+/// every container outside it as a /32, in address order.
+pub fn announced_prefixes(cfg: &BgpConfig, containers: &BTreeSet<Ipv4Addr>) -> Vec<Ipv4Cidr> {
+    let mut out: Vec<Ipv4Cidr> = cfg.block.iter().copied().collect();
+    out.extend(
+        containers
+            .iter()
+            .filter(|a| !cfg.block.is_some_and(|b| b.contains(**a)))
+            .map(|&addr| Ipv4Cidr {
+                addr,
+                prefix_len: 32,
+            }),
+    );
+    out
+}
+
+/// Name of the BGP protocol for the peer at `addr` (stable across
+/// reorderings of `[[bgp.peer]]`, so a reload does not restart sessions).
+pub fn peer_protocol(addr: Ipv4Addr) -> String {
+    let o = addr.octets();
+    format!("netbpf_peer_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
+}
+
+/// The host's own networks, which routes learned from a peer must stay
+/// out of: the uplink's subnets (`uplink_networks`, addresses with their
+/// prefix lengths), the masquerade sources and the `[bgp] block`. Sorted,
+/// host bits cleared, without duplicates.
+pub fn own_networks(config: &Config, uplink_networks: &[Ipv4Cidr]) -> Vec<Ipv4Cidr> {
+    let mut out: Vec<Ipv4Cidr> = uplink_networks.iter().map(Ipv4Cidr::network).collect();
+    out.extend(config.masquerade.iter().map(|m| m.source.network()));
+    out.extend(config.bgp.iter().filter_map(|b| b.block));
+    out.sort_by_key(|c| (u32::from(c.addr), c.prefix_len));
+    out.dedup();
+    out
+}
+
+/// A BIRD prefix set matching `nets` and every longer prefix inside them:
+/// `[ 10.0.0.0/24+, 10.77.0.0/24+ ]`.
+pub(crate) fn prefix_set(nets: &[Ipv4Cidr]) -> String {
+    let items: Vec<String> = nets.iter().map(|n| format!("{}+", n.network())).collect();
+    format!("[ {} ]", items.join(", "))
+}
+
+/// The fragment netbpf owns (`[bgp] config`) for these containers. `own`
+/// are the host's own networks ([`own_networks`]): nothing inside them is
+/// learned from a peer.
+pub fn render_fragment(
+    cfg: &BgpConfig,
+    own: &[Ipv4Cidr],
+    containers: &BTreeSet<Ipv4Addr>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{MARKER} from the [bgp] table of its config.");
+    s.push_str(
+        "# Rewritten whenever routed containers come and go: do not edit.\n\
+         # BIRD's main config includes it.\n\n",
+    );
+    s.push_str(
+        "# This host's routed containers. Blackhole routes: they exist to be\n\
+         # announced; netbpf itself routes the addresses to the containers.\n",
+    );
+    let _ = writeln!(s, "protocol static {STATIC_PROTOCOL} {{");
+    s.push_str("  ipv4;\n");
+    for p in announced_prefixes(cfg, containers) {
+        let _ = writeln!(s, "  route {p} blackhole;");
+    }
+    s.push_str("}\n\n");
+    s.push_str("# Announce netbpf's routes and nothing else.\n");
+    s.push_str("filter netbpf_announce {\n");
+    let _ = writeln!(s, "  if proto = \"{STATIC_PROTOCOL}\" then accept;");
+    s.push_str("  reject;\n}\n\n");
+    let _ = write!(
+        s,
+        "# Learn the other hosts' containers and nothing else: prefixes of\n\
+         # /{min} or longer (import_min_len; never a default route or an\n\
+         # aggregate), outside the special-purpose ranges and outside this\n\
+         # host's own networks (the uplink's subnets, the masquerade sources,\n\
+         # the block), which a peer must not take over.\n\
+         filter {IMPORT_FILTER} {{\n\
+         \x20 if net.len < {min} then reject;\n\
+         \x20 if net ~ {special} then reject;\n",
+        min = cfg.import_min_len,
+        special = prefix_set(&SPECIAL_PURPOSE),
+    );
+    if !own.is_empty() {
+        let _ = writeln!(s, "  if net ~ {} then reject;", prefix_set(own));
+    }
+    s.push_str("  accept;\n}\n");
+    for peer in &cfg.peers {
+        let kind = if peer.asn == cfg.local_as {
+            "iBGP"
+        } else {
+            "eBGP"
+        };
+        let _ = write!(
+            s,
+            "\n# [[bgp.peer]] {addr} AS {asn} ({kind})\n\
+             protocol bgp {name} {{\n\
+             \x20 router id {rid};\n\
+             \x20 local as {las};\n\
+             \x20 neighbor {addr} as {asn};\n\
+             \x20 direct;\n\
+             \x20 graceful restart on;\n\
+             \x20 connect retry time 5;\n\
+             \x20 ipv4 {{\n\
+             \x20   import filter {IMPORT_FILTER};\n\
+             \x20   receive limit {limit} action block;\n\
+             \x20   export filter netbpf_announce;\n\
+             \x20   gateway direct;\n\
+             \x20 }};\n\
+             }}\n",
+            addr = peer.address,
+            asn = peer.asn,
+            name = peer_protocol(peer.address),
+            rid = cfg.router_id,
+            las = cfg.local_as,
+            limit = cfg.receive_limit,
+        );
+    }
+    s
+}
+
+/// The complete main config netbpf writes when `[bgp] main_config` does
+/// not exist: router id, interfaces, BGP routes into the kernel's main
+/// table, and the include of the fragment.
+pub fn render_main(cfg: &BgpConfig) -> String {
+    format!(
+        "{MARKER}: [bgp] main_config did not exist. netbpf rewrites this file at\n\
+         # start while this line is first; remove the line to take the file over.\n\n\
+         log syslog all;\n\
+         router id {rid};\n\n\
+         protocol device {{\n  scan time 10;\n}}\n\n\
+         # Routes learned over BGP go into the kernel's main table, where\n\
+         # netbpf's datapath (bpf_fib_lookup) finds them. Only those: the\n\
+         # static routes for this host's containers are for announcing.\n\
+         # persist: keep them in the kernel while BIRD restarts (start BIRD\n\
+         # with -R so it waits for its peers before syncing the table).\n\
+         protocol kernel {KERNEL_PROTOCOL} {{\n\
+         \x20 persist;\n\
+         \x20 graceful restart on;\n\
+         \x20 ipv4 {{\n\
+         \x20   import none;\n\
+         \x20   export where source = RTS_BGP;\n\
+         \x20 }};\n\
+         }}\n\n\
+         include \"{include}\";\n",
+        rid = cfg.router_id,
+        include = cfg.config.display(),
+    )
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so BIRD
+/// never reads half a file.
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), BgpError> {
+    let tmp = path.with_extension("netbpf-tmp");
+    std::fs::write(&tmp, text).map_err(io_err(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io_err(format!(
+        "renaming {} to {}",
+        tmp.display(),
+        path.display()
+    )))
+}
+
+/// What netbpf found at `[bgp] main_config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MainConfig {
+    /// It did not exist, or was netbpf's: netbpf (re)wrote it.
+    Written,
+    /// The user's; it includes netbpf's fragment.
+    UserIncludes,
+    /// The user's; it does not include netbpf's fragment (nothing will be
+    /// announced until it does).
+    UserMissingInclude,
+}
+
+/// Writes the main config if it is missing or netbpf's own; otherwise
+/// checks that it includes the fragment. Never modifies a user's file.
+pub fn prepare_main_config(cfg: &BgpConfig) -> Result<MainConfig, BgpError> {
+    let path = &cfg.main_config;
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.starts_with(MARKER) => {
+            let include = format!("\"{}\"", cfg.config.display());
+            let included = text.lines().any(|l| {
+                let l = l.trim_start();
+                !l.starts_with('#') && l.starts_with("include") && l.contains(&include)
+            });
+            Ok(if included {
+                MainConfig::UserIncludes
+            } else {
+                MainConfig::UserMissingInclude
+            })
+        }
+        Ok(_) => {
+            write_atomic(path, &render_main(cfg))?;
+            Ok(MainConfig::Written)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            write_atomic(path, &render_main(cfg))?;
+            Ok(MainConfig::Written)
+        }
+        Err(e) => Err(BgpError::Io {
+            what: format!("reading {}", path.display()),
+            source: e,
+        }),
+    }
+}
