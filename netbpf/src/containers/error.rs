@@ -1,0 +1,97 @@
+//! Why a routed container could not be set up or changed.
+
+use std::net::Ipv4Addr;
+
+use aya::{maps::MapError, programs::ProgramError};
+
+use crate::{maps::MapsError, netdev::NetdevError, rtnl::RtnlError};
+
+/// Routing failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainersError {
+    /// A routed container's address lies in a masquerade CIDR.
+    #[error(
+        "{key}: {addr} is inside masquerade source {cidr}: a container is either routed ([[container]]) or masqueraded ([[masquerade]]), not both"
+    )]
+    Masqueraded {
+        /// The config key (or command argument).
+        key: String,
+        /// The address.
+        addr: Ipv4Addr,
+        /// The masquerade CIDR it is in.
+        cidr: String,
+    },
+    /// The interface is missing or unusable.
+    #[error("{key}")]
+    Interface {
+        /// The config key.
+        key: String,
+        /// What went wrong.
+        #[source]
+        source: NetdevError,
+    },
+    /// An rtnetlink request failed.
+    #[error("{key}")]
+    Rtnl {
+        /// The config key, or what was being done.
+        key: String,
+        /// What went wrong.
+        #[source]
+        source: RtnlError,
+    },
+    /// The interface is not a veth (no peer to learn the container's MAC
+    /// from).
+    #[error(
+        "{key}: {interface:?} is not a veth whose peer netbpf can see (the container's side of a veth pair is needed for its MAC)"
+    )]
+    NotVeth {
+        /// The config key.
+        key: String,
+        /// The interface.
+        interface: String,
+    },
+    /// The address or the interface is already a routed container.
+    #[error("{what} is already a routed container (netbpf containers list)")]
+    Exists {
+        /// The address or interface.
+        what: String,
+    },
+    /// No routed container has this address.
+    #[error("{0} is not a routed container (netbpf containers list)")]
+    NotFound(Ipv4Addr),
+    /// A map could not be read or written.
+    #[error("map {name}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: MapError,
+    },
+    /// The pinned maps could not be opened.
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    /// A program failed to load, attach or detach.
+    #[error("program {name}")]
+    Program {
+        /// The program.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: ProgramError,
+    },
+    /// The daemon did not attach the container's program in time.
+    #[error(
+        "the daemon did not attach netbpf_container to {interface} within {secs} s (is `netbpf daemon` running with this --pin-dir?)"
+    )]
+    NotAttached {
+        /// The veth.
+        interface: String,
+        /// How long was waited.
+        secs: u64,
+    },
+}
+
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> ContainersError {
+    move |source| ContainersError::Map { name, source }
+}
