@@ -24,6 +24,7 @@ pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod migrate;
+pub mod mountns;
 pub mod multihost;
 pub mod neigh;
 pub mod netdev;
