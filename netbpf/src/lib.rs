@@ -20,6 +20,7 @@ pub mod events;
 pub mod explain;
 pub mod import;
 pub mod lab;
+pub mod live;
 pub mod loader;
 pub mod maps;
 pub mod metrics;

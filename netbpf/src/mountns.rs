@@ -110,18 +110,15 @@ struct SysMount<'a> {
 /// A line is `ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] -
 /// FSTYPE SOURCE SUPEROPTIONS` (proc(5)).
 fn sys_mount(mountinfo: &str) -> Option<SysMount<'_>> {
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let mut fields = before.split(' ');
-            let device = fields.nth(2)?;
-            let mount_point = fields.nth(1)?;
-            let mut fields = after.split(' ');
-            let (fs_type, source) = (fields.next()?, fields.next()?);
-            (mount_point == "/sys" && fs_type == "sysfs").then_some(SysMount { device, source })
-        })
+    mountinfo.lines().rev().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut fields = before.split(' ');
+        let device = fields.nth(2)?;
+        let mount_point = fields.nth(1)?;
+        let mut fields = after.split(' ');
+        let (fs_type, source) = (fields.next()?, fields.next()?);
+        (mount_point == "/sys" && fs_type == "sysfs").then_some(SysMount { device, source })
+    })
 }
 
 #[cfg(test)]
