@@ -34,9 +34,12 @@
 //!
 //! [`Config::from_toml`] deserializes the text into private "raw" structs
 //! (unknown keys are rejected everywhere) and then validates them into the
-//! public types. Validation stops at the **first** error found; every
+//! public types. Validation checks every key and reports every bad value
+//! at once ([`ConfigError::Several`] when there is more than one); every
 //! [`ConfigError::Invalid`] names the offending key path (for example
 //! `masquerade[1].source`), quotes the bad value and says why it is wrong.
+//! A syntax error or an unknown key is reported alone: the toml
+//! deserializer stops at the first one, before any value is validated.
 //! Non-fatal findings (timeouts below the RFC minimums) are collected in
 //! [`Config::warnings`]; this module never logs while parsing.
 
@@ -113,6 +116,32 @@ pub enum ConfigError {
         /// Why the value was rejected (quotes the value).
         reason: String,
     },
+    /// More than one value is not acceptable: every
+    /// [`ConfigError::Invalid`] found, in file order, shown one per line.
+    /// A file with a single bad value gives that [`ConfigError::Invalid`]
+    /// itself, not a list of one.
+    #[error("{}", lines(.0))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Each error on its own: the items of [`ConfigError::Several`], or
+    /// this error alone.
+    pub fn each(&self) -> &[ConfigError] {
+        match self {
+            ConfigError::Several(all) => all,
+            one => std::slice::from_ref(one),
+        }
+    }
+}
+
+/// The errors' messages, one per line.
+fn lines(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -542,9 +571,15 @@ impl Config {
     ///
     /// Syntax errors, unknown keys and type mismatches yield
     /// [`ConfigError::Syntax`] with the toml crate's message (which carries
-    /// line and column). Semantic problems yield the **first**
-    /// [`ConfigError::Invalid`] found, checking sections in the order
-    /// uplink, masquerade, publish, container, conntrack.
+    /// line and column). That error is always the only one: serde stops at
+    /// the first, before any value is validated.
+    ///
+    /// Otherwise every key is validated and every bad value reported: one
+    /// [`ConfigError::Invalid`], or [`ConfigError::Several`] holding each
+    /// of them, in the order uplink, masquerade, publish, container,
+    /// conntrack, metrics, inbound, bgp (entries in file order). A check
+    /// that needs two values (an overlap, a range that must fit its target)
+    /// runs only when both are valid, so one mistake is reported once.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
@@ -817,20 +852,31 @@ impl Config {
     /// may contain an address of the uplink (`uplink_addrs`), no
     /// `[[publish]] to` may be one of the host's addresses (`local_addrs`).
     /// The same checks as [`check_masquerade_source`] and
-    /// [`check_publish_to`], naming the key.
+    /// [`check_publish_to`], naming the key; every failing key is reported
+    /// ([`ConfigError::Several`] when there is more than one).
     pub fn check_host_addresses(
         &self,
         uplink_addrs: &[Ipv4Addr],
         local_addrs: &[Ipv4Addr],
     ) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
         for (i, m) in self.masquerade.iter().enumerate() {
-            check_masquerade_source(&format!("masquerade[{i}].source"), &m.source, uplink_addrs)?;
+            problems.check(check_masquerade_source(
+                &format!("masquerade[{i}].source"),
+                &m.source,
+                uplink_addrs,
+            ));
         }
         for (i, p) in self.publish.iter().enumerate() {
             let to = format!("{}:{}", p.to_addr, p.to_port);
-            check_publish_to(&format!("publish[{i}].to"), &to, p.to_addr, local_addrs)?;
+            problems.check(check_publish_to(
+                &format!("publish[{i}].to"),
+                &to,
+                p.to_addr,
+                local_addrs,
+            ));
         }
-        Ok(())
+        problems.finish()
     }
 }
 
@@ -971,17 +1017,58 @@ fn required<T>(key: &str, v: Option<T>, what: &str) -> Result<T, ConfigError> {
 // Validation
 // ---------------------------------------------------------------------------
 
+/// The problems found so far while validating one file.
+///
+/// Each key is checked on its own and a bad one is recorded here instead of
+/// ending the pass, so one run reports every bad value in the file. Within
+/// one key the first problem wins (a value that does not parse is not also
+/// range-checked). A check that needs two keys, such as an overlap between
+/// two entries or a range that must fit its target, runs only when both
+/// are valid, so one mistake is reported once.
+#[derive(Debug, Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// The value, or `None` after recording why it was refused.
+    fn check<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    /// `Ok` when nothing was recorded; otherwise the one error, or all of
+    /// them in file order as [`ConfigError::Several`].
+    fn finish(mut self) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Several(self.0)),
+        }
+    }
+}
+
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
+        let mut p = Problems::default();
         let mut warnings = Vec::new();
-        let uplink = validate_uplink(self.uplink)?;
-        let masquerade = validate_masquerade(self.masquerade, &uplink)?;
-        let publish = validate_publish(self.publish, &uplink)?;
-        let container = validate_containers(self.container, &uplink)?;
-        let conntrack = validate_conntrack(self.conntrack, &mut warnings)?;
-        let metrics = validate_metrics(self.metrics)?;
-        let inbound = validate_inbound(self.inbound)?;
-        let bgp = self.bgp.map(validate_bgp).transpose()?;
+        let uplink = validate_uplink(self.uplink, &mut p);
+        let masquerade = validate_masquerade(self.masquerade, uplink.as_ref(), &mut p);
+        let publish = validate_publish(self.publish, uplink.as_ref(), &mut p);
+        let container = validate_containers(self.container, uplink.as_ref(), &mut p);
+        let conntrack = validate_conntrack(self.conntrack, &mut warnings, &mut p);
+        let metrics = validate_metrics(self.metrics, &mut p);
+        let inbound = validate_inbound(self.inbound, &mut p);
+        let bgp = self.bgp.map(|b| validate_bgp(b, &mut p));
+        p.finish()?;
+        // A validator gives back `None` only after recording why, so after a
+        // clean `finish` the uplink is there and `bgp` is `None` or `Some(Some)`.
+        let Some(uplink) = uplink else {
+            return Err(invalid("uplink", "could not be validated"));
+        };
         Ok(Config {
             uplink,
             masquerade,
@@ -990,226 +1077,304 @@ impl RawConfig {
             conntrack,
             metrics,
             inbound,
-            bgp,
+            bgp: bgp.flatten(),
             warnings,
         })
     }
 }
 
-fn validate_uplink(raw: Option<RawUplink>) -> Result<Uplink, ConfigError> {
-    let raw = raw.ok_or_else(|| {
-        invalid(
+/// An interface name: present and acceptable to the kernel.
+fn interface_value(key: &str, raw: Option<String>, what: &str) -> Result<String, ConfigError> {
+    let name = required(key, raw, what)?;
+    check_interface_name(key, &name)?;
+    Ok(name)
+}
+
+/// A unicast IPv4 address.
+fn unicast_value(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    let ip = parse_ipv4(key, s)?;
+    check_unicast(key, s, ip)?;
+    Ok(ip)
+}
+
+/// The uplink, or `None` (recorded in `p`) when it has no usable interface.
+/// A bad `uplink.address` is recorded and left out, so the rules that
+/// depend on it are still checked against what is known.
+fn validate_uplink(raw: Option<RawUplink>, p: &mut Problems) -> Option<Uplink> {
+    let Some(raw) = raw else {
+        p.check::<()>(Err(invalid(
             "uplink",
             "the [uplink] table is required (it names the host's outside interface)",
-        )
-    })?;
-    let interface = required(
+        )));
+        return None;
+    };
+    let interface = p.check(interface_value(
         "uplink.interface",
         raw.interface,
         "the host's outside interface, e.g. \"eth0\"",
-    )?;
-    check_interface_name("uplink.interface", &interface)?;
-    let address = match raw.address {
-        None => None,
-        Some(s) => {
-            let ip = parse_ipv4("uplink.address", &s)?;
-            check_unicast("uplink.address", &s, ip)?;
-            Some(ip)
-        }
-    };
-    Ok(Uplink { interface, address })
+    ));
+    let address = raw
+        .address
+        .and_then(|s| p.check(unicast_value("uplink.address", &s)));
+    Some(Uplink {
+        interface: interface?,
+        address,
+    })
+}
+
+/// One `[[masquerade]] source`, checked against the host's addresses and
+/// the valid sources before it (`prev`: index in the file, CIDR).
+fn masquerade_source(
+    key: &str,
+    raw: Option<String>,
+    host_addrs: &[Ipv4Addr],
+    prev: &[(usize, Ipv4Cidr)],
+) -> Result<Ipv4Cidr, ConfigError> {
+    let s = required(key, raw, "an IPv4 CIDR like \"10.77.0.0/24\"")?;
+    let source: Ipv4Cidr = s
+        .parse()
+        .map_err(|e| invalid(key, format!("{s:?} is not an IPv4 CIDR: {e}")))?;
+    if source.has_host_bits() {
+        return Err(invalid(
+            key,
+            format!(
+                "{s:?} has host bits set (did you mean \"{}\"?)",
+                source.network()
+            ),
+        ));
+    }
+    check_masquerade_source(key, &source, host_addrs)?;
+    if let Some((j, other)) = prev.iter().find(|(_, other)| other.overlaps(&source)) {
+        return Err(invalid(
+            key,
+            format!("{s:?} overlaps masquerade[{j}].source (\"{other}\")"),
+        ));
+    }
+    Ok(source)
 }
 
 fn validate_masquerade(
     raw: Vec<RawMasquerade>,
-    uplink: &Uplink,
-) -> Result<Vec<Masquerade>, ConfigError> {
-    let host_addrs: Vec<Ipv4Addr> = uplink.address.into_iter().collect();
+    uplink: Option<&Uplink>,
+    p: &mut Problems,
+) -> Vec<Masquerade> {
+    let host_addrs: Vec<Ipv4Addr> = uplink.and_then(|u| u.address).into_iter().collect();
+    let mut valid: Vec<(usize, Ipv4Cidr)> = Vec::with_capacity(raw.len());
     let mut out: Vec<Masquerade> = Vec::with_capacity(raw.len());
     for (i, m) in raw.into_iter().enumerate() {
-        let key = format!("masquerade[{i}].source");
-        let s = required(&key, m.source, "an IPv4 CIDR like \"10.77.0.0/24\"")?;
-        let source: Ipv4Cidr = s
-            .parse()
-            .map_err(|e| invalid(&key, format!("{s:?} is not an IPv4 CIDR: {e}")))?;
-        if source.has_host_bits() {
-            return Err(invalid(
-                &key,
-                format!(
-                    "{s:?} has host bits set (did you mean \"{}\"?)",
-                    source.network()
-                ),
-            ));
+        let source = p.check(masquerade_source(
+            &format!("masquerade[{i}].source"),
+            m.source,
+            &host_addrs,
+            &valid,
+        ));
+        let ports = m
+            .ports
+            .and_then(|v| p.check(port_range_value(&format!("masquerade[{i}].ports"), &v)));
+        if let Some(source) = source {
+            valid.push((i, source));
+            out.push(Masquerade { source, ports });
         }
-        check_masquerade_source(&key, &source, &host_addrs)?;
-        for (j, prev) in out.iter().enumerate() {
-            if prev.source.overlaps(&source) {
-                return Err(invalid(
-                    &key,
-                    format!(
-                        "{s:?} overlaps masquerade[{j}].source (\"{}\")",
-                        prev.source
-                    ),
-                ));
-            }
-        }
-        let ports = match &m.ports {
-            None => None,
-            Some(v) => Some(port_range_value(&format!("masquerade[{i}].ports"), v)?),
-        };
-        out.push(Masquerade { source, ports });
     }
-    Ok(out)
+    out
 }
 
-fn validate_publish(raw: Vec<RawPublish>, uplink: &Uplink) -> Result<Vec<Publish>, ConfigError> {
-    let host_addrs: Vec<Ipv4Addr> = uplink.address.into_iter().collect();
-    let mut out: Vec<Publish> = Vec::with_capacity(raw.len());
-    for (i, p) in raw.into_iter().enumerate() {
-        let k = |field: &str| format!("publish[{i}].{field}");
+fn publish_proto(key: &str, raw: Option<String>) -> Result<Proto, ConfigError> {
+    let proto_s = required(key, raw, "\"tcp\" or \"udp\"")?;
+    match proto_s.as_str() {
+        "tcp" => Ok(Proto::Tcp),
+        "udp" => Ok(Proto::Udp),
+        _ => Err(invalid(
+            key,
+            format!("{proto_s:?} is not a supported protocol (expected \"tcp\" or \"udp\")"),
+        )),
+    }
+}
 
-        let proto_s = required(&k("proto"), p.proto, "\"tcp\" or \"udp\"")?;
-        let proto = match proto_s.as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            _ => {
-                return Err(invalid(
-                    k("proto"),
-                    format!(
-                        "{proto_s:?} is not a supported protocol (expected \"tcp\" or \"udp\")"
-                    ),
-                ));
-            }
+/// A `[[publish]] to`: the container's address and port, and the value as
+/// written (quoted in later messages).
+fn publish_to(
+    key: &str,
+    raw: Option<String>,
+    host_addrs: &[Ipv4Addr],
+) -> Result<(Ipv4Addr, u16, String), ConfigError> {
+    let to = required(
+        key,
+        raw,
+        "container \"address:port\", e.g. \"10.77.0.2:4000\"",
+    )?;
+    let (addr_s, port_s) = to.rsplit_once(':').ok_or_else(|| {
+        invalid(
+            key,
+            format!("{to:?} is not \"address:port\" (e.g. \"10.77.0.2:4000\")"),
+        )
+    })?;
+    let to_addr: Ipv4Addr = addr_s
+        .parse()
+        .map_err(|_| invalid(key, format!("{to:?}: {addr_s:?} is not an IPv4 address")))?;
+    check_publish_to(key, &to, to_addr, host_addrs)?;
+    let to_port = parse_port(port_s).map_err(|e| invalid(key, format!("{to:?}: {e}")))?;
+    Ok((to_addr, to_port, to))
+}
+
+/// `[[publish]] address`: `None` for any address (absent or `0.0.0.0`).
+fn publish_address(key: &str, s: &str) -> Result<Option<Ipv4Addr>, ConfigError> {
+    let ip = parse_ipv4(key, s)?;
+    if ip.is_unspecified() {
+        return Ok(None);
+    }
+    check_unicast(key, s, ip)?;
+    Ok(Some(ip))
+}
+
+fn validate_publish(
+    raw: Vec<RawPublish>,
+    uplink: Option<&Uplink>,
+    p: &mut Problems,
+) -> Vec<Publish> {
+    let host_addrs: Vec<Ipv4Addr> = uplink.and_then(|u| u.address).into_iter().collect();
+    // The valid entries, each with its index in the file.
+    let mut valid: Vec<(usize, Publish)> = Vec::with_capacity(raw.len());
+    for (i, raw) in raw.into_iter().enumerate() {
+        let k = |field: &str| format!("publish[{i}].{field}");
+        let proto = p.check(publish_proto(&k("proto"), raw.proto));
+        let port = p.check(
+            required(
+                &k("port"),
+                raw.port,
+                "a host port like 8080 or a range like \"8000-8010\"",
+            )
+            .and_then(|v| port_range_value(&k("port"), &v)),
+        );
+        let to = p.check(publish_to(&k("to"), raw.to, &host_addrs));
+        let address = match raw.address {
+            None => Some(None),
+            Some(s) => p.check(publish_address(&k("address"), &s)),
+        };
+        let (Some(proto), Some(port), Some((to_addr, to_port, to)), Some(address)) =
+            (proto, port, to, address)
+        else {
+            continue;
         };
 
-        let port_v = required(
-            &k("port"),
-            p.port,
-            "a host port like 8080 or a range like \"8000-8010\"",
-        )?;
-        let port = port_range_value(&k("port"), &port_v)?;
-
-        let to = required(
-            &k("to"),
-            p.to,
-            "container \"address:port\", e.g. \"10.77.0.2:4000\"",
-        )?;
-        let (addr_s, port_s) = to.rsplit_once(':').ok_or_else(|| {
-            invalid(
-                k("to"),
-                format!("{to:?} is not \"address:port\" (e.g. \"10.77.0.2:4000\")"),
-            )
-        })?;
-        let to_addr: Ipv4Addr = addr_s.parse().map_err(|_| {
-            invalid(
-                k("to"),
-                format!("{to:?}: {addr_s:?} is not an IPv4 address"),
-            )
-        })?;
-        check_publish_to(&k("to"), &to, to_addr, &host_addrs)?;
-        let to_port = parse_port(port_s).map_err(|e| invalid(k("to"), format!("{to:?}: {e}")))?;
         let span = port.end - port.start;
         if u32::from(to_port) + u32::from(span) > 65535 {
-            return Err(invalid(
+            p.check::<()>(Err(invalid(
                 k("to"),
                 format!(
                     "{to:?}: host ports {port} would map to {}-{}, past 65535",
                     to_port,
                     u32::from(to_port) + u32::from(span)
                 ),
-            ));
+            )));
+            continue;
         }
 
-        let address = match p.address {
-            None => None,
-            Some(s) => {
-                let ip = parse_ipv4(&k("address"), &s)?;
-                if ip.is_unspecified() {
-                    None
-                } else {
-                    check_unicast(&k("address"), &s, ip)?;
-                    Some(ip)
-                }
-            }
-        };
-
-        for (j, prev) in out.iter().enumerate() {
-            if publish_collides(
+        if let Some((j, prev)) = valid.iter().find(|(_, prev)| {
+            publish_collides(
                 (prev.proto.number(), prev.address, prev.port),
                 (proto.number(), address, port),
-            ) {
-                let prev_where = match prev.address {
-                    Some(a) => format!(" on {a}"),
-                    None => String::new(),
-                };
-                return Err(invalid(
-                    k("port"),
-                    format!(
-                        "{proto} port {port} overlaps publish[{j}].port ({} {}{prev_where})",
-                        prev.proto, prev.port
-                    ),
-                ));
-            }
+            )
+        }) {
+            let prev_where = match prev.address {
+                Some(a) => format!(" on {a}"),
+                None => String::new(),
+            };
+            p.check::<()>(Err(invalid(
+                k("port"),
+                format!(
+                    "{proto} port {port} overlaps publish[{j}].port ({} {}{prev_where})",
+                    prev.proto, prev.port
+                ),
+            )));
+            continue;
         }
 
-        out.push(Publish {
-            proto,
-            port,
-            to_addr,
-            to_port,
-            address,
-        });
+        valid.push((
+            i,
+            Publish {
+                proto,
+                port,
+                to_addr,
+                to_port,
+                address,
+            },
+        ));
     }
-    Ok(out)
+    valid.into_iter().map(|(_, p)| p).collect()
 }
 
 fn validate_containers(
     raw: Vec<RawContainer>,
-    uplink: &Uplink,
-) -> Result<Vec<Container>, ConfigError> {
+    uplink: Option<&Uplink>,
+    p: &mut Problems,
+) -> Vec<Container> {
     let mut out: Vec<Container> = Vec::with_capacity(raw.len());
     let mut by_addr: HashMap<Ipv4Addr, usize> = HashMap::new();
     let mut by_if: HashMap<String, usize> = HashMap::new();
     for (i, c) in raw.into_iter().enumerate() {
         let akey = format!("container[{i}].address");
         let ikey = format!("container[{i}].interface");
-
-        let addr_s = required(&akey, c.address, "the container's IPv4 address")?;
-        let address = parse_ipv4(&akey, &addr_s)?;
-        check_unicast(&akey, &addr_s, address)?;
-        if let Some(&j) = by_addr.get(&address) {
-            return Err(invalid(
-                &akey,
-                format!("{addr_s:?} is already used by container[{j}].address"),
-            ));
+        let address = p.check(container_address(&akey, c.address, uplink, &by_addr));
+        let interface = p.check(container_interface(&ikey, c.interface, uplink, &by_if));
+        if let Some(address) = address {
+            by_addr.insert(address, i);
         }
-        if uplink.address == Some(address) {
-            return Err(invalid(
-                &akey,
-                format!("{addr_s:?} is the same as uplink.address"),
-            ));
+        if let Some(interface) = &interface {
+            by_if.insert(interface.clone(), i);
         }
-
-        let interface = required(&ikey, c.interface, "host side of the container's veth")?;
-        check_interface_name(&ikey, &interface)?;
-        if let Some(&j) = by_if.get(&interface) {
-            return Err(invalid(
-                &ikey,
-                format!("{interface:?} is already used by container[{j}].interface"),
-            ));
+        if let (Some(address), Some(interface)) = (address, interface) {
+            out.push(Container { address, interface });
         }
-        if interface == uplink.interface {
-            return Err(invalid(
-                &ikey,
-                format!("{interface:?} is the uplink interface (uplink.interface)"),
-            ));
-        }
-
-        by_addr.insert(address, i);
-        by_if.insert(interface.clone(), i);
-        out.push(Container { address, interface });
     }
-    Ok(out)
+    out
+}
+
+/// A `[[container]] address`, unique and not the uplink's.
+fn container_address(
+    key: &str,
+    raw: Option<String>,
+    uplink: Option<&Uplink>,
+    seen: &HashMap<Ipv4Addr, usize>,
+) -> Result<Ipv4Addr, ConfigError> {
+    let addr_s = required(key, raw, "the container's IPv4 address")?;
+    let address = unicast_value(key, &addr_s)?;
+    if let Some(&j) = seen.get(&address) {
+        return Err(invalid(
+            key,
+            format!("{addr_s:?} is already used by container[{j}].address"),
+        ));
+    }
+    if uplink.and_then(|u| u.address) == Some(address) {
+        return Err(invalid(
+            key,
+            format!("{addr_s:?} is the same as uplink.address"),
+        ));
+    }
+    Ok(address)
+}
+
+/// A `[[container]] interface`, unique and not the uplink.
+fn container_interface(
+    key: &str,
+    raw: Option<String>,
+    uplink: Option<&Uplink>,
+    seen: &HashMap<String, usize>,
+) -> Result<String, ConfigError> {
+    let interface = interface_value(key, raw, "host side of the container's veth")?;
+    if let Some(&j) = seen.get(&interface) {
+        return Err(invalid(
+            key,
+            format!("{interface:?} is already used by container[{j}].interface"),
+        ));
+    }
+    if uplink.is_some_and(|u| u.interface == interface) {
+        return Err(invalid(
+            key,
+            format!("{interface:?} is the uplink interface (uplink.interface)"),
+        ));
+    }
+    Ok(interface)
 }
 
 fn validate_timeout(
@@ -1255,12 +1420,14 @@ fn validate_timeout(
     Ok(d)
 }
 
+/// `[conntrack]`; a bad key is recorded in `p` and its default kept.
 fn validate_conntrack(
     raw: Option<RawConntrack>,
     warnings: &mut Vec<String>,
-) -> Result<ConntrackConfig, ConfigError> {
+    p: &mut Problems,
+) -> ConntrackConfig {
     let Some(raw) = raw else {
-        return Ok(ConntrackConfig::default());
+        return ConntrackConfig::default();
     };
     let defaults = Timeouts::default();
     let capacity = match raw.capacity {
@@ -1268,48 +1435,49 @@ fn validate_conntrack(
         Some(n) => match u32::try_from(n) {
             Ok(c) if (MIN_CONNTRACK_CAPACITY..=MAX_CONNTRACK_CAPACITY).contains(&c) => c,
             _ => {
-                return Err(invalid(
+                p.check::<()>(Err(invalid(
                     "conntrack.capacity",
                     format!(
                         "{n} is out of range {MIN_CONNTRACK_CAPACITY}..={MAX_CONNTRACK_CAPACITY}"
                     ),
-                ));
+                )));
+                DEFAULT_CONNTRACK_CAPACITY
             }
         },
     };
-    let udp = validate_timeout(
+    let mut timeout = |key: &str, raw: Option<IntOrStr>, default: Duration, min, rfc| {
+        p.check(validate_timeout(key, raw, default, min, rfc, warnings))
+            .unwrap_or(default)
+    };
+    let udp = timeout(
         "conntrack.udp_timeout",
         raw.udp_timeout,
         defaults.udp,
         RFC_MIN_UDP_TIMEOUT,
         "RFC 4787",
-        warnings,
-    )?;
-    let tcp_established = validate_timeout(
+    );
+    let tcp_established = timeout(
         "conntrack.tcp_established_timeout",
         raw.tcp_established_timeout,
         defaults.tcp_established,
         RFC_MIN_TCP_ESTABLISHED_TIMEOUT,
         "RFC 5382",
-        warnings,
-    )?;
-    let tcp_transitory = validate_timeout(
+    );
+    let tcp_transitory = timeout(
         "conntrack.tcp_transitory_timeout",
         raw.tcp_transitory_timeout,
         defaults.tcp_transitory,
         RFC_MIN_TCP_TRANSITORY_TIMEOUT,
         "RFC 5382",
-        warnings,
-    )?;
-    let icmp = validate_timeout(
+    );
+    let icmp = timeout(
         "conntrack.icmp_timeout",
         raw.icmp_timeout,
         defaults.icmp,
         RFC_MIN_ICMP_TIMEOUT,
         "RFC 5508",
-        warnings,
-    )?;
-    Ok(ConntrackConfig {
+    );
+    ConntrackConfig {
         capacity,
         timeouts: Timeouts {
             udp,
@@ -1317,56 +1485,67 @@ fn validate_conntrack(
             tcp_transitory,
             icmp,
         },
-    })
+    }
 }
 
-fn validate_inbound(raw: Option<RawInbound>) -> Result<InboundConfig, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(InboundConfig::default());
-    };
+/// `[inbound]`; a bad key is recorded in `p` and its default kept.
+fn validate_inbound(raw: Option<RawInbound>, p: &mut Problems) -> InboundConfig {
     let defaults = InboundConfig::default();
+    let Some(raw) = raw else {
+        return defaults;
+    };
     let unsolicited_syn = match raw.unsolicited_syn.as_deref() {
         None => defaults.unsolicited_syn,
         Some("drop") => UnsolicitedSyn::Drop,
         Some("pass") => UnsolicitedSyn::Pass,
         Some(other) => {
-            return Err(invalid(
+            p.check::<()>(Err(invalid(
                 "inbound.unsolicited_syn",
                 format!("{other:?} is not one of \"drop\", \"pass\""),
-            ));
+            )));
+            defaults.unsolicited_syn
         }
     };
-    let count = |key: &str, v: Option<i64>, default: u32, min: u32| match v {
-        None => Ok(default),
+    let mut count = |key: &str, v: Option<i64>, default: u32, min: u32| match v {
+        None => default,
         Some(n) => match u32::try_from(n) {
-            Ok(c) if (min..=MAX_NEW_FLOWS).contains(&c) => Ok(c),
-            _ => Err(invalid(
-                key,
-                format!("{n} is out of range {min}..={MAX_NEW_FLOWS}"),
-            )),
+            Ok(c) if (min..=MAX_NEW_FLOWS).contains(&c) => c,
+            _ => {
+                p.check::<()>(Err(invalid(
+                    key,
+                    format!("{n} is out of range {min}..={MAX_NEW_FLOWS}"),
+                )));
+                default
+            }
         },
     };
-    Ok(InboundConfig {
+    InboundConfig {
         unsolicited_syn,
         new_flows_per_source: count(
             "inbound.new_flows_per_source",
             raw.new_flows_per_source,
             defaults.new_flows_per_source,
             0,
-        )?,
+        ),
         new_flows_burst: count(
             "inbound.new_flows_burst",
             raw.new_flows_burst,
             defaults.new_flows_burst,
             1,
-        )?,
-    })
+        ),
+    }
 }
 
-fn validate_metrics(raw: Option<RawMetrics>) -> Result<MetricsConfig, ConfigError> {
+/// `[metrics]`; a bad address is recorded in `p` and the default kept.
+fn validate_metrics(raw: Option<RawMetrics>, p: &mut Problems) -> MetricsConfig {
     let Some(address) = raw.and_then(|r| r.address) else {
-        return Ok(MetricsConfig::default());
+        return MetricsConfig::default();
     };
+    p.check(metrics_address(&address))
+        .map_or_else(MetricsConfig::default, |address| MetricsConfig { address })
+}
+
+fn metrics_address(address: &str) -> Result<SocketAddr, ConfigError> {
     let key = "metrics.address";
     let addr: SocketAddr = address.trim().parse().map_err(|_| {
         invalid(
@@ -1396,7 +1575,7 @@ fn validate_metrics(raw: Option<RawMetrics>) -> Result<MetricsConfig, ConfigErro
             format!("{address:?} is the broadcast address; expected a local address to listen on"),
         ));
     }
-    Ok(MetricsConfig { address: addr })
+    Ok(addr)
 }
 
 // ---------------------------------------------------------------------------
@@ -1538,122 +1717,156 @@ fn bgp_path(key: &str, raw: Option<String>, default: &str) -> Result<PathBuf, Co
     Ok(PathBuf::from(s))
 }
 
-fn validate_bgp(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
-    let local_as = validate_asn(
-        "bgp.local_as",
+fn bgp_block(s: &str) -> Result<Ipv4Cidr, ConfigError> {
+    let cidr: Ipv4Cidr = s
+        .parse()
+        .map_err(|e| invalid("bgp.block", format!("{s:?} is not an IPv4 CIDR: {e}")))?;
+    if cidr.has_host_bits() {
+        return Err(invalid(
+            "bgp.block",
+            format!(
+                "{s:?} has host bits set (did you mean \"{}\"?)",
+                cidr.network()
+            ),
+        ));
+    }
+    if cidr.prefix_len < 8 {
+        return Err(invalid(
+            "bgp.block",
+            format!("{s:?} is wider than /8; a per-host block is a small range"),
+        ));
+    }
+    Ok(cidr)
+}
+
+/// One `[[bgp.peer]] address`: not this host and not another peer's.
+fn bgp_peer_address(
+    key: &str,
+    raw: Option<String>,
+    router_id: Option<Ipv4Addr>,
+    prev: &[(usize, Ipv4Addr)],
+) -> Result<Ipv4Addr, ConfigError> {
+    let s = required(key, raw, "the neighbour's IPv4 address")?;
+    let address = unicast_value(key, &s)?;
+    if router_id == Some(address) {
+        return Err(invalid(
+            key,
+            format!("{s:?} is bgp.router_id: a host does not peer with itself"),
+        ));
+    }
+    if let Some((j, _)) = prev.iter().find(|(_, a)| *a == address) {
+        return Err(invalid(
+            key,
+            format!("{s:?} is already bgp.peer[{j}].address"),
+        ));
+    }
+    Ok(address)
+}
+
+/// `[bgp]`, or `None` after recording every bad key in `p`.
+fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
+    let local_as = p.check(
         required(
             "bgp.local_as",
             raw.local_as,
             "this host's AS number, e.g. 64512",
-        )?,
-    )?;
-    let rid = required(
-        "bgp.router_id",
-        raw.router_id,
-        "an IPv4 address, usually the uplink's",
-    )?;
-    let router_id = parse_ipv4("bgp.router_id", &rid)?;
-    check_unicast("bgp.router_id", &rid, router_id)?;
-    let socket = bgp_path("bgp.socket", raw.socket, DEFAULT_BIRD_SOCKET)?;
-    let config = bgp_path("bgp.config", raw.config, DEFAULT_BIRD_INCLUDE)?;
-    let main_config = bgp_path("bgp.main_config", raw.main_config, DEFAULT_BIRD_MAIN_CONFIG)?;
-    if config == main_config {
-        return Err(invalid(
+        )
+        .and_then(|n| validate_asn("bgp.local_as", n)),
+    );
+    let router_id = p.check(
+        required(
+            "bgp.router_id",
+            raw.router_id,
+            "an IPv4 address, usually the uplink's",
+        )
+        .and_then(|rid| unicast_value("bgp.router_id", &rid)),
+    );
+    let socket = p.check(bgp_path("bgp.socket", raw.socket, DEFAULT_BIRD_SOCKET));
+    let config = p.check(bgp_path("bgp.config", raw.config, DEFAULT_BIRD_INCLUDE));
+    let main_config = p.check(bgp_path(
+        "bgp.main_config",
+        raw.main_config,
+        DEFAULT_BIRD_MAIN_CONFIG,
+    ));
+    if let (Some(config), Some(main_config)) = (&config, &main_config)
+        && config == main_config
+    {
+        p.check::<()>(Err(invalid(
             "bgp.config",
             format!(
                 "{:?} is also bgp.main_config; netbpf's fragment must be a file of its own",
                 config.display()
             ),
-        ));
+        )));
     }
     let block = match raw.block {
-        None => None,
-        Some(s) => {
-            let cidr: Ipv4Cidr = s
-                .parse()
-                .map_err(|e| invalid("bgp.block", format!("{s:?} is not an IPv4 CIDR: {e}")))?;
-            if cidr.has_host_bits() {
-                return Err(invalid(
-                    "bgp.block",
-                    format!(
-                        "{s:?} has host bits set (did you mean \"{}\"?)",
-                        cidr.network()
-                    ),
-                ));
-            }
-            if cidr.prefix_len < 8 {
-                return Err(invalid(
-                    "bgp.block",
-                    format!("{s:?} is wider than /8; a per-host block is a small range"),
-                ));
-            }
-            Some(cidr)
-        }
+        None => Some(None),
+        Some(s) => p.check(bgp_block(&s)).map(Some),
     };
     let import_min_len = match raw.import_min_len {
-        None => block.map_or(32, |b| b.prefix_len),
+        None => block.map(|block| block.map_or(32, |b| b.prefix_len)),
         Some(n) => match u8::try_from(n) {
-            Ok(len) if (MIN_BGP_IMPORT_LEN..=32).contains(&len) => len,
-            _ => {
-                return Err(invalid(
-                    "bgp.import_min_len",
-                    format!(
-                        "{n} is not a prefix length in {MIN_BGP_IMPORT_LEN}..=32 (containers are \
-                         /32s, blocks a small range; a default route is never learned)"
-                    ),
-                ));
-            }
+            Ok(len) if (MIN_BGP_IMPORT_LEN..=32).contains(&len) => Some(len),
+            _ => p.check(Err(invalid(
+                "bgp.import_min_len",
+                format!(
+                    "{n} is not a prefix length in {MIN_BGP_IMPORT_LEN}..=32 (containers are \
+                     /32s, blocks a small range; a default route is never learned)"
+                ),
+            ))),
         },
     };
     let receive_limit = match raw.receive_limit {
-        None => DEFAULT_BGP_RECEIVE_LIMIT,
+        None => Some(DEFAULT_BGP_RECEIVE_LIMIT),
         Some(n) => match u32::try_from(n) {
-            Ok(limit) if (1..=MAX_BGP_RECEIVE_LIMIT).contains(&limit) => limit,
-            _ => {
-                return Err(invalid(
-                    "bgp.receive_limit",
-                    format!("{n} is not a route count in 1..={MAX_BGP_RECEIVE_LIMIT}"),
-                ));
-            }
+            Ok(limit) if (1..=MAX_BGP_RECEIVE_LIMIT).contains(&limit) => Some(limit),
+            _ => p.check(Err(invalid(
+                "bgp.receive_limit",
+                format!("{n} is not a route count in 1..={MAX_BGP_RECEIVE_LIMIT}"),
+            ))),
         },
     };
     if raw.peer.is_empty() {
-        return Err(invalid(
+        p.check::<()>(Err(invalid(
             "bgp.peer",
             "at least one [[bgp.peer]] is required (address and as of a BGP neighbour)",
+        )));
+    }
+    let peer_count = raw.peer.len();
+    // The valid peer addresses, each with its index in the file.
+    let mut addresses: Vec<(usize, Ipv4Addr)> = Vec::with_capacity(peer_count);
+    let mut peers: Vec<BgpPeer> = Vec::with_capacity(peer_count);
+    for (i, peer) in raw.peer.into_iter().enumerate() {
+        let address = p.check(bgp_peer_address(
+            &format!("bgp.peer[{i}].address"),
+            peer.address,
+            router_id,
+            &addresses,
         ));
-    }
-    let mut peers: Vec<BgpPeer> = Vec::with_capacity(raw.peer.len());
-    for (i, p) in raw.peer.into_iter().enumerate() {
-        let akey = format!("bgp.peer[{i}].address");
-        let s = required(&akey, p.address, "the neighbour's IPv4 address")?;
-        let address = parse_ipv4(&akey, &s)?;
-        check_unicast(&akey, &s, address)?;
-        if address == router_id {
-            return Err(invalid(
-                &akey,
-                format!("{s:?} is bgp.router_id: a host does not peer with itself"),
-            ));
-        }
-        if let Some(j) = peers.iter().position(|q| q.address == address) {
-            return Err(invalid(
-                &akey,
-                format!("{s:?} is already bgp.peer[{j}].address"),
-            ));
-        }
         let skey = format!("bgp.peer[{i}].as");
-        let asn = validate_asn(&skey, required(&skey, p.asn, "the neighbour's AS number")?)?;
-        peers.push(BgpPeer { address, asn });
+        let asn = p.check(
+            required(&skey, peer.asn, "the neighbour's AS number")
+                .and_then(|n| validate_asn(&skey, n)),
+        );
+        if let Some(address) = address {
+            addresses.push((i, address));
+        }
+        if let (Some(address), Some(asn)) = (address, asn) {
+            peers.push(BgpPeer { address, asn });
+        }
     }
-    Ok(BgpConfig {
-        local_as,
-        router_id,
-        socket,
-        config,
-        main_config,
-        block,
-        import_min_len,
-        receive_limit,
+    if peers.len() != peer_count {
+        return None;
+    }
+    Some(BgpConfig {
+        local_as: local_as?,
+        router_id: router_id?,
+        socket: socket?,
+        config: config?,
+        main_config: main_config?,
+        block: block?,
+        import_min_len: import_min_len?,
+        receive_limit: receive_limit?,
         peers,
     })
 }
@@ -1678,6 +1891,33 @@ mod bgp_tests {
             }
             other => panic!("expected {key} invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_bad_bgp_key_is_reported() {
+        let e = parse(
+            "[bgp]\nlocal_as = 23456\nrouter_id = \"10.0.0.11\"\nsocket = \"bird.ctl\"\n\
+             receive_limit = 0\n\
+             [[bgp.peer]]\naddress = \"10.0.0.11\"\nas = 1\n\
+             [[bgp.peer]]\naddress = \"10.0.0.12\"\nas = 0\n",
+        )
+        .unwrap_err();
+        let keys: Vec<String> = e
+            .each()
+            .iter()
+            .map(|e| e.to_string().split(':').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "bgp.local_as",
+                "bgp.socket",
+                "bgp.receive_limit",
+                "bgp.peer[0].address",
+                "bgp.peer[1].as"
+            ],
+            "{e}"
+        );
     }
 
     #[test]
@@ -2932,6 +3172,149 @@ icmp_timeout = "60s"
         let bogus = PortRange { start: 5, end: 4 };
         assert_eq!(bogus.len(), 0);
         assert!(bogus.is_empty());
+    }
+
+    // --- every error at once ---
+
+    /// The message a file with only `extra` (after the uplink) gives.
+    fn single(extra: &str) -> String {
+        let e = err_raw(&format!("{UPLINK}{extra}"));
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+        e.to_string()
+    }
+
+    #[test]
+    fn every_error_in_the_file_is_reported_at_once() {
+        let masquerade = "[[masquerade]]\nsource = \"10.77.0.1/24\"\n";
+        let publish = "[[publish]]\nproto = \"sctp\"\nport = 8080\nto = \"10.77.0.2:4000\"\n";
+        let conntrack = "[conntrack]\nudp_timeout = 0\n";
+        let e = err_raw(&format!("{UPLINK}{masquerade}{publish}{conntrack}"));
+        let ConfigError::Several(all) = &e else {
+            panic!("expected Several, got {e:?}");
+        };
+        let keys: Vec<&str> = all
+            .iter()
+            .map(|e| match e {
+                ConfigError::Invalid { key, .. } => key.as_str(),
+                other => panic!("expected Invalid, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "masquerade[0].source",
+                "publish[0].proto",
+                "conntrack.udp_timeout"
+            ]
+        );
+        assert_eq!(e.each().len(), 3);
+        // Each line is exactly what the file with only that mistake says.
+        let expected = [single(masquerade), single(publish), single(conntrack)];
+        assert_eq!(e.to_string(), expected.join("\n"));
+        assert!(
+            expected[0].contains("did you mean \"10.77.0.0/24\""),
+            "{}",
+            expected[0]
+        );
+    }
+
+    #[test]
+    fn one_error_is_invalid_itself_not_a_list_of_one() {
+        let e = err_raw(&format!("{UPLINK}[conntrack]\ncapacity = 1\n"));
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+        assert_eq!(e.each().len(), 1);
+    }
+
+    #[test]
+    fn every_key_of_one_entry_and_every_section_is_checked() {
+        let e = err_raw(
+            "[uplink]\ninterface = \"\"\naddress = \"300.1.1.1\"\n\
+             [[publish]]\nproto = \"sctp\"\nport = 0\nto = \"10.77.0.2\"\naddress = \"x\"\n\
+             [[container]]\naddress = \"10.9.0.1\"\ninterface = \"a/b\"\n\
+             [metrics]\naddress = \"127.0.0.1:0\"\n\
+             [inbound]\nunsolicited_syn = \"reject\"\nnew_flows_burst = 0\n",
+        );
+        let keys: Vec<String> = e
+            .each()
+            .iter()
+            .map(|e| e.to_string().split(':').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "uplink.interface",
+                "uplink.address",
+                "publish[0].proto",
+                "publish[0].port",
+                "publish[0].to",
+                "publish[0].address",
+                "container[0].interface",
+                "metrics.address",
+                "inbound.unsolicited_syn",
+                "inbound.new_flows_burst",
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_check_on_two_values_runs_only_when_both_are_valid() {
+        // masquerade[1] is bad, so nothing is said about it overlapping
+        // masquerade[2]; masquerade[3] overlaps masquerade[2], named by its
+        // index in the file.
+        let e = err("[[masquerade]]\nsource = \"10.1.0.0/16\"\n\
+             [[masquerade]]\nsource = \"10.2.0.1/16\"\n\
+             [[masquerade]]\nsource = \"10.2.0.0/16\"\n\
+             [[masquerade]]\nsource = \"10.2.3.0/24\"\n");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(lines[0].starts_with("masquerade[1].source: "), "{e}");
+        assert!(
+            lines[1].starts_with("masquerade[3].source: ")
+                && lines[1].contains("overlaps masquerade[2].source"),
+            "{e}"
+        );
+        // A published range that does not fit its target is not checked
+        // when the target is bad; an overlap needs both entries valid.
+        let e = err(&format!(
+            "{}{}{}",
+            publish("tcp", "\"8000-8010\"", "10.77.0.2:x", None),
+            publish("tcp", "8005", "10.77.0.3:1", None),
+            publish("tcp", "8005", "10.77.0.4:1", None),
+        ));
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(lines[0].starts_with("publish[0].to: "), "{e}");
+        assert!(
+            lines[1].starts_with("publish[2].port: ") && lines[1].contains("publish[1].port"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_stay_single() {
+        // serde stops at the unknown key before any value is validated.
+        let e = err_raw(&format!(
+            "{UPLINK}[[masquerade]]\nsource = \"10.77.0.1/24\"\nsorce = \"x\"\n\
+             [conntrack]\ncapacity = 1\n"
+        ));
+        assert!(matches!(e, ConfigError::Syntax(_)), "{e:?}");
+        assert_eq!(e.each().len(), 1);
+        let msg = e.to_string();
+        assert!(msg.contains("sorce") && !msg.contains("capacity"), "{msg}");
+    }
+
+    #[test]
+    fn host_address_checks_report_every_key() {
+        let c = ok("[[masquerade]]\nsource = \"10.0.0.0/8\"\n\
+                    [[publish]]\nproto = \"tcp\"\nport = 8080\nto = \"192.0.2.7:80\"\n");
+        let e = c
+            .check_host_addresses(&[ip("10.1.2.3")], &[ip("10.1.2.3"), ip("192.0.2.7")])
+            .unwrap_err();
+        let lines: Vec<String> = e.each().iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(lines[0].starts_with("masquerade[0].source: "), "{e}");
+        assert!(lines[1].starts_with("publish[0].to: "), "{e}");
     }
 
     #[test]

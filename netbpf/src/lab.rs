@@ -817,8 +817,20 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     if once {
         info!("lab: done (--once)");
     } else {
-        println!("Live counters (netbpf stats); Ctrl-C removes the lab.");
+        println!("Live counters (netbpf stats), per second; Ctrl-C removes the lab.");
+        let snapshot = || -> anyhow::Result<crate::live::Snapshot> {
+            Ok(crate::live::Snapshot {
+                flows: nat.flows()?.len(),
+                counters: maps::read_stats(&lab.pin_dir)?.counters,
+            })
+        };
+        let mut live = crate::live::Live::new();
+        let mut before = snapshot()?;
+        let mut taken = Instant::now();
+        // The totals so far, then what changes.
+        live.start(&before)?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
         let mut stop = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -826,20 +838,13 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
                 _ = stop.recv() => break,
                 _ = term.recv() => break,
                 _ = tick.tick() => {
-                    let stats = maps::read_stats(&lab.pin_dir)?;
-                    let flows = nat.flows()?.len();
-                    let line: Vec<String> = stats
-                        .counters
-                        .iter()
-                        .filter(|(_, v)| *v > 0)
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    print!("\r\x1b[2K  flows={flows} {}", line.join(" "));
-                    let _ = io::stdout().flush();
+                    let now = snapshot()?;
+                    live.show(&before, &now, taken.elapsed())?;
+                    before = now;
+                    taken = Instant::now();
                 }
             }
         }
-        println!();
     }
     drop(nat);
     let log = lab.stop_daemon()?;

@@ -419,6 +419,12 @@ fn import_iptables_save(args: ImportArgs) -> Result<()> {
 }
 
 async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
+    // First, before the warnings it explains (no cgroup v2 mount, bpffs
+    // mounted): under `ip netns exec` neither pins nor cgroup hooks work.
+    let foreign_sys = netbpf::mountns::foreign_sys();
+    if let Some(foreign) = &foreign_sys {
+        warn!("{}", foreign.warning(&pin_dir));
+    }
     let config = Config::load(&args.config)?;
     config.log_warnings();
     // iptables NAT rules left in place that translate the same traffic.
@@ -451,8 +457,13 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
             "auto" => {
                 let found = netbpf::datapath::cgroup2_mount();
                 if found.is_none() {
+                    let why = if foreign_sys.is_some() {
+                        " (this process's /sys is not the host's: see above)"
+                    } else {
+                        ""
+                    };
                     warn!(
-                        "no cgroup v2 mount: published ports are not reachable from the host's own sockets"
+                        "no cgroup v2 mount{why}: published ports are not reachable from the host's own sockets"
                     );
                 }
                 found
@@ -523,6 +534,13 @@ async fn daemon(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
     if let Err(e) = datapath.stop() {
         error!("stopping: {:#}", anyhow::Error::from(e));
         return Err(anyhow::anyhow!("stopping failed"));
+    }
+    if foreign_sys.is_some() {
+        warn!(
+            "daemon stopped; its pins in {} were in a bpffs only this process saw, and go with it",
+            pin_dir.display()
+        );
+        return Ok(());
     }
     info!(
         "daemon stopped; the datapath stays attached and keeps its flows (pinned in {}); `netbpf down` removes it",
