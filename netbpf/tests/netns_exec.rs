@@ -7,6 +7,7 @@
 //! Namespaces are `nbt-nsx<x>-<pid>`, removed on drop with the veth in
 //! them; the `--netns` daemon's pins are removed with `netbpf down`.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -17,7 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::require_root;
 use netbpf::netns::Netns;
 
 fn exe() -> &'static Path {
@@ -153,9 +153,7 @@ impl Drop for Daemon {
 
 #[test]
 fn daemon_under_ip_netns_exec_says_to_use_netns() {
-    if !require_root("daemon_under_ip_netns_exec_says_to_use_netns") {
-        return;
-    }
+    require_root!();
     let s = Setup::new("exec");
     let mut cmd = s.ns.command(&exe().to_string_lossy());
     cmd.args(s.daemon_args());
@@ -196,9 +194,7 @@ fn daemon_under_ip_netns_exec_says_to_use_netns() {
 
 #[test]
 fn daemon_with_netns_flag_keeps_the_hosts_mounts_and_says_nothing() {
-    if !require_root("daemon_with_netns_flag_keeps_the_hosts_mounts_and_says_nothing") {
-        return;
-    }
+    require_root!();
     let s = Setup::new("flag");
     let mut cmd = Command::new(exe());
     cmd.arg("--netns").arg(s.ns.name()).args(s.daemon_args());
