@@ -44,7 +44,12 @@ use anyhow::{Context as _, Result, bail};
 use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
 
-use super::{GEN_CPU, Kind, Options, hex_list, mac_of, netdev_counter, timed_stdin};
+use super::{
+    chart::Bar,
+    install::timed_stdin,
+    options::Options,
+    router::{GEN_CPU, Kind, hex_list, mac_of, netdev_counter},
+};
 use crate::{
     lab::{self, Lab},
     maps::{self, NatMaps},
@@ -858,7 +863,7 @@ pub fn summary(s: &mut String, f: &Value) {
 
 /// The plot's bars for part 4: flows in the table at the end of each
 /// flood, with the share of legit connections that worked during it.
-pub fn plot_bars(f: &Value) -> Vec<super::Bar> {
+pub fn plot_bars(f: &Value) -> Vec<Bar> {
     let mut bars = Vec::new();
     for r in f["rows"].as_array().cloned().unwrap_or_default() {
         let colour = if r["variant"] == "netbpf" {
