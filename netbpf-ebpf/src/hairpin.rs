@@ -55,13 +55,7 @@ pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> 
     let Some(ttl) = rewrite::forwardable_ttl(ctx, pkt)? else {
         return Ok(Verdict::Pass);
     };
-    let out_tuple = Tuple {
-        proto: pkt.proto,
-        src: pkt.src,
-        sport: src,
-        dst: pkt.dst,
-        dport: dst,
-    };
+    let out_tuple = Tuple::of(pkt, src, dst);
     // Source NAT first: only masqueraded senders (or the server side of an
     // existing hairpin flow) can be hairpinned; others go to the stack.
     let Some(from) = nat::outbound(ctx, pkt, &out_tuple)? else {

@@ -57,6 +57,20 @@ pub(crate) struct Tuple {
     pub dport: u16,
 }
 
+impl Tuple {
+    /// The tuple of `pkt` with these ports (or echo identifier).
+    #[inline(always)]
+    pub(crate) fn of(pkt: &Packet, sport: u16, dport: u16) -> Tuple {
+        Tuple {
+            proto: pkt.proto,
+            src: pkt.src,
+            sport,
+            dst: pkt.dst,
+            dport,
+        }
+    }
+}
+
 /// What one side of a packet is translated to.
 #[derive(Clone, Copy)]
 pub(crate) struct Translation {
@@ -81,23 +95,12 @@ pub(crate) fn is_icmp_error(icmp_type: u8) -> bool {
 #[inline(always)]
 pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let tuple = match pkt.l4 {
-        L4::Ports { src, dst, .. } => Tuple {
-            proto: pkt.proto,
-            src: pkt.src,
-            sport: src,
-            dst: pkt.dst,
-            dport: dst,
-        },
+        L4::Ports { src, dst, .. } => Tuple::of(pkt, src, dst),
+        // The echo identifier is the source "port" of a request.
         L4::Icmp {
             icmp_type: ICMP_ECHO_REQUEST,
             id,
-        } => Tuple {
-            proto: pkt.proto,
-            src: pkt.src,
-            sport: id,
-            dst: pkt.dst,
-            dport: 0,
-        },
+        } => Tuple::of(pkt, id, 0),
         L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
             return icmp::error_out(ctx, pkt);
         }
@@ -216,23 +219,12 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         return Err(Counter::DropSpoofedFromOutside);
     }
     let tuple = match pkt.l4 {
-        L4::Ports { src, dst, .. } => Tuple {
-            proto: pkt.proto,
-            src: pkt.src,
-            sport: src,
-            dst: pkt.dst,
-            dport: dst,
-        },
+        L4::Ports { src, dst, .. } => Tuple::of(pkt, src, dst),
+        // ... and the destination "port" of a reply.
         L4::Icmp {
             icmp_type: ICMP_ECHO_REPLY,
             id,
-        } => Tuple {
-            proto: pkt.proto,
-            src: pkt.src,
-            sport: 0,
-            dst: pkt.dst,
-            dport: id,
-        },
+        } => Tuple::of(pkt, 0, id),
         L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
             // An error netbpf does not translate is the host's, unless it
             // is addressed straight to a container.
