@@ -1,0 +1,298 @@
+//! `[bgp]`: container routes across hosts through BIRD; the schema, its
+//! defaults and its validation.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{errors::*, types::*};
+
+/// Default path of BIRD's control socket (Debian's `bird2`).
+pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
+
+/// Default path of the BIRD config fragment netbpf renders and owns.
+pub const DEFAULT_BIRD_INCLUDE: &str = "/etc/bird/netbpf.conf";
+
+/// Default path of BIRD's main config file.
+pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
+
+/// Default `[bgp] receive_limit`: routes accepted from one peer before
+/// BIRD drops the rest (`receive limit ... action block`). Room for a few
+/// thousand hosts' containers as /32s; raise it for more.
+pub const DEFAULT_BGP_RECEIVE_LIMIT: u32 = 16_384;
+
+/// Largest accepted `[bgp] receive_limit`.
+pub const MAX_BGP_RECEIVE_LIMIT: u32 = 4_000_000;
+
+/// Shortest accepted `[bgp] import_min_len`: a learned prefix is a
+/// container (/32) or another host's block, never wider than /8 (the same
+/// bound as `block`).
+pub const MIN_BGP_IMPORT_LEN: u8 = 8;
+
+/// The `[bgp]` table: announce the routed containers over BGP through
+/// BIRD 2 and learn the other hosts' containers from it.
+///
+/// ```toml
+/// [bgp]
+/// local_as = 64512                    # required: this host's AS
+/// router_id = "10.0.0.11"             # required: BGP router id (an IPv4 address)
+/// # socket = "/run/bird/bird.ctl"     # BIRD's control socket
+/// # config = "/etc/bird/netbpf.conf"  # the fragment netbpf writes (it owns this file)
+/// # main_config = "/etc/bird/bird.conf" # written by netbpf only if missing
+/// # block = "10.10.1.0/24"            # announce this block plus the /32s outside it
+/// # import_min_len = 32               # learn prefixes this long or longer (default: block's, else 32)
+/// # receive_limit = 16384             # routes accepted per peer; BIRD drops the rest
+///
+/// [[bgp.peer]]
+/// address = "10.0.0.12"
+/// as = 64512
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpConfig {
+    /// This host's autonomous system number (`local_as`).
+    pub local_as: u32,
+    /// The BGP router id (`router_id`).
+    pub router_id: Ipv4Addr,
+    /// BIRD's control socket (`socket`).
+    pub socket: PathBuf,
+    /// The fragment netbpf renders and owns (`config`); BIRD's main config
+    /// includes it.
+    pub config: PathBuf,
+    /// BIRD's main config (`main_config`): netbpf writes a complete one
+    /// only when the file does not exist (or is one it wrote before).
+    pub main_config: PathBuf,
+    /// A per-host block announced as a whole (`block`); containers outside
+    /// it are announced as /32s. `None`: every container as a /32.
+    pub block: Option<Ipv4Cidr>,
+    /// Shortest prefix learned from a peer (`import_min_len`): /32s, the
+    /// containers, by default; with a `block`, the block's length, so the
+    /// other hosts' blocks of the same size are learned too. Shorter
+    /// prefixes (the default route, aggregates) are rejected, and so is
+    /// anything inside the host's own networks.
+    pub import_min_len: u8,
+    /// Routes accepted from one peer (`receive_limit`); BIRD drops the
+    /// routes past it and keeps the session (`action block`).
+    pub receive_limit: u32,
+    /// BGP neighbours (`[[bgp.peer]]`), in file order.
+    pub peers: Vec<BgpPeer>,
+}
+
+/// One `[[bgp.peer]]`: a BGP neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BgpPeer {
+    /// Its address (on the uplink's segment).
+    pub address: Ipv4Addr,
+    /// Its AS (`as`): the same as `local_as` makes an iBGP session.
+    pub asn: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgp {
+    local_as: Option<i64>,
+    router_id: Option<String>,
+    socket: Option<String>,
+    config: Option<String>,
+    main_config: Option<String>,
+    block: Option<String>,
+    import_min_len: Option<i64>,
+    receive_limit: Option<i64>,
+    #[serde(default)]
+    peer: Vec<RawBgpPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgpPeer {
+    address: Option<String>,
+    #[serde(rename = "as")]
+    asn: Option<i64>,
+}
+
+/// A usable AS number: 1..=4294967294, not AS_TRANS (23456).
+fn validate_asn(key: &str, n: i64) -> Result<u32, ConfigError> {
+    match u32::try_from(n) {
+        Ok(23456) => Err(invalid(
+            key,
+            "23456 is AS_TRANS (RFC 6793), not a real AS number",
+        )),
+        Ok(asn) if (1..u32::MAX).contains(&asn) => Ok(asn),
+        _ => Err(invalid(
+            key,
+            format!("{n} is not an AS number in 1..=4294967294"),
+        )),
+    }
+}
+
+/// An absolute path, as given (BIRD is a separate process: relative paths
+/// would depend on both working directories).
+fn bgp_path(key: &str, raw: Option<String>, default: &str) -> Result<PathBuf, ConfigError> {
+    let s = raw.unwrap_or_else(|| default.to_owned());
+    if s.is_empty() || !s.starts_with('/') {
+        return Err(invalid(key, format!("{s:?} is not an absolute path")));
+    }
+    if s.contains('"') || s.chars().any(|c| c.is_control()) {
+        return Err(invalid(
+            key,
+            format!(
+                "{s:?} contains a quote or control character, which BIRD's include cannot hold"
+            ),
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn bgp_block(s: &str) -> Result<Ipv4Cidr, ConfigError> {
+    let cidr: Ipv4Cidr = s
+        .parse()
+        .map_err(|e| invalid("bgp.block", format!("{s:?} is not an IPv4 CIDR: {e}")))?;
+    if cidr.has_host_bits() {
+        return Err(invalid(
+            "bgp.block",
+            format!(
+                "{s:?} has host bits set (did you mean \"{}\"?)",
+                cidr.network()
+            ),
+        ));
+    }
+    if cidr.prefix_len < 8 {
+        return Err(invalid(
+            "bgp.block",
+            format!("{s:?} is wider than /8; a per-host block is a small range"),
+        ));
+    }
+    Ok(cidr)
+}
+
+/// One `[[bgp.peer]] address`: not this host and not another peer's.
+fn bgp_peer_address(
+    key: &str,
+    raw: Option<String>,
+    router_id: Option<Ipv4Addr>,
+    prev: &[(usize, Ipv4Addr)],
+) -> Result<Ipv4Addr, ConfigError> {
+    let s = required(key, raw, "the neighbour's IPv4 address")?;
+    let address = unicast_value(key, &s)?;
+    if router_id == Some(address) {
+        return Err(invalid(
+            key,
+            format!("{s:?} is bgp.router_id: a host does not peer with itself"),
+        ));
+    }
+    if let Some((j, _)) = prev.iter().find(|(_, a)| *a == address) {
+        return Err(invalid(
+            key,
+            format!("{s:?} is already bgp.peer[{j}].address"),
+        ));
+    }
+    Ok(address)
+}
+
+/// `[bgp]`, or `None` after recording every bad key in `p`.
+pub(super) fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
+    let local_as = p.check(
+        required(
+            "bgp.local_as",
+            raw.local_as,
+            "this host's AS number, e.g. 64512",
+        )
+        .and_then(|n| validate_asn("bgp.local_as", n)),
+    );
+    let router_id = p.check(
+        required(
+            "bgp.router_id",
+            raw.router_id,
+            "an IPv4 address, usually the uplink's",
+        )
+        .and_then(|rid| unicast_value("bgp.router_id", &rid)),
+    );
+    let socket = p.check(bgp_path("bgp.socket", raw.socket, DEFAULT_BIRD_SOCKET));
+    let config = p.check(bgp_path("bgp.config", raw.config, DEFAULT_BIRD_INCLUDE));
+    let main_config = p.check(bgp_path(
+        "bgp.main_config",
+        raw.main_config,
+        DEFAULT_BIRD_MAIN_CONFIG,
+    ));
+    if let (Some(config), Some(main_config)) = (&config, &main_config)
+        && config == main_config
+    {
+        p.check::<()>(Err(invalid(
+            "bgp.config",
+            format!(
+                "{:?} is also bgp.main_config; netbpf's fragment must be a file of its own",
+                config.display()
+            ),
+        )));
+    }
+    let block = match raw.block {
+        None => Some(None),
+        Some(s) => p.check(bgp_block(&s)).map(Some),
+    };
+    let import_min_len = match raw.import_min_len {
+        None => block.map(|block| block.map_or(32, |b| b.prefix_len)),
+        Some(n) => match u8::try_from(n) {
+            Ok(len) if (MIN_BGP_IMPORT_LEN..=32).contains(&len) => Some(len),
+            _ => p.check(Err(invalid(
+                "bgp.import_min_len",
+                format!(
+                    "{n} is not a prefix length in {MIN_BGP_IMPORT_LEN}..=32 (containers are \
+                     /32s, blocks a small range; a default route is never learned)"
+                ),
+            ))),
+        },
+    };
+    let receive_limit = match raw.receive_limit {
+        None => Some(DEFAULT_BGP_RECEIVE_LIMIT),
+        Some(n) => match u32::try_from(n) {
+            Ok(limit) if (1..=MAX_BGP_RECEIVE_LIMIT).contains(&limit) => Some(limit),
+            _ => p.check(Err(invalid(
+                "bgp.receive_limit",
+                format!("{n} is not a route count in 1..={MAX_BGP_RECEIVE_LIMIT}"),
+            ))),
+        },
+    };
+    if raw.peer.is_empty() {
+        p.check::<()>(Err(invalid(
+            "bgp.peer",
+            "at least one [[bgp.peer]] is required (address and as of a BGP neighbour)",
+        )));
+    }
+    let peer_count = raw.peer.len();
+    // The valid peer addresses, each with its index in the file.
+    let mut addresses: Vec<(usize, Ipv4Addr)> = Vec::with_capacity(peer_count);
+    let mut peers: Vec<BgpPeer> = Vec::with_capacity(peer_count);
+    for (i, peer) in raw.peer.into_iter().enumerate() {
+        let address = p.check(bgp_peer_address(
+            &format!("bgp.peer[{i}].address"),
+            peer.address,
+            router_id,
+            &addresses,
+        ));
+        let skey = format!("bgp.peer[{i}].as");
+        let asn = p.check(
+            required(&skey, peer.asn, "the neighbour's AS number")
+                .and_then(|n| validate_asn(&skey, n)),
+        );
+        if let Some(address) = address {
+            addresses.push((i, address));
+        }
+        if let (Some(address), Some(asn)) = (address, asn) {
+            peers.push(BgpPeer { address, asn });
+        }
+    }
+    if peers.len() != peer_count {
+        return None;
+    }
+    Some(BgpConfig {
+        local_as: local_as?,
+        router_id: router_id?,
+        socket: socket?,
+        config: config?,
+        main_config: main_config?,
+        block: block?,
+        import_min_len: import_min_len?,
+        receive_limit: receive_limit?,
+        peers,
+    })
+}
