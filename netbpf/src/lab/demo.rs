@@ -1,0 +1,217 @@
+//! `netbpf lab` / `cargo xtask run`: the demo that builds the lab, shows the tables and the live counters.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use log::info;
+
+use crate::maps::{self};
+
+use super::{build::*, plan::*, probes::*};
+
+/// Runs the demo: builds the lab, starts the daemon with each container's
+/// port 4000 published, shows each container reaching the outside through
+/// the masquerade and the outside reaching each container through its
+/// published port, the NAT rules and the conntrack table that did it, then
+/// shows live counters until Ctrl-C (or stops there, with `once`).
+pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()> {
+    println!("netbpf lab: building namespaces {prefix}-* (the host's own network is not touched)");
+    let mut lab = Lab::build_with(prefix, 3, 5)?;
+    let mut _servers = Vec::new();
+    for transport in [Transport::Tcp, Transport::Udp] {
+        _servers.push(WhoamiServer::spawn(
+            &lab.outside,
+            transport,
+            SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT),
+            "outside: you are",
+        )?);
+        for c in &lab.routed {
+            _servers.push(WhoamiServer::spawn(
+                &c.ns,
+                transport,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                &format!("routed container {}: hello,", c.addr),
+            )?);
+        }
+        for (i, c) in lab.containers.iter().enumerate() {
+            _servers.push(WhoamiServer::spawn(
+                &c.ns,
+                transport,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
+                &format!("container c{} ({}): hello,", i + 1, c.addr),
+            )?);
+        }
+    }
+    let mut publish = String::new();
+    let mut published = Vec::new();
+    for (i, c) in lab.containers.iter().enumerate() {
+        let port = DEMO_PUBLISH_BASE + 1 + i as u16;
+        let to = SocketAddrV4::new(c.addr, SERVICE_PORT);
+        for proto in ["tcp", "udp"] {
+            publish.push_str(&publish_toml(proto, &port.to_string(), to, None));
+        }
+        published.push((i + 1, port, to));
+    }
+    println!(
+        "  host {prefix}-host: uplink eth0 {UPLINK_ADDR}/24, containers {CONTAINER_CIDR} (each listening on tcp+udp :{SERVICE_PORT})"
+    );
+    println!("  outside {prefix}-out: {OUTSIDE_ADDR}, whoami server on tcp+udp :{SERVICE_PORT}");
+    publish.push_str(&lab.routed_toml());
+    println!(
+        "  peer {prefix}-peer: {PEER_ADDR}/24 on the uplink's segment, no routes; routed containers {}",
+        lab.routed
+            .iter()
+            .map(|c| c.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    lab.start_daemon(exe, &publish)?;
+    println!(
+        "  netbpf daemon attached to {prefix}-host/eth0, maps pinned in {}; config: {}",
+        lab.pin_dir.display(),
+        lab.dir.join("netbpf.toml").display()
+    );
+    println!();
+    println!("The Docker way, outbound: every container reaches the outside as {UPLINK_ADDR}");
+    let dst = SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT);
+    let seen = |line: String| parse_whoami(&line).map(|a| a.to_string()).unwrap_or(line);
+    for (i, c) in lab.containers.iter().enumerate() {
+        let tcp = tcp_whoami(&c.ns, dst)?;
+        let udp = udp_whoami(&c.ns, 0, dst)?;
+        let icmp = ping(&c.ns, OUTSIDE_ADDR, 0x4c00 + i as u16)?;
+        println!(
+            "  c{} {:<10} tcp → outside saw {:<21} udp → {:<21} ping → reply from {icmp}",
+            i + 1,
+            c.addr,
+            seen(tcp),
+            seen(udp),
+        );
+    }
+    println!();
+    println!(
+        "The Docker way, inbound: the outside reaches each container through a published port, and the container sees the client's real address"
+    );
+    for (n, port, to) in &published {
+        let host = SocketAddrV4::new(UPLINK_ADDR, *port);
+        let tcp = tcp_whoami(&lab.outside, host)?;
+        let udp = udp_whoami(&lab.outside, 0, host)?;
+        println!(
+            "  {host} → c{n} {to}   tcp → c{n} saw {:<21} udp → c{n} saw {}",
+            seen(tcp),
+            seen(udp),
+        );
+    }
+    println!();
+    if let Some(peer) = &lab.peer {
+        println!(
+            "The Calico way: the peer reaches each routed container at its own IP (the host answers ARP for it)"
+        );
+        for c in &lab.routed {
+            let dst = SocketAddrV4::new(c.addr, SERVICE_PORT);
+            let tcp = tcp_whoami(peer, dst)?;
+            let udp = udp_whoami(peer, 0, dst)?;
+            println!(
+                "  {dst:<16} tcp → {} saw {:<16} udp → saw {}",
+                c.addr,
+                seen(tcp),
+                seen(udp)
+            );
+        }
+        let neigh = peer.ip(&["-4", "neigh", "show", "dev", "eth0"])?;
+        println!();
+        println!("The peer's ARP table (every container at the host's uplink MAC):");
+        print!("{}", indent(&String::from_utf8_lossy(&neigh.stdout)));
+        println!();
+        println!("The routed containers (netbpf containers list):");
+        // Read inside the host namespace, so interface names resolve there.
+        let pin_dir = lab.pin_dir.clone();
+        let rows = lab.host.run(move || crate::containers::list(&pin_dir))??;
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
+        print!(
+            "{}",
+            indent(&crate::table::render(
+                &crate::containers::ContainerRow::HEADER,
+                &cells
+            ))
+        );
+        println!();
+        println!("The neighbour map (netbpf neigh list):");
+        let pin_dir = lab.pin_dir.clone();
+        let rows = lab.host.run(move || crate::neigh::list(&pin_dir))??;
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
+        print!(
+            "{}",
+            indent(&crate::table::render(
+                &crate::neigh::NeighRow::HEADER,
+                &cells
+            ))
+        );
+        println!();
+    }
+    println!("The NAT rules (netbpf nat list):");
+    print!(
+        "{}",
+        indent(&crate::rows::NatRules::read(&lab.pin_dir)?.render())
+    );
+    println!();
+    println!("The conntrack table that made it happen (netbpf conntrack list):");
+    let nat = lab.nat_maps()?;
+    let rows = crate::conntrack::list(&nat, &crate::config::Timeouts::default())?;
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
+    print!(
+        "{}",
+        indent(&crate::table::render(
+            &crate::conntrack::FlowRow::HEADER,
+            &cells
+        ))
+    );
+    println!();
+    if once {
+        info!("lab: done (--once)");
+    } else {
+        println!("Live counters (netbpf stats), per second; Ctrl-C removes the lab.");
+        let snapshot = || -> anyhow::Result<crate::live::Snapshot> {
+            Ok(crate::live::Snapshot {
+                flows: nat.flows()?.len(),
+                counters: maps::read_stats(&lab.pin_dir)?.counters,
+            })
+        };
+        let mut live = crate::live::Live::new();
+        let mut before = snapshot()?;
+        let mut taken = Instant::now();
+        // The totals so far, then what changes.
+        live.start(&before)?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut stop = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = stop.recv() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    let now = snapshot()?;
+                    live.show(&before, &now, taken.elapsed())?;
+                    before = now;
+                    taken = Instant::now();
+                }
+            }
+        }
+    }
+    drop(nat);
+    let log = lab.stop_daemon()?;
+    if log.contains("ERROR") {
+        println!("daemon log:\n{log}");
+    }
+    drop(lab);
+    println!("lab removed: namespaces, pins and files are gone");
+    Ok(())
+}
+
+/// Indents every line of `text` by two spaces.
+pub(crate) fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}

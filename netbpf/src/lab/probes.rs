@@ -1,0 +1,213 @@
+//! What the lab's machines run and send: whoami servers, their clients, ping.
+
+use std::{
+    io::{self, BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use crate::netns::Netns;
+
+use super::error::*;
+
+/// A server that answers every TCP connection or UDP datagram with the
+/// address it saw the client as ("whoami"), prefixed by a greeting.
+pub struct WhoamiServer {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) thread: Option<JoinHandle<()>>,
+    /// Where it listens.
+    pub addr: SocketAddrV4,
+}
+
+/// Transport of a [`WhoamiServer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl WhoamiServer {
+    /// Starts a server in `ns` on `addr` answering `greeting peer\n`.
+    pub fn spawn(
+        ns: &Netns,
+        transport: Transport,
+        addr: SocketAddrV4,
+        greeting: &str,
+    ) -> Result<Self, LabError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let greeting = greeting.to_owned();
+        let flag = stop.clone();
+        // Bind inside the namespace, then serve from a plain thread (the
+        // socket stays in the namespace it was created in).
+        let thread = match transport {
+            Transport::Tcp => {
+                let listener = ns
+                    .run(move || -> io::Result<TcpListener> {
+                        let s = socket2::Socket::new(
+                            socket2::Domain::IPV4,
+                            socket2::Type::STREAM,
+                            None,
+                        )?;
+                        s.set_reuse_address(true)?;
+                        s.bind(&SocketAddr::V4(addr).into())?;
+                        s.listen(4096)?;
+                        s.set_nonblocking(true)?;
+                        Ok(s.into())
+                    })?
+                    .map_err(io_err(format!("listening on tcp {addr}")))?;
+                thread::spawn(move || serve_tcp(listener, &greeting, &flag))
+            }
+            Transport::Udp => {
+                let socket = ns
+                    .run(move || -> io::Result<UdpSocket> {
+                        let s = UdpSocket::bind(addr)?;
+                        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+                        Ok(s)
+                    })?
+                    .map_err(io_err(format!("binding udp {addr}")))?;
+                thread::spawn(move || serve_udp(socket, &greeting, &flag))
+            }
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            addr,
+        })
+    }
+}
+
+impl Drop for WhoamiServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(crate) fn serve_tcp(listener: TcpListener, greeting: &str, stop: &AtomicBool) {
+    let mut open = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                let _ = stream.set_nonblocking(false);
+                // One write, one segment.
+                let _ = stream.write_all(format!("{greeting} {peer}\n").as_bytes());
+                // Keep it open until the client closes, so concurrent
+                // connections really are concurrent.
+                let _ = stream.set_nonblocking(true);
+                open.push(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Reap connections the clients closed.
+                let mut buf = [0u8; 64];
+                open.retain_mut(|s| !matches!(s.read(&mut buf), Ok(0)));
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+pub(crate) fn serve_udp(socket: UdpSocket, greeting: &str, stop: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(format!("{greeting} {peer}\n").as_bytes(), peer);
+        }
+    }
+}
+
+/// Parses a whoami answer ("greeting... a.b.c.d:port") into the address.
+pub fn parse_whoami(line: &str) -> Option<SocketAddrV4> {
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// Connects over TCP from inside `ns` to `dst` and returns the whoami line.
+pub fn tcp_whoami(ns: &Netns, dst: SocketAddrV4) -> Result<String, LabError> {
+    ns.run(move || -> io::Result<String> {
+        let stream = TcpStream::connect_timeout(&SocketAddr::V4(dst), Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim().to_owned())
+    })?
+    .map_err(io_err(format!("tcp to {dst} from {}", ns.name())))
+}
+
+/// Sends one UDP datagram from inside `ns` (from `src_port`, 0 = any) to
+/// `dst` and returns the whoami answer.
+pub fn udp_whoami(ns: &Netns, src_port: u16, dst: SocketAddrV4) -> Result<String, LabError> {
+    ns.run(move || -> io::Result<String> {
+        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port))?;
+        socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = [0u8; 2048];
+        // UDP may lose the first datagram while ARP resolves: retry.
+        for _ in 0..6 {
+            socket.send_to(b"whoami", dst)?;
+            if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                return Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "no UDP answer"))
+    })?
+    .map_err(io_err(format!("udp to {dst} from {}", ns.name())))
+}
+
+/// Sends ICMP echo requests from inside `ns` to `dst` with identifier `id`
+/// until one is answered (at most 5 tries); returns the reply's source.
+pub fn ping(ns: &Netns, dst: Ipv4Addr, id: u16) -> Result<Ipv4Addr, LabError> {
+    ns.run(move || -> io::Result<Ipv4Addr> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+        s.set_read_timeout(Some(Duration::from_millis(400)))?;
+        for seq in 1..=5u16 {
+            let mut req = [
+                8u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'e', b't', b'b', b'p', b'f', 0, 0,
+            ];
+            req[4..6].copy_from_slice(&id.to_be_bytes());
+            req[6..8].copy_from_slice(&seq.to_be_bytes());
+            let sum = internet_checksum(&req);
+            req[2..4].copy_from_slice(&sum.to_be_bytes());
+            s.send_to(&req, &SocketAddr::V4(SocketAddrV4::new(dst, 0)).into())?;
+            let deadline = Instant::now() + Duration::from_millis(400);
+            while Instant::now() < deadline {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+                let Ok(n) = s.recv(&mut buf) else { break };
+                // SAFETY: recv initialised the first n bytes.
+                let pkt: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
+                let ihl = usize::from(pkt.first().copied().unwrap_or(0) & 0x0f) * 4;
+                let icmp = pkt.get(ihl..).unwrap_or(&[]);
+                if icmp.len() >= 8
+                    && icmp[0] == 0
+                    && icmp[4..6] == id.to_be_bytes()
+                    && icmp[6..8] == seq.to_be_bytes()
+                {
+                    return Ok(Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
+                }
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
+    })?
+    .map_err(io_err(format!("ping {dst} from {}", ns.name())))
+}
+
+/// The Internet checksum (RFC 1071) of `data`.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], chunk.get(1).copied().unwrap_or(0)]);
+        sum += u32::from(word);
+    }
+    !netbpf_common::csum_fold(u64::from(sum))
+}
