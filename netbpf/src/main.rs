@@ -795,7 +795,8 @@ fn publish(command: PublishCommand, pin_dir: &std::path::Path) -> Result<()> {
             to,
             address,
         } => {
-            let rule = control::parse_publish(&proto, &port, &to, address)?;
+            let rule = netbpf::config::publish_entry(&proto, &port, &to, address)
+                .map_err(control::ControlError::Invalid)?;
             control::publish_add(pin_dir, &rule)?;
             println!(
                 "published {} {} → {}:{}",
@@ -807,10 +808,10 @@ fn publish(command: PublishCommand, pin_dir: &std::path::Path) -> Result<()> {
             port,
             address,
         } => {
-            // Parsed with a placeholder target: only protocol and port matter.
-            let rule = control::parse_publish(&proto, &port, "192.0.2.1:1", address)?;
-            control::publish_del(pin_dir, rule.proto, rule.port, address)?;
-            println!("removed the published {} {}", rule.proto, rule.port);
+            let (proto, port, address) = netbpf::config::publish_key(&proto, &port, address)
+                .map_err(control::ControlError::Invalid)?;
+            control::publish_del(pin_dir, proto, port, address)?;
+            println!("removed the published {proto} {port}");
         }
     }
     Ok(())
@@ -820,12 +821,14 @@ fn masquerade(command: MasqueradeCommand, pin_dir: &std::path::Path) -> Result<(
     use netbpf::control;
     match command {
         MasqueradeCommand::Add { source, ports, to } => {
-            let rule = control::parse_masquerade(&source, ports.as_deref())?;
+            let rule = netbpf::config::masquerade_entry(&source, ports.as_deref())
+                .map_err(control::ControlError::Invalid)?;
             let to = control::masquerade_add(pin_dir, &rule, to)?;
             println!("masquerading {} to {to}", rule.source);
         }
         MasqueradeCommand::Del { source } => {
-            let rule = control::parse_masquerade(&source, None)?;
+            let rule = netbpf::config::masquerade_entry(&source, None)
+                .map_err(control::ControlError::Invalid)?;
             control::masquerade_del(pin_dir, rule.source)?;
             println!("stopped masquerading {}", rule.source);
         }
