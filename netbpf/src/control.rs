@@ -2,8 +2,8 @@
 //! restart, by writing its pinned maps (`netbpf publish add|del`,
 //! `netbpf masquerade add|del`).
 //!
-//! Rules are validated exactly as the config file validates them (each one
-//! is parsed as a one-rule config), and checked against the rules already
+//! Rules are validated exactly as the config file validates them (by
+//! [`crate::config::publish_entry`] and its kin), and checked against the rules already
 //! in the datapath the same way the config checks rules against each
 //! other. Flows already open are not touched: removing a rule stops new
 //! flows, established ones run until they expire. The config file stays
@@ -17,8 +17,8 @@ use netbpf_common::{MasqPrefix, MasqRule, PublishKey, PublishRule, map_names};
 
 use crate::{
     config::{
-        Config, ConfigError, Ipv4Cidr, Masquerade, PortRange, Proto, Publish,
-        check_masquerade_source, check_publish_to, publish_collides,
+        ConfigError, Ipv4Cidr, Masquerade, PortRange, Proto, Publish, check_masquerade_source,
+        check_publish_to, publish_collides,
     },
     maps::{self, MapsError},
 };
@@ -47,47 +47,6 @@ pub enum ControlError {
         #[source]
         source: MapError,
     },
-}
-
-/// Parses one `[[publish]]` rule given as its config keys.
-pub fn parse_publish(
-    proto: &str,
-    port: &str,
-    to: &str,
-    address: Option<Ipv4Addr>,
-) -> Result<Publish, ControlError> {
-    let port_value = if port.contains('-') {
-        format!("{port:?}")
-    } else {
-        port.to_owned()
-    };
-    let address = address
-        .map(|a| format!("address = \"{a}\"\n"))
-        .unwrap_or_default();
-    let toml = format!(
-        "[uplink]\ninterface = \"live\"\n[[publish]]\nproto = {proto:?}\nport = {port_value}\nto = {to:?}\n{address}"
-    );
-    let config = Config::from_toml(&toml).map_err(ControlError::Invalid)?;
-    config
-        .publish
-        .into_iter()
-        .next()
-        .ok_or_else(|| ControlError::NotFound("no publish rule parsed".into()))
-}
-
-/// Parses one `[[masquerade]]` rule given as its config keys.
-pub fn parse_masquerade(source: &str, ports: Option<&str>) -> Result<Masquerade, ControlError> {
-    let ports = ports
-        .map(|p| format!("ports = {p:?}\n"))
-        .unwrap_or_default();
-    let toml =
-        format!("[uplink]\ninterface = \"live\"\n[[masquerade]]\nsource = {source:?}\n{ports}");
-    let config = Config::from_toml(&toml).map_err(ControlError::Invalid)?;
-    config
-        .masquerade
-        .into_iter()
-        .next()
-        .ok_or_else(|| ControlError::NotFound("no masquerade rule parsed".into()))
 }
 
 fn trie<K: aya::Pod, V: aya::Pod>(
@@ -266,23 +225,23 @@ pub fn masquerade_del(pin_dir: &Path, source: Ipv4Cidr) -> Result<(), ControlErr
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::{Proto, masquerade_entry, publish_entry, publish_key};
 
     #[test]
     fn rules_are_validated_like_the_config() {
-        let p = parse_publish("tcp", "8000-8010", "10.77.0.2:4000", None).expect("valid");
+        let p = publish_entry("tcp", "8000-8010", "10.77.0.2:4000", None).expect("valid");
         assert_eq!((p.port.start, p.port.end, p.to_port), (8000, 8010, 4000));
-        let err = parse_publish("sctp", "80", "10.77.0.2:80", None).expect_err("bad proto");
+        let err = publish_entry("sctp", "80", "10.77.0.2:80", None).expect_err("bad proto");
         assert!(format!("{:#}", anyhow::Error::from(err)).contains("publish[0].proto"));
-        let err = parse_publish("tcp", "80", "10.77.0.2", None).expect_err("no port");
+        let err = publish_entry("tcp", "80", "10.77.0.2", None).expect_err("no port");
         assert!(format!("{:#}", anyhow::Error::from(err)).contains("publish[0].to"));
-        let m = parse_masquerade("10.78.0.0/16", Some("20000-30000")).expect("valid");
+        let m = masquerade_entry("10.78.0.0/16", Some("20000-30000")).expect("valid");
         assert_eq!(m.source.prefix_len, 16);
-        let err = parse_masquerade("10.78.0.1/16", None).expect_err("host bits");
+        let err = masquerade_entry("10.78.0.1/16", None).expect_err("host bits");
         assert!(format!("{:#}", anyhow::Error::from(err)).contains("host bits"));
         // The config's checks against locking the host out apply here too.
         for (source, why) in [("0.0.0.0/0", "every address"), ("127.0.0.0/8", "loopback")] {
-            let err = parse_masquerade(source, None).expect_err(source);
+            let err = masquerade_entry(source, None).expect_err(source);
             let msg = format!("{:#}", anyhow::Error::from(err));
             assert!(
                 msg.contains("masquerade[0].source") && msg.contains(why),
@@ -290,8 +249,25 @@ mod tests {
             );
         }
         for to in ["127.0.0.1:22", "0.0.0.0:80", "224.0.0.5:80"] {
-            let err = parse_publish("tcp", "80", to, None).expect_err(to);
+            let err = publish_entry("tcp", "80", to, None).expect_err(to);
             assert!(format!("{:#}", anyhow::Error::from(err)).contains("publish[0].to"));
         }
+    }
+
+    #[test]
+    fn a_rule_to_remove_is_named_by_checked_values() {
+        let (proto, port, address) = publish_key("udp", "8000-8010", None).expect("valid");
+        assert_eq!(
+            (proto, port.start, port.end, address),
+            (Proto::Udp, 8000, 8010, None)
+        );
+        let any = publish_key("tcp", "80", Some(std::net::Ipv4Addr::UNSPECIFIED)).expect("any");
+        assert_eq!(any.2, None, "0.0.0.0 means any address, as in the file");
+        let err = publish_key("sctp", "0", None).expect_err("bad proto and port");
+        let msg = format!("{:#}", anyhow::Error::from(err));
+        assert!(
+            msg.contains("publish[0].proto") && msg.contains("publish[0].port"),
+            "{msg}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The library behind the `netbpf` command: configuration
 //! ([`config`]), the loader that attaches the programs and fills their maps
-//! ([`datapath`]), readers of the pinned maps ([`maps`]), conntrack state and
-//! expiry ([`conntrack`]), Prometheus metrics ([`metrics`]), `netbpf
+//! ([`datapath`]), the daemon's loop and reload ([`daemon`]), readers of
+//! the pinned maps ([`maps`]), conntrack state and expiry ([`conntrack`]), Prometheus metrics ([`metrics`]), `netbpf
 //! explain` ([`explain`]), and the namespace lab ([`lab`]).
 
 pub mod batch;
@@ -14,6 +14,7 @@ pub mod config;
 pub mod conntrack;
 pub mod containers;
 pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod earlydrop;
 pub mod events;

@@ -80,3 +80,16 @@ pub(super) fn validate_masquerade(
     }
     out
 }
+
+/// One `[[masquerade]]` entry from the values `netbpf masquerade add|del`
+/// takes, checked like the file's entries.
+pub fn masquerade_entry(source: &str, ports: Option<&str>) -> Result<Masquerade, ConfigError> {
+    let raw = RawMasquerade {
+        source: Some(source.to_owned()),
+        ports: ports.map(|s| IntOrStr::Str(s.to_owned())),
+    };
+    let mut p = Problems::default();
+    let entry = validate_masquerade(vec![raw], None, &mut p).pop();
+    p.finish()?;
+    entry.ok_or_else(|| invalid("masquerade[0]", "could not be validated"))
+}

@@ -96,9 +96,9 @@ pub use inbound::{
     DEFAULT_NEW_FLOWS_BURST, DEFAULT_NEW_FLOWS_PER_SOURCE, InboundConfig, MAX_NEW_FLOWS,
     UnsolicitedSyn,
 };
-pub use masquerade::Masquerade;
+pub use masquerade::{Masquerade, masquerade_entry};
 pub use metrics::{DEFAULT_METRICS_ADDRESS, MetricsConfig};
-pub use publish::{Publish, publish_collides};
+pub use publish::{Publish, publish_collides, publish_entry, publish_key};
 pub use types::{Ipv4Cidr, MAX_INTERFACE_NAME_LEN, PortRange, Proto, parse_duration};
 pub use uplink::Uplink;
 

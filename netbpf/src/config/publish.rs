@@ -202,3 +202,47 @@ pub(super) fn validate_publish(
     }
     valid.into_iter().map(|(_, p)| p).collect()
 }
+
+/// One `[[publish]]` entry from the values `netbpf publish add` takes,
+/// checked by the code that checks the file's entries and named like a
+/// file's first entry (`publish[0].to`). The host's addresses and the
+/// other rules are the datapath's, checked by `control`.
+pub fn publish_entry(
+    proto: &str,
+    port: &str,
+    to: &str,
+    address: Option<Ipv4Addr>,
+) -> Result<Publish, ConfigError> {
+    let raw = RawPublish {
+        proto: Some(proto.to_owned()),
+        port: Some(cli_port(port)),
+        to: Some(to.to_owned()),
+        address: address.map(|a| a.to_string()),
+    };
+    let mut p = Problems::default();
+    let entry = validate_publish(vec![raw], None, &mut p).pop();
+    p.finish()?;
+    entry.ok_or_else(|| invalid("publish[0]", "could not be validated"))
+}
+
+/// What names a published entry for `netbpf publish del`: protocol, host
+/// port (range) and address (`None` for any), checked like
+/// [`publish_entry`] checks them.
+pub fn publish_key(
+    proto: &str,
+    port: &str,
+    address: Option<Ipv4Addr>,
+) -> Result<(Proto, PortRange, Option<Ipv4Addr>), ConfigError> {
+    let mut p = Problems::default();
+    let proto = p.check(publish_proto("publish[0].proto", Some(proto.to_owned())));
+    let port = p.check(port_range_value("publish[0].port", &cli_port(port)));
+    let address = match address {
+        None => Some(None),
+        Some(a) => p.check(publish_address("publish[0].address", &a.to_string())),
+    };
+    p.finish()?;
+    match (proto, port, address) {
+        (Some(proto), Some(port), Some(address)) => Ok((proto, port, address)),
+        _ => Err(invalid("publish[0]", "could not be validated")),
+    }
+}

@@ -412,3 +412,12 @@ pub(super) fn unicast_value(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError>
     check_unicast(key, s, ip)?;
     Ok(ip)
 }
+
+/// A port as a command line gives it: a number is checked as the file's
+/// `port = 80`, anything else as its `port = "8000-8010"`.
+pub(super) fn cli_port(port: &str) -> IntOrStr {
+    match port.parse() {
+        Ok(n) => IntOrStr::Int(n),
+        Err(_) => IntOrStr::Str(port.to_owned()),
+    }
+}

@@ -1,0 +1,30 @@
+//! `netbpf lab`: the namespace demo, one host or several.
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Prefix of the namespaces the lab creates; the lab's daemon pins its
+    /// maps at /sys/fs/bpf/PREFIX (the global --pin-dir does not apply).
+    #[arg(long, default_value = "netbpf-lab")]
+    prefix: String,
+    /// Run the demo once and exit instead of showing live counters.
+    #[arg(long)]
+    once: bool,
+    /// Run the multi-host lab instead: this many container hosts (2-9) on
+    /// one segment, carrying each other's container routes over BGP with
+    /// BIRD (docs/multi-host.md).
+    #[arg(long, default_value_t = 1)]
+    hosts: usize,
+}
+
+/// Runs the one-host lab, or the multi-host lab for `--hosts` above 1.
+pub async fn run(args: LabArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the netbpf binary")?;
+    if args.hosts > 1 {
+        netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, args.once).await
+    } else {
+        netbpf::lab::run_demo(&exe, &args.prefix, args.once).await
+    }
+}
