@@ -78,9 +78,14 @@ impl Dp {
         Dp { ebpf }
     }
 
-    /// Runs a program, or `None` if BPF_PROG_TEST_RUN refuses the input
-    /// (it rejects some runt frames before any program sees them).
-    fn try_run(&self, prog: &str, pkt: &[u8]) -> Option<(u32, Vec<u8>)> {
+    /// Runs a program once: its verdict and the packet that comes out, or
+    /// the error BPF_PROG_TEST_RUN gave (it rejects some runt frames before
+    /// any program sees them).
+    fn test_run(
+        &self,
+        prog: &str,
+        pkt: &[u8],
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let p: &SchedClassifier = self
             .ebpf
             .program(prog)
@@ -91,27 +96,20 @@ impl Dp {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(pkt);
         opts.data_out = Some(&mut out);
-        let r = p.test_run(opts).ok()?;
+        let r = p.test_run(opts)?;
         out.truncate(r.data_size_out as usize);
-        Some((r.return_value, out))
+        Ok((r.return_value, out))
     }
 
+    /// [`Dp::test_run`], or `None` if BPF_PROG_TEST_RUN refuses the input.
+    fn try_run(&self, prog: &str, pkt: &[u8]) -> Option<(u32, Vec<u8>)> {
+        self.test_run(prog, pkt).ok()
+    }
+
+    /// [`Dp::test_run`], which must run.
     fn run(&self, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let p: &SchedClassifier = self
-            .ebpf
-            .program(prog)
-            .expect("program")
-            .try_into()
-            .expect("type");
-        let mut out = vec![0u8; pkt.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(pkt);
-        opts.data_out = Some(&mut out);
-        let r = p
-            .test_run(opts)
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes {pkt:02x?}: {e}", pkt.len()));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        self.test_run(prog, pkt)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes {pkt:02x?}: {e}", pkt.len()))
     }
 
     fn egress(&self, pkt: &[u8]) -> (u32, Vec<u8>) {
