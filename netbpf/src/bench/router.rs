@@ -324,7 +324,7 @@ pub(crate) fn phase(
     // (socket send-buffer back-pressure through the veth), so it is
     // stopped with SIGINT after `limit`.
     let trafgen = |n: u64, limit: Duration| -> Result<()> {
-        let mut child = rig
+        let child = rig
             .lab
             .outside
             .command("taskset")
@@ -338,29 +338,7 @@ pub(crate) fn phase(
             .stderr(Stdio::piped())
             .spawn()
             .context("starting trafgen (cargo xtask setup installs netsniff-ng)")?;
-        let deadline = Instant::now() + limit;
-        let mut stopped = false;
-        loop {
-            if child.try_wait()?.is_some() {
-                break;
-            }
-            if !stopped && Instant::now() > deadline {
-                // Our own child, by its pid (ip netns exec execs taskset,
-                // which execs trafgen: the same process).
-                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-                stopped = true;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output()?;
-        if !out.status.success() && !stopped {
-            bail!(
-                "trafgen failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        wait_trafgen(child, Instant::now() + limit, Duration::from_millis(20))?;
         Ok(())
     };
     // Warm-up: ARP, routes, the flow of the established phase.
@@ -539,4 +517,36 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
         "summary": agg,
         "ratios": ratios,
     }))
+}
+
+/// Waits for a trafgen started in a namespace, stopping it (SIGINT, to our
+/// own child by its pid: `ip netns exec` execs taskset, which execs
+/// trafgen) once `deadline` passes; a failure it did not owe to that stop
+/// is an error. Returns whether it had to be stopped.
+pub(crate) fn wait_trafgen(
+    mut child: std::process::Child,
+    deadline: Instant,
+    poll: Duration,
+) -> Result<bool> {
+    let mut stopped = false;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if !stopped && Instant::now() > deadline {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            stopped = true;
+        }
+        thread::sleep(poll);
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() && !stopped {
+        bail!(
+            "trafgen failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(stopped)
 }

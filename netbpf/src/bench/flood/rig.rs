@@ -9,7 +9,6 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    thread::{self},
     time::{Duration, Instant},
 };
 
@@ -19,7 +18,7 @@ use serde_json::{Value, json};
 use super::super::{
     install::timed_stdin,
     options::Options,
-    router::{GEN_CPU, Kind, hex_list, mac_of, netdev_counter},
+    router::{GEN_CPU, Kind, hex_list, mac_of, netdev_counter, wait_trafgen},
 };
 use crate::{
     lab::{self, Lab},
@@ -257,37 +256,19 @@ impl Rig {
             cmd.args(["--num", &(f.rate * f.secs).to_string()])
                 .args(["--rate", &format!("{}pps", f.rate)]);
         }
-        let mut child = cmd
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting trafgen (cargo xtask setup installs netsniff-ng)")?;
         // A slower receiver slows trafgen down; the flood lasts its time.
-        let deadline = start + Duration::from_secs(f.secs);
-        let mut stopped = false;
-        loop {
-            if child.try_wait()?.is_some() {
-                break;
-            }
-            if !stopped && Instant::now() > deadline {
-                // Our own child, by its pid (ip netns exec execs taskset,
-                // which execs trafgen).
-                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-                stopped = true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_trafgen(
+            child,
+            start + Duration::from_secs(f.secs),
+            Duration::from_millis(10),
+        )?;
         let secs = start.elapsed().as_secs_f64();
-        let out = child.wait_with_output()?;
-        if !out.status.success() && !stopped {
-            bail!(
-                "trafgen failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
         let tx1 = netdev_counter(&self.lab.outside, "eth0", "tx_packets")?;
         Ok((tx1.saturating_sub(tx0), secs))
     }
