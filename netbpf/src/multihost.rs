@@ -229,16 +229,13 @@ impl Host {
     /// to the config or with `netbpf containers add`.
     pub fn wire_container(&mut self, prefix: &str, i: usize) -> Result<&Container, LabError> {
         let h = self.index;
-        let ns = Netns::create(&format!("{prefix}-h{h}c{i}"))?;
-        let addr = container_addr(h, i);
-        let host_veth = format!("veth-c{i}");
-        netns::veth(&self.ns, &host_veth, &ns, "eth0")?;
-        netns::wire_calico(&ns, addr)?;
-        self.containers.push(Container {
-            ns,
-            addr,
-            host_veth,
-        });
+        let c = Container::routed(
+            &self.ns,
+            &format!("{prefix}-h{h}c{i}"),
+            format!("veth-c{i}"),
+            container_addr(h, i),
+        )?;
+        self.containers.push(c);
         let last = self.containers.len() - 1;
         Ok(&self.containers[last])
     }

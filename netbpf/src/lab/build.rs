@@ -27,6 +27,26 @@ pub struct Container {
     pub host_veth: String,
 }
 
+impl Container {
+    /// A routed container in a new namespace `name`, wired like Calico's
+    /// (a /32, default via 169.254.1.1 onlink) to `host_veth` on `host`.
+    pub fn routed(
+        host: &Netns,
+        name: &str,
+        host_veth: String,
+        addr: Ipv4Addr,
+    ) -> Result<Container, LabError> {
+        let ns = Netns::create(name)?;
+        netns::veth(host, &host_veth, &ns, "eth0")?;
+        netns::wire_calico(&ns, addr)?;
+        Ok(Container {
+            ns,
+            addr,
+            host_veth,
+        })
+    }
+}
+
 /// How the host's uplink is wired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wiring {
@@ -178,16 +198,13 @@ impl Lab {
     /// 169.254.1.1 onlink), but without proxy_arp and without a host route:
     /// netbpf answers its ARP and installs the route.
     pub(crate) fn add_routed(&mut self, i: usize) -> Result<(), LabError> {
-        let ns = Netns::create(&format!("{}-r{i}", self.prefix))?;
-        let addr = Ipv4Addr::new(10, 0, 1, 100 + i as u8);
-        let host_veth = format!("veth-r{i}");
-        netns::veth(&self.host, &host_veth, &ns, "eth0")?;
-        netns::wire_calico(&ns, addr)?;
-        self.routed.push(Container {
-            ns,
-            addr,
-            host_veth,
-        });
+        let c = Container::routed(
+            &self.host,
+            &format!("{}-r{i}", self.prefix),
+            format!("veth-r{i}"),
+            Ipv4Addr::new(10, 0, 1, 100 + i as u8),
+        )?;
+        self.routed.push(c);
         Ok(())
     }
 
