@@ -3,20 +3,15 @@
 //! the right destination MAC without a trip through the kernel.
 //!
 //! The daemon subscribes to neighbour changes first, then dumps the table
-//! into the map, then a thread applies every change as it comes: an entry
-//! that is resolved (or static) is written, one that becomes incomplete or
-//! failed, or is deleted, is removed. When the kernel reports that changes
-//! were lost (`ENOBUFS`), the thread dumps the table again.
+//! into the map, then a task on the daemon's runtime applies every change
+//! as it comes (woken by the netlink socket, no polling): an entry that is
+//! resolved (or static) is written, one that becomes incomplete or failed,
+//! or is deleted, is removed. When the kernel reports that changes were
+//! lost (`ENOBUFS`), the task dumps the table again.
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::{self, JoinHandle},
-};
+use std::{io, net::Ipv4Addr, path::Path};
+
+use tokio::io::{Interest, unix::AsyncFd};
 
 use aya::maps::{HashMap, MapData, MapError};
 use log::{debug, warn};
@@ -83,35 +78,41 @@ pub fn fill<T: std::borrow::BorrowMut<MapData>>(
     Ok(())
 }
 
-/// The thread that keeps the map in sync; stops (and is joined) on drop.
+/// The task that keeps the map in sync, on the daemon's tokio runtime; it
+/// wakes only when the kernel reports a neighbour change (the netlink
+/// socket under `AsyncFd`), and stops on drop.
 pub struct NeighSync {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl NeighSync {
     /// Starts applying `monitor`'s changes to `map` (the uplink's entries).
+    /// Must be called on the daemon's runtime.
     pub fn spawn(
-        mut monitor: NeighMonitor,
+        monitor: NeighMonitor,
         mut map: HashMap<MapData, [u8; 4], Neighbour>,
         uplink: u32,
-    ) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let mut pfd = libc::pollfd {
-                    fd: monitor.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
+    ) -> io::Result<Self> {
+        let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        // AsyncFd registers with the runtime's reactor: enter it first.
+        let _guard = handle.enter();
+        // SAFETY: the monitor owns its netlink socket for its whole life,
+        // and `as_raw_fd` always returns that socket's descriptor.
+        let mut fd = unsafe { AsyncFd::register_with_interest(monitor, Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let task = handle.spawn(async move {
+            loop {
+                let mut ready = match fd.readable_mut().await {
+                    Ok(ready) => ready,
+                    Err(e) => {
+                        warn!("neighbour changes: {e}; no longer followed");
+                        return;
+                    }
                 };
-                // SAFETY: one valid pollfd, for the duration of the call.
-                let n = unsafe { libc::poll(&mut pfd, 1, 200) };
-                if n <= 0 {
-                    continue;
-                }
-                match monitor.drain() {
+                match ready.get_inner_mut().drain() {
                     Ok(events) => {
+                        // drain() read until EWOULDBLOCK.
+                        ready.clear_ready();
                         for ev in &events {
                             debug!("neighbour change: {ev:?}");
                             if let Err(e) = apply(&mut map, uplink, ev) {
@@ -121,7 +122,7 @@ impl NeighSync {
                     }
                     Err(e) => {
                         // Most likely ENOBUFS: changes were lost. Start over
-                        // from a dump.
+                        // from a dump (and read the socket again).
                         warn!("neighbour changes: {e}; reading the whole table again");
                         match Rtnl::open().and_then(|mut r| r.neighbours()) {
                             Ok(table) => {
@@ -135,19 +136,13 @@ impl NeighSync {
                 }
             }
         });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
+        Ok(Self { task })
     }
 }
 
 impl Drop for NeighSync {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.task.abort();
     }
 }
 

@@ -428,3 +428,9 @@ impl NeighMonitor {
         }
     }
 }
+
+impl std::os::fd::AsRawFd for NeighMonitor {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd()
+    }
+}

@@ -30,6 +30,16 @@ pub enum ContainersError {
         #[source]
         source: NetdevError,
     },
+    /// Following the kernel's neighbour changes could not start (no tokio
+    /// runtime, or the socket could not be registered with it).
+    #[error("{what}")]
+    Neighbours {
+        /// What was being done.
+        what: &'static str,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// An rtnetlink request failed.
     #[error("{key}")]
     Rtnl {

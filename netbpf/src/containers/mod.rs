@@ -182,7 +182,13 @@ impl Routing {
         let name = map_names::NEIGHBOURS;
         let map = HashMap::try_from(Map::HashMap(maps::open_pinned(pin_dir, name)?))
             .map_err(map_err(name))?;
-        self.neigh_sync = Some(NeighSync::spawn(monitor, map, self.uplink_ifindex));
+        let sync = NeighSync::spawn(monitor, map, self.uplink_ifindex).map_err(|source| {
+            ContainersError::Neighbours {
+                what: "following neighbour changes",
+                source,
+            }
+        })?;
+        self.neigh_sync = Some(sync);
         Ok(())
     }
 
