@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use common::C1;
 use netbpf::{
     lab::{
         self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
@@ -42,8 +43,6 @@ fn sa(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
 fn outside() -> SocketAddrV4 {
     sa(OUTSIDE_ADDR, SERVICE_PORT)
 }
-
-const C1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 
 /// A lab with `n` containers (whoami servers on port 4000), a whoami
 /// server on the outside machine, c1's TCP port 4000 published on 8081, and

@@ -47,12 +47,6 @@ const TEST_IFINDEX: u32 = 1;
 const C1_IFINDEX: u32 = 1;
 const C2_IFINDEX: u32 = 77;
 
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const TC_SHOT: u32 = 2;
-const TC_REDIRECT: u32 = 7;
-const TC_NEXT: u32 = u32::MAX;
-
 /// Runs a loaded program once on `pkt`: (verdict, packet out).
 macro_rules! run_prog {
     ($p:expr, $pkt:expr) => {{

@@ -30,6 +30,32 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Verdicts as BPF_PROG_TEST_RUN reports them.
+pub const TC_OK: u32 = 0;
+/// `TC_ACT_SHOT`: dropped.
+pub const TC_SHOT: u32 = 2;
+/// `TC_ACT_REDIRECT`.
+pub const TC_REDIRECT: u32 = 7;
+/// `TC_ACT_UNSPEC` (-1): not ours, pass on (tcx "next").
+pub const TC_NEXT: u32 = u32::MAX;
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`.
+pub const XDP_TX: u32 = 3;
+
+/// The NAT tests' addresses: the host's uplink, a remote, two containers
+/// behind the NAT, an unrelated address. (The routed-container tests use
+/// their own, on a routed segment.)
+pub const UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// A remote host on the internet side.
+pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+/// The first container behind the NAT.
+pub const C1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The second container behind the NAT.
+pub const C2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+/// An address nothing is configured for.
+pub const OTHER: Ipv4Addr = Ipv4Addr::new(192, 168, 9, 9);
+
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;

@@ -31,17 +31,6 @@ use netbpf::{
 };
 use netbpf_common::{Counter, Endpoint, FlowKey, FlowValue, flow_flags, map_names};
 
-const UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-const C1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const C2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-const OTHER: Ipv4Addr = Ipv4Addr::new(192, 168, 9, 9);
-
-/// tc verdicts as BPF_PROG_TEST_RUN reports them.
-const TC_OK: u32 = 0;
-const TC_SHOT: u32 = 2;
-const TC_NEXT: u32 = u32::MAX; // TC_ACT_UNSPEC (-1): not ours, pass on
-
 const BASE_CONFIG: &str = r#"
 [uplink]
 interface = "eth0"
