@@ -61,16 +61,13 @@ pub(super) fn nat_ingress(
         return icmp_in(rules, m, q, e, steps);
     }
     let (sport, dport) = ports(q, Direction::Ingress);
-    let result = inbound(
-        rules,
-        m,
-        q.proto,
-        q.tcp,
-        (*q.src.ip(), sport),
-        (*q.dst.ip(), dport),
-        steps,
-        INGRESS,
-    );
+    let arriving = Arriving {
+        p: q.proto,
+        tcp: q.tcp,
+        src: (*q.src.ip(), sport),
+        dst: (*q.dst.ip(), dport),
+    };
+    let result = inbound(rules, m, arriving, steps, INGRESS);
     match result {
         In::To(to, published) => Outcome::Translated {
             src: q.src,

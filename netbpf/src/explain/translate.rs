@@ -126,20 +126,44 @@ pub(super) enum In {
     Drop(Counter),
 }
 
-/// `nat::inbound`, described: `src:sport` → the outside endpoint `dst:dport`.
-#[allow(clippy::too_many_arguments, reason = "mirrors the kernel's tuple")]
+/// A packet as the inbound lookups see it: protocol, TCP flags, from
+/// `src:sport` to the outside endpoint `dst:dport`.
+#[derive(Clone, Copy)]
+pub(super) struct Arriving {
+    pub(super) p: u8,
+    pub(super) tcp: TcpFlags,
+    pub(super) src: (Ipv4Addr, u16),
+    pub(super) dst: (Ipv4Addr, u16),
+}
+
+impl Arriving {
+    /// The outside endpoint it is addressed to.
+    fn outside(&self) -> Endpoint {
+        Endpoint::new(self.p, self.dst.0.octets(), self.dst.1)
+    }
+
+    /// Whether only an opening SYN may open its flow (TCP, not a SYN).
+    fn needs_syn(&self) -> bool {
+        self.p == proto::TCP && self.tcp == TcpFlags::NotSyn
+    }
+}
+
+/// `nat::inbound`, described.
 pub(super) fn inbound(
     rules: &Rules,
     m: &impl Lookup,
-    p: u8,
-    tcp: TcpFlags,
-    (src, sport): (Ipv4Addr, u16),
-    (dst, dport): (Ipv4Addr, u16),
+    a: Arriving,
     steps: &mut Vec<Step>,
     program: &'static str,
 ) -> In {
-    let outside = Endpoint::new(p, dst.octets(), dport);
-    let needs_syn = p == proto::TCP && tcp == TcpFlags::NotSyn;
+    let Arriving {
+        p,
+        src: (src, sport),
+        dst: (dst, dport),
+        ..
+    } = a;
+    let outside = a.outside();
+    let needs_syn = a.needs_syn();
     if let Some(inside) = m.reverse(&outside) {
         let key = FlowKey::new(p, inside.addr, inside.port, src.octets(), sport);
         if let Some(v) = m.flow(&key) {
@@ -163,7 +187,7 @@ pub(super) fn inbound(
                     ep(&inside)
                 ),
             });
-            return published_flow(rules, m, p, tcp, (src, sport), (dst, dport), steps, program);
+            return published_flow(rules, m, a, steps, program);
         }
         steps.push(Step {
             program,
@@ -216,23 +240,25 @@ pub(super) fn inbound(
         });
         return In::None;
     }
-    published_flow(rules, m, p, tcp, (src, sport), (dst, dport), steps, program)
+    published_flow(rules, m, a, steps, program)
 }
 
 /// `nat::published_flow`, described: the flow to a published port.
-#[allow(clippy::too_many_arguments, reason = "mirrors the kernel's tuple")]
 pub(super) fn published_flow(
     rules: &Rules,
     m: &impl Lookup,
-    p: u8,
-    tcp: TcpFlags,
-    (src, sport): (Ipv4Addr, u16),
-    (dst, dport): (Ipv4Addr, u16),
+    a: Arriving,
     steps: &mut Vec<Step>,
     program: &'static str,
 ) -> In {
-    let outside = Endpoint::new(p, dst.octets(), dport);
-    let needs_syn = p == proto::TCP && tcp == TcpFlags::NotSyn;
+    let Arriving {
+        p,
+        src: (src, sport),
+        dst: (dst, dport),
+        ..
+    } = a;
+    let outside = a.outside();
+    let needs_syn = a.needs_syn();
     let Some((rule, any)) = rules.published(p, dst, dport) else {
         let why = if dst.octets()[0] == 127 {
             " (never for 127.0.0.0/8)"
@@ -406,16 +432,13 @@ pub(super) fn hairpin(
         Out::Drop(c) => return Some(Outcome::Dropped { counter: c.name() }),
         Out::To(from) => from,
     };
-    match inbound(
-        rules,
-        m,
-        q.proto,
-        q.tcp,
-        (*from.ip(), from.port()),
-        (*q.dst.ip(), q.dst.port()),
-        steps,
-        INSIDE,
-    ) {
+    let arriving = Arriving {
+        p: q.proto,
+        tcp: q.tcp,
+        src: (*from.ip(), from.port()),
+        dst: (*q.dst.ip(), q.dst.port()),
+    };
+    match inbound(rules, m, arriving, steps, INSIDE) {
         In::To(to, _) => Some(Outcome::Translated {
             src: from,
             dst: to,
