@@ -18,12 +18,12 @@ use netbpf_common::csum_fold;
 
 use crate::{
     fib::skb,
-    maps::CSUM_SCRATCH,
+    maps::{CSUM_SCRATCH, CSUM_SCRATCH_BYTES},
     parse::{Packet, Quoted},
 };
 
 /// Bytes of the scratch buffer, the most that is checked.
-pub(crate) const CSUM_MAX: usize = 1024;
+const CSUM_MAX: usize = CSUM_SCRATCH_BYTES;
 /// Most bytes one `bpf_csum_diff` call sums.
 const CHUNK: usize = 512;
 

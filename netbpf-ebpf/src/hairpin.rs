@@ -28,9 +28,10 @@ use crate::{
     conntrack::now_ns,
     csum, fib,
     maps::{CONNTRACK, HAIRPIN_FRAGS, NAT_REVERSE},
-    nat::{self, Tuple, published},
+    nat::{self, Tuple},
     parse::{self, L4, Packet},
     rewrite::{self, Side},
+    rules::{is_icmp_error, published},
     stats,
 };
 
@@ -41,7 +42,7 @@ pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> 
     let (src, dst) = match pkt.l4 {
         L4::Ports { src, dst, .. } => (src, dst),
         L4::Fragment => return fragment(ctx, pkt),
-        L4::Icmp { icmp_type, .. } if nat::is_icmp_error(icmp_type) => return icmp_error(ctx, pkt),
+        L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => return icmp_error(ctx, pkt),
         _ => return Ok(Verdict::Pass),
     };
     if pkt.proto != proto::TCP && pkt.proto != proto::UDP {

@@ -10,9 +10,9 @@ use netbpf_common::{Counter, Endpoint, FlowKey, proto};
 use crate::{
     Verdict, csum,
     maps::{CONNTRACK, MASQ_RULES, NAT_REVERSE},
-    nat::{self, published},
     parse::{self, ICMP_ECHO_REQUEST, Packet},
     rewrite::{self, Side},
+    rules::{published, untranslatable},
     stats,
 };
 
@@ -70,14 +70,14 @@ pub(crate) fn error_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter
 pub(crate) fn error_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let q = match parse::parse_quoted(ctx, pkt) {
         Ok(q) => q,
-        Err(reason) => return nat::untranslatable(pkt, reason),
+        Err(reason) => return untranslatable(pkt, reason),
     };
     if q.proto != proto::TCP && q.proto != proto::UDP {
-        return nat::untranslatable(pkt, Counter::DropIcmpNoFlow);
+        return untranslatable(pkt, Counter::DropIcmpNoFlow);
     }
     let key = FlowKey::new(q.proto, q.dst, q.dport, q.src, q.sport);
     let Some(flow) = CONNTRACK.get_ptr(&key) else {
-        return nat::untranslatable(pkt, Counter::DropIcmpNoFlow);
+        return untranslatable(pkt, Counter::DropIcmpNoFlow);
     };
     // SAFETY: map value pointer, valid for this run.
     let (addr, port) = unsafe { ((*flow).outside_addr, (*flow).outside_port) };

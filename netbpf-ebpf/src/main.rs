@@ -34,6 +34,7 @@ mod parse;
 mod reorder;
 mod rewrite;
 mod route;
+mod rules;
 mod sock;
 mod stats;
 mod unreach;

@@ -108,9 +108,13 @@ pub(crate) static NEIGHBOURS: HashMap<[u8; 4], netbpf_common::Neighbour> =
 #[map]
 pub(crate) static ROUTE_UPLINK: Array<netbpf_common::RouteUplink> = Array::with_max_entries(1, 0);
 
+/// Bytes of [`CSUM_SCRATCH`]: the longest ICMP error whose checksums are
+/// verified.
+pub(crate) const CSUM_SCRATCH_BYTES: usize = 1024;
+
 /// Scratch space to sum an ICMP error's bytes in.
 #[map]
-pub(crate) static CSUM_SCRATCH: PerCpuArray<[u32; crate::csum::CSUM_MAX / 4]> =
+pub(crate) static CSUM_SCRATCH: PerCpuArray<[u32; CSUM_SCRATCH_BYTES / 4]> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// The config's policies (index 0), written by userspace.

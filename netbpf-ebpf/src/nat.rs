@@ -21,8 +21,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use netbpf_common::{
     Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, FragValue, MAX_PORT_PROBES, MappingValue, MasqRule,
-    NatEvent, PUBLISH_KEY_BITS, PublishKey, PublishRule, coarse_expired, coarse_seconds,
-    event_kind, flow_flags, proto,
+    NatEvent, PublishRule, coarse_expired, coarse_seconds, event_kind, flow_flags, proto,
 };
 
 use crate::{
@@ -31,14 +30,11 @@ use crate::{
     guard, icmp,
     maps::{
         CONNTRACK, EVENTS, EVENTS_ON, FRAGS, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE,
-        PUBLISH,
     },
-    parse::{
-        ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-        ICMP_TIME_EXCEEDED, L4, Packet,
-    },
+    parse::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, L4, Packet},
     reorder,
     rewrite::{self, Side},
+    rules::{is_icmp_error, published, untranslatable},
     stats, unreach,
 };
 
@@ -78,15 +74,6 @@ pub(crate) struct Translation {
     pub port: u16,
     /// The flow goes to a published port (DNAT) rather than a mapping.
     pub published: bool,
-}
-
-/// Whether an ICMP type is an error that quotes the packet it is about.
-#[inline(always)]
-pub(crate) fn is_icmp_error(icmp_type: u8) -> bool {
-    matches!(
-        icmp_type,
-        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
-    )
 }
 
 /// Source NAT for a packet leaving the uplink: an existing flow (a
@@ -135,18 +122,6 @@ fn session_refused(ctx: &TcContext, pkt: &Packet, reason: Counter) -> Result<Ver
     stats::inc(reason);
     stats::inc(Counter::IcmpProhibitedSent);
     Ok(verdict)
-}
-
-/// A packet leaving the uplink that cannot be translated: dropped if it
-/// comes from a masquerade CIDR (it must not leave with its private
-/// source), left alone otherwise.
-#[inline(always)]
-pub(crate) fn untranslatable(pkt: &Packet, reason: Counter) -> Result<Verdict, Counter> {
-    if MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
-        Err(reason)
-    } else {
-        Ok(Verdict::Pass)
-    }
 }
 
 /// Finds (or, for a masquerade source, creates) the outbound flow of a
@@ -446,41 +421,6 @@ fn published_flow(pkt: &Packet, t: &Tuple, rule: &PublishRule) -> Result<Transla
         port: to_port,
         published: true,
     })
-}
-
-/// The published rule for `addr:port`, if any: a rule bound to that
-/// address, else a rule for any address if `addr` is one of the host's.
-/// Never for 127.0.0.0/8.
-#[inline(always)]
-pub(crate) fn published(proto: u8, addr: [u8; 4], port: u16) -> Option<PublishRule> {
-    // Loopback destinations never come from a wire: a packet that claims
-    // one is spoofed (CVE-2020-8558), and must not reach a container.
-    if addr[0] == 127 {
-        return None;
-    }
-    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, addr, port));
-    if let Some(rule) = PUBLISH.get(&key) {
-        return Some(*rule);
-    }
-    LOCAL_ADDRS.get_ptr(&addr)?;
-    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, [0; 4], port));
-    PUBLISH.get(&key).copied()
-}
-
-/// The published rule a socket on the host reaches at `addr:port`: a rule
-/// bound to that address (loopback included), else a rule for any address
-/// if `addr` is one of the host's or loopback.
-#[inline(always)]
-pub(crate) fn published_for_host(proto: u8, addr: [u8; 4], port: u16) -> Option<PublishRule> {
-    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, addr, port));
-    if let Some(rule) = PUBLISH.get(&key) {
-        return Some(*rule);
-    }
-    if addr[0] != 127 {
-        LOCAL_ADDRS.get_ptr(&addr)?;
-    }
-    let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, [0; 4], port));
-    PUBLISH.get(&key).copied()
 }
 
 /// A remote this mapping has not talked to yet reaches it

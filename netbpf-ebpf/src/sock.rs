@@ -23,7 +23,7 @@ use netbpf_common::{Counter, SockRevKey, SockRevValue, proto};
 
 use crate::{
     maps::{SOCK_NETNS, SOCK_REVNAT},
-    nat::published_for_host,
+    rules::published_for_host,
     stats,
 };
 
