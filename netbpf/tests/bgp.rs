@@ -11,11 +11,12 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    path::Path,
     process::Output,
     thread,
     time::{Duration, Instant},
@@ -33,10 +34,6 @@ use netbpf_common::Counter;
 /// at once; measured well under a second. The bound leaves room for a
 /// loaded CI machine.
 const PROPAGATION_BOUND: Duration = Duration::from_secs(3);
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 fn prefix(x: &str) -> String {
     format!("nbt-bgp{x}-{}", std::process::id())

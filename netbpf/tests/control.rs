@@ -5,9 +5,10 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    path::Path,
     process::{Command, Output},
     time::{Duration, Instant},
 };
@@ -15,10 +16,6 @@ use std::{
 use netbpf::lab::{
     self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
 };
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 fn cli(lab: &Lab, args: &[&str]) -> Output {
     Command::new(exe())

@@ -6,11 +6,12 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
     net::{SocketAddr, SocketAddrV4, TcpStream},
-    path::Path,
     process::Command,
     time::Duration,
 };
@@ -18,10 +19,6 @@ use std::{
 use netbpf::lab::{
     self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
 };
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 fn prefix(test: &str) -> String {
     format!("nbt-{test}-{}", std::process::id())

@@ -6,9 +6,10 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    path::Path,
     time::Duration,
 };
 
@@ -17,10 +18,6 @@ use netbpf::lab::{
 };
 
 const PUBLISHED: u16 = 8081;
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 /// Two containers; c1's port 4000 published on 8081 (TCP and UDP), whoami
 /// servers on c1 and on the outside machine, daemon running.

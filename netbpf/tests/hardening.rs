@@ -22,11 +22,12 @@
 #[macro_use]
 mod common;
 
+use common::{exe, sa};
+
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::Path,
     process::Command,
     sync::{
         Arc,
@@ -45,16 +46,8 @@ use netbpf::{
     netns::Netns,
 };
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
-
 fn prefix(test: &str) -> String {
     format!("nbt-hd{test}-{}", std::process::id())
-}
-
-fn sa(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(addr, port)
 }
 
 /// `netbpf ARGS` against the lab's pins; stdout, the command must succeed.

@@ -21,11 +21,12 @@
 #[macro_use]
 mod common;
 
+use common::{exe, sa};
+
 use std::{
     collections::BTreeMap,
     io::{self, BufRead, BufReader},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    path::Path,
     process::Command,
     time::Duration,
 };
@@ -35,14 +36,6 @@ use netbpf::{
     lab::{self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer},
     netns::Netns,
 };
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
-
-fn sa(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(addr, port)
-}
 
 /// Container c3's ports 5000..=5002, published on 9000..=9002 (Docker
 /// writes one rule per port of `-p 9000-9002:5000-5002`).

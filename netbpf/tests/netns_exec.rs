@@ -10,6 +10,8 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -19,10 +21,6 @@ use std::{
 };
 
 use netbpf::netns::Netns;
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 fn prefix(x: &str) -> String {
     format!("nbt-nsx{x}-{}", std::process::id())

@@ -8,11 +8,12 @@
 #[macro_use]
 mod common;
 
+use common::{exe, sa};
+
 use std::{
     collections::HashMap,
     io::{self, BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    path::Path,
     process::Command,
     time::Duration,
 };
@@ -28,16 +29,8 @@ use netbpf::{
 };
 use serde_json::Value;
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
-
 fn prefix(test: &str) -> String {
     format!("nbt-ob{test}-{}", std::process::id())
-}
-
-fn sa(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(addr, port)
 }
 
 fn outside() -> SocketAddrV4 {

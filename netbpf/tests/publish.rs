@@ -7,10 +7,11 @@
 #[macro_use]
 mod common;
 
+use common::{exe, sa};
+
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-    path::Path,
     process::Command,
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -26,16 +27,8 @@ use netbpf::{
 };
 use netbpf_common::Counter;
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
-
 fn prefix(test: &str) -> String {
     format!("nbt-pub{test}-{}", std::process::id())
-}
-
-fn sa(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(addr, port)
 }
 
 fn uplink(port: u16) -> SocketAddrV4 {

@@ -10,6 +10,8 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     path::Path,
     process::{Command, Output, Stdio},
@@ -21,10 +23,6 @@ use netbpf::{
     lab::{self, Lab, UPLINK_ADDR},
     netns::Netns,
 };
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 fn prefix(x: &str) -> String {
     format!("nbt-ref{x}-{}", std::process::id())

@@ -8,10 +8,11 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -24,10 +25,6 @@ use netbpf::{
     lab::{self, Lab, OUTSIDE_ADDR, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami},
     netns::Netns,
 };
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 /// A line echo server on the outside machine.
 fn echo_server(lab: &Lab, port: u16) {

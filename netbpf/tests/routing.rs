@@ -10,9 +10,10 @@
 #[macro_use]
 mod common;
 
+use common::exe;
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    path::Path,
     process::Command,
     time::Duration,
 };
@@ -374,10 +375,6 @@ fn container_to_container_is_forwarded_directly() {
 // ---------------------------------------------------------------------------
 // End to end
 // ---------------------------------------------------------------------------
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_netbpf"))
-}
 
 fn prefix(x: &str) -> String {
     format!("nbt-rt{x}-{}", std::process::id())

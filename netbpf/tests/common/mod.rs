@@ -56,6 +56,16 @@ pub const C2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 /// An address nothing is configured for.
 pub const OTHER: Ipv4Addr = Ipv4Addr::new(192, 168, 9, 9);
 
+/// The `netbpf` binary under test.
+pub fn exe() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_netbpf"))
+}
+
+/// `addr:port`.
+pub fn sa(addr: Ipv4Addr, port: u16) -> std::net::SocketAddrV4 {
+    std::net::SocketAddrV4::new(addr, port)
+}
+
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;

@@ -75,4 +75,7 @@ fn a_stale_fragment_translation_is_not_used() {
     let (rc, _) = dp.ingress(&rest);
     assert_ne!(rc, TC_OK, "not sent to the container");
     assert_eq!(dp.counter(Counter::FragmentsTranslated), 0);
+    // Treated as a fragment with no first fragment seen: held for the host.
+    assert_eq!(rc, TC_SHOT, "held (consumed), not passed on");
+    assert_eq!(dp.counter(Counter::FragmentsHeld), 1);
 }
