@@ -22,13 +22,12 @@
 #[macro_use]
 mod common;
 
-use common::{exe, sa};
+use common::{cli, exe, sa};
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -48,24 +47,6 @@ use netbpf::{
 
 fn prefix(test: &str) -> String {
     format!("nbt-hd{test}-{}", std::process::id())
-}
-
-/// `netbpf ARGS` against the lab's pins; stdout, the command must succeed.
-fn cli(lab: &Lab, args: &[&str]) -> String {
-    let out = Command::new(exe())
-        .arg("--netns")
-        .arg(lab.host.name())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(args)
-        .output()
-        .expect("run netbpf");
-    assert!(
-        out.status.success(),
-        "netbpf {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A counter from `netbpf stats --json`, by name; `None` if this netbpf

@@ -8,13 +8,12 @@
 #[macro_use]
 mod common;
 
-use common::{exe, sa};
+use common::{cli, exe, sa};
 
 use std::{
     collections::HashMap,
     io::{self, BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    process::Command,
     time::Duration,
 };
 
@@ -61,24 +60,6 @@ fn lab_with(test: &str, n: usize) -> (Lab, Vec<WhoamiServer>) {
         + "\n[metrics]\naddress = \"127.0.0.1:9469\"\n";
     lab.start_daemon(exe(), &extra).expect("daemon starts");
     (lab, servers)
-}
-
-/// Runs `netbpf --pin-dir <lab> --netns <host> ARGS` and returns stdout.
-fn cli(lab: &Lab, args: &[&str]) -> String {
-    let out = Command::new(exe())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .arg("--netns")
-        .arg(lab.host.name())
-        .args(args)
-        .output()
-        .expect("run netbpf");
-    assert!(
-        out.status.success(),
-        "netbpf {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn cli_json(lab: &Lab, args: &[&str]) -> Value {

@@ -7,7 +7,7 @@
 #[macro_use]
 mod common;
 
-use common::{exe, sa};
+use common::{cli, exe, sa};
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
@@ -156,21 +156,6 @@ fn cli_counter(lab: &Lab, name: &str) -> u64 {
     json["counters"][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no counter {name} in {json}"))
-}
-
-fn cli(lab: &Lab, args: &[&str]) -> String {
-    let out = Command::new(exe())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(args)
-        .output()
-        .expect("run netbpf");
-    assert!(
-        out.status.success(),
-        "netbpf {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a tool in a namespace with a time limit; returns (success, stdout

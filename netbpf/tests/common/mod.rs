@@ -61,6 +61,25 @@ pub fn exe() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_netbpf"))
 }
 
+/// Runs `netbpf ARGS` against the lab's datapath (in its host namespace,
+/// on its pins); it must succeed. Its standard output.
+pub fn cli(lab: &netbpf::lab::Lab, args: &[&str]) -> String {
+    let out = std::process::Command::new(exe())
+        .arg("--netns")
+        .arg(lab.host.name())
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .args(args)
+        .output()
+        .expect("run netbpf");
+    assert!(
+        out.status.success(),
+        "netbpf {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `addr:port`.
 pub fn sa(addr: Ipv4Addr, port: u16) -> std::net::SocketAddrV4 {
     std::net::SocketAddrV4::new(addr, port)
