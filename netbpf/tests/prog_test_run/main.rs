@@ -16,6 +16,7 @@ mod hairpin;
 mod icmp;
 mod nat;
 mod publish;
+mod routing;
 
 use std::net::Ipv4Addr;
 
