@@ -2,7 +2,7 @@
 //! its [`crate::flow_flags`] bits. One definition for every reader: the
 //! expiry pass, `conntrack list`, `explain` and the early drop.
 
-use crate::proto;
+use crate::names::proto;
 
 /// The state of a flow, as derived from its [`crate::flow_flags`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub enum FlowState {
 impl FlowState {
     /// Derives the state of a flow of protocol `proto` from its flags.
     pub fn of(proto_num: u8, flags: u64) -> FlowState {
-        use crate::flow_flags::*;
+        use crate::nat::flow_flags::*;
         match proto_num {
             proto::UDP => return FlowState::Udp,
             proto::ICMP => return FlowState::Icmp,
@@ -128,7 +128,7 @@ impl FlowState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow_flags::*;
+    use crate::nat::flow_flags::*;
 
     #[test]
     fn tcp_states_follow_the_flags() {
