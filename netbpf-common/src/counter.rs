@@ -133,11 +133,39 @@ pub enum Counter {
     /// to a container whose new flow could not get a NAT session (RFC 5508
     /// REQ-8); the packet itself is counted by its drop reason. Not a drop.
     IcmpProhibitedSent,
+    /// Packets translated on the uplink (reply or published port) and sent
+    /// straight to the interface that leads to the container (the fast
+    /// path), past the host's routing and netfilter. Not a drop.
+    FastPathIn,
+    /// Packets from a container masqueraded at the interface it arrived on
+    /// and sent straight to the uplink (the fast path). Not a drop.
+    FastPathOut,
+    /// NAT packets handed to the stack instead of the fast path: the
+    /// kernel does not know the next hop's MAC yet (it resolves it; the
+    /// next packet goes fast). Not a drop.
+    FastPathNoNeighbour,
+    /// NAT packets handed to the stack instead of the fast path: larger
+    /// than the egress device's MTU (the kernel fragments them or answers
+    /// "fragmentation needed"). Not a drop.
+    FastPathMtu,
+    /// NAT packets handed to the stack instead of the fast path: TTL 1 or 0
+    /// (the kernel sends time exceeded). Not a drop.
+    FastPathTtl,
+    /// NAT packets handed to the stack instead of the fast path: the FIB
+    /// does not forward them (a local destination, no route, forwarding
+    /// disabled) or they carry an 802.1Q tag. Not a drop.
+    FastPathNotForwarded,
+    /// NAT fragments handed to the stack instead of the fast path (their
+    /// bookkeeping stays with the uplink's programs). Not a drop.
+    FastPathFragment,
+    /// ICMP errors about NAT flows handed to the stack instead of the fast
+    /// path (translated on the uplink as before). Not a drop.
+    FastPathIcmpError,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::IcmpProhibitedSent as u32 + 1;
+    pub const COUNT: u32 = Counter::FastPathIcmpError as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -187,6 +215,14 @@ impl Counter {
         Counter::TcpCloseIgnored,
         Counter::DropIcmpBadChecksum,
         Counter::IcmpProhibitedSent,
+        Counter::FastPathIn,
+        Counter::FastPathOut,
+        Counter::FastPathNoNeighbour,
+        Counter::FastPathMtu,
+        Counter::FastPathTtl,
+        Counter::FastPathNotForwarded,
+        Counter::FastPathFragment,
+        Counter::FastPathIcmpError,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -238,6 +274,14 @@ impl Counter {
             Counter::TcpCloseIgnored => "tcp_close_ignored",
             Counter::DropIcmpBadChecksum => "drop_icmp_bad_checksum",
             Counter::IcmpProhibitedSent => "icmp_prohibited_sent",
+            Counter::FastPathIn => "fast_path_in",
+            Counter::FastPathOut => "fast_path_out",
+            Counter::FastPathNoNeighbour => "fast_path_no_neighbour",
+            Counter::FastPathMtu => "fast_path_mtu",
+            Counter::FastPathTtl => "fast_path_ttl",
+            Counter::FastPathNotForwarded => "fast_path_not_forwarded",
+            Counter::FastPathFragment => "fast_path_fragment",
+            Counter::FastPathIcmpError => "fast_path_icmp_error",
         }
     }
 

@@ -1,4 +1,4 @@
-//! The `[inbound]` policies as the programs read them, and the per-source budget (GCRA) they apply.
+//! The `[inbound]` and `[datapath]` policies as the programs read them, and the per-source budget (GCRA) they apply.
 
 use core::mem::size_of;
 
@@ -8,6 +8,10 @@ pub mod settings_flags {
     /// stack (where netfilter DNAT, IPVS or kube-proxy may take them)
     /// instead of dropping them silently (RFC 5382 REQ-4).
     pub const PASS_UNSOLICITED_SYN: u32 = 1 << 0;
+    /// Hand translated and routed packets back to the host's stack instead
+    /// of redirecting them to their egress device (`[datapath] fast_path =
+    /// false`). Zero, the fast path, is what an older daemon's map holds.
+    pub const VIA_STACK: u32 = 1 << 1;
 }
 
 /// Value of [`map_names::SETTINGS`] (index 0): the policies the config

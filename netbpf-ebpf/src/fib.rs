@@ -82,6 +82,30 @@ pub(crate) fn lookup(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_f
     (rc, params)
 }
 
+/// Asks the kernel's FIB for the next hop of `pkt` if its destination were
+/// `dst`, neighbour included (the MACs to use on success), and with the
+/// skb itself checked against the egress MTU (`tot_len` 0: GSO aware).
+#[inline(always)]
+pub(crate) fn route(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_fib_lookup) {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = pkt.proto;
+    params.ifindex = skb_ifindex(ctx);
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // SAFETY: params is a properly sized, initialised bpf_fib_lookup.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    (rc, params)
+}
+
 /// Sends the packet straight to the interface that leads to `dst`, with
 /// the kernel filling in the Ethernet addresses (hairpinned packets, and
 /// errors netbpf sends back to a container).

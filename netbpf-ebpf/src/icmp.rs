@@ -4,15 +4,15 @@
 //! from and to containers. Errors never create, refresh or end a flow
 //! (RFC 5508 REQ-6, RFC 4787 REQ-12, RFC 5382 REQ-10).
 
-use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use netbpf_common::{Counter, Endpoint, FlowKey, proto};
 
 use crate::{
     Verdict, csum,
-    maps::{CONNTRACK, MASQ_RULES, NAT_REVERSE},
+    maps::{CONNTRACK, NAT_REVERSE},
     parse::{self, ICMP_ECHO_REQUEST, Packet},
     rewrite::{self, Side},
-    rules::{published, untranslatable},
+    rules::{masquerade_source, published, untranslatable},
     stats,
 };
 
@@ -82,7 +82,7 @@ pub(crate) fn error_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counte
     // SAFETY: map value pointer, valid for this run.
     let (addr, port) = unsafe { ((*flow).outside_addr, (*flow).outside_port) };
     let from_container = pkt.src == q.dst;
-    if !from_container && MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
+    if !from_container && masquerade_source(pkt.src) {
         // Another inside host reporting on this flow: it would leave with
         // its private source, and it is not who the flow talks to.
         return Err(Counter::DropIcmpNoFlow);

@@ -27,14 +27,14 @@ use netbpf_common::{
 use crate::{
     Verdict,
     conntrack::{self, Dir},
-    guard, icmp,
+    fast, guard, icmp,
     maps::{
         CONNTRACK, EVENTS, EVENTS_ON, FRAGS, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE,
     },
     parse::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, L4, Packet},
     reorder,
     rewrite::{self, Side},
-    rules::{is_icmp_error, published, untranslatable},
+    rules::{is_icmp_error, masquerade_source, published, untranslatable},
     stats, unreach,
 };
 
@@ -76,24 +76,33 @@ pub(crate) struct Translation {
     pub published: bool,
 }
 
+/// The tuple of a packet the masquerade translates as a flow: TCP or UDP
+/// (its ports), or an ICMP echo request (the identifier as the source
+/// "port"). `None` for everything else (errors, fragments, other types).
+#[inline(always)]
+pub(crate) fn out_tuple(pkt: &Packet) -> Option<Tuple> {
+    match pkt.l4 {
+        L4::Ports { src, dst, .. } => Some(Tuple::of(pkt, src, dst)),
+        L4::Icmp {
+            icmp_type: ICMP_ECHO_REQUEST,
+            id,
+        } => Some(Tuple::of(pkt, id, 0)),
+        _ => None,
+    }
+}
+
 /// Source NAT for a packet leaving the uplink: an existing flow (a
 /// masqueraded one, or the reply side of a published port), or a new
 /// masquerade flow.
 #[inline(always)]
 pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
-    let tuple = match pkt.l4 {
-        L4::Ports { src, dst, .. } => Tuple::of(pkt, src, dst),
-        // The echo identifier is the source "port" of a request.
-        L4::Icmp {
-            icmp_type: ICMP_ECHO_REQUEST,
-            id,
-        } => Tuple::of(pkt, id, 0),
-        L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
-            return icmp::error_out(ctx, pkt);
-        }
-        L4::Icmp { .. } => return untranslatable(pkt, Counter::DropUnsupportedIcmp),
-        L4::Fragment => return fragment_out(ctx, pkt),
-        L4::Other => return untranslatable(pkt, Counter::DropUnsupportedProto),
+    let Some(tuple) = out_tuple(pkt) else {
+        return match pkt.l4 {
+            L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => icmp::error_out(ctx, pkt),
+            L4::Icmp { .. } => untranslatable(pkt, Counter::DropUnsupportedIcmp),
+            L4::Fragment => fragment_out(ctx, pkt),
+            _ => untranslatable(pkt, Counter::DropUnsupportedProto),
+        };
     };
     let to = match outbound(ctx, pkt, &tuple) {
         Ok(Some(to)) => to,
@@ -103,6 +112,18 @@ pub(crate) fn snat(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         }
         Err(reason) => return Err(reason),
     };
+    apply_snat(ctx, pkt, &tuple, &to)
+}
+
+/// Rewrites `pkt`'s source to its flow's outside endpoint `to` and counts
+/// it.
+#[inline(always)]
+pub(crate) fn apply_snat(
+    ctx: &TcContext,
+    pkt: &Packet,
+    tuple: &Tuple,
+    to: &Translation,
+) -> Result<Verdict, Counter> {
     rewrite::rewrite(ctx, pkt, Side::Source, to.addr, tuple.sport, to.port)?;
     remember_fragment(pkt, to.addr);
     stats::inc(Counter::SnatPackets);
@@ -190,7 +211,7 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
 #[inline(always)]
 fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     // Addresses behind the NAT never arrive from outside.
-    if MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
+    if masquerade_source(pkt.src) {
         return Err(Counter::DropSpoofedFromOutside);
     }
     let tuple = match pkt.l4 {
@@ -229,7 +250,7 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         stats::inc(Counter::ReversePackets);
         stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     }
-    Ok(Verdict::Translated)
+    fast::to_container(ctx, pkt, to.addr)
 }
 
 /// After translating a first fragment, remembers its new address for the
@@ -323,7 +344,7 @@ fn fragment_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
 /// live mappings only.
 #[inline(always)]
 fn guard_inside(pkt: &Packet) -> Result<Verdict, Counter> {
-    if MASQ_RULES.get(&Key::new(32, pkt.dst)).is_some() {
+    if masquerade_source(pkt.dst) {
         Err(Counter::DropDirectToInside)
     } else {
         Ok(Verdict::Pass)

@@ -36,16 +36,14 @@
 //! `CHECKSUM_PARTIAL` skb state that only the tc helpers keep right. tc's
 //! `bpf_redirect` works for every veth and keeps the skb's metadata.
 
-use aya_ebpf::{
-    bindings::BPF_FIB_LKUP_RET_SUCCESS, helpers::bpf_redirect, maps::lpm_trie::Key,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::BPF_FIB_LKUP_RET_SUCCESS, programs::TcContext};
 use netbpf_common::{ContainerIf, Counter};
 
 use crate::{
-    Verdict, arp, fib,
-    maps::{CONTAINER_IFS, CONTAINERS, LOCAL_ADDRS, MASQ_RULES, NEIGHBOURS, ROUTE_UPLINK},
+    Verdict, arp, fast, fib,
+    maps::{CONTAINER_IFS, CONTAINERS, LOCAL_ADDRS, NEIGHBOURS, ROUTE_UPLINK},
     parse::{self, Packet},
+    rules::masquerade_source,
     stats,
 };
 
@@ -145,7 +143,7 @@ fn plausible_outside_source(src: [u8; 4]) -> bool {
     }
     LOCAL_ADDRS.get_ptr(&src).is_none()
         && CONTAINERS.get_ptr(&src).is_none()
-        && MASQ_RULES.get(&Key::new(32, src)).is_none()
+        && !masquerade_source(src)
 }
 
 /// An IPv4 packet from a routed container.
@@ -227,15 +225,5 @@ fn forward(
         stats::inc(Counter::RouteMtuExceeded);
         return Ok(Verdict::Pass);
     }
-    crate::rewrite::decrement_ttl(ctx, pkt, ttl)?;
-    let macs = [
-        dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3], dst_mac[4], dst_mac[5], src_mac[0],
-        src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5],
-    ];
-    ctx.store(0, &macs, 0)
-        .map_err(|_| Counter::DropRewriteFailed)?;
-    stats::inc(counter);
-    // SAFETY: plain helper call; flags 0 = the device's egress.
-    let rc = unsafe { bpf_redirect(ifindex, 0) };
-    Ok(Verdict::Redirect(rc as i32))
+    fast::send(ctx, pkt, ttl, dst_mac, src_mac, ifindex, counter)
 }

@@ -20,12 +20,18 @@ pub(crate) fn is_icmp_error(icmp_type: u8) -> bool {
     )
 }
 
+/// Whether `addr` is behind the NAT (inside a masquerade CIDR).
+#[inline(always)]
+pub(crate) fn masquerade_source(addr: [u8; 4]) -> bool {
+    MASQ_RULES.get(&Key::new(32, addr)).is_some()
+}
+
 /// A packet leaving the uplink that cannot be translated: dropped if it
 /// comes from a masquerade CIDR (it must not leave with its private
 /// source), left alone otherwise.
 #[inline(always)]
 pub(crate) fn untranslatable(pkt: &Packet, reason: Counter) -> Result<Verdict, Counter> {
-    if MASQ_RULES.get(&Key::new(32, pkt.src)).is_some() {
+    if masquerade_source(pkt.src) {
         Err(reason)
     } else {
         Ok(Verdict::Pass)

@@ -15,6 +15,9 @@ pub mod programs {
     pub const INGRESS: &str = "netbpf_ingress";
     /// tc ingress on the interfaces that lead to containers (hairpin).
     pub const INSIDE: &str = "netbpf_inside";
+    /// tc ingress on the same interfaces, after [`INSIDE`]: the fast path
+    /// out (masquerade, straight to the uplink).
+    pub const FAST_OUT: &str = "netbpf_fast_out";
     /// cgroup socket hooks for published ports reached from the host.
     pub const SOCK_ADDR: [&str; 4] = [
         "netbpf_connect4",

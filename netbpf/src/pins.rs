@@ -238,6 +238,37 @@ fn obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
 }
 
+/// `BPF_LINK_DETACH`: detaches the link pinned at `path` now. Removing the
+/// pin alone detaches it only when the kernel frees the link, which it
+/// defers to a work queue: for a moment after `down` the programs would
+/// still see packets.
+fn link_detach(path: &Path) -> io::Result<()> {
+    /// The `BPF_LINK_DETACH` part of `union bpf_attr`.
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let fd = obj_get(path)?;
+    let attr = LinkDetachAttr {
+        link_fd: fd.as_raw_fd() as u32,
+    };
+    // SAFETY: `attr` is a valid BPF_LINK_DETACH attribute of the size
+    // passed, and `fd` is open for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &attr as *const LinkDetachAttr,
+            std::mem::size_of::<LinkDetachAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What [`down`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DownReport {
@@ -252,6 +283,15 @@ pub struct DownReport {
 pub fn down(pin_dir: &Path) -> Result<DownReport, PinsError> {
     let mut report = DownReport::default();
     for link in pinned_links(pin_dir)? {
+        // A severed link (its interface gone) is detached already.
+        if let Err(e) = link_detach(&link.path)
+            && e.raw_os_error() != Some(libc::ENOLINK)
+        {
+            return Err(PinsError::Io {
+                path: link.path,
+                source: e,
+            });
+        }
         remove_file(&link.path)?;
         report.links += 1;
     }

@@ -64,6 +64,7 @@
 mod bgp;
 mod conntrack;
 mod container;
+mod datapath;
 mod errors;
 mod hosts;
 mod inbound;
@@ -90,6 +91,7 @@ pub use conntrack::{
     RFC_MIN_TCP_TRANSITORY_TIMEOUT, RFC_MIN_UDP_TIMEOUT, Timeouts,
 };
 pub use container::Container;
+pub use datapath::DatapathConfig;
 pub use errors::ConfigError;
 pub use hosts::{check_masquerade_source, check_publish_to};
 pub use inbound::{
@@ -105,6 +107,7 @@ pub use uplink::Uplink;
 use bgp::{RawBgp, validate_bgp};
 use conntrack::{RawConntrack, validate_conntrack};
 use container::{RawContainer, validate_containers};
+use datapath::{RawDatapath, validate_datapath};
 use errors::{Problems, invalid};
 use inbound::{RawInbound, validate_inbound};
 use masquerade::{RawMasquerade, validate_masquerade};
@@ -129,6 +132,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Policies for traffic from outside (`[inbound]`, defaults if absent).
     pub inbound: InboundConfig,
+    /// How packets leave the programs (`[datapath]`, defaults if absent).
+    pub datapath: DatapathConfig,
     /// BGP through BIRD (`[bgp]`), if the table is present.
     pub bgp: Option<BgpConfig>,
     /// Non-fatal findings, e.g. timeouts below RFC minimums. Each entry
@@ -154,6 +159,14 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         raw.validate()
+    }
+
+    /// What the programs read from the `SETTINGS` map: the `[inbound]`
+    /// policies and the `[datapath]` choices.
+    pub fn settings(&self) -> netbpf_common::Settings {
+        let mut settings = self.inbound.settings();
+        settings.flags |= self.datapath.settings_flags();
+        settings
     }
 
     /// Reads the file at `path` and parses it with [`Config::from_toml`].
@@ -218,6 +231,7 @@ struct RawConfig {
     conntrack: Option<RawConntrack>,
     metrics: Option<RawMetrics>,
     inbound: Option<RawInbound>,
+    datapath: Option<RawDatapath>,
     bgp: Option<RawBgp>,
 }
 
@@ -232,6 +246,7 @@ impl RawConfig {
         let conntrack = validate_conntrack(self.conntrack, &mut warnings, &mut p);
         let metrics = validate_metrics(self.metrics, &mut p);
         let inbound = validate_inbound(self.inbound, &mut p);
+        let datapath = validate_datapath(self.datapath);
         let bgp = self.bgp.map(|b| validate_bgp(b, &mut p));
         p.finish()?;
         // A validator gives back `None` only after recording why, so after a
@@ -247,6 +262,7 @@ impl RawConfig {
             conntrack,
             metrics,
             inbound,
+            datapath,
             bgp: bgp.flatten(),
             warnings,
         })

@@ -96,6 +96,7 @@ pub(crate) fn load_nat_programs(
     classifier(ebpf, programs::INGRESS)?;
     if inside {
         classifier(ebpf, programs::INSIDE)?;
+        classifier(ebpf, programs::FAST_OUT)?;
     }
     if hooks {
         for name in programs::SOCK_ADDR {

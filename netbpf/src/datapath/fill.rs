@@ -25,14 +25,14 @@ pub(crate) fn map_mut<'a>(
     })
 }
 
-/// Writes the inbound policies (`[inbound]`) into a loaded object.
+/// Writes the policies (`[inbound]`, `[datapath]`) into a loaded object.
 pub fn fill_settings(ebpf: &mut Ebpf, config: &Config) -> Result<(), DatapathError> {
     let name = map_names::SETTINGS;
     let map = map_mut(ebpf, name)?;
     let mut array: Array<_, netbpf_common::Settings> =
         Array::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     array
-        .set(0, &config.inbound.settings(), 0)
+        .set(0, &config.settings(), 0)
         .map_err(|source| DatapathError::Map { name, source })
 }
 

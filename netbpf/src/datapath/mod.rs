@@ -210,7 +210,10 @@ impl Datapath {
                 ifindex: *ifindex,
                 attach: TcAttachType::Ingress,
             };
+            // In this order: tcx appends, and the fast path takes only what
+            // the hairpin passes.
             wanted.push(attach_tc_pinned(ebpf, programs::INSIDE, target, pin_dir)?);
+            wanted.push(attach_tc_pinned(ebpf, programs::FAST_OUT, target, pin_dir)?);
         }
         if let Some(cgroup) = &options.cgroup
             && !config.publish.is_empty()

@@ -4,6 +4,7 @@
 mod bgp;
 mod conntrack;
 mod container;
+mod datapath;
 mod errors;
 mod file;
 mod hosts;

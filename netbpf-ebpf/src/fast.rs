@@ -1,0 +1,259 @@
+//! The fast path: a packet netbpf has translated goes from the program
+//! that translated it straight to its egress device, past the host's
+//! routing, netfilter hooks and the veth backlog, the way the routed path
+//! ([`crate::route`]) already sends its packets.
+//!
+//! * [`to_container`] (tc ingress of the uplink, after reverse SNAT or
+//!   DNAT): the kernel's FIB names the interface that leads to the
+//!   container (its veth, or the bridge it hangs off) and the container's
+//!   MAC; the packet gets its TTL decremented and new Ethernet addresses
+//!   and is redirected to that interface's egress.
+//! * [`from_container`] (`netbpf_fast_out`, tc ingress of the interfaces
+//!   that lead to containers, after the hairpin program): a packet from a masquerade source that the FIB sends out
+//!   of the uplink is source-translated right there ([`nat::snat`], the same
+//!   code the uplink's egress program runs) and redirected to the uplink.
+//!   The uplink's egress program still sees it and passes it: its source is
+//!   the host's.
+//!
+//! What cannot take the fast path goes to the host's stack as it did before
+//! the fast path existed (translated, or untouched for the uplink's egress
+//! program to translate), counted by reason: TTL 1 or 0 (the kernel sends
+//! time exceeded), a next hop whose MAC the kernel does not know yet (it
+//! resolves it, and the next packet goes fast), a packet larger than the
+//! egress MTU (the kernel fragments it or answers "fragmentation needed"),
+//! a destination the FIB does not forward (local, unreachable, forwarding
+//! disabled), fragments and ICMP errors (their bookkeeping stays in one
+//! place), an 802.1Q tag in the skb's metadata. `[datapath] fast_path =
+//! false` (`VIA_STACK`) sends everything the old way.
+//!
+//! `bpf_fib_lookup` is asked without a length (`tot_len` 0), so the kernel
+//! checks the skb itself against the egress MTU, GSO segments included.
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::bpf_redirect,
+    programs::TcContext,
+};
+use netbpf_common::{Counter, settings_flags};
+
+use crate::{
+    Verdict, fib, guard,
+    maps::ROUTE_UPLINK,
+    nat,
+    parse::{L4, Packet},
+    rewrite,
+    rules::{is_icmp_error, masquerade_source},
+    stats,
+};
+
+/// Whether the config sends translated packets back to the stack.
+#[inline(always)]
+fn via_stack() -> bool {
+    guard::settings().flags & settings_flags::VIA_STACK != 0
+}
+
+/// Where the FIB sends a packet, when it can go there at once.
+struct Hop {
+    ifindex: u32,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+}
+
+/// Asks the FIB for `pkt`'s next hop towards `dst`. `Err` is the counted
+/// reason it must go to the stack instead; `Ok(None)`: the FIB sends it
+/// out of another device than `want` (when one is wanted), not a case for
+/// the fast path and not counted.
+#[inline(always)]
+fn next_hop(
+    ctx: &TcContext,
+    pkt: &Packet,
+    dst: [u8; 4],
+    want: Option<u32>,
+) -> Result<Option<Hop>, Counter> {
+    let (rc, params) = fib::route(ctx, pkt, dst);
+    let elsewhere = match want {
+        Some(ifindex) => params.ifindex != ifindex,
+        None => false,
+    };
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        if elsewhere {
+            return Ok(None);
+        }
+        // SAFETY: plain byte-array union fields, set on success.
+        let (dst_mac, src_mac) = unsafe {
+            let macs = params.__bindgen_anon_6.__bindgen_anon_2;
+            (macs.dmac, macs.smac)
+        };
+        return Ok(Some(Hop {
+            ifindex: params.ifindex,
+            dst_mac,
+            src_mac,
+        }));
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        return if elsewhere {
+            Ok(None)
+        } else {
+            Err(Counter::FastPathNoNeighbour)
+        };
+    }
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
+        return if elsewhere {
+            Ok(None)
+        } else {
+            Err(Counter::FastPathMtu)
+        };
+    }
+    Err(Counter::FastPathNotForwarded)
+}
+
+/// After reverse SNAT or DNAT on the uplink (the packet now addressed to
+/// `dst`, a container): straight to the interface that leads to it, or
+/// `Translated` for the stack to route.
+#[inline(always)]
+pub(crate) fn to_container(
+    ctx: &TcContext,
+    pkt: &Packet,
+    dst: [u8; 4],
+) -> Result<Verdict, Counter> {
+    if via_stack() {
+        return Ok(Verdict::Translated);
+    }
+    let reason = match onward_in(ctx, pkt, dst)? {
+        Ok(verdict) => return Ok(verdict),
+        Err(reason) => reason,
+    };
+    stats::inc(reason);
+    Ok(Verdict::Translated)
+}
+
+/// [`to_container`]'s work; the inner `Err` is why the stack gets it.
+#[inline(always)]
+fn onward_in(
+    ctx: &TcContext,
+    pkt: &Packet,
+    dst: [u8; 4],
+) -> Result<Result<Verdict, Counter>, Counter> {
+    if pkt.first_fragment {
+        return Ok(Err(Counter::FastPathFragment));
+    }
+    if fib::skb_vlan_present(ctx) {
+        return Ok(Err(Counter::FastPathNotForwarded));
+    }
+    let Some(ttl) = rewrite::forwardable_ttl(ctx, pkt)? else {
+        return Ok(Err(Counter::FastPathTtl));
+    };
+    let hop = match next_hop(ctx, pkt, dst, None) {
+        Ok(Some(hop)) => hop,
+        Ok(None) => return Ok(Err(Counter::FastPathNotForwarded)),
+        Err(reason) => return Ok(Err(reason)),
+    };
+    send(
+        ctx,
+        pkt,
+        ttl,
+        hop.dst_mac,
+        hop.src_mac,
+        hop.ifindex,
+        Counter::FastPathIn,
+    )
+    .map(Ok)
+}
+
+/// A packet from a container that no hairpin took: if it is masqueraded
+/// and leaves through the uplink, translated here and sent straight to the
+/// uplink; otherwise `Pass` (the stack routes it, and the uplink's egress
+/// program translates it as before).
+#[inline(always)]
+pub(crate) fn from_container(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
+    let Some(tuple) = nat::out_tuple(pkt) else {
+        // Fragments and ICMP errors keep their bookkeeping in the uplink's
+        // egress program.
+        return match pkt.l4 {
+            L4::Fragment => counted_pass(Counter::FastPathFragment, pkt),
+            L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
+                counted_pass(Counter::FastPathIcmpError, pkt)
+            }
+            _ => Ok(Verdict::Pass),
+        };
+    };
+    if pkt.first_fragment {
+        return counted_pass(Counter::FastPathFragment, pkt);
+    }
+    if via_stack() || !masquerade_source(pkt.src) {
+        return Ok(Verdict::Pass);
+    }
+    let Some(up) = ROUTE_UPLINK.get(0).copied() else {
+        return Ok(Verdict::Pass);
+    };
+    if up.ifindex == 0 {
+        return Ok(Verdict::Pass);
+    }
+    let Some(ttl) = rewrite::forwardable_ttl(ctx, pkt)? else {
+        stats::inc(Counter::FastPathTtl);
+        return Ok(Verdict::Pass);
+    };
+    let hop = match next_hop(ctx, pkt, pkt.dst, Some(up.ifindex)) {
+        Ok(Some(hop)) => hop,
+        Ok(None) => return Ok(Verdict::Pass),
+        Err(reason) => {
+            stats::inc(reason);
+            return Ok(Verdict::Pass);
+        }
+    };
+    let to = match nat::outbound(ctx, pkt, &tuple) {
+        Ok(Some(to)) => to,
+        Ok(None) => return Ok(Verdict::Pass),
+        // No session: the uplink's egress program refuses it the same way
+        // and tells the container (ICMP 3/13).
+        Err(Counter::DropPortExhausted | Counter::DropMappingTableFull) => {
+            return Ok(Verdict::Pass);
+        }
+        Err(reason) => return Err(reason),
+    };
+    nat::apply_snat(ctx, pkt, &tuple, &to)?;
+    send(
+        ctx,
+        pkt,
+        ttl,
+        hop.dst_mac,
+        hop.src_mac,
+        hop.ifindex,
+        Counter::FastPathOut,
+    )
+}
+
+/// `Pass`, counting why a masqueraded packet did not take the fast path.
+#[inline(always)]
+fn counted_pass(reason: Counter, pkt: &Packet) -> Result<Verdict, Counter> {
+    if masquerade_source(pkt.src) && !via_stack() {
+        stats::inc(reason);
+    }
+    Ok(Verdict::Pass)
+}
+
+/// Sends `pkt` one hop: TTL minus one (`ttl` is its TTL and protocol
+/// bytes, TTL above 1), new Ethernet addresses, redirected to `ifindex`'s
+/// egress; counted as `counter`.
+#[inline(always)]
+pub(crate) fn send(
+    ctx: &TcContext,
+    pkt: &Packet,
+    ttl: [u8; 2],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    ifindex: u32,
+    counter: Counter,
+) -> Result<Verdict, Counter> {
+    rewrite::decrement_ttl(ctx, pkt, ttl)?;
+    let macs = [
+        dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3], dst_mac[4], dst_mac[5], src_mac[0],
+        src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5],
+    ];
+    ctx.store(0, &macs, 0)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    stats::inc(counter);
+    // SAFETY: plain helper call; flags 0 = the device's egress.
+    let rc = unsafe { bpf_redirect(ifindex, 0) };
+    Ok(Verdict::Redirect(rc as i32))
+}

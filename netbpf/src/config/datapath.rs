@@ -1,0 +1,50 @@
+//! `[datapath]`: how translated packets leave the programs (the fast path,
+//! or the host's stack) and its validation.
+
+use serde::Deserialize;
+
+/// The `[datapath]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// Translated and routed packets go from the program that handled them
+    /// straight to their egress device (`true`, the default), or back to
+    /// the host's stack, which routes them through netfilter's hooks as
+    /// without netbpf (`false`: for comparison, or for a host whose
+    /// `FORWARD` chain must see container traffic).
+    pub fast_path: bool,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig { fast_path: true }
+    }
+}
+
+impl DatapathConfig {
+    /// The [`netbpf_common::settings_flags`] bits this section sets.
+    pub fn settings_flags(&self) -> u32 {
+        if self.fast_path {
+            0
+        } else {
+            netbpf_common::settings_flags::VIA_STACK
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatapath {
+    fast_path: Option<bool>,
+}
+
+/// `[datapath]`; nothing in it can be invalid once it has parsed (serde
+/// refuses a non-boolean `fast_path` and unknown keys).
+pub(super) fn validate_datapath(raw: Option<RawDatapath>) -> DatapathConfig {
+    let defaults = DatapathConfig::default();
+    match raw {
+        None => defaults,
+        Some(raw) => DatapathConfig {
+            fast_path: raw.fast_path.unwrap_or(defaults.fast_path),
+        },
+    }
+}

@@ -1,0 +1,31 @@
+//! Tests of `[datapath]`.
+
+use super::support::*;
+use crate::config::DatapathConfig;
+use netbpf_common::settings_flags::{PASS_UNSOLICITED_SYN, VIA_STACK};
+
+#[test]
+fn fast_path_is_the_default() {
+    assert!(ok("").datapath.fast_path);
+    assert_eq!(ok("[datapath]\n").datapath, DatapathConfig::default());
+    assert_eq!(ok("").settings().flags & VIA_STACK, 0);
+}
+
+#[test]
+fn fast_path_off_sets_via_stack_beside_the_inbound_flags() {
+    let c = ok("[datapath]\nfast_path = false\n[inbound]\nunsolicited_syn = \"pass\"\n");
+    assert!(!c.datapath.fast_path);
+    assert_eq!(c.settings().flags, VIA_STACK | PASS_UNSOLICITED_SYN);
+    assert_eq!(
+        c.settings().source_interval_ns,
+        c.inbound.settings().source_interval_ns
+    );
+}
+
+#[test]
+fn datapath_refuses_unknown_keys_and_non_booleans() {
+    let e = err("[datapath]\nfast_path = \"yes\"\n");
+    assert!(e.contains("fast_path") || e.contains("bool"), "{e}");
+    let e = err("[datapath]\nfastpath = true\n");
+    assert!(e.contains("fastpath"), "unknown key named: {e}");
+}
