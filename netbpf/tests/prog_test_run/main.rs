@@ -9,6 +9,7 @@
 #[macro_use]
 mod common;
 
+mod fast;
 mod fragments;
 mod fuzz;
 mod guards;
@@ -57,7 +58,12 @@ impl Dp {
         let config = Config::from_toml(&format!("{BASE_CONFIG}{extra}")).expect("config");
         let mut ebpf = datapath::load(&config).expect("load object");
         datapath::fill_masquerade(&mut ebpf, &config, UPLINK).expect("fill rules");
-        for name in [programs::EGRESS, programs::INGRESS, programs::INSIDE] {
+        for name in [
+            programs::EGRESS,
+            programs::INGRESS,
+            programs::INSIDE,
+            programs::FAST_OUT,
+        ] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .expect("program")
