@@ -226,10 +226,19 @@ pub(crate) fn from_container(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, C
 /// `Pass`, counting why a masqueraded packet did not take the fast path.
 #[inline(always)]
 fn counted_pass(reason: Counter, pkt: &Packet) -> Result<Verdict, Counter> {
-    if masquerade_source(pkt.src) && !via_stack() {
-        stats::inc(reason);
+    if masquerade_source(pkt.src) {
+        to_stack(reason);
     }
     Ok(Verdict::Pass)
+}
+
+/// Counts why a NAT packet goes to the stack rather than the fast path
+/// (nothing when the config sends every packet there).
+#[inline(always)]
+pub(crate) fn to_stack(reason: Counter) {
+    if !via_stack() {
+        stats::inc(reason);
+    }
 }
 
 /// Sends `pkt` one hop: TTL minus one (`ttl` is its TTL and protocol

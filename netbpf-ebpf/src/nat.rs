@@ -226,6 +226,10 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
             // is addressed straight to a container.
             return match icmp::error_in(ctx, pkt)? {
                 Verdict::Pass => guard_inside(pkt),
+                Verdict::Translated => {
+                    fast::to_stack(Counter::FastPathIcmpError);
+                    Ok(Verdict::Translated)
+                }
                 done => Ok(done),
             };
         }

@@ -1,0 +1,211 @@
+//! End to end: translated traffic takes the fast path (its counters move)
+//! and everything the fast path hands to the stack is still delivered:
+//! first packets before the kernel knows a neighbour, TTL 1, a packet
+//! larger than the container's MTU, ICMP errors, fragments. Real daemon,
+//! real sockets, namespaces `nbt-fp<test>-<pid>` removed on drop.
+
+#[macro_use]
+mod common;
+
+use common::{cli, exe, sa};
+
+use std::{
+    net::{SocketAddrV4, UdpSocket},
+    time::Duration,
+};
+
+use netbpf::lab::{
+    self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
+    publish_toml,
+};
+
+fn prefix(test: &str) -> String {
+    format!("nbt-fp{test}-{}", std::process::id())
+}
+
+fn outside() -> SocketAddrV4 {
+    SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT)
+}
+
+/// A counter from `netbpf stats --json`, by name.
+fn counter(lab: &Lab, name: &str) -> u64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(lab, &["stats", "--json"])).expect("stats json");
+    json["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// A one-container lab with whoami servers outside (TCP and UDP) and in
+/// the container (UDP), the container's UDP server published on 5353, and
+/// the daemon running.
+fn lab(test: &str) -> (Lab, Vec<WhoamiServer>) {
+    let mut lab = Lab::build(&prefix(test), 1).expect("build lab");
+    let c1 = lab.containers[0].addr;
+    let servers = vec![
+        WhoamiServer::spawn(&lab.outside, Transport::Tcp, outside(), "you are").expect("tcp"),
+        WhoamiServer::spawn(&lab.outside, Transport::Udp, outside(), "you are").expect("udp"),
+        WhoamiServer::spawn(
+            &lab.containers[0].ns,
+            Transport::Udp,
+            sa(c1, SERVICE_PORT),
+            "inside sees",
+        )
+        .expect("udp in c1"),
+    ];
+    let extra = publish_toml("udp", "5353", sa(c1, SERVICE_PORT), None);
+    lab.start_daemon(exe(), &extra).expect("daemon starts");
+    (lab, servers)
+}
+
+/// Sends `size` bytes of UDP from `ns` to `to` until an answer comes (up
+/// to five tries: a first try may teach the sender a smaller path MTU),
+/// and returns the answer.
+fn udp_exchange(ns: &netbpf::netns::Netns, to: SocketAddrV4, size: usize) -> String {
+    ns.run(move || -> String {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        for _ in 0..5 {
+            let _ = s.send_to(&vec![b'x'; size], to);
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+        panic!("no answer from {to} to {size} bytes");
+    })
+    .expect("in namespace")
+}
+
+#[test]
+fn translated_traffic_takes_the_fast_path_both_ways() {
+    require_root!();
+    let (lab, _servers) = lab("both");
+    let c = &lab.containers[0];
+    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
+    assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
+    assert!(counter(&lab, "fast_path_out") > 0, "SNAT on the fast path");
+    assert!(
+        counter(&lab, "fast_path_in") > 0,
+        "replies on the fast path"
+    );
+    // A published port: the container sees the client's real address.
+    let before = counter(&lab, "fast_path_in");
+    let answer = udp_exchange(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 5353), 32);
+    let seen = parse_whoami(&answer).expect("addr");
+    assert_eq!(*seen.ip(), OUTSIDE_ADDR, "{answer}");
+    assert!(
+        counter(&lab, "fast_path_in") > before,
+        "DNAT on the fast path"
+    );
+    assert!(counter(&lab, "fast_path_out") > 0);
+}
+
+#[test]
+fn first_packets_before_the_neighbour_is_known_are_delivered() {
+    require_root!();
+    let (lab, _servers) = lab("neigh");
+    let flush = lab
+        .host
+        .exec("ip", &["neigh", "flush", "all"])
+        .expect("flush");
+    assert!(flush.status.success());
+    let c = &lab.containers[0];
+    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
+    assert_eq!(*seen.ip(), UPLINK_ADDR);
+    assert!(
+        counter(&lab, "fast_path_no_neighbour") > 0,
+        "the first packet went to the stack, which resolved the neighbour"
+    );
+    // Once it is known, the fast path takes over.
+    let out = counter(&lab, "fast_path_out");
+    lab::tcp_whoami(&c.ns, outside()).expect("tcp again");
+    assert!(counter(&lab, "fast_path_out") > out);
+}
+
+#[test]
+fn ttl_one_gets_time_exceeded_from_the_host() {
+    require_root!();
+    let (lab, _servers) = lab("ttl");
+    let c = &lab.containers[0];
+    let out =
+        c.ns.exec(
+            "traceroute",
+            &[
+                "-n",
+                "-q",
+                "1",
+                "-w",
+                "2",
+                "-m",
+                "1",
+                &OUTSIDE_ADDR.to_string(),
+            ],
+        )
+        .expect("traceroute");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Hop 1 is the host (the container's gateway), which the kernel
+    // answers from because the fast path left the packet to it.
+    let hop = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap_or_else(|| panic!("no hop 1 in {text}"));
+    assert!(
+        hop.contains(&UPLINK_ADDR.to_string()),
+        "time exceeded from the host (its first address): {text}"
+    );
+    assert!(counter(&lab, "fast_path_ttl") > 0);
+}
+
+#[test]
+fn a_packet_larger_than_the_containers_mtu_is_delivered() {
+    require_root!();
+    let (lab, _servers) = lab("mtu");
+    let c = &lab.containers[0];
+    for (ns, dev) in [(&lab.host, c.host_veth.as_str()), (&c.ns, "eth0")] {
+        let out = ns
+            .exec("ip", &["link", "set", dev, "mtu", "1280"])
+            .expect("mtu");
+        assert!(out.status.success(), "{dev}: {out:?}");
+    }
+    // A small exchange first, so the host knows the container's MAC and
+    // the big one meets the MTU check, not the neighbour check.
+    udp_exchange(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 5353), 32);
+    let answer = udp_exchange(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 5353), 1400);
+    assert_eq!(
+        *parse_whoami(&answer).expect("addr").ip(),
+        OUTSIDE_ADDR,
+        "{answer}"
+    );
+    assert!(
+        counter(&lab, "fast_path_mtu") > 0,
+        "the kernel fragmented it or told the sender the path MTU"
+    );
+}
+
+#[test]
+fn icmp_errors_and_fragments_are_delivered() {
+    require_root!();
+    let (lab, _servers) = lab("icmpfrag");
+    let c = &lab.containers[0];
+    // Port unreachable from outside, translated back to the container.
+    let refused =
+        c.ns.run(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            s.connect(SocketAddrV4::new(OUTSIDE_ADDR, 9))
+                .expect("connect");
+            let _ = s.send(b"anyone?");
+            let mut buf = [0u8; 16];
+            s.recv(&mut buf).err().map(|e| e.kind())
+        })
+        .expect("in namespace");
+    assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+    assert!(counter(&lab, "fast_path_icmp_error") > 0);
+    // A datagram the container's stack fragments (3000 bytes, MTU 1500).
+    let answer = udp_exchange(&c.ns, outside(), 3000);
+    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), UPLINK_ADDR);
+    assert!(counter(&lab, "fast_path_fragment") >= 2, "both fragments");
+}
