@@ -163,7 +163,10 @@ impl Dp {
     }
 }
 
-/// An ARP frame (RFC 826, IPv4 over Ethernet).
+/// An ARP frame (RFC 826, IPv4 over Ethernet). The bench builds the
+/// same frame (`bench/packets.rs`, `arp_frame`); that one is private to
+/// the bench, and the tests keep a builder of their own, with the Ethernet
+/// source spelled out, rather than trust the code they check.
 fn arp(
     eth_dst: [u8; 6],
     eth_src: [u8; 6],
