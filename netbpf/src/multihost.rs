@@ -35,6 +35,7 @@ use crate::{
     lab::{self, Container, LabError, SERVICE_PORT, Transport, WhoamiServer, io_err},
     maps,
     netns::{self, Netns},
+    rows::indent,
 };
 
 /// The AS every lab host is in (iBGP full mesh).
@@ -514,8 +515,4 @@ pub async fn run_demo(exe: &Path, prefix: &str, hosts: usize, once: bool) -> any
     drop(lab);
     println!("lab removed: namespaces, pins and files are gone");
     Ok(())
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
 }
