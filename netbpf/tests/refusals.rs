@@ -10,7 +10,7 @@
 #[macro_use]
 mod common;
 
-use common::exe;
+use common::{cli_pins, exe};
 
 use std::{
     path::Path,
@@ -180,14 +180,6 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
 
     // The same checks on a running datapath, through the CLI.
     lab.start_daemon(exe(), "").expect("daemon");
-    let cli = |args: &[&str]| -> Output {
-        Command::new(exe())
-            .arg("--pin-dir")
-            .arg(&lab.pin_dir)
-            .args(args)
-            .output()
-            .expect("run netbpf")
-    };
     for (args, key, why) in [
         (
             vec!["masquerade", "add", "--source", "0.0.0.0/0"],
@@ -228,7 +220,7 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
             "address of the host",
         ),
     ] {
-        let out = cli(&args);
+        let out = cli_pins(&lab, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} must be refused");
         assert!(

@@ -8,7 +8,7 @@
 #[macro_use]
 mod common;
 
-use common::exe;
+use common::{cli_output, exe};
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -230,18 +230,6 @@ fn a_failed_restart_puts_the_previous_rules_back() {
     );
 }
 
-/// `netbpf ARGS` against the lab's pins, from the host namespace.
-fn cli(lab: &Lab, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(exe())
-        .arg("--netns")
-        .arg(lab.host.name())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(args)
-        .output()
-        .expect("run netbpf")
-}
-
 /// Deletes the host's uplink and the outside namespace at its other end,
 /// and makes both again under the same names and addresses: what a driver
 /// reload, a network manager or a recreated namespace does.
@@ -288,7 +276,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
     let before =
         parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp before")).expect("whoami");
     assert_eq!(*before.ip(), UPLINK_ADDR);
-    let out = cli(&lab, &["conntrack", "list"]);
+    let out = cli_output(&lab, &["conntrack", "list"]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -303,7 +291,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
     // The read commands still answer from the maps, and say that no
     // traffic passes through them.
     for args in [&["conntrack", "list"][..], &["stats"], &["nat", "list"]] {
-        let out = cli(&lab, args);
+        let out = cli_output(&lab, args);
         assert!(out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -311,7 +299,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
             "{args:?} warns: {stderr}"
         );
     }
-    let out = cli(&lab, &["conntrack", "list"]);
+    let out = cli_output(&lab, &["conntrack", "list"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("10.77.0.2"),
         "the flows are still in the maps"
@@ -335,7 +323,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
         UPLINK_ADDR,
         "translated, never the 10.77.x source"
     );
-    let out = cli(&lab, &["conntrack", "list"]);
+    let out = cli_output(&lab, &["conntrack", "list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("attached to no uplink"),

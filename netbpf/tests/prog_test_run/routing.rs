@@ -125,14 +125,7 @@ impl Dp {
             .try_into()
             .expect("type");
         xdp.load().expect("verifier accepts netbpf_arp");
-        for name in [programs::ROUTE_IN, programs::CONTAINER] {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .expect("program")
-                .try_into()
-                .expect("type");
-            p.load().expect("verifier accepts the program");
-        }
+        load_tc(&mut ebpf, &[programs::ROUTE_IN, programs::CONTAINER]);
         Dp { ebpf }
     }
 
