@@ -51,6 +51,16 @@ fn echo_server(lab: &Lab, port: u16) {
     });
 }
 
+/// How the outside sees the first container's UDP from port 5555.
+fn udp_seen(lab: &Lab) -> SocketAddrV4 {
+    let answer = lab::udp_whoami(
+        &lab.containers[0].ns,
+        5555,
+        SocketAddrV4::new(OUTSIDE_ADDR, 4000),
+    );
+    parse_whoami(&answer.expect("udp whoami")).expect("a whoami answer")
+}
+
 #[test]
 fn established_connections_survive_daemon_restarts() {
     require_root!();
@@ -64,15 +74,7 @@ fn established_connections_survive_daemon_restarts() {
     )
     .expect("udp");
     lab.start_daemon(exe(), "").expect("daemon");
-    let udp_before = parse_whoami(
-        &lab::udp_whoami(
-            &lab.containers[0].ns,
-            5555,
-            SocketAddrV4::new(OUTSIDE_ADDR, 4000),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let udp_before = udp_seen(&lab);
 
     // One long-lived connection, exercised continuously from a thread.
     let stream = lab.containers[0]
@@ -141,15 +143,7 @@ fn established_connections_survive_daemon_restarts() {
     assert!(echoed.load(Ordering::Relaxed) > 20);
 
     // The UDP mapping made before the restarts is the one still in use.
-    let udp_after = parse_whoami(
-        &lab::udp_whoami(
-            &lab.containers[0].ns,
-            5555,
-            SocketAddrV4::new(OUTSIDE_ADDR, 4000),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let udp_after = udp_seen(&lab);
     assert_eq!(udp_after, udp_before, "mappings survive restarts");
     assert_eq!(*udp_after.ip(), UPLINK_ADDR);
     let tcp_flows = nat
@@ -177,16 +171,8 @@ fn a_second_daemon_for_the_same_pins_is_refused() {
     require_root!();
     let mut lab = Lab::build(&format!("nbt-rs2-{}", std::process::id()), 1).expect("lab");
     lab.start_daemon(exe(), "").expect("daemon");
-    let out = std::process::Command::new(exe())
-        .arg("--netns")
-        .arg(lab.host.name())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .arg("daemon")
-        .arg("--config")
-        .arg(lab.dir.join("netbpf.toml"))
-        .output()
-        .expect("run");
+    let config = lab.dir.join("netbpf.toml");
+    let out = cli_output(&lab, &["daemon", "--config", &config.to_string_lossy()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another netbpf daemon is running"), "{err}");
