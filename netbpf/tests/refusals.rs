@@ -178,7 +178,8 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
         UPLINK_ADDR
     );
 
-    // The same checks on a running datapath, through the CLI.
+    // The same checks on a running datapath, through the CLI (each command
+    // spelled out whole, as a user types it, so the cases look alike).
     lab.start_daemon(exe(), "").expect("daemon");
     for (args, key, why) in [
         (
