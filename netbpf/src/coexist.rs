@@ -162,27 +162,28 @@ mod tests {
          -A DOCKER -i docker0 -j RETURN\n\
          -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n";
 
+    /// Asserts there is one warning and it names every one of `parts`.
+    #[track_caller]
+    fn assert_one_warning(w: &[String], parts: &[&str]) {
+        assert_eq!(w.len(), 1, "{w:?}");
+        for part in parts {
+            assert!(w[0].contains(part), "{}", w[0]);
+        }
+    }
+
     #[test]
     fn masquerade_overlap_warns_with_the_rule() {
         let w = check(
             DOCKER,
             "[uplink]\ninterface = \"eth0\"\n[[masquerade]]\nsource = \"172.17.0.0/24\"\n",
         );
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(
-            w[0].contains("line 8: -A POSTROUTING -s 172.17.0.0/16"),
-            "{}",
-            w[0]
-        );
-        assert!(
-            w[0].contains("[[masquerade]] source 172.17.0.0/24"),
-            "{}",
-            w[0]
-        );
-        assert!(
-            w[0].contains("POSTROUTING runs before netbpf's tc egress"),
-            "{}",
-            w[0]
+        assert_one_warning(
+            &w,
+            &[
+                "line 8: -A POSTROUTING -s 172.17.0.0/16",
+                "[[masquerade]] source 172.17.0.0/24",
+                "POSTROUTING runs before netbpf's tc egress",
+            ],
         );
     }
 
@@ -193,18 +194,14 @@ mod tests {
             "[uplink]\ninterface = \"eth0\"\n[[publish]]\nproto = \"tcp\"\nport = \"8000-8090\"\n\
              to = \"10.77.0.2:8000\"\n",
         );
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("line 10: -A DOCKER ! -i docker0"), "{}", w[0]);
-        assert!(w[0].contains("tcp *:8080 to 172.17.0.2:80"), "{}", w[0]);
-        assert!(
-            w[0].contains("tcp *:8000-8090 -> 10.77.0.2:8000"),
-            "{}",
-            w[0]
-        );
-        assert!(
-            w[0].contains("tc ingress runs before netfilter's PREROUTING"),
-            "{}",
-            w[0]
+        assert_one_warning(
+            &w,
+            &[
+                "line 10: -A DOCKER ! -i docker0",
+                "tcp *:8080 to 172.17.0.2:80",
+                "tcp *:8000-8090 -> 10.77.0.2:8000",
+                "tc ingress runs before netfilter's PREROUTING",
+            ],
         );
     }
 

@@ -637,22 +637,20 @@ mod tests {
         series.sort();
         series.dedup();
         assert_eq!(series.len(), Counter::ALL.len());
-        assert_eq!(
-            value(
-                &samples,
+        for (name, label, c) in [
+            (
                 "netbpf_dropped_packets_total",
-                &[("reason", "conntrack_full")]
+                ("reason", "conntrack_full"),
+                Counter::DropConntrackFull,
             ),
-            s.get(Counter::DropConntrackFull) as f64
-        );
-        assert_eq!(
-            value(
-                &samples,
+            (
                 "netbpf_translated_packets_total",
-                &[("kind", "snat")]
+                ("kind", "snat"),
+                Counter::SnatPackets,
             ),
-            s.get(Counter::SnatPackets) as f64
-        );
+        ] {
+            assert_eq!(value(&samples, name, &[label]), s.get(c) as f64, "{c:?}");
+        }
         // Each family is declared exactly once.
         let types = text
             .lines()

@@ -19,7 +19,7 @@
 use std::path::Path;
 
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{HashMap, Map, MapData, MapError},
 };
 use netbpf_common::{Endpoint, FlowKey, FlowValue, MappingValue, map_names};
@@ -96,30 +96,21 @@ pub fn take(name: &str, path: &Path) -> Result<Carried, MigrateError> {
                 value_size,
             };
             match (name, value_size as usize) {
-                (map_names::CONNTRACK, FLOW_VALUE_V1) => {
-                    let old: HashMap<_, FlowKey, [u8; FLOW_VALUE_V1]> =
-                        HashMap::try_from(map).map_err(|_| unknown())?;
-                    Carried::Flows(
-                        old.iter()
-                            .filter_map(Result::ok)
-                            .map(|(k, v)| (k, flow_from_v1(&v)))
-                            .collect(),
-                    )
-                }
+                (map_names::CONNTRACK, FLOW_VALUE_V1) => Carried::Flows(
+                    entries::<FlowKey, [u8; FLOW_VALUE_V1]>(map)
+                        .map_err(|_| unknown())?
+                        .into_iter()
+                        .map(|(k, v)| (k, flow_from_v1(&v)))
+                        .collect(),
+                ),
                 (map_names::CONNTRACK, n) if n == size_of::<FlowValue>() => {
-                    let old: HashMap<_, FlowKey, FlowValue> =
-                        HashMap::try_from(map).map_err(|_| unknown())?;
-                    Carried::Flows(old.iter().filter_map(Result::ok).collect())
+                    Carried::Flows(entries(map).map_err(|_| unknown())?)
                 }
                 (map_names::NAT_MAPPINGS, n) if n == size_of::<MappingValue>() => {
-                    let old: HashMap<_, Endpoint, MappingValue> =
-                        HashMap::try_from(map).map_err(|_| unknown())?;
-                    Carried::Mappings(old.iter().filter_map(Result::ok).collect())
+                    Carried::Mappings(entries(map).map_err(|_| unknown())?)
                 }
                 (map_names::NAT_REVERSE, n) if n == size_of::<Endpoint>() => {
-                    let old: HashMap<_, Endpoint, Endpoint> =
-                        HashMap::try_from(map).map_err(|_| unknown())?;
-                    Carried::Reverse(old.iter().filter_map(Result::ok).collect())
+                    Carried::Reverse(entries(map).map_err(|_| unknown())?)
                 }
                 _ => return Err(unknown()),
             }
@@ -163,31 +154,28 @@ pub fn restore(ebpf: &mut Ebpf, name: &str, carried: Carried) -> Result<usize, M
     })?;
     match carried {
         Carried::Nothing => Ok(0),
-        Carried::Flows(entries) => {
-            let mut m: HashMap<_, FlowKey, FlowValue> =
-                HashMap::try_from(&mut *map).map_err(map_err)?;
-            Ok(entries
-                .iter()
-                .filter(|(k, v)| m.insert(k, v, 0).is_ok())
-                .count())
-        }
-        Carried::Mappings(entries) => {
-            let mut m: HashMap<_, Endpoint, MappingValue> =
-                HashMap::try_from(&mut *map).map_err(map_err)?;
-            Ok(entries
-                .iter()
-                .filter(|(k, v)| m.insert(k, v, 0).is_ok())
-                .count())
-        }
-        Carried::Reverse(entries) => {
-            let mut m: HashMap<_, Endpoint, Endpoint> =
-                HashMap::try_from(&mut *map).map_err(map_err)?;
-            Ok(entries
-                .iter()
-                .filter(|(k, v)| m.insert(k, v, 0).is_ok())
-                .count())
-        }
+        Carried::Flows(e) => insert_all(map, &e),
+        Carried::Mappings(e) => insert_all(map, &e),
+        Carried::Reverse(e) => insert_all(map, &e),
     }
+    .map_err(map_err)
+}
+
+/// Every entry of `map`, a hash map of `K` to `V` (entries that cannot be
+/// read are left out).
+fn entries<K: Pod, V: Pod>(map: Map) -> Result<Vec<(K, V)>, MapError> {
+    let old: HashMap<_, K, V> = HashMap::try_from(map)?;
+    Ok(old.iter().filter_map(Result::ok).collect())
+}
+
+/// Inserts `entries` into `map`, a hash map of `K` to `V`; returns how many
+/// went in.
+fn insert_all<K: Pod, V: Pod>(map: &mut Map, entries: &[(K, V)]) -> Result<usize, MapError> {
+    let mut m: HashMap<_, K, V> = HashMap::try_from(map)?;
+    Ok(entries
+        .iter()
+        .filter(|(k, v)| m.insert(k, v, 0).is_ok())
+        .count())
 }
 
 #[cfg(test)]

@@ -32,9 +32,10 @@ use std::{
 
 use crate::{
     bgp,
-    lab::{self, Container, LabError, SERVICE_PORT, Transport, WhoamiServer},
+    lab::{self, Container, LabError, SERVICE_PORT, Transport, WhoamiServer, io_err},
     maps,
     netns::{self, Netns},
+    rows::indent,
 };
 
 /// The AS every lab host is in (iBGP full mesh).
@@ -51,11 +52,6 @@ pub fn host_addr(h: usize) -> Ipv4Addr {
 /// Container `i` of host `h`.
 pub fn container_addr(h: usize, i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 10, h as u8, i as u8)
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
-    let what = what.into();
-    move |source| LabError::Io { what, source }
 }
 
 /// A BIRD daemon running in the foreground inside a namespace, with its
@@ -258,44 +254,16 @@ impl Host {
     }
 
     fn start_daemon(&mut self, exe: &Path, all: &[Ipv4Addr]) -> Result<(), LabError> {
-        let config = self.dir.join("netbpf.toml");
-        fs::write(&config, self.config_toml(all))
-            .map_err(io_err(format!("writing {}", config.display())))?;
-        let log_path = self.dir.join("daemon.log");
-        let log = fs::File::create(&log_path).map_err(io_err("creating the daemon log"))?;
-        let log2 = log.try_clone().map_err(io_err("duplicating the log fd"))?;
-        let child = self
-            .netbpf(exe)
-            .arg("daemon")
-            .arg("--config")
-            .arg(&config)
-            .arg("--cgroup")
-            .arg("none")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(io_err("starting the daemon"))?;
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let text = fs::read_to_string(&log_path).unwrap_or_default();
-            if text.contains("running; Ctrl-C or SIGTERM stops") {
-                return Ok(());
-            }
-            if let Some(c) = self.daemon.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                self.daemon = None;
-                return Err(LabError::Daemon(format!("exited with {status}: {text}")));
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Err(LabError::Daemon(format!(
-            "host {} not running after 20 s: {}",
-            self.index,
-            fs::read_to_string(&log_path).unwrap_or_default()
-        )))
+        let mut cmd = self.netbpf(exe);
+        cmd.arg("daemon");
+        lab::launch_daemon(
+            cmd,
+            &self.dir,
+            &self.config_toml(all),
+            &["--cgroup", "none"],
+            &mut self.daemon,
+            &format!("host {}: ", self.index),
+        )
     }
 
     fn stop_daemon(&mut self) {
@@ -547,8 +515,4 @@ pub async fn run_demo(exe: &Path, prefix: &str, hosts: usize, once: bool) -> any
     drop(lab);
     println!("lab removed: namespaces, pins and files are gone");
     Ok(())
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
 }

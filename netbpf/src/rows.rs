@@ -232,18 +232,24 @@ impl NatRules {
             let addrs: Vec<String> = self.local_addrs.iter().map(|a| a.to_string()).collect();
             out.push_str(&format!(
                 "  * = any of the host's addresses: {}\n",
-                if addrs.is_empty() {
-                    "none".to_owned()
-                } else {
-                    addrs.join(", ")
-                }
+                or_none(&addrs, ", ")
             ));
         }
         out
     }
 }
 
-fn indent(text: &str) -> String {
+/// `items` joined by `sep`, or `none`.
+fn or_none(items: &[String], sep: &str) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(sep)
+    }
+}
+
+/// Indents every line of `text` by two spaces.
+pub(crate) fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
@@ -266,11 +272,7 @@ impl Stats {
             .collect();
         out.push_str(&format!(
             "port allocations by probes needed (last bucket = failed): {}\n",
-            if probes.is_empty() {
-                "none".to_owned()
-            } else {
-                probes.join(" ")
-            }
+            or_none(&probes, " ")
         ));
         out
     }

@@ -5,11 +5,11 @@
 #[macro_use]
 mod common;
 
-use common::exe;
+use common::{cli_pins, exe};
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    process::{Command, Output},
+    process::Output,
     time::{Duration, Instant},
 };
 
@@ -17,13 +17,21 @@ use netbpf::lab::{
     self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
 };
 
-fn cli(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(exe())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(args)
-        .output()
-        .expect("run netbpf")
+/// `netbpf publish add --proto PROTO --port PORT --to 10.77.0.2:4000`.
+fn publish_add(lab: &Lab, proto: &str, port: &str) -> Output {
+    cli_pins(
+        lab,
+        &[
+            "publish",
+            "add",
+            "--proto",
+            proto,
+            "--port",
+            port,
+            "--to",
+            "10.77.0.2:4000",
+        ],
+    )
 }
 
 #[test]
@@ -43,34 +51,10 @@ fn rules_change_on_a_running_datapath() {
     );
 
     // publish add: same validation as the config file.
-    let bad = cli(
-        &lab,
-        &[
-            "publish",
-            "add",
-            "--proto",
-            "sctp",
-            "--port",
-            "8085",
-            "--to",
-            "10.77.0.2:4000",
-        ],
-    );
+    let bad = publish_add(&lab, "sctp", "8085");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("publish[0].proto"));
-    let ok = cli(
-        &lab,
-        &[
-            "publish",
-            "add",
-            "--proto",
-            "tcp",
-            "--port",
-            "8085",
-            "--to",
-            "10.77.0.2:4000",
-        ],
-    );
+    let ok = publish_add(&lab, "tcp", "8085");
     assert!(
         ok.status.success(),
         "{}",
@@ -78,22 +62,10 @@ fn rules_change_on_a_running_datapath() {
     );
     let seen = lab::tcp_whoami(&lab.outside, published).expect("published live");
     assert!(seen.starts_with("c1 saw 203.0.113.2:"), "{seen}");
-    let clash = cli(
-        &lab,
-        &[
-            "publish",
-            "add",
-            "--proto",
-            "tcp",
-            "--port",
-            "8080-8090",
-            "--to",
-            "10.77.0.2:4000",
-        ],
-    );
+    let clash = publish_add(&lab, "tcp", "8080-8090");
     assert!(!clash.status.success());
     assert!(String::from_utf8_lossy(&clash.stderr).contains("overlaps"));
-    let del = cli(
+    let del = cli_pins(
         &lab,
         &["publish", "del", "--proto", "tcp", "--port", "8085"],
     );
@@ -109,7 +81,7 @@ fn rules_change_on_a_running_datapath() {
 
     // masquerade del / add.
     let c1 = &lab.containers[0].ns;
-    let del = cli(&lab, &["masquerade", "del", "--source", "10.77.0.0/24"]);
+    let del = cli_pins(&lab, &["masquerade", "del", "--source", "10.77.0.0/24"]);
     assert!(
         del.status.success(),
         "{}",
@@ -119,7 +91,7 @@ fn rules_change_on_a_running_datapath() {
         lab::udp_whoami(c1, 6100, out_addr).is_err(),
         "without the rule nothing is translated, so no answer comes back"
     );
-    let add = cli(
+    let add = cli_pins(
         &lab,
         &[
             "masquerade",

@@ -6,13 +6,12 @@
 #[macro_use]
 mod common;
 
-use common::exe;
+use common::{cli_output, cli_pins, exe};
 
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
     net::{SocketAddr, SocketAddrV4, TcpStream},
-    process::Command,
     time::Duration,
 };
 
@@ -69,12 +68,7 @@ fn containers_reach_the_outside_only_as_the_uplink_address() {
     assert_ne!(a.port(), b.port(), "no port overloading");
 
     // The CLI reads the pinned conntrack table of the running daemon.
-    let out = Command::new(exe())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(["conntrack", "list", "--json"])
-        .output()
-        .expect("run conntrack list");
+    let out = cli_pins(&lab, &["conntrack", "list", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -94,12 +88,7 @@ fn containers_reach_the_outside_only_as_the_uplink_address() {
             );
         }
     }
-    let table = Command::new(exe())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(["conntrack", "list"])
-        .output()
-        .expect("run conntrack list");
+    let table = cli_pins(&lab, &["conntrack", "list"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("PROTO"), "{text}");
     assert!(text.contains("10.77.0.2:"), "{text}");
@@ -112,12 +101,7 @@ fn containers_reach_the_outside_only_as_the_uplink_address() {
     let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("still translated")).unwrap();
     assert_eq!(*seen.ip(), UPLINK_ADDR);
     // `netbpf down` detaches and unpins: containers no longer get out.
-    let out = Command::new(exe())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .arg("down")
-        .output()
-        .expect("run down");
+    let out = cli_pins(&lab, &["down"]);
     assert!(
         out.status.success(),
         "{}",
@@ -213,16 +197,7 @@ fn invalid_config_attaches_nothing() {
     for (i, (toml, key)) in cases.iter().enumerate() {
         let path = lab.dir.join(format!("bad{i}.toml"));
         std::fs::write(&path, toml).expect("write config");
-        let out = Command::new(exe())
-            .arg("--netns")
-            .arg(lab.host.name())
-            .arg("--pin-dir")
-            .arg(&lab.pin_dir)
-            .arg("daemon")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .expect("run daemon");
+        let out = cli_output(&lab, &["daemon", "--config", &path.to_string_lossy()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} must fail");
         assert!(

@@ -282,6 +282,7 @@ fn metrics_stats_and_conntrack_views_show_the_datapath() {
     assert_eq!(rows[0]["published"], true);
     let rows = cli_json(&lab, &["conntrack", "list", "--json", "--state", "icmp"]);
     assert_eq!(rows.as_array().expect("array").len(), 1);
+    // The filters, each through the whole command as a user types it.
     let text = cli(
         &lab,
         &[
@@ -507,7 +508,9 @@ fn explain_agrees_with_what_the_datapath_does() {
     assert_eq!(e["verdict"], "dropped");
     assert_eq!(e["counter"], "drop_tcp_no_flow");
 
-    // 4. Straight to a container's address: dropped, and counted so.
+    // 4. Straight to a container's address: dropped, and counted so (the
+    // route on the outside machine is set up here as in publish.rs: each
+    // test file builds its own scene).
     let e = explain(
         &lab,
         &["udp", "203.0.113.2:5555", "10.77.0.2:4000", "--in", "eth0"],

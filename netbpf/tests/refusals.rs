@@ -10,7 +10,7 @@
 #[macro_use]
 mod common;
 
-use common::exe;
+use common::{cli_pins, exe};
 
 use std::{
     path::Path,
@@ -178,16 +178,9 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
         UPLINK_ADDR
     );
 
-    // The same checks on a running datapath, through the CLI.
+    // The same checks on a running datapath, through the CLI (each command
+    // spelled out whole, as a user types it, so the cases look alike).
     lab.start_daemon(exe(), "").expect("daemon");
-    let cli = |args: &[&str]| -> Output {
-        Command::new(exe())
-            .arg("--pin-dir")
-            .arg(&lab.pin_dir)
-            .args(args)
-            .output()
-            .expect("run netbpf")
-    };
     for (args, key, why) in [
         (
             vec!["masquerade", "add", "--source", "0.0.0.0/0"],
@@ -228,7 +221,7 @@ fn masquerade_sources_and_targets_that_lock_the_host_out_are_refused() {
             "address of the host",
         ),
     ] {
-        let out = cli(&args);
+        let out = cli_pins(&lab, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} must be refused");
         assert!(

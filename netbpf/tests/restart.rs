@@ -8,7 +8,7 @@
 #[macro_use]
 mod common;
 
-use common::exe;
+use common::{cli_output, exe};
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -51,6 +51,16 @@ fn echo_server(lab: &Lab, port: u16) {
     });
 }
 
+/// How the outside sees the first container's UDP from port 5555.
+fn udp_seen(lab: &Lab) -> SocketAddrV4 {
+    let answer = lab::udp_whoami(
+        &lab.containers[0].ns,
+        5555,
+        SocketAddrV4::new(OUTSIDE_ADDR, 4000),
+    );
+    parse_whoami(&answer.expect("udp whoami")).expect("a whoami answer")
+}
+
 #[test]
 fn established_connections_survive_daemon_restarts() {
     require_root!();
@@ -64,15 +74,7 @@ fn established_connections_survive_daemon_restarts() {
     )
     .expect("udp");
     lab.start_daemon(exe(), "").expect("daemon");
-    let udp_before = parse_whoami(
-        &lab::udp_whoami(
-            &lab.containers[0].ns,
-            5555,
-            SocketAddrV4::new(OUTSIDE_ADDR, 4000),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let udp_before = udp_seen(&lab);
 
     // One long-lived connection, exercised continuously from a thread.
     let stream = lab.containers[0]
@@ -141,15 +143,7 @@ fn established_connections_survive_daemon_restarts() {
     assert!(echoed.load(Ordering::Relaxed) > 20);
 
     // The UDP mapping made before the restarts is the one still in use.
-    let udp_after = parse_whoami(
-        &lab::udp_whoami(
-            &lab.containers[0].ns,
-            5555,
-            SocketAddrV4::new(OUTSIDE_ADDR, 4000),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let udp_after = udp_seen(&lab);
     assert_eq!(udp_after, udp_before, "mappings survive restarts");
     assert_eq!(*udp_after.ip(), UPLINK_ADDR);
     let tcp_flows = nat
@@ -177,16 +171,8 @@ fn a_second_daemon_for_the_same_pins_is_refused() {
     require_root!();
     let mut lab = Lab::build(&format!("nbt-rs2-{}", std::process::id()), 1).expect("lab");
     lab.start_daemon(exe(), "").expect("daemon");
-    let out = std::process::Command::new(exe())
-        .arg("--netns")
-        .arg(lab.host.name())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .arg("daemon")
-        .arg("--config")
-        .arg(lab.dir.join("netbpf.toml"))
-        .output()
-        .expect("run");
+    let config = lab.dir.join("netbpf.toml");
+    let out = cli_output(&lab, &["daemon", "--config", &config.to_string_lossy()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another netbpf daemon is running"), "{err}");
@@ -228,18 +214,6 @@ fn a_failed_restart_puts_the_previous_rules_back() {
         lab::tcp_whoami(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 9090)).is_err(),
         "the failed restart's rule is not in place"
     );
-}
-
-/// `netbpf ARGS` against the lab's pins, from the host namespace.
-fn cli(lab: &Lab, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(exe())
-        .arg("--netns")
-        .arg(lab.host.name())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(args)
-        .output()
-        .expect("run netbpf")
 }
 
 /// Deletes the host's uplink and the outside namespace at its other end,
@@ -288,7 +262,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
     let before =
         parse_whoami(&lab::udp_whoami(&c1.ns, 5555, whoami).expect("udp before")).expect("whoami");
     assert_eq!(*before.ip(), UPLINK_ADDR);
-    let out = cli(&lab, &["conntrack", "list"]);
+    let out = cli_output(&lab, &["conntrack", "list"]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -303,7 +277,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
     // The read commands still answer from the maps, and say that no
     // traffic passes through them.
     for args in [&["conntrack", "list"][..], &["stats"], &["nat", "list"]] {
-        let out = cli(&lab, args);
+        let out = cli_output(&lab, args);
         assert!(out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -311,7 +285,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
             "{args:?} warns: {stderr}"
         );
     }
-    let out = cli(&lab, &["conntrack", "list"]);
+    let out = cli_output(&lab, &["conntrack", "list"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("10.77.0.2"),
         "the flows are still in the maps"
@@ -335,7 +309,7 @@ fn a_datapath_whose_uplink_was_made_again_attaches_afresh() {
         UPLINK_ADDR,
         "translated, never the 10.77.x source"
     );
-    let out = cli(&lab, &["conntrack", "list"]);
+    let out = cli_output(&lab, &["conntrack", "list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("attached to no uplink"),

@@ -10,15 +10,14 @@
 #[macro_use]
 mod common;
 
-use common::exe;
+use common::{cli_output, exe};
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    process::Command,
     time::Duration,
 };
 
-use netbpf::lab::{self, Lab, SERVICE_PORT, Transport, WhoamiServer, parse_whoami};
+use netbpf::lab::{self, Container, Lab, SERVICE_PORT, Transport, WhoamiServer, parse_whoami};
 use netbpf_common::Counter;
 
 // ---------------------------------------------------------------------------
@@ -29,24 +28,10 @@ fn prefix(x: &str) -> String {
     format!("nbt-rt{x}-{}", std::process::id())
 }
 
-fn cli(lab: &Lab, args: &[&str]) -> std::process::Output {
-    Command::new(exe())
-        .arg("--netns")
-        .arg(lab.host.name())
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(args)
-        .output()
-        .expect("run netbpf")
-}
-
-/// A lab with `n` routed containers (10.0.1.101...) and a peer on the
-/// uplink's segment, whoami servers on TCP and UDP :4000 in each
-/// container, the daemon running with every container in the config.
-fn routed_lab(x: &str, n: usize) -> (Lab, Vec<WhoamiServer>) {
-    let mut lab = Lab::build_with(&prefix(x), 0, n).expect("build lab");
+/// Whoami servers on TCP and UDP :4000 in each of `containers`.
+fn serve_each(containers: &[Container]) -> Vec<WhoamiServer> {
     let mut servers = Vec::new();
-    for c in &lab.routed {
+    for c in containers {
         for t in [Transport::Tcp, Transport::Udp] {
             servers.push(
                 WhoamiServer::spawn(
@@ -59,6 +44,15 @@ fn routed_lab(x: &str, n: usize) -> (Lab, Vec<WhoamiServer>) {
             );
         }
     }
+    servers
+}
+
+/// A lab with `n` routed containers (10.0.1.101...) and a peer on the
+/// uplink's segment, whoami servers on TCP and UDP :4000 in each
+/// container, the daemon running with every container in the config.
+fn routed_lab(x: &str, n: usize) -> (Lab, Vec<WhoamiServer>) {
+    let mut lab = Lab::build_with(&prefix(x), 0, n).expect("build lab");
+    let servers = serve_each(&lab.routed);
     let extra = lab.routed_toml();
     lab.start_daemon(exe(), &extra).expect("daemon starts");
     (lab, servers)
@@ -79,15 +73,7 @@ fn peer_reaches_every_routed_container_at_its_own_ip() {
         assert_eq!(*parse_whoami(&udp).expect("addr").ip(), lab::PEER_ADDR);
     }
     // The peer learnt every container at the host's uplink MAC.
-    let neigh = peer
-        .ip(&["-4", "neigh", "show", "dev", "eth0"])
-        .expect("ip neigh");
-    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
-    let host_mac = lab
-        .host
-        .exec("cat", &["/sys/class/net/eth0/address"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .expect("uplink mac");
+    let (neigh, host_mac) = peer_neighbours(&lab, peer);
     for c in &lab.routed {
         assert!(
             neigh
@@ -128,7 +114,7 @@ fn peer_reaches_every_routed_container_at_its_own_ip() {
     assert!(stats.get(Counter::RoutedLocal) > 0);
 
     // The CLI shows the maps behind it.
-    let out = cli(&lab, &["containers", "list", "--json"]);
+    let out = cli_output(&lab, &["containers", "list", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -142,7 +128,7 @@ fn peer_reaches_every_routed_container_at_its_own_ip() {
             .iter()
             .all(|r| r["attached"] == true)
     );
-    let out = cli(&lab, &["neigh", "list", "--json"]);
+    let out = cli_output(&lab, &["neigh", "list", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -166,7 +152,7 @@ fn containers_del_and_add_on_a_running_daemon() {
     let c = &lab.routed[0];
     let dst = SocketAddrV4::new(c.addr, SERVICE_PORT);
     lab::tcp_whoami(peer, dst).expect("reachable before");
-    let out = cli(
+    let out = cli_output(
         &lab,
         &["containers", "del", "--address", &c.addr.to_string()],
     );
@@ -185,7 +171,7 @@ fn containers_del_and_add_on_a_running_daemon() {
     // The other container is undisturbed.
     let other = SocketAddrV4::new(lab.routed[1].addr, SERVICE_PORT);
     lab::tcp_whoami(peer, other).expect("the other container still works");
-    let out = cli(
+    let out = cli_output(
         &lab,
         &[
             "containers",
@@ -221,7 +207,7 @@ fn sighup_applies_the_config_containers() {
     lab.signal_daemon(nix::sys::signal::Signal::SIGHUP);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let out = cli(&lab, &["containers", "list", "--json"]);
+        let out = cli_output(&lab, &["containers", "list", "--json"]);
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         if rows.as_array().map(|a| a.len()) == Some(1) {
             break;
@@ -269,6 +255,20 @@ fn masqueraded_and_routed_containers_coexist() {
 }
 
 /// The interface index of `eth0` in `ns`.
+/// The peer's IPv4 neighbour table on its eth0, and the host's uplink MAC
+/// (where every routed container must be).
+fn peer_neighbours(lab: &Lab, peer: &netbpf::netns::Netns) -> (String, String) {
+    let neigh = peer
+        .ip(&["-4", "neigh", "show", "dev", "eth0"])
+        .expect("ip neigh");
+    let host_mac = lab
+        .host
+        .exec("cat", &["/sys/class/net/eth0/address"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .expect("uplink mac");
+    (String::from_utf8_lossy(&neigh.stdout).to_string(), host_mac)
+}
+
 fn eth0_index(ns: &netbpf::netns::Netns) -> String {
     let out = ns
         .exec("cat", &["/sys/class/net/eth0/ifindex"])
@@ -289,20 +289,7 @@ fn a_veth_uplink_whose_peer_has_the_same_index_routes_containers() {
     let peer = lab.peer.take().expect("peer");
     assert_eq!(eth0_index(&lab.host), "2", "the wiring under test");
     assert_eq!(eth0_index(&peer), "2", "the wiring under test");
-    let mut servers = Vec::new();
-    for c in &lab.routed {
-        for t in [Transport::Tcp, Transport::Udp] {
-            servers.push(
-                WhoamiServer::spawn(
-                    &c.ns,
-                    t,
-                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
-                    &format!("container {}: you are", c.addr),
-                )
-                .expect("server"),
-            );
-        }
-    }
+    let mut servers = serve_each(&lab.routed);
     for t in [Transport::Tcp, Transport::Udp] {
         servers.push(
             WhoamiServer::spawn(
@@ -340,15 +327,7 @@ fn a_veth_uplink_whose_peer_has_the_same_index_routes_containers() {
         }
     }
     // ARP: the peer learnt every container at the host's uplink MAC.
-    let neigh = peer
-        .ip(&["-4", "neigh", "show", "dev", "eth0"])
-        .expect("ip neigh");
-    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
-    let host_mac = lab
-        .host
-        .exec("cat", &["/sys/class/net/eth0/address"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .expect("uplink mac");
+    let (neigh, host_mac) = peer_neighbours(&lab, &peer);
     for c in &lab.routed {
         if !neigh
             .lines()

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use netbpf_common::{Counter, Endpoint, FlowKey, flow_flags, proto};
+use netbpf_common::Counter;
 use serde_json::{Value, json};
 
 use crate::{containers::programs as route_programs, datapath::programs};
@@ -147,11 +147,7 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
         paths.insert("snat_new".into(), json!({"single": dist(&shots)}));
 
         // SNAT established and its reply.
-        let (rc, _, out) = dp.run(programs::EGRESS, &tcp_frame(C1, 40000, REMOTE, 443, SYN), 1)?;
-        if rc != TC_OK || out.len() < 38 {
-            bail!("snat_established: the opening SYN was not translated ({rc})");
-        }
-        let outside_port = u16::from_be_bytes([out[34], out[35]]);
+        let outside_port = open_snat(&dp)?;
         let est = tcp_frame(C1, 40000, REMOTE, 443, ACK);
         let shots = single_shots(
             &dp,
@@ -184,14 +180,7 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
             )
         })?;
         paths.insert("dnat_new".into(), json!({"single": dist(&shots)}));
-        let (rc, _, _) = dp.run(
-            programs::INGRESS,
-            &tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, SYN),
-            1,
-        )?;
-        if rc != TC_OK {
-            bail!("dnat_established: the opening SYN was not translated ({rc})");
-        }
+        open_dnat(&dp)?;
         let est = tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, ACK);
         let shots = single_shots(
             &dp,
@@ -205,18 +194,7 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
 
         // The same three established paths warm, with `repeat`: mirror
         // entries make the rewritten packet translate back.
-        // SNAT: the flow (UPLINK:q -> REMOTE:443) leaves as C1:40000.
-        dp.insert_flow(
-            FlowKey::new(
-                proto::TCP,
-                UPLINK.octets(),
-                outside_port,
-                REMOTE.octets(),
-                443,
-            ),
-            (C1, 40000),
-            flow_flags::SEEN_OUT | flow_flags::SEEN_IN,
-        )?;
+        mirror_snat(&mut dp, outside_port)?;
         let ns = dp.ping_pong(
             programs::EGRESS,
             &tcp_frame(C1, 40000, REMOTE, 443, ACK),
@@ -225,11 +203,7 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
             "snat_established",
         )?;
         set_repeat(&mut paths, "snat_established", ns, repeat);
-        // Reply: C1:40000 is also an outside endpoint of UPLINK:q.
-        dp.insert_reverse(
-            Endpoint::new(proto::TCP, C1.octets(), 40000),
-            Endpoint::new(proto::TCP, UPLINK.octets(), outside_port),
-        )?;
+        mirror_reply(&mut dp, outside_port)?;
         let ns = dp.ping_pong(
             programs::INGRESS,
             &reply,
@@ -238,20 +212,7 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
             "reply_reverse",
         )?;
         set_repeat(&mut paths, "reply_reverse", ns, repeat);
-        // DNAT: C1:4000 published (bound to that address) to UPLINK:8080,
-        // with its flow.
-        dp.insert_publish(C1, CONTAINER_PORT, (UPLINK, PUBLISHED_PORT))?;
-        dp.insert_flow(
-            FlowKey::new(
-                proto::TCP,
-                UPLINK.octets(),
-                PUBLISHED_PORT,
-                REMOTE.octets(),
-                50000,
-            ),
-            (C1, CONTAINER_PORT),
-            flow_flags::SEEN_IN | flow_flags::OPENED_IN | flow_flags::PUBLISHED,
-        )?;
+        mirror_dnat(&mut dp)?;
         let ns = dp.ping_pong(
             programs::INGRESS,
             &est,

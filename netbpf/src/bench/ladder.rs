@@ -142,16 +142,19 @@ pub(crate) fn ladder(dp: &KernelDp, repeat: u32) -> Result<Vec<Value>> {
     Ok(out)
 }
 
+/// The programs part 1 loads.
+const PROGRAMS: [&str; 5] = [
+    programs::EGRESS,
+    programs::INGRESS,
+    programs::INSIDE,
+    route_programs::ROUTE_IN,
+    route_programs::ARP,
+];
+
 /// Verifier and JIT figures of the loaded programs.
 pub(crate) fn program_stats(dp: &KernelDp) -> Result<Vec<Value>> {
     let mut out = Vec::new();
-    for prog in [
-        programs::EGRESS,
-        programs::INGRESS,
-        programs::INSIDE,
-        route_programs::ROUTE_IN,
-        route_programs::ARP,
-    ] {
+    for prog in PROGRAMS {
         let info = dp.info(prog)?;
         out.push(json!({
             "program": prog,
@@ -164,6 +167,66 @@ pub(crate) fn program_stats(dp: &KernelDp) -> Result<Vec<Value>> {
         }));
     }
     Ok(out)
+}
+
+/// Opens the SNAT flow C1:40000 -> REMOTE:443 with a SYN; returns the
+/// outside port it was given.
+pub(crate) fn open_snat(dp: &KernelDp) -> Result<u16> {
+    let (rc, _, out) = dp.run(programs::EGRESS, &tcp_frame(C1, 40000, REMOTE, 443, SYN), 1)?;
+    if rc != TC_OK || out.len() < 38 {
+        bail!("snat_established: the opening SYN was not translated ({rc})");
+    }
+    Ok(u16::from_be_bytes([out[34], out[35]]))
+}
+
+/// Opens the DNAT flow REMOTE:50000 -> UPLINK:PUBLISHED_PORT with a SYN.
+pub(crate) fn open_dnat(dp: &KernelDp) -> Result<()> {
+    let (rc, _, _) = dp.run(
+        programs::INGRESS,
+        &tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, SYN),
+        1,
+    )?;
+    if rc != TC_OK {
+        bail!("dnat_established: the opening SYN was not translated ({rc})");
+    }
+    Ok(())
+}
+
+// The mirror entries of the three established paths: with them the packet
+// a run rewrites translates back on the next, so `repeat` can time them.
+
+/// SNAT: the flow UPLINK:q -> REMOTE:443 leaves as C1:40000.
+pub(crate) fn mirror_snat(dp: &mut KernelDp, q: u16) -> Result<()> {
+    dp.insert_flow(
+        FlowKey::new(proto::TCP, UPLINK.octets(), q, REMOTE.octets(), 443),
+        (C1, 40000),
+        flow_flags::SEEN_OUT | flow_flags::SEEN_IN,
+    )
+}
+
+/// Reply: C1:40000 is also an outside endpoint of UPLINK:q.
+pub(crate) fn mirror_reply(dp: &mut KernelDp, q: u16) -> Result<()> {
+    dp.insert_reverse(
+        Endpoint::new(proto::TCP, C1.octets(), 40000),
+        Endpoint::new(proto::TCP, UPLINK.octets(), q),
+    )
+}
+
+/// DNAT: C1:4000 published (bound to that address) to UPLINK:8080, with
+/// its flow.
+pub(crate) fn mirror_dnat(dp: &mut KernelDp) -> Result<()> {
+    dp.insert_publish(C1, CONTAINER_PORT, (UPLINK, PUBLISHED_PORT))?;
+    dp.insert_flow(
+        FlowKey::new(
+            proto::TCP,
+            UPLINK.octets(),
+            PUBLISHED_PORT,
+            REMOTE.octets(),
+            50000,
+        ),
+        (C1, CONTAINER_PORT),
+        flow_flags::SEEN_IN | flow_flags::OPENED_IN | flow_flags::PUBLISHED,
+    )
 }
 
 /// Paths [`spin`] can run.
@@ -188,40 +251,11 @@ pub fn spin(path: &str, secs: u64) -> Result<f64> {
     }
     let mut dp = KernelDp::new(262_144)?;
     // The established flows and their mirror entries, as in part 1.
-    let (rc, _, out) = dp.run(programs::EGRESS, &tcp_frame(C1, 40000, REMOTE, 443, SYN), 1)?;
-    if rc != TC_OK || out.len() < 38 {
-        bail!("the opening SYN was not translated ({rc})");
-    }
-    let q = u16::from_be_bytes([out[34], out[35]]);
-    dp.insert_flow(
-        FlowKey::new(proto::TCP, UPLINK.octets(), q, REMOTE.octets(), 443),
-        (C1, 40000),
-        flow_flags::SEEN_OUT | flow_flags::SEEN_IN,
-    )?;
-    dp.insert_reverse(
-        Endpoint::new(proto::TCP, C1.octets(), 40000),
-        Endpoint::new(proto::TCP, UPLINK.octets(), q),
-    )?;
-    let (rc, _, _) = dp.run(
-        programs::INGRESS,
-        &tcp_frame(REMOTE, 50000, UPLINK, PUBLISHED_PORT, SYN),
-        1,
-    )?;
-    if rc != TC_OK {
-        bail!("the opening DNAT SYN was not translated ({rc})");
-    }
-    dp.insert_publish(C1, CONTAINER_PORT, (UPLINK, PUBLISHED_PORT))?;
-    dp.insert_flow(
-        FlowKey::new(
-            proto::TCP,
-            UPLINK.octets(),
-            PUBLISHED_PORT,
-            REMOTE.octets(),
-            50000,
-        ),
-        (C1, CONTAINER_PORT),
-        flow_flags::SEEN_IN | flow_flags::OPENED_IN | flow_flags::PUBLISHED,
-    )?;
+    let q = open_snat(&dp)?;
+    mirror_snat(&mut dp, q)?;
+    mirror_reply(&mut dp, q)?;
+    open_dnat(&dp)?;
+    mirror_dnat(&mut dp)?;
     let (prog, pkt, repeat) = match path {
         "snat_established" => (
             programs::EGRESS,
@@ -270,13 +304,7 @@ pub fn spin(path: &str, secs: u64) -> Result<f64> {
         ),
         other => bail!("unknown path {other:?}; one of {}", SPIN_PATHS.join(", ")),
     };
-    for name in [
-        programs::EGRESS,
-        programs::INGRESS,
-        programs::INSIDE,
-        route_programs::ROUTE_IN,
-        route_programs::ARP,
-    ] {
+    for name in PROGRAMS {
         eprintln!("bench: spin: {name} is program id {}", dp.info(name)?.id());
     }
     eprintln!(

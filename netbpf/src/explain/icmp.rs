@@ -117,9 +117,7 @@ pub(super) fn icmp_in(
                 SocketAddrV4::new(*qt.dst.ip(), dport)
             ),
         });
-        return Outcome::Dropped {
-            counter: Counter::DropIcmpNoFlow.name(),
-        };
+        return Outcome::dropped(Counter::DropIcmpNoFlow);
     };
     steps.push(Step {
         program: INGRESS,
@@ -161,9 +159,7 @@ pub(super) fn icmp_out(
                     r.prefix_len
                 ),
             });
-            Outcome::Dropped {
-                counter: Counter::DropIcmpNoFlow.name(),
-            }
+            Outcome::dropped(Counter::DropIcmpNoFlow)
         } else {
             steps.push(Step {
                 program: EGRESS,
@@ -206,9 +202,7 @@ pub(super) fn icmp_out(
                 r.prefix_len
             ),
         });
-        return Outcome::Dropped {
-            counter: Counter::DropIcmpNoFlow.name(),
-        };
+        return Outcome::dropped(Counter::DropIcmpNoFlow);
     }
     let outside = sa(v.outside_addr, v.outside_port);
     let outer = if from_container {

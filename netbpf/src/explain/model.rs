@@ -6,7 +6,7 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
 };
 
-use netbpf_common::{Endpoint, FlowKey, FlowValue, PublishRule, flow_flags, proto};
+use netbpf_common::{Counter, Endpoint, FlowKey, FlowValue, PublishRule, flow_flags, proto};
 use serde::Serialize;
 
 use crate::{conntrack::FlowState, maps::proto_name};
@@ -155,6 +155,15 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Dropped, under `counter`'s name.
+    pub(super) fn dropped(counter: Counter) -> Self {
+        Outcome::Dropped {
+            counter: counter.name(),
+        }
+    }
+}
+
 /// One decision on the way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
@@ -216,6 +225,13 @@ impl fmt::Display for Explanation {
             Outcome::Dropped { counter } => writeln!(f, "verdict: dropped ({counter})"),
         }
     }
+}
+
+/// Adds `program`'s step to `steps`: why it leaves the packet to the
+/// kernel untouched.
+pub(super) fn pass(steps: &mut Vec<Step>, program: &'static str, detail: String) -> Outcome {
+    steps.push(Step { program, detail });
+    Outcome::Passed
 }
 
 pub(super) fn ep(e: &Endpoint) -> SocketAddrV4 {

@@ -16,7 +16,7 @@ pub(super) fn egress(rules: &Rules, m: &impl Lookup, q: &Query, steps: &mut Vec<
     let (sport, dport) = ports(q, Direction::Egress);
     match outbound(rules, m, q, sport, dport, steps, EGRESS) {
         Out::None => Outcome::Passed,
-        Out::Drop(c) => Outcome::Dropped { counter: c.name() },
+        Out::Drop(c) => Outcome::dropped(c),
         Out::To(to) => Outcome::Translated {
             src: to,
             dst: q.dst,
@@ -53,9 +53,7 @@ pub(super) fn nat_ingress(
                 e.prefix_len
             ),
         });
-        return Outcome::Dropped {
-            counter: Counter::DropSpoofedFromOutside.name(),
-        };
+        return Outcome::dropped(Counter::DropSpoofedFromOutside);
     }
     if let Some(e) = &q.icmp_error {
         return icmp_in(rules, m, q, e, steps);
@@ -79,7 +77,7 @@ pub(super) fn nat_ingress(
             },
             quoted: None,
         },
-        In::Drop(c) => Outcome::Dropped { counter: c.name() },
+        In::Drop(c) => Outcome::dropped(c),
         In::None => match guard_inside(rules, m, q, steps) {
             Outcome::Passed => unsolicited_syn(rules, q, steps),
             other => other,
@@ -98,23 +96,23 @@ pub(super) fn from_routed(
     let src = *q.src.ip();
     let dst = *q.dst.ip();
     let Some(iif) = q.iif.or_else(|| m.container(src).map(|c| c.ifindex)) else {
-        steps.push(Step {
-            program: CONTAINER,
-            detail: format!(
+        return pass(
+            steps,
+            CONTAINER,
+            format!(
                 "{src} is not a routed container and no veth was given (--in): cannot tell where it arrives"
             ),
-        });
-        return Outcome::Passed;
+        );
     };
     let veth = ifname(iif);
     let Some(cif) = m.container_if(iif) else {
-        steps.push(Step {
-            program: CONTAINER,
-            detail: format!(
+        return pass(
+            steps,
+            CONTAINER,
+            format!(
                 "{veth} (ifindex {iif}) is not in CONTAINER_IFS: netbpf_container does not handle it; passed"
             ),
-        });
-        return Outcome::Passed;
+        );
     };
     let own = Ipv4Addr::from(cif.addr);
     if src != own {
@@ -124,9 +122,7 @@ pub(super) fn from_routed(
                 "CONTAINER_IFS: {veth} belongs to {own}, but the source is {src}: spoofed"
             ),
         });
-        return Outcome::Dropped {
-            counter: Counter::DropSpoofed.name(),
-        };
+        return Outcome::dropped(Counter::DropSpoofed);
     }
     let sent_to = format!(
         "from {own} on {veth}, the frame taken to be addressed to the veth's MAC {} (broadcast and multicast go to the kernel)",
@@ -134,13 +130,13 @@ pub(super) fn from_routed(
     );
     if let Some(c) = m.container(dst) {
         if c.mac == [0; 6] {
-            steps.push(Step {
-                program: CONTAINER,
-                detail: format!(
+            return pass(
+                steps,
+                CONTAINER,
+                format!(
                     "{sent_to}; {dst} is a routed container whose MAC is not known yet: to the kernel, which routes it by its /32 host route"
                 ),
-            });
-            return Outcome::Passed;
+            );
         }
         steps.push(Step {
             program: CONTAINER,
@@ -162,13 +158,13 @@ pub(super) fn from_routed(
     let up = match m.route_uplink() {
         Some(up) if up.ifindex != 0 => up,
         _ => {
-            steps.push(Step {
-                program: CONTAINER,
-                detail: format!(
+            return pass(
+                steps,
+                CONTAINER,
+                format!(
                     "{sent_to}; {dst} is not a routed container and ROUTE_UPLINK is not set: to the kernel, which routes it"
                 ),
-            });
-            return Outcome::Passed;
+            );
         }
     };
     let uplink = ifname(up.ifindex);
@@ -180,32 +176,32 @@ pub(super) fn from_routed(
         },
         Fib::Via { ifindex, gateway } => {
             let via = gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-            steps.push(Step {
-                program: CONTAINER,
-                detail: format!(
+            return pass(
+                steps,
+                CONTAINER,
+                format!(
                     "{sent_to}; the kernel's route for {dst} (ip route get {dst} from {src} iif {veth}) goes out of {}{via}, not the uplink {uplink}: to the kernel, which forwards it",
                     ifname(ifindex)
                 ),
-            });
-            return Outcome::Passed;
+            );
         }
         Fib::NotForwarded(why) => {
-            steps.push(Step {
-                program: CONTAINER,
-                detail: format!(
+            return pass(
+                steps,
+                CONTAINER,
+                format!(
                     "{sent_to}; the kernel does not forward {src} → {dst} out of the uplink ({why}): to the kernel"
                 ),
-            });
-            return Outcome::Passed;
+            );
         }
         Fib::Unknown(why) => {
-            steps.push(Step {
-                program: CONTAINER,
-                detail: format!(
+            return pass(
+                steps,
+                CONTAINER,
+                format!(
                     "{sent_to}; next hop: the kernel's route for {dst} (not known here: {why}). If it leaves by the uplink {uplink} and its next hop is in NEIGHBOURS, netbpf forwards it (routed_out); otherwise the kernel does"
                 ),
-            });
-            return Outcome::Passed;
+            );
         }
     };
     steps.push(Step {

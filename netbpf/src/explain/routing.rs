@@ -18,23 +18,23 @@ pub(super) fn route_in(m: &impl Lookup, q: &Query, steps: &mut Vec<Step>) -> Out
     };
     let up = m.route_uplink().unwrap_or_default();
     if up.mac == [0; 6] {
-        steps.push(Step {
-            program: ROUTE_IN,
-            detail: format!(
+        return pass(
+            steps,
+            ROUTE_IN,
+            format!(
                 "{dst} is in CONTAINERS, but ROUTE_UPLINK has no MAC (routing is off on this uplink): to the kernel"
             ),
-        });
-        return Outcome::Passed;
+        );
     }
     if c.mac == [0; 6] {
-        steps.push(Step {
-            program: ROUTE_IN,
-            detail: format!(
+        return pass(
+            steps,
+            ROUTE_IN,
+            format!(
                 "{dst} is in CONTAINERS, but its MAC is not known yet: to the kernel, which routes it by the /32 host route to {}",
                 ifname(c.ifindex)
             ),
-        });
-        return Outcome::Passed;
+        );
     }
     steps.push(Step {
         program: ROUTE_IN,

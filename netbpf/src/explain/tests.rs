@@ -1,5 +1,8 @@
 //! explain against maps held in memory: every path, with the steps it
 //! names and the outcome it predicts.
+//!
+//! Each case is spelled out (the packet, explain, what it must say) rather
+//! than tabled: most check more than the outcome, so they look alike.
 
 use super::{lookup::*, model::*, *};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -71,6 +74,39 @@ fn translated(e: &Explanation) -> (SocketAddrV4, SocketAddrV4, &'static str) {
     }
 }
 
+fn dropped(counter: &'static str) -> Outcome {
+    Outcome::Dropped { counter }
+}
+
+/// C1:`inside_port` mapped to UP:`outside_port`: the mapping and its
+/// reverse entry.
+fn add_mapping(m: &mut MemMaps, p: u8, inside_port: u16, outside_port: u16) {
+    let inside = Endpoint::new(p, C1.octets(), inside_port);
+    let outside = Endpoint::new(p, UP.octets(), outside_port);
+    m.mappings.insert(
+        inside,
+        MappingValue {
+            outside,
+            last_used_ns: 0,
+        },
+    );
+    m.reverse.insert(outside, inside);
+}
+
+/// A flow of C1 with OUT (`ports`: C1's, OUT's), seen outside as
+/// UP:`outside_port`.
+fn add_flow(m: &mut MemMaps, p: u8, ports: (u16, u16), outside_port: u16, flags: u64) {
+    m.flows.insert(
+        FlowKey::new(p, C1.octets(), ports.0, OUT.octets(), ports.1),
+        FlowValue {
+            outside_addr: UP.octets(),
+            outside_port,
+            flags,
+            ..Default::default()
+        },
+    );
+}
+
 #[test]
 fn a_new_flow_keeps_its_port_then_uses_the_mapping() {
     let r = rules(0, 0);
@@ -95,30 +131,13 @@ fn a_new_flow_keeps_its_port_then_uses_the_mapping() {
     assert_eq!(translated(&e).0, SocketAddrV4::new(UP, 0));
     assert!(e.to_string().contains("port 40000 is taken"), "{e}");
     // An existing mapping is used for every destination.
-    let inside = Endpoint::new(proto::TCP, C1.octets(), 40000);
-    let outside = Endpoint::new(proto::TCP, UP.octets(), 50000);
-    m.mappings.insert(
-        inside,
-        MappingValue {
-            outside,
-            last_used_ns: 0,
-        },
-    );
-    m.reverse.insert(outside, inside);
+    add_mapping(&mut m, proto::TCP, 40000, 50000);
     let e = explain(&r, &m, &pkt, Direction::Egress);
     assert_eq!(translated(&e).0, SocketAddrV4::new(UP, 50000));
     assert!(e.to_string().contains("existing mapping"), "{e}");
     // Replies come back; an unsolicited ACK from elsewhere does not.
     let reply = q(proto::TCP, (OUT, 4000), (UP, 50000), TcpFlags::NotSyn);
-    m.flows.insert(
-        FlowKey::new(proto::TCP, C1.octets(), 40000, OUT.octets(), 4000),
-        FlowValue {
-            outside_addr: UP.octets(),
-            outside_port: 50000,
-            flags: SEEN_OUT | SYN_OUT,
-            ..Default::default()
-        },
-    );
+    add_flow(&mut m, proto::TCP, (40000, 4000), 50000, SEEN_OUT | SYN_OUT);
     assert_eq!(infer_direction(&r, &m, &reply), Direction::Ingress);
     let e = explain(&r, &m, &reply, Direction::Ingress);
     assert_eq!(
@@ -132,12 +151,7 @@ fn a_new_flow_keeps_its_port_then_uses_the_mapping() {
         TcpFlags::NotSyn,
     );
     let e = explain(&r, &m, &stranger, Direction::Ingress);
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_tcp_no_flow"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_tcp_no_flow"));
     let syn = Query {
         tcp: TcpFlags::Syn,
         ..stranger
@@ -156,12 +170,7 @@ fn explain_follows_the_inbound_policies() {
     let m = MemMaps::default();
     let syn = q(proto::TCP, (OUT, 5555), (UP, 22), TcpFlags::Syn);
     let e = explain(&r, &m, &syn, Direction::Ingress);
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_unsolicited_syn"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_unsolicited_syn"));
     // [inbound] unsolicited_syn = "pass", as the kernel reads it.
     r.settings.flags = netbpf_common::settings_flags::PASS_UNSOLICITED_SYN;
     let e = explain(&r, &m, &syn, Direction::Ingress);
@@ -194,12 +203,7 @@ fn published_ports_and_guards() {
         &q(proto::TCP, (OUT, 5555), (UP, 8081), TcpFlags::NotSyn),
         Direction::Ingress,
     );
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_tcp_no_flow"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_tcp_no_flow"));
     // UDP is not published on 8081; loopback never.
     let e = explain(
         &r,
@@ -227,12 +231,7 @@ fn published_ports_and_guards() {
         &q(proto::TCP, (OUT, 5555), (C1, 4000), TcpFlags::Syn),
         Direction::Ingress,
     );
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_direct_to_inside"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_direct_to_inside"));
     // The range has two ports; both taken: exhausted.
     let mut m = MemMaps::default();
     for port in [61000, 61001] {
@@ -247,12 +246,7 @@ fn published_ports_and_guards() {
         &q(proto::UDP, (C1, 5353), (OUT, 53), TcpFlags::Syn),
         Direction::Egress,
     );
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_port_exhausted"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_port_exhausted"));
     // Not masqueraded: passed.
     let e = explain(
         &r,
@@ -394,12 +388,7 @@ fn from_outside_to_a_routed_container() {
         &q(proto::TCP, (PEER, 5555), (UP, 22), TcpFlags::Syn),
         Direction::Ingress,
     );
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_unsolicited_syn"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_unsolicited_syn"));
     assert!(e.to_string().contains("unless a host socket"), "{e}");
     let e = explain(
         &r,
@@ -416,12 +405,7 @@ fn from_outside_to_a_routed_container() {
         &q(proto::TCP, (C1, 5555), (R1, 4000), TcpFlags::Syn),
         Direction::Ingress,
     );
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_spoofed_from_outside"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_spoofed_from_outside"));
 }
 
 #[test]
@@ -443,12 +427,7 @@ fn from_a_routed_container() {
         Direction::FromRoutedContainer
     );
     let e = explain(&r, &m, &spoofed, Direction::FromRoutedContainer);
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_spoofed"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_spoofed"));
     // To another routed container here: straight to its veth.
     let local = q(proto::TCP, (R1, 40000), (R2, 4000), TcpFlags::Syn);
     let e = explain(&r, &m, &local, Direction::FromRoutedContainer);
@@ -592,25 +571,8 @@ fn quoted(p: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Quoted {
 /// C1:40000 → OUT:4000 mapped to UP:50000, with its flow.
 fn mapped() -> MemMaps {
     let mut m = MemMaps::default();
-    let inside = Endpoint::new(proto::UDP, C1.octets(), 40000);
-    let outside = Endpoint::new(proto::UDP, UP.octets(), 50000);
-    m.mappings.insert(
-        inside,
-        MappingValue {
-            outside,
-            last_used_ns: 0,
-        },
-    );
-    m.reverse.insert(outside, inside);
-    m.flows.insert(
-        FlowKey::new(proto::UDP, C1.octets(), 40000, OUT.octets(), 4000),
-        FlowValue {
-            outside_addr: UP.octets(),
-            outside_port: 50000,
-            flags: SEEN_OUT,
-            ..Default::default()
-        },
-    );
+    add_mapping(&mut m, proto::UDP, 40000, 50000);
+    add_flow(&mut m, proto::UDP, (40000, 4000), 50000, SEEN_OUT);
     m
 }
 
@@ -659,22 +621,15 @@ fn icmp_errors_coming_in() {
         quoted(proto::UDP, (UP, 50000), (Ipv4Addr::new(192, 0, 2, 7), 53)),
     );
     let e = explain(&r, &m, &stranger, Direction::Ingress);
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_icmp_no_flow"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_icmp_no_flow"));
     // Through a published port (the reply left as UP:8081).
     let client = SocketAddrV4::new(OUT, 5555);
-    m.flows.insert(
-        FlowKey::new(proto::TCP, C1.octets(), 4000, OUT.octets(), 5555),
-        FlowValue {
-            outside_addr: UP.octets(),
-            outside_port: 8081,
-            flags: PUBLISHED | OPENED_IN,
-            ..Default::default()
-        },
+    add_flow(
+        &mut m,
+        proto::TCP,
+        (4000, 5555),
+        8081,
+        PUBLISHED | OPENED_IN,
     );
     let e = explain(
         &r,
@@ -696,14 +651,7 @@ fn icmp_errors_coming_in() {
     let inside = Endpoint::new(proto::ICMP, C1.octets(), 7);
     let outside = Endpoint::new(proto::ICMP, UP.octets(), 7);
     m.reverse.insert(outside, inside);
-    m.flows.insert(
-        FlowKey::new(proto::ICMP, C1.octets(), 7, OUT.octets(), 0),
-        FlowValue {
-            outside_addr: UP.octets(),
-            outside_port: 7,
-            ..Default::default()
-        },
-    );
+    add_flow(&mut m, proto::ICMP, (7, 0), 7, 0);
     let e = explain(&r, &m, &echo, Direction::Ingress);
     assert_eq!(translated(&e).2, "icmp_errors_translated", "{e}");
 }
@@ -714,14 +662,12 @@ fn icmp_errors_going_out() {
     let mut m = MemMaps::default();
     // OUT:5555 reached C1:4000 through the published port 8081; C1
     // answers port unreachable.
-    m.flows.insert(
-        FlowKey::new(proto::UDP, C1.octets(), 4000, OUT.octets(), 5555),
-        FlowValue {
-            outside_addr: UP.octets(),
-            outside_port: 8081,
-            flags: PUBLISHED | OPENED_IN,
-            ..Default::default()
-        },
+    add_flow(
+        &mut m,
+        proto::UDP,
+        (4000, 5555),
+        8081,
+        PUBLISHED | OPENED_IN,
     );
     let about = quoted(proto::UDP, (OUT, 5555), (C1, 4000));
     let pkt = icmp_error((C1, OUT), 3, about);
@@ -748,12 +694,7 @@ fn icmp_errors_going_out() {
     // Another inside host reporting on C1's flow: dropped.
     let other = icmp_error((Ipv4Addr::new(10, 77, 0, 3), OUT), 3, about);
     let e = explain(&r, &m, &other, Direction::Egress);
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_icmp_no_flow"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_icmp_no_flow"));
     // No flow: dropped from a masqueraded sender, else left alone.
     let unknown = quoted(proto::UDP, (OUT, 5556), (C1, 4000));
     let e = explain(
@@ -762,12 +703,7 @@ fn icmp_errors_going_out() {
         &icmp_error((C1, OUT), 3, unknown),
         Direction::Egress,
     );
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_icmp_no_flow"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_icmp_no_flow"));
     let e = explain(
         &r,
         &m,
@@ -778,12 +714,7 @@ fn icmp_errors_going_out() {
     // Going out, only TCP and UDP quotes are translated.
     let echo = quoted(proto::ICMP, (OUT, 9), (C1, 0));
     let e = explain(&r, &m, &icmp_error((C1, OUT), 11, echo), Direction::Egress);
-    assert_eq!(
-        e.outcome,
-        Outcome::Dropped {
-            counter: "drop_icmp_no_flow"
-        }
-    );
+    assert_eq!(e.outcome, dropped("drop_icmp_no_flow"));
     // JSON carries the quoted header.
     let json = serde_json::to_value(explain(&r, &m, &pkt, Direction::FromContainer)).expect("json");
     assert_eq!(json["quoted"]["dst"], "203.0.113.1:8081", "{json}");

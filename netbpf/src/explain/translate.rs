@@ -334,14 +334,14 @@ pub(super) fn unsolicited_syn(rules: &Rules, q: &Query, steps: &mut Vec<Step>) -
         return Outcome::Passed;
     }
     if rules.settings.flags & netbpf_common::settings_flags::PASS_UNSOLICITED_SYN != 0 {
-        steps.push(Step {
-            program: INGRESS,
-            detail: format!(
+        return pass(
+            steps,
+            INGRESS,
+            format!(
                 "an opening SYN to {} that no mapping or published port takes: handed to the host's stack ([inbound] unsolicited_syn = \"pass\": netfilter DNAT, IPVS or kube-proxy may own it)",
                 q.dst
             ),
-        });
-        return Outcome::Passed;
+        );
     }
     steps.push(Step {
         program: INGRESS,
@@ -350,9 +350,7 @@ pub(super) fn unsolicited_syn(rules: &Rules, q: &Query, steps: &mut Vec<Step>) -
             q.dst
         ),
     });
-    Outcome::Dropped {
-        counter: Counter::DropUnsolicitedSyn.name(),
-    }
+    Outcome::dropped(Counter::DropUnsolicitedSyn)
 }
 
 /// `nat::guard_inside`: dropped if addressed into a masquerade CIDR.
@@ -372,9 +370,7 @@ pub(super) fn guard_inside(
                 e.prefix_len
             ),
         });
-        return Outcome::Dropped {
-            counter: Counter::DropDirectToInside.name(),
-        };
+        return Outcome::dropped(Counter::DropDirectToInside);
     }
     let detail = if m.container(*q.dst.ip()).is_some() {
         "not for a container behind the NAT: passed on"
@@ -429,7 +425,7 @@ pub(super) fn hairpin(
             });
             return None;
         }
-        Out::Drop(c) => return Some(Outcome::Dropped { counter: c.name() }),
+        Out::Drop(c) => return Some(Outcome::dropped(c)),
         Out::To(from) => from,
     };
     let arriving = Arriving {
@@ -445,7 +441,7 @@ pub(super) fn hairpin(
             counter: Counter::HairpinPackets.name(),
             quoted: None,
         }),
-        In::Drop(c) => Some(Outcome::Dropped { counter: c.name() }),
+        In::Drop(c) => Some(Outcome::dropped(c)),
         In::None => None,
     }
 }

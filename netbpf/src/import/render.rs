@@ -99,26 +99,22 @@ pub(crate) fn render(
                 "# conntrack timeouts: adopted from the kernel's nf_conntrack_*_timeout sysctls \
                  (--adopt-sysctl-timeouts)\n[conntrack]\n",
             );
-            let _ = writeln!(
-                s,
-                "udp_timeout = {}  # nf_conntrack_udp_timeout_stream",
-                t.udp.as_secs()
-            );
-            let _ = writeln!(
-                s,
-                "tcp_established_timeout = {}  # nf_conntrack_tcp_timeout_established",
-                t.tcp_established.as_secs()
-            );
-            let _ = writeln!(
-                s,
-                "tcp_transitory_timeout = {}  # the longest of nf_conntrack_tcp_timeout_{{syn_sent,syn_recv,fin_wait,close_wait,last_ack,time_wait}}",
-                t.tcp_transitory.as_secs()
-            );
-            let _ = writeln!(
-                s,
-                "icmp_timeout = {}  # nf_conntrack_icmp_timeout",
-                t.icmp.as_secs()
-            );
+            for (key, value, from) in [
+                ("udp_timeout", t.udp, "nf_conntrack_udp_timeout_stream"),
+                (
+                    "tcp_established_timeout",
+                    t.tcp_established,
+                    "nf_conntrack_tcp_timeout_established",
+                ),
+                (
+                    "tcp_transitory_timeout",
+                    t.tcp_transitory,
+                    "the longest of nf_conntrack_tcp_timeout_{syn_sent,syn_recv,fin_wait,close_wait,last_ack,time_wait}",
+                ),
+                ("icmp_timeout", t.icmp, "nf_conntrack_icmp_timeout"),
+            ] {
+                let _ = writeln!(s, "{key} = {}  # {from}", value.as_secs());
+            }
         }
     }
     s

@@ -45,6 +45,9 @@ fn publish(proto: Proto, port: &str, to: &str, address: Option<&str>) -> crate::
     }
 }
 
+// The dumps below are whole, as iptables-save (or moby's golden files,
+// verbatim) print them: their common tables and chains repeat on purpose.
+
 /// moby's TestIptabler golden file
 /// `hairpin=false,internal=false,icc=true,masq=true,snat=false,gwm=nat,bindlh=false__iptables.golden`
 /// (Docker 28: userland proxy on, one published port).

@@ -4,7 +4,7 @@ use std::{
     fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -283,55 +283,24 @@ impl Lab {
         extra_toml: &str,
         daemon_args: &[&str],
     ) -> Result<(), LabError> {
-        let config = self.dir.join("netbpf.toml");
-        fs::write(&config, self.config_toml(extra_toml))
-            .map_err(io_err(format!("writing {}", config.display())))?;
-        let log_path = self.dir.join("daemon.log");
-        let log = fs::File::create(&log_path).map_err(io_err("creating the daemon log"))?;
-        let log2 = log.try_clone().map_err(io_err("duplicating the log fd"))?;
         // `--netns` rather than `ip netns exec`: the latter gives the daemon
         // its own mount namespace, where its pins would be invisible to us.
-        let child = std::process::Command::new(exe)
-            .arg("--netns")
+        let mut cmd = Command::new(exe);
+        cmd.arg("--netns")
             .arg(self.host.name())
             .arg("--pin-dir")
             .arg(&self.pin_dir)
-            .arg("daemon")
-            .arg("--config")
-            .arg(&config)
-            .arg("--gc-interval")
-            .arg("1")
-            .args(daemon_args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(io_err("starting the daemon"))?;
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Maps are pinned as soon as they are created; the daemon is ready
-        // once it says it runs (everything attached).
-        let marker = "running; Ctrl-C or SIGTERM stops";
-        while Instant::now() < deadline {
-            let log = fs::read_to_string(&log_path).unwrap_or_default();
-            if log.contains(marker) {
-                return Ok(());
-            }
-            if let Some(child) = self.daemon.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.daemon = None;
-                return Err(LabError::Daemon(format!(
-                    "exited with {status}: {}",
-                    fs::read_to_string(&log_path).unwrap_or_default()
-                )));
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Err(LabError::Daemon(format!(
-            "not running after 20 s: {}",
-            fs::read_to_string(&log_path).unwrap_or_default()
-        )))
+            .arg("daemon");
+        let mut args = vec!["--gc-interval", "1"];
+        args.extend_from_slice(daemon_args);
+        launch_daemon(
+            cmd,
+            &self.dir,
+            &self.config_toml(extra_toml),
+            &args,
+            &mut self.daemon,
+            "",
+        )
     }
 
     /// The daemon's log so far.
@@ -388,4 +357,55 @@ impl Drop for Lab {
         let _ = fs::remove_dir_all(&self.dir);
         // Namespaces are removed by their own Drop.
     }
+}
+
+/// Starts `cmd` (a `netbpf ... daemon` command) with `--config` (the file
+/// `dir/netbpf.toml`, written from `config_toml`) and then `args`, its
+/// output in `dir/daemon.log`, into `daemon`; then waits up to 20 s for it
+/// to say it runs (maps are pinned as soon as they are created; the log
+/// line says everything is attached). If it exits first, `daemon` is
+/// cleared again. `who` starts its error messages (`host 2: `, or empty).
+pub(crate) fn launch_daemon(
+    mut cmd: Command,
+    dir: &Path,
+    config_toml: &str,
+    args: &[&str],
+    daemon: &mut Option<Child>,
+    who: &str,
+) -> Result<(), LabError> {
+    let config = dir.join("netbpf.toml");
+    fs::write(&config, config_toml).map_err(io_err(format!("writing {}", config.display())))?;
+    let log_path = dir.join("daemon.log");
+    let log = fs::File::create(&log_path).map_err(io_err("creating the daemon log"))?;
+    let log2 = log.try_clone().map_err(io_err("duplicating the log fd"))?;
+    let child = cmd
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(io_err("starting the daemon"))?;
+    *daemon = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("running; Ctrl-C or SIGTERM stops") {
+            return Ok(());
+        }
+        if let Some(child) = daemon.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            *daemon = None;
+            return Err(LabError::Daemon(format!(
+                "{who}exited with {status}: {log}"
+            )));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(LabError::Daemon(format!(
+        "{who}not running after 20 s: {}",
+        fs::read_to_string(&log_path).unwrap_or_default()
+    )))
 }

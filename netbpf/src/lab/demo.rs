@@ -8,7 +8,10 @@ use std::{
 
 use log::info;
 
-use crate::maps::{self};
+use crate::{
+    maps::{self},
+    rows::indent,
+};
 
 use super::{build::*, plan::*, probes::*};
 
@@ -129,25 +132,17 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
         // Read inside the host namespace, so interface names resolve there.
         let pin_dir = lab.pin_dir.clone();
         let rows = lab.host.run(move || crate::containers::list(&pin_dir))??;
-        let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
-        print!(
-            "{}",
-            indent(&crate::table::render(
-                &crate::containers::ContainerRow::HEADER,
-                &cells
-            ))
+        print_table(
+            &crate::containers::ContainerRow::HEADER,
+            rows.iter().map(|r| r.cells()),
         );
         println!();
         println!("The neighbour map (netbpf neigh list):");
         let pin_dir = lab.pin_dir.clone();
         let rows = lab.host.run(move || crate::neigh::list(&pin_dir))??;
-        let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
-        print!(
-            "{}",
-            indent(&crate::table::render(
-                &crate::neigh::NeighRow::HEADER,
-                &cells
-            ))
+        print_table(
+            &crate::neigh::NeighRow::HEADER,
+            rows.iter().map(|r| r.cells()),
         );
         println!();
     }
@@ -160,13 +155,9 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     println!("The conntrack table that made it happen (netbpf conntrack list):");
     let nat = lab.nat_maps()?;
     let rows = crate::conntrack::list(&nat, &crate::config::Timeouts::default())?;
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells()).collect();
-    print!(
-        "{}",
-        indent(&crate::table::render(
-            &crate::conntrack::FlowRow::HEADER,
-            &cells
-        ))
+    print_table(
+        &crate::conntrack::FlowRow::HEADER,
+        rows.iter().map(|r| r.cells()),
     );
     println!();
     if once {
@@ -211,7 +202,8 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// Indents every line of `text` by two spaces.
-pub(crate) fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
+/// Prints `rows` as a table under `header`, indented.
+fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let cells: Vec<Vec<String>> = rows.collect();
+    print!("{}", indent(&crate::table::render(header, &cells)));
 }

@@ -49,18 +49,7 @@ impl WhoamiServer {
         let thread = match transport {
             Transport::Tcp => {
                 let listener = ns
-                    .run(move || -> io::Result<TcpListener> {
-                        let s = socket2::Socket::new(
-                            socket2::Domain::IPV4,
-                            socket2::Type::STREAM,
-                            None,
-                        )?;
-                        s.set_reuse_address(true)?;
-                        s.bind(&SocketAddr::V4(addr).into())?;
-                        s.listen(4096)?;
-                        s.set_nonblocking(true)?;
-                        Ok(s.into())
-                    })?
+                    .run(move || tcp_listener(addr))?
                     .map_err(io_err(format!("listening on tcp {addr}")))?;
                 thread::spawn(move || serve_tcp(listener, &greeting, &flag))
             }
@@ -90,6 +79,18 @@ impl Drop for WhoamiServer {
             let _ = t.join();
         }
     }
+}
+
+/// A TCP listener on `addr` in the calling thread's namespace: address
+/// reuse, a backlog of 4096, non-blocking so that the serving loop can see
+/// its stop flag between accepts.
+pub(crate) fn tcp_listener(addr: SocketAddrV4) -> io::Result<TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::V4(addr).into())?;
+    s.listen(4096)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
 }
 
 pub(crate) fn serve_tcp(listener: TcpListener, greeting: &str, stop: &AtomicBool) {

@@ -61,17 +61,34 @@ pub fn exe() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_netbpf"))
 }
 
+/// Runs `netbpf ARGS` on the lab's pins from the test's own namespace
+/// (no `--netns`), whether it succeeds or not.
+pub fn cli_pins(lab: &netbpf::lab::Lab, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .args(args)
+        .output()
+        .expect("run netbpf")
+}
+
 /// Runs `netbpf ARGS` against the lab's datapath (in its host namespace,
-/// on its pins); it must succeed. Its standard output.
-pub fn cli(lab: &netbpf::lab::Lab, args: &[&str]) -> String {
-    let out = std::process::Command::new(exe())
+/// on its pins), whether it succeeds or not.
+pub fn cli_output(lab: &netbpf::lab::Lab, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
         .arg("--netns")
         .arg(lab.host.name())
         .arg("--pin-dir")
         .arg(&lab.pin_dir)
         .args(args)
         .output()
-        .expect("run netbpf");
+        .expect("run netbpf")
+}
+
+/// Runs `netbpf ARGS` against the lab's datapath (in its host namespace,
+/// on its pins); it must succeed. Its standard output.
+pub fn cli(lab: &netbpf::lab::Lab, args: &[&str]) -> String {
+    let out = cli_output(lab, args);
     assert!(
         out.status.success(),
         "netbpf {args:?}: {}",

@@ -58,19 +58,15 @@ impl Dp {
         let config = Config::from_toml(&format!("{BASE_CONFIG}{extra}")).expect("config");
         let mut ebpf = datapath::load(&config).expect("load object");
         datapath::fill_masquerade(&mut ebpf, &config, UPLINK).expect("fill rules");
-        for name in [
-            programs::EGRESS,
-            programs::INGRESS,
-            programs::INSIDE,
-            programs::FAST_OUT,
-        ] {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .expect("program")
-                .try_into()
-                .expect("type");
-            p.load().expect("verifier accepts the program");
-        }
+        load_tc(
+            &mut ebpf,
+            &[
+                programs::EGRESS,
+                programs::INGRESS,
+                programs::INSIDE,
+                programs::FAST_OUT,
+            ],
+        );
         Dp { ebpf }
     }
 
@@ -184,6 +180,20 @@ fn with_sport(l4: &L4, port: u16) -> L4 {
     }
 }
 
+/// Loads the tc programs `names` of `ebpf`; the verifier must accept each.
+fn load_tc(ebpf: &mut Ebpf, names: &[&str]) {
+    for name in names {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("type");
+        p.load().expect("verifier accepts the program");
+    }
+}
+
+// Config text as a user writes it: the config's unit tests have examples
+// that look alike, and a test crate cannot share them.
 const PUBLISH_CONFIG: &str = r#"
 [[publish]]
 proto = "tcp"

@@ -125,14 +125,7 @@ impl Dp {
             .try_into()
             .expect("type");
         xdp.load().expect("verifier accepts netbpf_arp");
-        for name in [programs::ROUTE_IN, programs::CONTAINER] {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .expect("program")
-                .try_into()
-                .expect("type");
-            p.load().expect("verifier accepts the program");
-        }
+        load_tc(&mut ebpf, &[programs::ROUTE_IN, programs::CONTAINER]);
         Dp { ebpf }
     }
 
@@ -163,7 +156,10 @@ impl Dp {
     }
 }
 
-/// An ARP frame (RFC 826, IPv4 over Ethernet).
+/// An ARP frame (RFC 826, IPv4 over Ethernet). The bench builds the
+/// same frame (`bench/packets.rs`, `arp_frame`); that one is private to
+/// the bench, and the tests keep a builder of their own, with the Ethernet
+/// source spelled out, rather than trust the code they check.
 fn arp(
     eth_dst: [u8; 6],
     eth_src: [u8; 6],

@@ -3,7 +3,7 @@
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, Write as _},
-    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    net::{SocketAddr, SocketAddrV4, TcpStream},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use nix::sched::{CloneFlags, setns};
 
-use crate::netns::Netns;
+use crate::{lab::tcp_listener, netns::Netns};
 
 use super::plan::*;
 
@@ -43,14 +43,7 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn spawn(ns: &Netns, addr: SocketAddrV4) -> Result<Self> {
         let listener = ns
-            .run(move || -> io::Result<TcpListener> {
-                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-                s.set_reuse_address(true)?;
-                s.bind(&SocketAddr::V4(addr).into())?;
-                s.listen(4096)?;
-                s.set_nonblocking(true)?;
-                Ok(s.into())
-            })?
+            .run(move || tcp_listener(addr))?
             .with_context(|| format!("listening on {addr} in {}", ns.name()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

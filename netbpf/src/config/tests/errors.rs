@@ -65,13 +65,8 @@ fn every_key_of_one_entry_and_every_section_is_checked() {
          [metrics]\naddress = \"127.0.0.1:0\"\n\
          [inbound]\nunsolicited_syn = \"reject\"\nnew_flows_burst = 0\n",
     );
-    let keys: Vec<String> = e
-        .each()
-        .iter()
-        .map(|e| e.to_string().split(':').next().unwrap().to_owned())
-        .collect();
     assert_eq!(
-        keys,
+        keys(&e),
         [
             "uplink.interface",
             "uplink.address",

@@ -63,7 +63,16 @@ pub(super) fn err(extra: &str) -> String {
     err_raw(&format!("{UPLINK}{extra}")).to_string()
 }
 
+/// The key each of the errors in `e` names, in order.
+pub(super) fn keys(e: &ConfigError) -> Vec<String> {
+    e.each()
+        .iter()
+        .map(|e| e.to_string().split(':').next().unwrap().to_owned())
+        .collect()
+}
+
 /// Asserts the error is Invalid with `key`, and its message contains all `parts`.
+#[track_caller]
 pub(super) fn assert_invalid(extra: &str, key: &str, parts: &[&str]) {
     let e = err_raw(&format!("{UPLINK}{extra}"));
     let msg = e.to_string();
