@@ -85,9 +85,11 @@ fn fast_dp(mut dp: Dp, neighbours: bool) -> Dp {
         .expect("sysctl");
     assert!(status.success(), "forwarding on");
     let uplink = ifindex("nbf-up");
-    let mut up: Array<&mut MapData, RouteUplink> =
-        Array::try_from(dp.ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map")).expect("type");
-    up.set(
+    Array::<&mut MapData, RouteUplink>::try_from(
+        dp.ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map"),
+    )
+    .expect("type")
+    .set(
         0,
         &RouteUplink {
             ifindex: uplink,
@@ -97,7 +99,6 @@ fn fast_dp(mut dp: Dp, neighbours: bool) -> Dp {
         0,
     )
     .expect("uplink");
-    drop(up);
     dp
 }
 
