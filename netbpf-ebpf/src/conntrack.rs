@@ -7,7 +7,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use netbpf_common::{Counter, FlowValue, flow_flags, proto, tcp_close_in_window};
 
 use crate::{
@@ -24,11 +24,17 @@ pub(crate) enum Dir {
     In,
 }
 
-/// Monotonic time in nanoseconds (CLOCK_MONOTONIC).
+/// Monotonic time in nanoseconds (CLOCK_MONOTONIC), to the kernel's tick
+/// (`bpf_ktime_get_coarse_ns`, 1–10 ms): every use is a timeout of seconds
+/// or a rate of at most a few thousand per second, and the fine clock
+/// (`bpf_ktime_get_ns`, a fenced TSC read) cost about 30 ns per packet,
+/// the largest single item on the established paths (docs/performance.md).
+/// It never runs ahead of userspace's `CLOCK_MONOTONIC`, so an age computed
+/// there is at most one tick too long.
 #[inline(always)]
 pub(crate) fn now_ns() -> u64 {
     // SAFETY: a helper without arguments or side effects.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// The TCP flags, sequence and acknowledgment numbers of a packet, if it
