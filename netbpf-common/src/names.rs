@@ -76,9 +76,12 @@ pub mod map_names {
     /// LRU hash: [`crate::FragKey`] → [`crate::HairpinFrag`], both new
     /// addresses of a hairpinned datagram, for its non-first fragments.
     pub const HAIRPIN_FRAGS: &str = "HAIRPIN_FRAGS";
+    /// LRU hash: [`crate::HopKey`] → [`crate::HopValue`], the fast path's
+    /// cache of `bpf_fib_lookup` answers.
+    pub const FAST_HOPS: &str = "FAST_HOPS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -100,6 +103,7 @@ pub mod map_names {
         SETTINGS,
         SOURCE_BUDGET,
         HAIRPIN_FRAGS,
+        FAST_HOPS,
         CSUM_SCRATCH,
         STATS,
         PORT_PROBES,
@@ -133,6 +137,9 @@ pub mod capacity {
     /// Hairpinned fragmented datagrams in flight (least recently used
     /// evicted).
     pub const HAIRPIN_FRAGS: u32 = 1024;
+    /// Next hops the fast path remembers (containers inbound, remotes
+    /// outbound; the least recently used make room).
+    pub const FAST_HOPS: u32 = 16384;
 }
 
 /// How many ports the kernel tries before it gives up allocating a mapping.

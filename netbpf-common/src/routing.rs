@@ -1,4 +1,5 @@
-//! Routed containers: their veths and MACs, the neighbour map, the uplink.
+//! Routed containers: their veths and MACs, the neighbour map, the uplink;
+//! the fast path's cache of next hops.
 
 use core::mem::size_of;
 
@@ -68,3 +69,45 @@ pub struct RouteUplink {
 }
 
 const _: () = assert!(size_of::<RouteUplink>() == 12);
+
+/// Key of [`map_names::FAST_HOPS`]: a destination as seen from the
+/// interface a packet arrived on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HopKey {
+    /// The interface the packet arrived on (the FIB's input interface).
+    pub ifindex_in: u32,
+    /// The destination address, network order.
+    pub dst: [u8; 4],
+}
+
+const _: () = assert!(size_of::<HopKey>() == 8);
+
+/// Value of [`map_names::FAST_HOPS`]: what `bpf_fib_lookup` answered for a
+/// [`HopKey`], so that an established packet does not ask again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopValue {
+    /// The egress interface.
+    pub ifindex: u32,
+    /// Destination MAC (the next hop's).
+    pub dst_mac: [u8; 6],
+    /// Source MAC (the egress interface's).
+    pub src_mac: [u8; 6],
+    /// The egress interface's MTU: a larger packet asks the FIB again
+    /// (which knows about GSO).
+    pub mtu: u16,
+    /// Always zero.
+    pub _pad: u16,
+    /// When the FIB answered ([`crate::coarse_seconds`]).
+    pub checked_s: u32,
+}
+
+const _: () = assert!(size_of::<HopValue>() == 24);
+
+/// How long a [`HopValue`] is believed, in [`crate::coarse_seconds`] units
+/// (a little over a second each): a changed route or neighbour (a
+/// container replaced under the same address) reaches the fast path within
+/// about two seconds, sooner than the kernel's own neighbour cache would
+/// notice a new MAC.
+pub const HOP_VALID_S: u32 = 1;

@@ -28,17 +28,27 @@
 //!
 //! `bpf_fib_lookup` is asked without a length (`tot_len` 0), so the kernel
 //! checks the skb itself against the egress MTU, GSO segments included.
+//! Its answer (egress interface, MACs, MTU) is remembered per input
+//! interface and destination in `FAST_HOPS` for [`HOP_VALID_S`]: the
+//! lookup costs about 300 ns here, the cache hit one hash lookup. A cached
+//! hop is not used for a packet larger than its MTU (the FIB is asked, and
+//! knows about GSO); a neighbour the kernel forgets is believed for at most
+//! that long (the redirected frames still carry the MAC it had).
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
     helpers::bpf_redirect,
     programs::TcContext,
 };
-use netbpf_common::{Counter, settings_flags};
+use netbpf_common::{
+    Counter, HOP_VALID_S, HopKey, HopValue, coarse_expired, coarse_seconds, settings_flags,
+};
 
 use crate::{
-    Verdict, fib, guard,
-    maps::ROUTE_UPLINK,
+    Verdict,
+    conntrack::now_ns,
+    fib, guard,
+    maps::{FAST_HOPS, ROUTE_UPLINK},
     nat,
     parse::{L4, Packet, off},
     rewrite,
@@ -63,7 +73,8 @@ struct Hop {
     src_mac: [u8; 6],
 }
 
-/// Asks the FIB for `pkt`'s next hop towards `dst`. `Err` is the counted
+/// `pkt`'s next hop towards `dst`: remembered in `FAST_HOPS` for a second
+/// or two, else asked of the FIB (and remembered). `Err` is the counted
 /// reason it must go to the stack instead; `Ok(None)`: the FIB sends it
 /// out of another device than `want` (when one is wanted), not a case for
 /// the fast path and not counted.
@@ -74,20 +85,51 @@ fn next_hop(
     dst: [u8; 4],
     want: Option<u32>,
 ) -> Result<Option<Hop>, Counter> {
+    let key = HopKey {
+        ifindex_in: fib::skb_ifindex(ctx),
+        dst,
+    };
+    let now_s = coarse_seconds(now_ns());
+    if let Some(hop) = FAST_HOPS.get_ptr(&key) {
+        // SAFETY: map value pointer, valid for this run.
+        let hop = unsafe { *hop };
+        // A packet larger than the MTU asks the FIB, which knows GSO.
+        if !coarse_expired(hop.checked_s, now_s, HOP_VALID_S) && pkt.tot_len <= hop.mtu as u32 {
+            if want.is_some_and(|ifindex| ifindex != hop.ifindex) {
+                return Ok(None);
+            }
+            return Ok(Some(Hop {
+                ifindex: hop.ifindex,
+                dst_mac: hop.dst_mac,
+                src_mac: hop.src_mac,
+            }));
+        }
+    }
     let (rc, params) = fib::route(ctx, pkt, dst);
     let elsewhere = match want {
         Some(ifindex) => params.ifindex != ifindex,
         None => false,
     };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        // SAFETY: plain byte-array and integer union fields, set on
+        // success (the MTU because no length was given).
+        let (dst_mac, src_mac, mtu) = unsafe {
+            let macs = params.__bindgen_anon_6.__bindgen_anon_2;
+            (macs.dmac, macs.smac, params.__bindgen_anon_1.mtu_result)
+        };
+        let value = HopValue {
+            ifindex: params.ifindex,
+            dst_mac,
+            src_mac,
+            mtu,
+            _pad: 0,
+            checked_s: now_s,
+        };
+        // LRU: a full cache forgets the least used hop, never fails.
+        let _ = FAST_HOPS.insert(&key, &value, 0);
         if elsewhere {
             return Ok(None);
         }
-        // SAFETY: plain byte-array union fields, set on success.
-        let (dst_mac, src_mac) = unsafe {
-            let macs = params.__bindgen_anon_6.__bindgen_anon_2;
-            (macs.dmac, macs.smac)
-        };
         return Ok(Some(Hop {
             ifindex: params.ifindex,
             dst_mac,

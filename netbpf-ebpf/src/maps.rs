@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
-    FragValue, HairpinFrag, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS, PublishKey,
-    PublishRule, Settings, SockRevKey, SockRevValue, capacity,
+    FragValue, HairpinFrag, HopKey, HopValue, MappingValue, MasqPrefix, MasqRule,
+    PORT_PROBE_BUCKETS, PublishKey, PublishRule, Settings, SockRevKey, SockRevValue, capacity,
 };
 
 /// Masquerade source CIDRs, written by userspace.
@@ -130,3 +130,8 @@ pub(crate) static SOURCE_BUDGET: LruHashMap<[u8; 4], u64> =
 #[map]
 pub(crate) static HAIRPIN_FRAGS: LruHashMap<FragKey, HairpinFrag> =
     LruHashMap::with_max_entries(capacity::HAIRPIN_FRAGS, 0);
+
+/// The fast path's cache of `bpf_fib_lookup` answers.
+#[map]
+pub(crate) static FAST_HOPS: LruHashMap<HopKey, HopValue> =
+    LruHashMap::with_max_entries(capacity::FAST_HOPS, 0);

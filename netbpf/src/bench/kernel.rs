@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use netbpf_common::Counter;
 use serde_json::{Value, json};
 
-use crate::{containers::programs as route_programs, datapath::programs};
+use crate::{containers::programs as route_programs, datapath::programs, netns::Netns};
 
 use super::{kernel_dp::*, ladder::*, packets::*};
 
@@ -71,6 +71,18 @@ pub(crate) const PATHS: &[(&str, &str)] = &[
     ),
     ("dnat_established", "DNAT, established (ingress ACK)"),
     (
+        "snat_fast",
+        "SNAT, established, fast path (netbpf_fast_out: translate + FIB + redirect to the uplink)",
+    ),
+    (
+        "reply_fast",
+        "reply, fast path (ingress ACK: translate + FIB + redirect to the container's link)",
+    ),
+    (
+        "dnat_fast",
+        "DNAT, established, fast path (ingress ACK: translate + FIB + redirect)",
+    ),
+    (
         "hairpin_not_needed",
         "inside ingress, no hairpin (container to outside)",
     ),
@@ -87,7 +99,58 @@ pub(crate) const PATHS: &[(&str, &str)] = &[
     ("arp_miss", "miss, XDP ARP (request for another address)"),
 ];
 
+/// The namespace part 1 runs in (`nbb-k-<pid>`, removed on drop): what
+/// the fast path's FIB lookups need to succeed, as on a real host. The
+/// containers' link `nbb-kin` (10.77.0.1/16, C1's MAC known) and an uplink
+/// `nbb-kup` (REMOTE on-link, its MAC known), forwarding on. Packets never
+/// leave it: BPF_PROG_TEST_RUN returns the verdict without redirecting.
+fn fib_netns() -> Result<Netns> {
+    let ns = Netns::create(&format!("nbb-k-{}", std::process::id()))?;
+    for (dev, peer, addr, neigh, mac) in [
+        ("nbb-kin", "nbb-kinp", "10.77.0.1/16", C1, FAST_C1_MAC),
+        (
+            "nbb-kup",
+            "nbb-kupp",
+            "198.51.100.1/24",
+            REMOTE,
+            FAST_REMOTE_MAC,
+        ),
+    ] {
+        ns.ip(&["link", "add", dev, "type", "veth", "peer", "name", peer])?;
+        ns.ip(&["addr", "add", addr, "dev", dev])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+        ns.ip(&["link", "set", peer, "up"])?;
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        let neigh = neigh.to_string();
+        ns.ip(&[
+            "neigh",
+            "add",
+            &neigh,
+            "lladdr",
+            &mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    ns.sysctl("net.ipv4.conf.all.forwarding=1")?;
+    Ok(ns)
+}
+
+/// C1's MAC in [`fib_netns`].
+const FAST_C1_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x02];
+/// REMOTE's MAC in [`fib_netns`].
+const FAST_REMOTE_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x07];
+
 pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
+    let ns = fib_netns()?;
+    ns.run(move || kernel_bench_here(quick))?
+}
+
+/// [`kernel_bench`], on a thread inside its namespace.
+fn kernel_bench_here(quick: bool) -> Result<Value> {
+    let uplink_ifindex = nix::net::if_::if_nametoindex("nbb-kup")?;
     let samples: u32 = if quick { 2000 } else { 20000 };
     let repeat: u32 = if quick { 20_000 } else { 200_000 };
     let fills: [u32; 3] = [0, 10_000, 1_000_000];
@@ -100,6 +163,10 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
         let capacity = (fill + 2 * samples + 4096).max(262_144);
         let load_start = Instant::now();
         let mut dp = KernelDp::new(capacity)?;
+        dp.set_uplink_ifindex(uplink_ifindex)?;
+        // The paths as before the fast path (translate, then the stack);
+        // the fast path's rows come after them.
+        dp.set_via_stack(true)?;
         let load = load_start.elapsed();
         let prefill = dp.prefill(fill)?;
         eprintln!(
@@ -221,6 +288,25 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
             "dnat_established",
         )?;
         set_repeat(&mut paths, "dnat_established", ns, repeat);
+
+        // The same established flows on the fast path: each run also
+        // decrements the TTL and rewrites the MACs (and SNAT the source),
+        // so no repeat: single shots only.
+        dp.set_via_stack(false)?;
+        let fast: [(&str, &str, Vec<u8>); 3] = [
+            (
+                "snat_fast",
+                programs::FAST_OUT,
+                tcp_frame(C1, 40000, REMOTE, 443, ACK),
+            ),
+            ("reply_fast", programs::INGRESS, reply.clone()),
+            ("dnat_fast", programs::INGRESS, est.clone()),
+        ];
+        for (key, prog, pkt) in fast {
+            let shots = single_shots(&dp, prog, samples, TC_REDIRECT, key, |_| pkt.clone())?;
+            paths.insert(key.to_owned(), json!({"single": dist(&shots)}));
+        }
+        dp.set_via_stack(true)?;
 
         // Routed forward (netbpf_route_in): the TTL only goes down, so no
         // mirror entry can undo a run; instead each call forwards a TTL-255
@@ -360,7 +446,11 @@ pub(crate) fn kernel_bench(quick: bool) -> Result<Value> {
                    single-shot median minus the XDP floor (arp_miss single median minus its \
                    repeat time). ladder: warm costs of cheap exits of the real programs, whose \
                    differences price one step (a helper, a map lookup). programs: the \
-                   kernel's sizes of the loaded programs.",
+                   kernel's sizes of the loaded programs. Part 1 runs in a namespace of its \
+                   own whose FIB knows the container and the remote (veths, permanent \
+                   neighbours, forwarding on); the rows without `_fast` run with \
+                   [datapath] fast_path = false (translate, hand to the stack), the `_fast` \
+                   rows with the fast path (translate, FIB lookup, TTL, MACs, redirect).",
         "samples_per_path": samples,
         "repeat": repeat,
         "tables": tables,

@@ -13,7 +13,7 @@ use aya::{
 };
 use netbpf_common::{
     ContainerEntry, Counter, Endpoint, FlowKey, FlowValue, PUBLISH_KEY_BITS, PublishKey,
-    PublishRule, RouteUplink, flow_flags, map_names, proto,
+    PublishRule, RouteUplink, Settings, flow_flags, map_names, proto, settings_flags,
 };
 
 use crate::{
@@ -46,6 +46,7 @@ impl KernelDp {
             programs::EGRESS,
             programs::INGRESS,
             programs::INSIDE,
+            programs::FAST_OUT,
             route_programs::ROUTE_IN,
         ] {
             let p: &mut SchedClassifier = ebpf
@@ -61,6 +62,37 @@ impl KernelDp {
         xdp.load()
             .with_context(|| format!("loading {}", route_programs::ARP))?;
         Ok(Self { ebpf })
+    }
+
+    /// Sends translated packets to the stack (`[datapath] fast_path =
+    /// false`) or lets them take the fast path.
+    pub(crate) fn set_via_stack(&mut self, on: bool) -> Result<()> {
+        let mut settings: Array<&mut MapData, Settings> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::SETTINGS)
+                .ok_or_else(|| anyhow!("map SETTINGS missing"))?,
+        )?;
+        let mut value = settings.get(&0, 0)?;
+        if on {
+            value.flags |= settings_flags::VIA_STACK;
+        } else {
+            value.flags &= !settings_flags::VIA_STACK;
+        }
+        settings.set(0, &value, 0)?;
+        Ok(())
+    }
+
+    /// Points `ROUTE_UPLINK` at the uplink the fast path's FIB answers with.
+    pub(crate) fn set_uplink_ifindex(&mut self, ifindex: u32) -> Result<()> {
+        let mut up: Array<&mut MapData, RouteUplink> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::ROUTE_UPLINK)
+                .ok_or_else(|| anyhow!("map ROUTE_UPLINK missing"))?,
+        )?;
+        let mut value = up.get(&0, 0)?;
+        value.ifindex = ifindex;
+        up.set(0, &value, 0)?;
+        Ok(())
     }
 
     /// The kernel's view of a loaded program (verifier and JIT sizes).

@@ -295,3 +295,36 @@ fn fast_path_off_sends_everything_through_the_stack() {
         }
     }
 }
+
+#[test]
+fn a_remembered_hop_serves_later_packets_and_larger_ones_ask_again() {
+    require_root!();
+    let dp = fast_dp(Dp::new(""), true);
+    ip("link set nbf-in mtu 576");
+    open_flow(&dp);
+    let ack = tcp(443, 40000, ACK);
+    let (rc, _) = dp.ingress(&frame(REMOTE, UPLINK, &ack, &ttl(64)));
+    assert_eq!(rc, TC_REDIRECT, "asked the FIB, remembered the hop");
+    // Larger than the remembered MTU: the FIB is asked again, and says so.
+    let big = L4::Tcp {
+        sport: 443,
+        dport: 40000,
+        flags: ACK,
+        payload: vec![7; 1000],
+    };
+    let (rc, _) = dp.ingress(&frame(REMOTE, UPLINK, &big, &ttl(64)));
+    assert_eq!(rc, TC_OK);
+    assert_eq!(dp.counter(Counter::FastPathMtu), 1);
+    // The neighbour gone from the kernel: the remembered hop still serves
+    // (for about a second), with the MAC it had.
+    ip(&format!("neigh del {C1} dev nbf-in"));
+    let (rc, out) = dp.ingress(&frame(REMOTE, UPLINK, &ack, &ttl(64)));
+    assert_eq!(rc, TC_REDIRECT, "from the cache");
+    assert_bytes(
+        &out,
+        &with(frame(REMOTE, C1, &ack, &ttl(63)), C1_MAC, IN_MAC),
+        "remembered MACs",
+    );
+    assert_eq!(dp.counter(Counter::FastPathIn), 2);
+    assert_eq!(dp.counter(Counter::FastPathNoNeighbour), 0);
+}
