@@ -28,11 +28,12 @@ use crate::{
     conntrack::now_ns,
     csum, fib,
     maps::{CONNTRACK, HAIRPIN_FRAGS, NAT_REVERSE},
-    nat::{self, Tuple},
+    nat,
     parse::{self, L4, Packet},
     rewrite::{self, Side},
     rules::{is_icmp_error, published},
     stats,
+    tuple::Tuple,
 };
 
 /// A packet from a container: hairpinned if it targets one of the NAT's

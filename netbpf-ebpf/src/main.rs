@@ -27,18 +27,22 @@ mod conntrack;
 mod csum;
 mod fast;
 mod fib;
+mod fragment;
 mod guard;
 mod hairpin;
+mod hop;
 mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod ports;
 mod reorder;
 mod rewrite;
 mod route;
 mod rules;
 mod sock;
 mod stats;
+mod tuple;
 mod unreach;
 
 use aya_ebpf::{

@@ -11,6 +11,9 @@ use netbpf_common::{
     PORT_PROBE_BUCKETS, PublishKey, PublishRule, Settings, SockRevKey, SockRevValue, capacity,
 };
 
+/// `EEXIST`, as map updates return it (negated).
+pub(crate) const EEXIST: i32 = 17;
+
 /// Masquerade source CIDRs, written by userspace.
 #[map]
 pub(crate) static MASQ_RULES: LpmTrie<MasqPrefix, MasqRule> =

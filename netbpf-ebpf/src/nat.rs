@@ -9,87 +9,33 @@
 //! * No port overloading: an outside port belongs to exactly one inside
 //!   endpoint ([`NAT_REVERSE`] is inserted with `BPF_NOEXIST` first and acts
 //!   as the lock, so two CPUs cannot take the same port).
-//! * Port allocation keeps the original port when it is free and in range,
-//!   else walks the range from a random start for at most
-//!   [`MAX_PORT_PROBES`] ports. Without a configured range the port keeps
-//!   its class (1–1023 or 1024–65535, RFC 4787 REQ-3a); ICMP identifiers may
+//! * Port allocation (`crate::ports`) keeps the original port when it is
+//!   free and in range, else walks the range from a random start for a
+//!   bounded number of ports. Without a configured range the port keeps its
+//!   class (1–1023 or 1024–65535, RFC 4787 REQ-3a); ICMP identifiers may
 //!   use 0–65535.
+//!
+//! Fragments are `crate::fragment`'s; the packet's tuple is
+//! `crate::tuple`'s.
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, maps::lpm_trie::Key, programs::TcContext,
-};
-use aya_log_ebpf::warn;
-use netbpf_common::{
-    Counter, Endpoint, FRAG_TIMEOUT_S, FlowKey, FragValue, MAX_PORT_PROBES, MappingValue, MasqRule,
-    NatEvent, PublishRule, coarse_expired, coarse_seconds, event_kind, flow_flags, proto,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::TcContext};
+use netbpf_common::{Counter, Endpoint, FlowKey, PublishRule, flow_flags, proto};
 
 use crate::{
     Verdict,
     conntrack::{self, Dir},
-    fast, guard, icmp,
-    maps::{
-        CONNTRACK, EVENTS, EVENTS_ON, FRAGS, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE,
-    },
-    parse::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, L4, Packet},
+    fragment::{fragment_in, fragment_out, remember_fragment},
+    guard, hop, icmp,
+    maps::{CONNTRACK, EEXIST, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE},
+    parse::{ICMP_ECHO_REPLY, L4, Packet},
+    ports::{log_exhausted, mapping_for},
     reorder,
     rewrite::{self, Side},
-    rules::{is_icmp_error, masquerade_source, published, untranslatable},
-    stats, unreach,
+    rules::{guard_inside, is_icmp_error, masquerade_source, published, untranslatable},
+    stats,
+    tuple::{Translation, Tuple, out_tuple},
+    unreach,
 };
-
-/// `EEXIST`, as map updates return it (negated).
-const EEXIST: i32 = 17;
-
-/// The addresses and ports of a packet as the NAT sees them. For TCP/UDP
-/// the ports; for ICMP echo the identifier as the source port of a request
-/// (and destination port of a reply), the other port 0.
-#[derive(Clone, Copy)]
-pub(crate) struct Tuple {
-    pub proto: u8,
-    pub src: [u8; 4],
-    pub sport: u16,
-    pub dst: [u8; 4],
-    pub dport: u16,
-}
-
-impl Tuple {
-    /// The tuple of `pkt` with these ports (or echo identifier).
-    #[inline(always)]
-    pub(crate) fn of(pkt: &Packet, sport: u16, dport: u16) -> Tuple {
-        Tuple {
-            proto: pkt.proto,
-            src: pkt.src,
-            sport,
-            dst: pkt.dst,
-            dport,
-        }
-    }
-}
-
-/// What one side of a packet is translated to.
-#[derive(Clone, Copy)]
-pub(crate) struct Translation {
-    pub addr: [u8; 4],
-    pub port: u16,
-    /// The flow goes to a published port (DNAT) rather than a mapping.
-    pub published: bool,
-}
-
-/// The tuple of a packet the masquerade translates as a flow: TCP or UDP
-/// (its ports), or an ICMP echo request (the identifier as the source
-/// "port"). `None` for everything else (errors, fragments, other types).
-#[inline(always)]
-pub(crate) fn out_tuple(pkt: &Packet) -> Option<Tuple> {
-    match pkt.l4 {
-        L4::Ports { src, dst, .. } => Some(Tuple::of(pkt, src, dst)),
-        L4::Icmp {
-            icmp_type: ICMP_ECHO_REQUEST,
-            id,
-        } => Some(Tuple::of(pkt, id, 0)),
-        _ => None,
-    }
-}
 
 /// Source NAT for a packet leaving the uplink: an existing flow (a
 /// masqueraded one, or the reply side of a published port), or a new
@@ -227,7 +173,7 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
             return match icmp::error_in(ctx, pkt)? {
                 Verdict::Pass => guard_inside(pkt),
                 Verdict::Translated => {
-                    fast::to_stack(Counter::FastPathIcmpError);
+                    hop::to_stack(Counter::FastPathIcmpError);
                     Ok(Verdict::Translated)
                 }
                 done => Ok(done),
@@ -254,105 +200,7 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         stats::inc(Counter::ReversePackets);
         stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     }
-    fast::to_container(ctx, pkt, to.addr)
-}
-
-/// After translating a first fragment, remembers its new address for the
-/// fragments that follow (keyed as they will appear on the wire).
-#[inline(always)]
-fn remember_fragment(pkt: &Packet, addr: [u8; 4]) {
-    if !pkt.first_fragment {
-        return;
-    }
-    let key = pkt.frag_key();
-    let value = FragValue {
-        addr,
-        stamp_s: coarse_seconds(conntrack::now_ns()),
-    };
-    // LRU map: a full table evicts the oldest datagram, never fails.
-    let _ = FRAGS.insert(&key, &value, 0);
-}
-
-/// The translation remembered for a non-first fragment's datagram.
-#[inline(always)]
-fn fragment_translation(pkt: &Packet) -> Option<[u8; 4]> {
-    let key = pkt.frag_key();
-    // SAFETY: map value pointer, valid for this run.
-    let value = unsafe { *FRAGS.get_ptr(&key)? };
-    // An entry from before the reassembly timeout belongs to an earlier
-    // datagram with the same IP ID.
-    if coarse_expired(
-        value.stamp_s,
-        coarse_seconds(conntrack::now_ns()),
-        FRAG_TIMEOUT_S,
-    ) {
-        let _ = FRAGS.remove(&key);
-        return None;
-    }
-    Some(value.addr)
-}
-
-/// A non-first fragment leaving the uplink: the source its first fragment
-/// got, or dropped if it comes from a masquerade CIDR without one.
-#[inline(always)]
-fn fragment_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
-    let Some(addr) = fragment_translation(pkt) else {
-        return untranslatable(pkt, Counter::DropFragment);
-    };
-    translate_fragment(ctx, pkt, Side::Source, addr)
-}
-
-/// Gives a non-first fragment the address its first fragment got, and
-/// counts it with its direction's packets.
-#[inline(always)]
-fn translate_fragment(
-    ctx: &TcContext,
-    pkt: &Packet,
-    side: Side,
-    addr: [u8; 4],
-) -> Result<Verdict, Counter> {
-    rewrite::rewrite_addr(ctx, pkt, side, addr)?;
-    let (packets, bytes) = match side {
-        Side::Source => (Counter::SnatPackets, Counter::SnatBytes),
-        Side::Destination => (Counter::ReversePackets, Counter::ReverseBytes),
-    };
-    stats::inc(Counter::FragmentsTranslated);
-    stats::inc(packets);
-    stats::add(bytes, pkt.tot_len as u64);
-    Ok(Verdict::Translated)
-}
-
-/// A non-first fragment arriving on the uplink: the destination its first
-/// fragment got, else the host's (or dropped if addressed to a container).
-#[inline(always)]
-fn fragment_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
-    let Some(addr) = fragment_translation(pkt) else {
-        guard_inside(pkt)?;
-        // Its first fragment may still come (out of order): hold it.
-        if let Some(held) = reorder::hold(ctx, pkt) {
-            return Ok(held);
-        }
-        stats::inc(Counter::FragmentsPassed);
-        return Ok(Verdict::Pass);
-    };
-    if addr == pkt.dst {
-        // Its first fragment was the host's.
-        stats::inc(Counter::FragmentsPassed);
-        return Ok(Verdict::Pass);
-    }
-    translate_fragment(ctx, pkt, Side::Destination, addr)
-}
-
-/// Packets from outside addressed straight to a masquerade CIDR are
-/// dropped: containers behind NAT are reached through published ports and
-/// live mappings only.
-#[inline(always)]
-fn guard_inside(pkt: &Packet) -> Result<Verdict, Counter> {
-    if masquerade_source(pkt.dst) {
-        Err(Counter::DropDirectToInside)
-    } else {
-        Ok(Verdict::Pass)
-    }
+    hop::to_container(ctx, pkt, to.addr)
 }
 
 /// Finds (or opens) the inbound side of a flow for a packet from
@@ -495,132 +343,4 @@ fn insert_flow(
         Err(_) => return Err(Counter::DropConntrackFull),
     }
     CONNTRACK.get_ptr_mut(key).ok_or(Counter::DropConntrackFull)
-}
-
-/// The outside endpoint of an inside endpoint: the existing mapping, or a
-/// newly allocated one (`t` is the packet that needs it).
-#[inline(always)]
-fn mapping_for(
-    ctx: &TcContext,
-    inside: &Endpoint,
-    rule: &MasqRule,
-    t: &Tuple,
-    now: u64,
-) -> Result<Endpoint, Counter> {
-    if let Some(mapping) = NAT_MAPPINGS.get_ptr_mut(inside) {
-        // SAFETY: map value pointer, valid for this run.
-        unsafe {
-            (*mapping).last_used_ns = now;
-            return Ok((*mapping).outside);
-        }
-    }
-    let outside = allocate_port(ctx, inside, rule, t)?;
-    let value = MappingValue {
-        outside,
-        last_used_ns: now,
-    };
-    match NAT_MAPPINGS.insert(inside, &value, BPF_NOEXIST as u64) {
-        Ok(()) => {
-            stats::inc(Counter::MappingsCreated);
-            mapping_event(inside, &outside, now);
-            Ok(outside)
-        }
-        Err(e) => {
-            // Give the port back, then use the mapping that won the race.
-            let _ = NAT_REVERSE.remove(&outside);
-            if e != -EEXIST {
-                return Err(Counter::DropMappingTableFull);
-            }
-            match NAT_MAPPINGS.get_ptr(inside) {
-                // SAFETY: map value pointer, valid for this run.
-                Some(mapping) => Ok(unsafe { (*mapping).outside }),
-                None => Err(Counter::DropMappingTableFull),
-            }
-        }
-    }
-}
-
-/// Reports a new mapping on the events ring buffer, if events are on.
-#[inline(always)]
-fn mapping_event(inside: &Endpoint, outside: &Endpoint, now: u64) {
-    match EVENTS_ON.get(0) {
-        Some(on) if *on != 0 => {}
-        _ => return,
-    }
-    let event = NatEvent {
-        kind: event_kind::MAPPING_CREATED,
-        _pad: 0,
-        inside: *inside,
-        outside: *outside,
-        time_ns: now,
-    };
-    // A full ring drops the event; the daemon reads fast and the counters
-    // still have the totals.
-    let _ = EVENTS.output(&event, 0);
-}
-
-/// Claims a free outside port by inserting its reverse entry. A port that
-/// is published, or that a host socket uses (listening or bound, or
-/// connected to the packet's destination), is skipped: the host's ports
-/// are never handed to a container.
-#[inline(always)]
-fn allocate_port(
-    ctx: &TcContext,
-    inside: &Endpoint,
-    rule: &MasqRule,
-    t: &Tuple,
-) -> Result<Endpoint, Counter> {
-    let (lo, hi) = rule.port_range(inside.proto, inside.port);
-    if hi < lo {
-        return Err(Counter::DropPortExhausted);
-    }
-    let size = hi - lo + 1;
-    let original = inside.port as u32;
-    let keep_original = original >= lo && original <= hi;
-    // SAFETY: a helper without arguments or side effects.
-    let start = unsafe { bpf_get_prandom_u32() } % size;
-    let mut probe = 0u32;
-    while probe < MAX_PORT_PROBES {
-        let port = if probe == 0 && keep_original {
-            original
-        } else {
-            lo + (start + probe) % size
-        };
-        let outside = Endpoint::new(inside.proto, rule.to_addr, port as u16);
-        // A published port is never handed out as a mapping.
-        if inside.proto != proto::ICMP
-            && published(inside.proto, rule.to_addr, port as u16).is_some()
-        {
-            probe += 1;
-            continue;
-        }
-        match NAT_REVERSE.insert(&outside, inside, BPF_NOEXIST as u64) {
-            Ok(()) => {
-                // Neither is a port a host socket uses: checked once the
-                // port is claimed, so the verifier follows one path per
-                // probe.
-                if !guard::host_socket(ctx, inside.proto, t.dst, t.dport, rule.to_addr, port as u16)
-                {
-                    stats::port_probes(probe);
-                    return Ok(outside);
-                }
-                let _ = NAT_REVERSE.remove(&outside);
-            }
-            Err(e) if e == -EEXIST => {}
-            Err(_) => return Err(Counter::DropMappingTableFull),
-        }
-        probe += 1;
-    }
-    stats::port_probes(MAX_PORT_PROBES);
-    Err(Counter::DropPortExhausted)
-}
-
-/// Logs a port exhaustion (the counters carry the totals; the log says
-/// who was affected).
-#[inline(never)]
-fn log_exhausted(ctx: &TcContext, inside: &Endpoint) {
-    warn!(
-        ctx,
-        "netbpf: no free port for proto {} port {}", inside.proto, inside.port
-    );
 }

@@ -126,6 +126,48 @@ impl Packet {
     }
 }
 
+/// The first bytes of a frame, read before (or instead of) a full parse:
+/// the programs that see every frame of an interface decide from these
+/// whether it is theirs at all.
+#[derive(Clone, Copy)]
+pub(crate) struct Peek {
+    /// Ethernet destination.
+    pub eth_dst: [u8; 6],
+    /// EtherType, as on the wire.
+    pub ether_type: [u8; 2],
+    /// IPv4 destination (only for an IPv4 frame with a whole minimal
+    /// header; zero otherwise).
+    pub ip_dst: [u8; 4],
+}
+
+/// Reads the Ethernet header and, for IPv4, the destination address, in
+/// one `bpf_skb_load_bytes` (paged data is fine). `None`: shorter than an
+/// Ethernet header.
+#[inline(always)]
+pub(crate) fn peek(ctx: &TcContext) -> Option<Peek> {
+    const DST: usize = EthHdr::LEN + offset_of!(Ipv4Hdr, dst_addr);
+    const LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+    let (eth, ip_dst) = match ctx.load::<[u8; LEN]>(0) {
+        Ok(b) => {
+            let ip_dst = if u16::from_ne_bytes([b[12], b[13]]) == ETH_P_IP_BE {
+                [b[DST], b[DST + 1], b[DST + 2], b[DST + 3]]
+            } else {
+                [0; 4]
+            };
+            let mut eth = [0u8; EthHdr::LEN];
+            eth.copy_from_slice(&b[..EthHdr::LEN]);
+            (eth, ip_dst)
+        }
+        // A runt: an Ethernet header at most.
+        Err(_) => (ctx.load::<[u8; EthHdr::LEN]>(0).ok()?, [0; 4]),
+    };
+    Some(Peek {
+        eth_dst: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
+        ether_type: [eth[12], eth[13]],
+        ip_dst,
+    })
+}
+
 /// Why parsing did not produce a packet to work on.
 enum ParseError {
     /// Not IPv4 (ARP, IPv6, ...): not ours.

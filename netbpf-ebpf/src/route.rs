@@ -40,7 +40,7 @@ use aya_ebpf::{bindings::BPF_FIB_LKUP_RET_SUCCESS, programs::TcContext};
 use netbpf_common::{ContainerIf, Counter};
 
 use crate::{
-    Verdict, arp, fast, fib,
+    Verdict, arp, fib, hop,
     maps::{CONTAINER_IFS, CONTAINERS, LOCAL_ADDRS, NEIGHBOURS, ROUTE_UPLINK},
     parse::{self, Packet},
     rules::masquerade_source,
@@ -49,29 +49,17 @@ use crate::{
 
 /// EtherType of IPv4, as on the wire.
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
-/// Ethernet header plus a minimal IPv4 header: enough to find the
-/// destination before the full parse.
-const PEEK_LEN: usize = 14 + 20;
-/// Offset of the IPv4 destination address in the frame.
-const PEEK_DST: usize = 14 + 16;
-
 /// tc ingress of the uplink: forward packets for routed containers.
 #[inline(always)]
 pub(crate) fn inbound(ctx: &TcContext) -> Result<Verdict, Counter> {
-    let Ok(peek) = ctx.load::<[u8; PEEK_LEN]>(0) else {
+    let Some(peek) = parse::peek(ctx) else {
         return Ok(Verdict::Pass);
     };
-    if [peek[12], peek[13]] != ETH_P_IP {
+    if peek.ether_type != ETH_P_IP {
         return Ok(Verdict::Pass);
     }
-    let dst = [
-        peek[PEEK_DST],
-        peek[PEEK_DST + 1],
-        peek[PEEK_DST + 2],
-        peek[PEEK_DST + 3],
-    ];
     // SAFETY: the value is copied out at once.
-    let Some(c) = (unsafe { CONTAINERS.get(&dst) }).copied() else {
+    let Some(c) = (unsafe { CONTAINERS.get(&peek.ip_dst) }).copied() else {
         return Ok(Verdict::Pass);
     };
     let Some(up) = ROUTE_UPLINK.get(0).copied() else {
@@ -79,7 +67,7 @@ pub(crate) fn inbound(ctx: &TcContext) -> Result<Verdict, Counter> {
     };
     // Only frames sent to this host (not broadcast, not another host's
     // seen in promiscuous mode), and only once the container's MAC is known.
-    if [peek[0], peek[1], peek[2], peek[3], peek[4], peek[5]] != up.mac || c.mac == [0; 6] {
+    if peek.eth_dst != up.mac || c.mac == [0; 6] {
         return Ok(Verdict::Pass);
     }
     // A tagged frame belongs to a VLAN device; redirecting would hand the
@@ -105,7 +93,7 @@ pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
     let Some(cif) = (unsafe { CONTAINER_IFS.get(&ifindex) }).copied() else {
         return Ok(Verdict::Pass);
     };
-    let Ok(eth) = ctx.load::<[u8; 14]>(0) else {
+    let Some(eth) = parse::peek(ctx) else {
         return Ok(Verdict::Pass);
     };
     // The kernel has moved an 802.1Q tag into the skb's metadata, and a
@@ -113,7 +101,7 @@ pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
     if fib::skb_vlan_present(ctx) {
         return Err(Counter::DropVlanTagged);
     }
-    let ether_type = [eth[12], eth[13]];
+    let ether_type = eth.ether_type;
     if ether_type == arp::ETH_P_ARP {
         return arp::from_container(ctx, &cif, ifindex);
     }
@@ -124,12 +112,7 @@ pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
     let Some(pkt) = parse::parse_tc(ctx)? else {
         return Ok(Verdict::Pass);
     };
-    outbound(
-        ctx,
-        &pkt,
-        &cif,
-        [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
-    )
+    outbound(ctx, &pkt, &cif, eth.eth_dst)
 }
 
 /// Whether `src` can be the source of a packet arriving on the uplink for a
@@ -225,5 +208,5 @@ fn forward(
         stats::inc(Counter::RouteMtuExceeded);
         return Ok(Verdict::Pass);
     }
-    fast::send(ctx, pkt, ttl, dst_mac, src_mac, ifindex, counter)
+    hop::send(ctx, pkt, ttl, dst_mac, src_mac, ifindex, counter)
 }

@@ -72,3 +72,15 @@ pub(crate) fn published_for_host(proto: u8, addr: [u8; 4], port: u16) -> Option<
     let key = Key::new(PUBLISH_KEY_BITS, PublishKey::new(proto, [0; 4], port));
     PUBLISH.get(&key).copied()
 }
+
+/// Packets from outside addressed straight to a masquerade CIDR are
+/// dropped: containers behind NAT are reached through published ports and
+/// live mappings only.
+#[inline(always)]
+pub(crate) fn guard_inside(pkt: &Packet) -> Result<Verdict, Counter> {
+    if masquerade_source(pkt.dst) {
+        Err(Counter::DropDirectToInside)
+    } else {
+        Ok(Verdict::Pass)
+    }
+}
