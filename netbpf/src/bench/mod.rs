@@ -37,6 +37,7 @@ mod router;
 mod router_report;
 mod router_stats;
 mod sink;
+mod throughput;
 
 use std::{
     fs,

@@ -20,7 +20,7 @@ use crate::{
     netns::Netns,
 };
 
-use super::{install::*, options::*, packets::*, router_stats, sink};
+use super::{install::*, options::*, packets::*, router_stats, sink, throughput};
 
 // ---------------------------------------------------------------------------
 // Part 2: router cost
@@ -429,16 +429,11 @@ fn with_masquerade(rules: &str) -> String {
         .replacen("COMMIT\n", &masquerade, 1)
 }
 
-pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<Rig> {
-    let prefix = format!("nbb-r-{}", std::process::id());
-    let mut lab = Lab::build(&prefix, 1)?;
-    let c1 = &lab.containers[0];
-    // Receive processing of the host's interfaces (the uplink for inbound
-    // traffic, the container's veth for outbound) on the router CPU; the
-    // receiving end's runs there too (a veth delivers on the CPU that
-    // transmits).
-    for dev in ["eth0", c1.host_veth.as_str()] {
-        lab.host.exec(
+/// Steers the receive processing of `devs` in `host` to [`ROUTER_CPU`]
+/// (RPS).
+pub(crate) fn steer_to_router(host: &Netns, devs: &[&str]) -> Result<()> {
+    for dev in devs {
+        host.exec(
             "sh",
             &[
                 "-c",
@@ -449,6 +444,18 @@ pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<
             ],
         )?;
     }
+    Ok(())
+}
+
+pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<Rig> {
+    let prefix = format!("nbb-r-{}", std::process::id());
+    let mut lab = Lab::build(&prefix, 1)?;
+    let c1 = &lab.containers[0];
+    // Receive processing of the host's interfaces (the uplink for inbound
+    // traffic, the container's veth for outbound) on the router CPU; the
+    // receiving end's runs there too (a veth delivers on the CPU that
+    // transmits).
+    steer_to_router(&lab.host, &["eth0", &c1.host_veth])?;
     // Both receiving ends count and drop at their tc ingress (the same for
     // every variant).
     sink::install(&c1.ns, "eth0")?;
@@ -799,7 +806,10 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
         }
     }
     let (summary, ratios) = router_stats::aggregate(&rows, &plans);
+    eprintln!("bench:   TCP throughput through the NAT (iperf3)");
+    let tcp = throughput::throughput(opts);
     Ok(json!({
+        "tcp_throughput": tcp,
         "method": METHOD,
         "runs": runs,
         "seconds_per_phase": secs,

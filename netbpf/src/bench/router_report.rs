@@ -271,4 +271,42 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
             let _ = writeln!(s, "- {l}");
         }
     }
+    throughput_summary(s, &r["tcp_throughput"]);
+}
+
+/// The TCP throughput table.
+fn throughput_summary(s: &mut String, t: &Value) {
+    let Some(rows) = t["rows"].as_array() else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\nTCP throughput through the NAT, one iperf3 stream for {} s (iperf3's received \
+         rate; the client on CPU 0, the host's receive processing on CPU 1):\n\n\
+         | variant | inbound | outbound |\n|---|---:|---:|",
+        t["seconds"]
+    );
+    let mut variants: Vec<&str> = Vec::new();
+    for row in rows {
+        if let Some(v) = row["variant"].as_str()
+            && !variants.contains(&v)
+        {
+            variants.push(v);
+        }
+    }
+    for v in variants {
+        let cell = |dir: &str| {
+            let row = rows
+                .iter()
+                .find(|r| r["variant"] == v && (r["direction"] == dir || r["direction"].is_null()));
+            match row {
+                Some(r) => match r["received_bits_per_second"].as_f64() {
+                    Some(bps) => format!("{:.2} Gbit/s", bps / 1e9),
+                    None => format!("failed: {}", r["error"].as_str().unwrap_or("?")),
+                },
+                None => "–".to_owned(),
+            }
+        };
+        let _ = writeln!(s, "| {v} | {} | {} |", cell("inbound"), cell("outbound"));
+    }
 }
