@@ -105,6 +105,11 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "netsniff-ng",
         why: "`cargo xtask bench` sends its router traffic with trafgen (a random source per packet, so every packet is a new flow) to compare netbpf with iptables-nft (docs/performance.md)",
     },
+    DebianTool {
+        binary: "iperf3",
+        package: "iperf3",
+        why: "`cargo xtask bench` measures TCP throughput through the NAT with iperf3 for netbpf (fast path and through the stack) and iptables-nft (docs/performance.md)",
+    },
 ];
 
 /// State of one `setup` run.

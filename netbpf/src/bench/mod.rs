@@ -7,10 +7,12 @@
 //!    `BPF_PROG_TEST_RUN` on packets built here, with the `CONNTRACK` map
 //!    pre-filled from userspace with 0, 10k and 1M flows.
 //! 2. **Router cost, netbpf vs iptables-nft**: the lab topology (outside
-//!    machine, host, one container) rebuilt for every variant; trafgen on
-//!    CPU 0 sends UDP to a published port, RPS steers the host's receive
-//!    processing to CPU 1, and CPU 1's busy time (from cpuidle residency)
-//!    is divided by the packets the container received.
+//!    machine, host, one container) rebuilt for every variant (plain
+//!    routing, iptables-nft, netbpf through the stack, netbpf's fast path);
+//!    trafgen on CPU 0 sends UDP inbound to a published port and outbound
+//!    from the container, RPS steers the host's receive processing to
+//!    CPU 1, the receiver counts and drops at its tc ingress, and CPU 1's
+//!    softirq time is divided by the packets it received.
 //! 3. **Install time** of 10k published ports: netbpf's map fill and daemon
 //!    start against `iptables-nft-restore`.
 //! 4. **Flood**: how big a SYN flood, from one source and from many, each
@@ -32,6 +34,10 @@ mod options;
 mod packets;
 mod report;
 mod router;
+mod router_report;
+mod router_stats;
+mod sink;
+mod throughput;
 
 use std::{
     fs,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{chart::*, flood, kernel::PATHS, packets::*};
+use super::{chart::*, flood, kernel::PATHS, packets::*, router_report::router_summary};
 
 // ---------------------------------------------------------------------------
 // Report
@@ -208,79 +208,7 @@ pub fn summary(results: &Value, plot: &str) -> String {
     }
 
     // Part 2.
-    let r = &results["router"];
-    let _ = writeln!(s, "\n## Router cost, netbpf vs iptables-nft\n");
-    if let Some(why) = r["skipped"].as_str() {
-        let _ = writeln!(s, "Skipped: {why}.");
-    } else {
-        let _ = writeln!(
-            s,
-            "Router CPU (softirq time of the router CPU) per delivered packet; median \
-             (min–max) over {} run(s), {} s per phase at {} pps.\n\n![plot]({plot})\n",
-            r["runs"], r["seconds_per_phase"], r["rate_pps"]
-        );
-        let _ = writeln!(
-            s,
-            "| variant | published ports | established | new flow | install (netbpf: daemon start; iptables: restore) |\n|---|---:|---:|---:|---:|"
-        );
-        for a in r["summary"].as_array().cloned().unwrap_or_default() {
-            let cell = |phase: &str| {
-                let p = &a[phase];
-                let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
-                if p["n"].as_u64().unwrap_or(0) > 1 {
-                    format!(
-                        "{} ({}–{})",
-                        fmt_ns(f("median")),
-                        fmt_ns(f("min")),
-                        fmt_ns(f("max"))
-                    )
-                } else {
-                    fmt_ns(f("median"))
-                }
-            };
-            let installs: Vec<f64> = r["rows"]
-                .as_array()
-                .map(|rows| {
-                    rows.iter()
-                        .filter(|row| {
-                            row["variant"] == a["variant"]
-                                && row["published_ports"] == a["published_ports"]
-                        })
-                        .filter_map(|row| row["install_s"].as_f64())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let install = if a["variant"] == "plain" {
-                "–".to_owned()
-            } else {
-                format!("{:.3} s", median(&installs))
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {install} |",
-                a["variant"].as_str().unwrap_or("?"),
-                a["published_ports"],
-                cell("established_ns"),
-                cell("new_flow_ns"),
-            );
-        }
-        let _ = writeln!(
-            s,
-            "\n| published ports | new flow netbpf/iptables | new flow (netbpf−plain)/(iptables−plain) | established netbpf/iptables |\n|---:|---:|---:|---:|"
-        );
-        for q in r["ratios"].as_array().cloned().unwrap_or_default() {
-            let f = |a: &str, b: &str| fmt_ratio(q[a][b].as_f64().unwrap_or(f64::NAN));
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                q["published_ports"],
-                f("new_flow", "netbpf_over_iptables"),
-                f("new_flow", "netbpf_extra_over_iptables_extra"),
-                f("established", "netbpf_over_iptables"),
-            );
-        }
-    }
-
+    router_summary(&mut s, &results["router"], plot);
     // Part 3.
     let i = &results["install"];
     if let Some(why) = i["skipped"].as_str() {
@@ -307,10 +235,14 @@ pub fn plot(results: &Value) -> String {
     let mut bars: Vec<Bar> = Vec::new();
     let title;
     if let Some(summary) = results["router"]["summary"].as_array() {
-        title = "Router CPU per new flow (log scale, median)";
-        for a in summary {
+        title = "Router CPU per new inbound flow, 64-byte frames (log scale, median)";
+        for a in summary
+            .iter()
+            .filter(|a| a["direction"] == "inbound" && a["frame"] == "64B")
+        {
             let colour = match a["variant"].as_str() {
-                Some("netbpf") => "#2a7ab0",
+                Some("netbpf-fast") => "#2a7ab0",
+                Some("netbpf-stack") => "#7fb3d5",
                 Some("iptables-nft") => "#c0504d",
                 _ => "#888888",
             };

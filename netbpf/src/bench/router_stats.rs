@@ -1,0 +1,99 @@
+//! Part 2's figures from its rows: medians per variant, the ratios against
+//! iptables-nft and plain routing, and what was delivered of what was sent.
+
+use serde_json::{Value, json};
+
+use super::{
+    packets::median,
+    router::{Direction, Frame, RigPlan, Variant},
+};
+
+/// The phases of a row, by their key in it.
+pub(crate) const PHASES: [&str; 2] = ["established", "new_flow"];
+
+/// Whether `row` (or a summary entry) is of this variant, ports, frame and
+/// direction.
+pub(crate) fn is(row: &Value, variant: &str, ports: u32, frame: &str, direction: &str) -> bool {
+    row["variant"] == variant
+        && row["published_ports"] == ports
+        && row["frame"] == frame
+        && row["direction"] == direction
+}
+
+/// Median, min, max and count of `v`.
+fn stat(v: &[f64]) -> Value {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    json!({"median": median(v), "min": min, "max": max, "n": v.len()})
+}
+
+/// Per variant, ports, frame and direction: the medians (with min–max) of
+/// the router cost of each phase, and the packets sent and delivered over
+/// all runs (`summary`); per frame, direction and ports, the ratios of
+/// both netbpf variants against iptables-nft and plain routing
+/// (`ratios`).
+pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<Value>) {
+    let mut summary = Vec::new();
+    for plan in plans {
+        for direction in plan.directions() {
+            let (variant, frame, dir) = (plan.variant.name(), plan.frame.name(), direction.name());
+            let mine: Vec<&Value> = rows
+                .iter()
+                .filter(|r| is(r, variant, plan.ports, frame, dir))
+                .collect();
+            let mut entry = json!({
+                "variant": variant,
+                "published_ports": plan.ports,
+                "frame": frame,
+                "direction": dir,
+            });
+            for phase in PHASES {
+                let ns: Vec<f64> = mine
+                    .iter()
+                    .filter_map(|r| r[phase]["router_ns_per_packet"].as_f64())
+                    .collect();
+                let total =
+                    |key: &str| -> u64 { mine.iter().filter_map(|r| r[phase][key].as_u64()).sum() };
+                entry[format!("{phase}_ns")] = stat(&ns);
+                entry[format!("{phase}_sent")] = json!(total("sent"));
+                entry[format!("{phase}_delivered")] = json!(total("delivered"));
+            }
+            summary.push(entry);
+        }
+    }
+    let med = |variant: Variant, ports: u32, frame: Frame, direction: Direction, phase: &str| {
+        summary
+            .iter()
+            .find(|a| is(a, variant.name(), ports, frame.name(), direction.name()))
+            .and_then(|a| a[format!("{phase}_ns")]["median"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let mut ratios = Vec::new();
+    for plan in plans.iter().filter(|p| p.variant == Variant::Iptables) {
+        for direction in plan.directions() {
+            let mut r = json!({
+                "published_ports": plan.ports,
+                "frame": plan.frame.name(),
+                "direction": direction.name(),
+            });
+            for phase in PHASES {
+                let at = |variant: Variant, ports: u32| {
+                    med(variant, ports, plan.frame, direction, phase)
+                };
+                let plain = at(Variant::Plain, 0);
+                let ipt = at(Variant::Iptables, plan.ports);
+                let fast = at(Variant::NetbpfFast, plan.ports);
+                let stack = at(Variant::NetbpfStack, plan.ports);
+                r[phase] = json!({
+                    "netbpf_fast_over_iptables": fast / ipt,
+                    "netbpf_stack_over_iptables": stack / ipt,
+                    "netbpf_fast_extra_over_iptables_extra": (fast - plain) / (ipt - plain),
+                    "netbpf_stack_extra_over_iptables_extra": (stack - plain) / (ipt - plain),
+                    "netbpf_fast_over_plain": fast / plain,
+                });
+            }
+            ratios.push(r);
+        }
+    }
+    (summary, ratios)
+}
