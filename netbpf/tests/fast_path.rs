@@ -40,6 +40,11 @@ fn counter(lab: &Lab, name: &str) -> u64 {
 /// the container (UDP), the container's UDP server published on 5353, and
 /// the daemon running.
 fn lab(test: &str) -> (Lab, Vec<WhoamiServer>) {
+    lab_with(test, "")
+}
+
+/// [`lab`] with `extra` config.
+fn lab_with(test: &str, extra: &str) -> (Lab, Vec<WhoamiServer>) {
     let mut lab = Lab::build(&prefix(test), 1).expect("build lab");
     let c1 = lab.containers[0].addr;
     let servers = vec![
@@ -53,7 +58,10 @@ fn lab(test: &str) -> (Lab, Vec<WhoamiServer>) {
         )
         .expect("udp in c1"),
     ];
-    let extra = publish_toml("udp", "5353", sa(c1, SERVICE_PORT), None);
+    let extra = format!(
+        "{}\n{extra}",
+        publish_toml("udp", "5353", sa(c1, SERVICE_PORT), None)
+    );
     lab.start_daemon(exe(), &extra).expect("daemon starts");
     (lab, servers)
 }
@@ -208,4 +216,23 @@ fn icmp_errors_and_fragments_are_delivered() {
     let answer = udp_exchange(&c.ns, outside(), 3000);
     assert_eq!(*parse_whoami(&answer).expect("addr").ip(), UPLINK_ADDR);
     assert!(counter(&lab, "fast_path_fragment") >= 2, "both fragments");
+}
+
+#[test]
+fn with_the_fast_path_off_everything_goes_through_the_stack() {
+    require_root!();
+    let (lab, _servers) = lab_with("off", "[datapath]\nfast_path = false\n");
+    let c = &lab.containers[0];
+    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
+    assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
+    let answer = udp_exchange(&lab.outside, SocketAddrV4::new(UPLINK_ADDR, 5353), 32);
+    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), OUTSIDE_ADDR);
+    assert!(counter(&lab, "snat_packets") > 0 && counter(&lab, "dnat_packets") > 0);
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&lab, &["stats", "--json"])).expect("stats json");
+    for (name, value) in json["counters"].as_object().expect("counters") {
+        if name.starts_with("fast_path") {
+            assert_eq!(value.as_u64(), Some(0), "{name}");
+        }
+    }
 }

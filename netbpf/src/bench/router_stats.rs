@@ -13,6 +13,11 @@ pub(crate) const PHASES: [&str; 2] = ["established", "new_flow"];
 
 /// Whether `row` (or a summary entry) is of this variant, ports, frame and
 /// direction.
+/// The least that iptables-nft must add over plain routing, in ns per
+/// packet, for a share of it to be reported (one step of the quick mode's
+/// softirq clock).
+const MIN_EXTRA_NS: f64 = 200.0;
+
 pub(crate) fn is(row: &Value, variant: &str, ports: u32, frame: &str, direction: &str) -> bool {
     row["variant"] == variant
         && row["published_ports"] == ports
@@ -84,11 +89,21 @@ pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<V
                 let ipt = at(Variant::Iptables, plan.ports);
                 let fast = at(Variant::NetbpfFast, plan.ports);
                 let stack = at(Variant::NetbpfStack, plan.ports);
+                // A share of nothing is no figure: when iptables-nft adds
+                // less than the softirq clock can see over plain routing
+                // (the quick mode's step is 0.2 µs), there is no ratio.
+                let share = |netbpf: f64| {
+                    if ipt - plain >= MIN_EXTRA_NS {
+                        json!((netbpf - plain) / (ipt - plain))
+                    } else {
+                        Value::Null
+                    }
+                };
                 r[phase] = json!({
                     "netbpf_fast_over_iptables": fast / ipt,
                     "netbpf_stack_over_iptables": stack / ipt,
-                    "netbpf_fast_extra_over_iptables_extra": (fast - plain) / (ipt - plain),
-                    "netbpf_stack_extra_over_iptables_extra": (stack - plain) / (ipt - plain),
+                    "netbpf_fast_extra_over_iptables_extra": share(fast),
+                    "netbpf_stack_extra_over_iptables_extra": share(stack),
                     "netbpf_fast_over_plain": fast / plain,
                 });
             }
