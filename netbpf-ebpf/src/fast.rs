@@ -76,15 +76,7 @@ pub(crate) fn from_container(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, C
         Err(reason) => return Err(reason),
     };
     nat::apply_snat(ctx, pkt, &tuple, &to)?;
-    send(
-        ctx,
-        pkt,
-        ttl,
-        hop.dst_mac,
-        hop.src_mac,
-        hop.ifindex,
-        Counter::FastPathOut,
-    )
+    send(ctx, pkt, ttl, &hop, Counter::FastPathOut)
 }
 
 /// `Pass`, counting why a masqueraded packet did not take the fast path.

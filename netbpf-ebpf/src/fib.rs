@@ -62,24 +62,7 @@ pub(crate) fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
 /// answered request (output interface, next hop in `ipv4_dst`).
 #[inline(always)]
 pub(crate) fn lookup(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_fib_lookup) {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = pkt.proto;
-    params.ifindex = skb_ifindex(ctx);
-    params.__bindgen_anon_1.tot_len = pkt.tot_len as u16;
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
-    // SAFETY: params is a properly sized, initialised bpf_fib_lookup.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_SKIP_NEIGH,
-        )
-    };
-    (rc, params)
+    ask(ctx, pkt, dst, pkt.tot_len as u16, BPF_FIB_LOOKUP_SKIP_NEIGH)
 }
 
 /// Asks the kernel's FIB for the next hop of `pkt` if its destination were
@@ -87,11 +70,24 @@ pub(crate) fn lookup(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_f
 /// skb itself checked against the egress MTU (`tot_len` 0: GSO aware).
 #[inline(always)]
 pub(crate) fn route(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_fib_lookup) {
+    ask(ctx, pkt, dst, 0, 0)
+}
+
+/// One `bpf_fib_lookup` for `pkt` towards `dst` from the skb's interface.
+#[inline(always)]
+fn ask(
+    ctx: &TcContext,
+    pkt: &Packet,
+    dst: [u8; 4],
+    tot_len: u16,
+    flags: u32,
+) -> (i64, bpf_fib_lookup) {
     // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
     params.l4_protocol = pkt.proto;
     params.ifindex = skb_ifindex(ctx);
+    params.__bindgen_anon_1.tot_len = tot_len;
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     // SAFETY: params is a properly sized, initialised bpf_fib_lookup.
@@ -100,7 +96,7 @@ pub(crate) fn route(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_fi
             ctx.as_ptr(),
             &mut params,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
+            flags,
         )
     };
     (rc, params)

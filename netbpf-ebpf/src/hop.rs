@@ -180,16 +180,7 @@ fn onward_in(
         Ok(None) => return Ok(Err(Counter::FastPathNotForwarded)),
         Err(reason) => return Ok(Err(reason)),
     };
-    send(
-        ctx,
-        pkt,
-        ttl,
-        hop.dst_mac,
-        hop.src_mac,
-        hop.ifindex,
-        Counter::FastPathIn,
-    )
-    .map(Ok)
+    send(ctx, pkt, ttl, &hop, Counter::FastPathIn).map(Ok)
 }
 
 /// Counts why a NAT packet goes to the stack rather than the fast path
@@ -202,8 +193,8 @@ pub(crate) fn to_stack(reason: Counter) {
 }
 
 /// Sends `pkt` one hop: TTL minus one (`ttl` is its TTL and protocol
-/// bytes, TTL above 1), new Ethernet addresses, redirected to `ifindex`'s
-/// egress; counted as `counter`.
+/// bytes, TTL above 1), the hop's Ethernet addresses, redirected to its
+/// interface's egress; counted as `counter`.
 ///
 /// The writes go straight to packet memory: the IP header checksum follows
 /// the TTL by RFC 1624, which is right whatever the skb's `ip_summed` (the
@@ -217,11 +208,10 @@ pub(crate) fn send(
     ctx: &TcContext,
     pkt: &Packet,
     ttl: [u8; 2],
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    ifindex: u32,
+    hop: &Hop,
     counter: Counter,
 ) -> Result<Verdict, Counter> {
+    let (dst_mac, src_mac) = (hop.dst_mac, hop.src_mac);
     let macs = [
         dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3], dst_mac[4], dst_mac[5], src_mac[0],
         src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5],
@@ -247,6 +237,6 @@ pub(crate) fn send(
     }
     stats::inc(counter);
     // SAFETY: plain helper call; flags 0 = the device's egress.
-    let rc = unsafe { bpf_redirect(ifindex, 0) };
+    let rc = unsafe { bpf_redirect(hop.ifindex, 0) };
     Ok(Verdict::Redirect(rc as i32))
 }

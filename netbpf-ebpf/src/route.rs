@@ -37,10 +37,11 @@
 //! `bpf_redirect` works for every veth and keeps the skb's metadata.
 
 use aya_ebpf::{bindings::BPF_FIB_LKUP_RET_SUCCESS, programs::TcContext};
-use netbpf_common::{ContainerIf, Counter};
+use netbpf_common::{ContainerEntry, ContainerIf, Counter};
 
 use crate::{
-    Verdict, arp, fib, hop,
+    Verdict, arp, fib,
+    hop::{self, Hop},
     maps::{CONTAINER_IFS, CONTAINERS, LOCAL_ADDRS, NEIGHBOURS, ROUTE_UPLINK},
     parse::{self, Packet},
     rules::masquerade_source,
@@ -81,7 +82,7 @@ pub(crate) fn inbound(ctx: &TcContext) -> Result<Verdict, Counter> {
     if !plausible_outside_source(pkt.src) {
         return Err(Counter::DropSpoofedFromOutside);
     }
-    forward(ctx, &pkt, c.mac, c.host_mac, c.ifindex, Counter::RoutedIn)
+    forward(ctx, &pkt, hop_to(&c), Counter::RoutedIn)
 }
 
 /// tc ingress of a routed container's veth: ARP, anti-spoofing, outbound
@@ -149,7 +150,7 @@ fn outbound(
         if c.mac == [0; 6] {
             return Ok(Verdict::Pass);
         }
-        return forward(ctx, pkt, c.mac, c.host_mac, c.ifindex, Counter::RoutedLocal);
+        return forward(ctx, pkt, hop_to(&c), Counter::RoutedLocal);
     }
     let Some(up) = ROUTE_UPLINK.get(0).copied() else {
         return Ok(Verdict::Pass);
@@ -165,7 +166,16 @@ fn outbound(
         stats::inc(Counter::RouteNoNeighbour);
         return Ok(Verdict::Pass);
     };
-    forward(ctx, pkt, n.mac, up.mac, up.ifindex, Counter::RoutedOut)
+    forward(
+        ctx,
+        pkt,
+        Hop {
+            ifindex: up.ifindex,
+            dst_mac: n.mac,
+            src_mac: up.mac,
+        },
+        Counter::RoutedOut,
+    )
 }
 
 /// The next hop of `pkt` if the kernel's FIB sends it out of `uplink`
@@ -186,27 +196,30 @@ fn next_hop_via(ctx: &TcContext, pkt: &Packet, uplink: u32) -> Option<[u8; 4]> {
     Some(unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes())
 }
 
+/// The hop to a routed container: its veth, its MAC, the veth's MAC.
+#[inline(always)]
+fn hop_to(c: &ContainerEntry) -> Hop {
+    Hop {
+        ifindex: c.ifindex,
+        dst_mac: c.mac,
+        src_mac: c.host_mac,
+    }
+}
+
 /// Routes `pkt` one hop: TTL minus one (TTL <= 1 goes to the kernel, which
 /// sends time exceeded), new Ethernet addresses, redirect to `ifindex`'s
 /// egress.
 #[inline(always)]
-fn forward(
-    ctx: &TcContext,
-    pkt: &Packet,
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    ifindex: u32,
-    counter: Counter,
-) -> Result<Verdict, Counter> {
+fn forward(ctx: &TcContext, pkt: &Packet, hop: Hop, counter: Counter) -> Result<Verdict, Counter> {
     let Some(ttl) = crate::rewrite::forwardable_ttl(ctx, pkt)? else {
         stats::inc(Counter::RouteTtlExpired);
         return Ok(Verdict::Pass);
     };
     // Too big for the egress device: the kernel fragments it or sends
     // "fragmentation needed" (a redirect would drop it silently).
-    if !fib::fits_mtu(ctx, ifindex) {
+    if !fib::fits_mtu(ctx, hop.ifindex) {
         stats::inc(Counter::RouteMtuExceeded);
         return Ok(Verdict::Pass);
     }
-    hop::send(ctx, pkt, ttl, dst_mac, src_mac, ifindex, counter)
+    hop::send(ctx, pkt, ttl, &hop, counter)
 }

@@ -56,6 +56,19 @@ pub(crate) fn iptables_rules(n: u32, uplink: Ipv4Addr, to: SocketAddrV4) -> Stri
     s
 }
 
+/// The `iptables-nft-restore` input that does what a Docker host's NAT
+/// does for one published TCP port: DNAT of `published` on the uplink
+/// address to `to`, masquerade of the lab's containers out of `eth0`.
+pub(crate) fn iptables_nat_rules(published: u16, to: SocketAddrV4) -> String {
+    format!(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         -A PREROUTING -d {up}/32 -p tcp -m tcp --dport {published} -j DNAT --to-destination {to}\n\
+         -A POSTROUTING -s {cidr} -o eth0 -j MASQUERADE\nCOMMIT\n",
+        up = lab::UPLINK_ADDR,
+        cidr = lab::CONTAINER_CIDR,
+    )
+}
+
 /// Runs `program` in `ns` with `input` on stdin; returns the wall time.
 pub(crate) fn timed_stdin(
     ns: &Netns,

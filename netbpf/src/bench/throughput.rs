@@ -94,13 +94,7 @@ fn build(opts: &Options, variant: Variant) -> Result<Lab> {
     let to = SocketAddrV4::new(c1.addr, IPERF_PORT);
     match variant {
         Variant::Iptables => {
-            let rules = format!(
-                "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
-                 -A PREROUTING -d {up}/32 -p tcp -m tcp --dport {PUBLISHED} -j DNAT --to-destination {to}\n\
-                 -A POSTROUTING -s {cidr} -o eth0 -j MASQUERADE\nCOMMIT\n",
-                up = lab::UPLINK_ADDR,
-                cidr = lab::CONTAINER_CIDR,
-            );
+            let rules = super::install::iptables_nat_rules(PUBLISHED, to);
             super::install::timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?;
         }
         Variant::NetbpfStack | Variant::NetbpfFast => {

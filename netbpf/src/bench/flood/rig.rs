@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::super::{
-    install::timed_stdin,
+    install::{iptables_nat_rules, timed_stdin},
     options::Options,
     router::{GEN_CPU, Kind, hex_list, mac_of, netdev_counter, wait_trafgen},
 };
@@ -156,13 +156,7 @@ impl Rig {
                 lab.start_daemon(&opts.netbpf_exe, &extra)?;
             }
             Kind::Iptables => {
-                let rules = format!(
-                    "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
-                     -A PREROUTING -d {up}/32 -p tcp -m tcp --dport {PUBLISHED} -j DNAT --to-destination {to}\n\
-                     -A POSTROUTING -s {cidr} -o eth0 -j MASQUERADE\nCOMMIT\n",
-                    up = lab::UPLINK_ADDR,
-                    cidr = lab::CONTAINER_CIDR,
-                );
+                let rules = iptables_nat_rules(PUBLISHED, to);
                 timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?;
             }
             Kind::Plain => bail!("the flood bench has no plain variant"),
