@@ -4,9 +4,13 @@
 //! ([`config`]), the loader that attaches the programs and fills their maps
 //! ([`datapath`]), the daemon's loop and reload ([`daemon`]), readers of
 //! the pinned maps ([`maps`]), conntrack state and expiry ([`conntrack`]), Prometheus metrics ([`metrics`]), `netbpf
-//! explain` ([`explain`]), and the namespace lab ([`lab`]).
+//! explain` ([`explain`]). With the `lab` feature (on by default), also
+//! the namespace lab ([`lab`], [`multihost`], [`netns`], [`live`]) and the
+//! benchmark ([`bench`]): tools around the product, not part of it; the
+//! library builds without them (`default-features = false`).
 
 pub mod batch;
+#[cfg(feature = "lab")]
 pub mod bench;
 pub mod bgp;
 pub mod coexist;
@@ -20,16 +24,20 @@ pub mod earlydrop;
 pub mod events;
 pub mod explain;
 pub mod import;
+#[cfg(feature = "lab")]
 pub mod lab;
+#[cfg(feature = "lab")]
 pub mod live;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod migrate;
 pub mod mountns;
+#[cfg(feature = "lab")]
 pub mod multihost;
 pub mod neigh;
 pub mod netdev;
+#[cfg(feature = "lab")]
 pub mod netns;
 pub mod occupancy;
 pub mod pins;

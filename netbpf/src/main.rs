@@ -7,7 +7,9 @@ use std::{path::Path, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use cli::{Cli, Command, conntrack, daemon, explain, import, lab, nat, routing, stats};
+#[cfg(feature = "lab")]
+use cli::lab;
+use cli::{Cli, Command, conntrack, daemon, explain, import, nat, routing, stats};
 use log::warn;
 
 fn main() -> ExitCode {
@@ -80,6 +82,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Containers { command } => routing::containers(command, pin_dir),
         Command::Neigh { command } => routing::neigh(command, pin_dir),
         Command::Bgp { command } => routing::bgp(command),
+        #[cfg(feature = "lab")]
         Command::Lab(args) => lab::run(args).await,
         Command::Import { command } => import::run(command),
     }

@@ -209,8 +209,22 @@ fn test(ctx: &Context, args: &[String]) -> Result<()> {
 fn lint(ctx: &Context) -> Result<()> {
     setup::ensure(&ctx.root, &ctx.toolchain)?;
     let channel = &ctx.toolchain.channel;
-    let checks: [(&str, Vec<&str>); 3] = [
+    let checks: [(&str, Vec<&str>); 4] = [
         ("rustfmt", vec!["fmt", "--all", "--", "--check"]),
+        (
+            // The production library carries no lab or bench code.
+            "clippy on the library without the lab",
+            vec![
+                "clippy",
+                "--package",
+                NETBPF,
+                "--lib",
+                "--no-default-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
         (
             "clippy",
             vec!["clippy", "--all-targets", "--", "-D", "warnings"],

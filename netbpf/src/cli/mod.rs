@@ -7,6 +7,7 @@ pub mod conntrack;
 pub mod daemon;
 pub mod explain;
 pub mod import;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod nat;
 pub mod routing;
@@ -81,6 +82,7 @@ pub enum Command {
         command: routing::NeighCommand,
     },
     /// Run the self-contained lab demo in network namespaces (what `cargo xtask run` starts).
+    #[cfg(feature = "lab")]
     Lab(lab::LabArgs),
     /// Container routes across hosts over BGP (through BIRD): sessions and routes.
     Bgp {
