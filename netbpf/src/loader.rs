@@ -67,7 +67,28 @@ where
         .ok_or(ProgramError::UnexpectedProgramType)?
         .try_into()?;
     if !prog.is_loaded() {
-        prog.load_now()?;
+        load_retrying(prog)?;
     }
     Ok(prog)
+}
+
+/// How many times a load the verifier gave up with `EAGAIN` is tried.
+const LOAD_TRIES: u32 = 5;
+
+/// Loads `prog`, again if the verifier stopped with `EAGAIN`: it does when
+/// a signal is pending for the loading thread (a SIGHUP or SIGCHLD the
+/// daemon's runtime handles, on a thread of its choosing), and our largest
+/// programs take the verifier seconds. Another error is returned at once.
+pub fn load_retrying<P: Loadable>(prog: &mut P) -> Result<(), ProgramError> {
+    let mut tries = 1;
+    loop {
+        match prog.load_now() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < LOAD_TRIES =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }

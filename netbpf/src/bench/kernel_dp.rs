@@ -49,17 +49,10 @@ impl KernelDp {
             programs::FAST_OUT,
             route_programs::ROUTE_IN,
         ] {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing"))?
-                .try_into()?;
-            p.load().with_context(|| format!("loading {name}"))?;
+            crate::loader::loaded::<SchedClassifier>(&mut ebpf, name)
+                .with_context(|| format!("loading {name}"))?;
         }
-        let xdp: &mut Xdp = ebpf
-            .program_mut(route_programs::ARP)
-            .ok_or_else(|| anyhow!("program {} missing", route_programs::ARP))?
-            .try_into()?;
-        xdp.load()
+        crate::loader::loaded::<Xdp>(&mut ebpf, route_programs::ARP)
             .with_context(|| format!("loading {}", route_programs::ARP))?;
         Ok(Self { ebpf })
     }

@@ -188,7 +188,7 @@ fn load_tc(ebpf: &mut Ebpf, names: &[&str]) {
             .expect("program")
             .try_into()
             .expect("type");
-        p.load().expect("verifier accepts the program");
+        netbpf::loader::load_retrying(p).expect("verifier accepts the program");
     }
 }
 
