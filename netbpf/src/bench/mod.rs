@@ -30,6 +30,7 @@ mod install;
 mod kernel;
 mod kernel_dp;
 mod ladder;
+mod measure;
 mod options;
 mod packets;
 mod report;

@@ -20,8 +20,9 @@ use crate::{
 };
 
 use super::{
+    measure::GEN_CPU,
     options::Options,
-    router::{Direction, GEN_CPU, Variant, steer_to_router},
+    router::{Direction, Variant, steer_to_router},
 };
 
 /// The port iperf3 listens on, in the container and on the outside.

@@ -9,8 +9,6 @@
 //! `nbf-upp` leading to the outside (198.51.100.0/24), forwarding on, and
 //! permanent neighbours for C1 and REMOTE.
 
-use std::process::Command;
-
 use aya::maps::{Array, MapData};
 use netbpf_common::RouteUplink;
 
@@ -28,18 +26,7 @@ const UP_MAC: [u8; 6] = [0x02, 0x0b, 0, 0, 0, 0x01];
 /// Runs `ip` in the test thread's network namespace.
 #[track_caller]
 fn ip(args: &str) {
-    let ns = format!(
-        "/proc/{}/task/{}/ns/net",
-        std::process::id(),
-        nix::unistd::gettid()
-    );
-    let status = Command::new("nsenter")
-        .arg(format!("--net={ns}"))
-        .arg("ip")
-        .args(args.split_whitespace())
-        .status()
-        .expect("nsenter ip");
-    assert!(status.success(), "ip {args}");
+    in_test_netns("ip", &args.split_whitespace().collect::<Vec<_>>());
 }
 
 /// The ifindex of `name` in the test thread's namespace (a socket is
@@ -73,17 +60,7 @@ fn fast_dp(mut dp: Dp, neighbours: bool) -> Dp {
             mac_text(REMOTE_MAC)
         ));
     }
-    let ns = format!(
-        "/proc/{}/task/{}/ns/net",
-        std::process::id(),
-        nix::unistd::gettid()
-    );
-    let status = Command::new("nsenter")
-        .arg(format!("--net={ns}"))
-        .args(["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"])
-        .status()
-        .expect("sysctl");
-    assert!(status.success(), "forwarding on");
+    in_test_netns("sysctl", &["-qw", "net.ipv4.conf.all.forwarding=1"]);
     let uplink = ifindex("nbf-up");
     Array::<&mut MapData, RouteUplink>::try_from(
         dp.ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map"),
@@ -126,6 +103,24 @@ fn ttl(n: u8) -> IpOpts {
 fn open_flow(dp: &Dp) {
     let (rc, _) = dp.egress(&simple(C1, REMOTE, &tcp(40000, 443, SYN)));
     assert_eq!(rc, TC_OK);
+}
+
+/// An inbound packet `l4` with TTL `hops` to the flow's outside port: it
+/// must be translated to C1 and left to the stack (`TC_OK`), TTL and MACs
+/// as they were; `why` says why the fast path may not take it.
+#[track_caller]
+fn assert_translated_only(dp: &Dp, l4: &L4, hops: u8, why: &str) {
+    let (rc, out) = dp.ingress(&frame(REMOTE, UPLINK, l4, &ttl(hops)));
+    assert_eq!(rc, TC_OK, "{why}");
+    assert_bytes(&out, &frame(REMOTE, C1, l4, &ttl(hops)), "translated only");
+}
+
+/// `netbpf_fast_out` must leave `pkt` untouched for the stack (`TC_NEXT`).
+#[track_caller]
+fn assert_untouched_out(dp: &Dp, pkt: &[u8], what: &str) {
+    let (rc, out) = dp.run(programs::FAST_OUT, pkt);
+    assert_eq!(rc, TC_NEXT, "{what}");
+    assert_bytes(&out, pkt, what);
 }
 
 #[test]
@@ -194,20 +189,12 @@ fn without_a_neighbour_packets_take_the_stack_translated() {
     let dp = fast_dp(Dp::new(""), false);
     open_flow(&dp);
     let syn_ack = tcp(443, 40000, SYN | ACK);
-    let (rc, out) = dp.ingress(&frame(REMOTE, UPLINK, &syn_ack, &ttl(64)));
-    assert_eq!(rc, TC_OK, "to the stack, which resolves the neighbour");
-    assert_bytes(
-        &out,
-        &frame(REMOTE, C1, &syn_ack, &ttl(64)),
-        "translated only",
-    );
+    assert_translated_only(&dp, &syn_ack, 64, "the stack resolves the neighbour");
     assert_eq!(dp.counter(Counter::FastPathNoNeighbour), 1);
     assert_eq!(dp.counter(Counter::FastPathIn), 0);
     // Outbound: left untouched for the stack and the uplink's egress.
     let syn = frame(C1, REMOTE, &tcp(40002, 443, SYN), &ttl(64));
-    let (rc, out) = dp.run(programs::FAST_OUT, &syn);
-    assert_eq!(rc, TC_NEXT);
-    assert_bytes(&out, &syn, "untouched");
+    assert_untouched_out(&dp, &syn, "untouched");
     assert_eq!(dp.counter(Counter::FastPathNoNeighbour), 2);
 }
 
@@ -217,13 +204,7 @@ fn ttl_one_and_oversized_packets_take_the_stack() {
     let dp = fast_dp(Dp::new(""), true);
     open_flow(&dp);
     let syn_ack = tcp(443, 40000, SYN | ACK);
-    let (rc, out) = dp.ingress(&frame(REMOTE, UPLINK, &syn_ack, &ttl(1)));
-    assert_eq!(rc, TC_OK, "the kernel sends time exceeded");
-    assert_bytes(
-        &out,
-        &frame(REMOTE, C1, &syn_ack, &ttl(1)),
-        "translated only",
-    );
+    assert_translated_only(&dp, &syn_ack, 1, "the kernel sends time exceeded");
     assert_eq!(dp.counter(Counter::FastPathTtl), 1);
 
     ip("link set nbf-in mtu 576");
@@ -233,9 +214,12 @@ fn ttl_one_and_oversized_packets_take_the_stack() {
         flags: ACK,
         payload: vec![7; 1000],
     };
-    let (rc, out) = dp.ingress(&frame(REMOTE, UPLINK, &ack, &ttl(64)));
-    assert_eq!(rc, TC_OK, "the kernel fragments it or answers frag-needed");
-    assert_bytes(&out, &frame(REMOTE, C1, &ack, &ttl(64)), "translated only");
+    assert_translated_only(
+        &dp,
+        &ack,
+        64,
+        "the kernel fragments it or answers frag-needed",
+    );
     assert_eq!(dp.counter(Counter::FastPathMtu), 1);
     assert_eq!(dp.counter(Counter::FastPathIn), 0);
 }
@@ -254,9 +238,7 @@ fn fragments_and_icmp_errors_from_containers_take_the_stack() {
             ..Default::default()
         },
     );
-    let (rc, out) = dp.run(programs::FAST_OUT, &first);
-    assert_eq!(rc, TC_NEXT);
-    assert_bytes(&out, &first, "first fragment untouched");
+    assert_untouched_out(&dp, &first, "first fragment untouched");
     assert_eq!(dp.counter(Counter::FastPathFragment), 1);
     let quoted = ip_packet(REMOTE, C1, &udp(53, 40003, b"x"));
     let err = frame(
@@ -265,9 +247,7 @@ fn fragments_and_icmp_errors_from_containers_take_the_stack() {
         &icmp_error(3, 3, [0; 4], &quote(&quoted, 28)),
         &ttl(64),
     );
-    let (rc, out) = dp.run(programs::FAST_OUT, &err);
-    assert_eq!(rc, TC_NEXT);
-    assert_bytes(&out, &err, "ICMP error untouched");
+    assert_untouched_out(&dp, &err, "ICMP error untouched");
     assert_eq!(dp.counter(Counter::FastPathIcmpError), 1);
     assert_eq!(dp.counter(Counter::FastPathOut), 0);
 }
@@ -277,18 +257,9 @@ fn fast_path_off_sends_everything_through_the_stack() {
     require_root!();
     let dp = fast_dp(Dp::new("[datapath]\nfast_path = false\n"), true);
     let syn = frame(C1, REMOTE, &tcp(40000, 443, SYN), &ttl(64));
-    let (rc, out) = dp.run(programs::FAST_OUT, &syn);
-    assert_eq!(rc, TC_NEXT);
-    assert_bytes(&out, &syn, "untouched");
+    assert_untouched_out(&dp, &syn, "untouched");
     open_flow(&dp);
-    let syn_ack = tcp(443, 40000, SYN | ACK);
-    let (rc, out) = dp.ingress(&frame(REMOTE, UPLINK, &syn_ack, &ttl(64)));
-    assert_eq!(rc, TC_OK);
-    assert_bytes(
-        &out,
-        &frame(REMOTE, C1, &syn_ack, &ttl(64)),
-        "translated only",
-    );
+    assert_translated_only(&dp, &tcp(443, 40000, SYN | ACK), 64, "fast_path = false");
     for c in Counter::ALL {
         if c.name().starts_with("fast_path") {
             assert_eq!(dp.counter(c), 0, "{}", c.name());

@@ -180,6 +180,27 @@ fn with_sport(l4: &L4, port: u16) -> L4 {
     }
 }
 
+/// Runs `program args` in the calling test thread's network namespace (a
+/// private one: `Dp::new` or the test made it) and asserts that it worked.
+#[track_caller]
+fn in_test_netns(program: &str, args: &[&str]) {
+    let ns = format!(
+        "/proc/{}/task/{}/ns/net",
+        std::process::id(),
+        nix::unistd::gettid()
+    );
+    let status = std::process::Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .arg(program)
+        .args(args)
+        .status()
+        .expect("nsenter");
+    assert!(
+        status.success(),
+        "{program} {args:?} in the test's namespace"
+    );
+}
+
 /// Loads the tc programs `names` of `ebpf`; the verifier must accept each.
 fn load_tc(ebpf: &mut Ebpf, names: &[&str]) {
     for name in names {

@@ -3,7 +3,7 @@
 //! (ARP for its gateway, anti-spoofing, container to container), and the
 //! guards of issue 14 (impossible sources, the MTU fallback).
 
-use std::{net::Ipv4Addr, process::Command};
+use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
@@ -394,24 +394,7 @@ fn a_packet_larger_than_the_containers_mtu_goes_to_the_kernel() {
     // C1 sits behind ifindex 1: loopback of a private namespace whose MTU
     // this test lowers to 1280.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("private netns");
-    let ns = format!(
-        "/proc/{}/task/{}/ns/net",
-        std::process::id(),
-        nix::unistd::gettid()
-    );
-    let status = Command::new("nsenter")
-        .args([
-            &format!("--net={ns}"),
-            "ip",
-            "link",
-            "set",
-            "lo",
-            "mtu",
-            "1280",
-        ])
-        .status()
-        .expect("nsenter");
-    assert!(status.success(), "lowering the test namespace's MTU");
+    in_test_netns("ip", &["link", "set", "lo", "mtu", "1280"]);
     let dp = Dp::new();
     let big = with_macs(
         frame(

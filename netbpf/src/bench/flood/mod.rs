@@ -37,10 +37,26 @@ use std::fs::{self};
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
-use super::{options::Options, router::Kind};
+use super::options::Options;
 use plan::*;
 pub use report::{plot_bars, summary};
 use rig::*;
+
+/// The datapaths the flood bench compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Iptables,
+    Netbpf,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Iptables => "iptables-nft",
+            Kind::Netbpf => "netbpf",
+        }
+    }
+}
 
 /// Runs part 4.
 pub fn bench(opts: &Options) -> Result<Value> {

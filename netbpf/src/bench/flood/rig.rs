@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::super::{
     install::{iptables_nat_rules, timed_stdin},
+    measure::{GEN_CPU, hex_list, mac_of, netdev_counter, wait_trafgen},
     options::Options,
-    router::{GEN_CPU, Kind, hex_list, mac_of, netdev_counter, wait_trafgen},
 };
 use crate::{
     lab::{self, Lab},
@@ -26,7 +26,7 @@ use crate::{
     netns::Netns,
 };
 
-use super::{plan::*, probe::*};
+use super::{Kind, plan::*, probe::*};
 
 /// The trafgen template: a TCP SYN from `src` (None: a random 198.18/16
 /// address) and a random port to `dst`, a 54-byte frame. No padding:
@@ -159,7 +159,6 @@ impl Rig {
                 let rules = iptables_nat_rules(PUBLISHED, to);
                 timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?;
             }
-            Kind::Plain => bail!("the flood bench has no plain variant"),
         }
         let published = SocketAddrV4::new(lab::UPLINK_ADDR, PUBLISHED);
         let outside = SocketAddrV4::new(lab::OUTSIDE_ADDR, lab::SERVICE_PORT);
