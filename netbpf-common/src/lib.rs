@@ -66,5 +66,6 @@ mod pod {
         RouteUplink,
         Settings,
         HairpinFrag,
+        HopValue,
     );
 }

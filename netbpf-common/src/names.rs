@@ -79,6 +79,10 @@ pub mod map_names {
     /// LRU hash: [`crate::HopKey`] → [`crate::HopValue`], the fast path's
     /// cache of `bpf_fib_lookup` answers.
     pub const FAST_HOPS: &str = "FAST_HOPS";
+    /// Hash: ingress ifindex → [`crate::HopValue`], the next hop of the
+    /// router bench's floor program (`cargo xtask bench` only; never
+    /// pinned, not in [`ALL`]).
+    pub const BENCH_HOPS: &str = "BENCH_HOPS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
     pub const ALL: [&str; 25] = [

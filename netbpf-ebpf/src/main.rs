@@ -13,6 +13,7 @@
 //! | `netbpf_arp`     | XDP on the uplink | ARP for routed containers |
 //! | `netbpf_route_in` | tc (tcx) ingress of the uplink | forward to routed containers |
 //! | `netbpf_container` | tc (tcx) ingress of routed containers' veths | ARP, anti-spoofing, forward out |
+//! | `netbpf_bench_floor`, `netbpf_bench_tx` | XDP, `cargo xtask bench` only | the router bench's floor and generator |
 //! | `netbpf_connect4`, `_sendmsg4`, `_recvmsg4`, `_getpeername4` | cgroup sock_addr hooks | published ports from the host's own sockets |
 #![no_std]
 #![no_main]
@@ -23,6 +24,7 @@
 )]
 
 mod arp;
+mod bench;
 mod conntrack;
 mod csum;
 mod fast;
@@ -186,6 +188,18 @@ pub fn netbpf_route_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn netbpf_container(ctx: TcContext) -> i32 {
     tc_verdict_of(route::container(&ctx), false)
+}
+
+/// XDP, the router bench's floor variant only: MACs and redirect.
+#[aya_ebpf::macros::xdp]
+pub fn netbpf_bench_floor(ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    bench::floor(&ctx)
+}
+
+/// XDP, the router bench's saturation generator only (live frames).
+#[aya_ebpf::macros::xdp]
+pub fn netbpf_bench_tx(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    bench::transmit()
 }
 
 #[cfg(not(test))]

@@ -138,3 +138,8 @@ pub(crate) static HAIRPIN_FRAGS: LruHashMap<FragKey, HairpinFrag> =
 #[map]
 pub(crate) static FAST_HOPS: LruHashMap<HopKey, HopValue> =
     LruHashMap::with_max_entries(capacity::FAST_HOPS, 0);
+
+/// The bench's floor program's next hop by ingress ifindex, written by the
+/// bench; the daemon never fills it.
+#[map]
+pub(crate) static BENCH_HOPS: HashMap<u32, HopValue> = HashMap::with_max_entries(8, 0);

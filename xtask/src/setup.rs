@@ -110,6 +110,11 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "iperf3",
         why: "`cargo xtask bench` measures TCP throughput through the NAT with iperf3 for netbpf (fast path and through the stack) and iptables-nft (docs/performance.md)",
     },
+    DebianTool {
+        binary: "ethtool",
+        package: "ethtool",
+        why: "`cargo xtask bench` turns GRO on at the router bench's receiving veths, which gives them the NAPI that XDP redirects into a veth need (docs/performance.md)",
+    },
 ];
 
 /// State of one `setup` run.

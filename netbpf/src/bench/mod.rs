@@ -30,6 +30,7 @@ mod install;
 mod kernel;
 mod kernel_dp;
 mod ladder;
+mod latency;
 mod measure;
 mod options;
 mod packets;
@@ -37,8 +38,10 @@ mod report;
 mod router;
 mod router_report;
 mod router_stats;
+mod saturation;
 mod sink;
 mod throughput;
+mod xdp;
 
 use std::{
     fs,

@@ -95,23 +95,48 @@ pub(crate) fn tcp_frame(
     tcp.extend_from_slice(&[5 << 4, flags]);
     tcp.extend_from_slice(&64240u16.to_be_bytes());
     tcp.extend_from_slice(&[0, 0, 0, 0]);
+    ip_frame(src, dst, proto::TCP, tcp, 16)
+}
+
+/// An Ethernet + IPv4 + UDP frame whose IP packet is `ip_bytes` long (the
+/// payload 0x42 bytes), with correct checksums: what trafgen sends.
+pub(crate) fn udp_frame(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    ip_bytes: u16,
+) -> Vec<u8> {
+    let len = ip_bytes.saturating_sub(20).max(8);
+    let mut udp = Vec::with_capacity(usize::from(len));
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.resize(usize::from(len), 0x42);
+    ip_frame(src, dst, proto::UDP, udp, 6)
+}
+
+/// An Ethernet + IPv4 frame around `l4` (`proto`), whose checksum (at
+/// `check_at` in it) is computed here over the pseudo header and `l4`.
+fn ip_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, mut l4: Vec<u8>, check_at: usize) -> Vec<u8> {
     let mut pseudo = Vec::with_capacity(12);
     pseudo.extend_from_slice(&src.octets());
     pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, proto::TCP]);
-    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-    let c = fold(sum16(&tcp, sum16(&pseudo, 0)));
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let c = fold(sum16(&l4, sum16(&pseudo, 0)));
+    l4[check_at..check_at + 2].copy_from_slice(&c.to_be_bytes());
 
-    let mut ip = Vec::with_capacity(20 + tcp.len());
+    let mut ip = Vec::with_capacity(20 + l4.len());
     ip.extend_from_slice(&[0x45, 0]);
-    ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 63, proto::TCP, 0, 0]);
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 63, proto, 0, 0]);
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
     let c = fold(sum16(&ip, 0));
     ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&tcp);
+    ip.extend_from_slice(&l4);
 
     let mut f = Vec::with_capacity(14 + ip.len());
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);

@@ -20,7 +20,10 @@ use crate::{
     netns::Netns,
 };
 
-use super::{install::*, measure::*, options::*, packets::*, router_stats, sink, throughput};
+use super::{
+    install::*, latency, measure::*, options::*, packets::*, router_stats, saturation, sink,
+    throughput, xdp,
+};
 
 // ---------------------------------------------------------------------------
 // Part 2: router cost
@@ -28,6 +31,10 @@ use super::{install::*, measure::*, options::*, packets::*, router_stats, sink, 
 /// The variants of part 2, each on a lab built afresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Variant {
+    /// The floor: an XDP program that only gives each frame its next hop's
+    /// MACs and redirects it (no lookup, no TTL, no NAT): the least any
+    /// datapath costs in this lab.
+    XdpFloor,
     /// The host routes to the container's own address; no NAT at all.
     Plain,
     /// DNAT of the published ports and MASQUERADE of the containers, with
@@ -44,6 +51,7 @@ pub(crate) enum Variant {
 impl Variant {
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Variant::XdpFloor => "xdp-floor",
             Variant::Plain => "plain",
             Variant::Iptables => "iptables-nft",
             Variant::NetbpfStack => "netbpf-stack",
@@ -166,8 +174,10 @@ pub(crate) struct Phase {
     pub(crate) softirq_s: f64,
     /// Its rate (s/s) in the idle window before.
     pub(crate) baseline_softirq_rate: f64,
-    /// Generator CPU softirq seconds (RPS hand-off), for reference.
+    /// Generator CPU softirq seconds (RPS hand-off; the floor's XDP
+    /// program), and its rate (s/s) in the idle window.
     pub(crate) gen_softirq_s: f64,
+    pub(crate) baseline_gen_softirq_rate: f64,
     /// Router CPU busy seconds (cpuidle), and its idle-window fraction.
     pub(crate) busy_s: f64,
     pub(crate) baseline_busy_frac: f64,
@@ -183,23 +193,32 @@ impl Phase {
     /// Router CPU ns per delivered packet: softirq time in the window minus
     /// the idle window's softirq rate over the same time.
     pub(crate) fn ns_per_packet(&self) -> f64 {
-        let t = (self.softirq_s - self.baseline_softirq_rate * self.wall_s).max(0.0);
+        self.per_delivered(self.softirq_s - self.baseline_softirq_rate * self.wall_s)
+    }
+
+    /// Softirq ns per delivered packet on both CPUs (the router's and the
+    /// generator's), each minus its idle-window rate: the figure the floor
+    /// is compared on, since an XDP program on a veth runs in the NAPI of
+    /// the CPU that sent to it (the generator's), not the router CPU.
+    pub(crate) fn all_ns_per_packet(&self) -> f64 {
+        self.per_delivered(
+            self.softirq_s + self.gen_softirq_s
+                - (self.baseline_softirq_rate + self.baseline_gen_softirq_rate) * self.wall_s,
+        )
+    }
+
+    fn per_delivered(&self, softirq_s: f64) -> f64 {
         if self.delivered == 0 {
             f64::NAN
         } else {
-            t * 1e9 / self.delivered as f64
+            softirq_s.max(0.0) * 1e9 / self.delivered as f64
         }
     }
 
     /// The same from cpuidle residency (all work on the CPU): meaningful
     /// only when the CPU was mostly idle before.
     pub(crate) fn busy_ns_per_packet(&self) -> f64 {
-        let busy = (self.busy_s - self.baseline_busy_frac * self.wall_s).max(0.0);
-        if self.delivered == 0 {
-            f64::NAN
-        } else {
-            busy * 1e9 / self.delivered as f64
-        }
+        self.per_delivered(self.busy_s - self.baseline_busy_frac * self.wall_s)
     }
 
     pub(crate) fn json(&self) -> Value {
@@ -212,9 +231,11 @@ impl Phase {
             "router_softirq_s": self.softirq_s,
             "baseline_softirq_rate": self.baseline_softirq_rate,
             "generator_softirq_s": self.gen_softirq_s,
+            "baseline_generator_softirq_rate": self.baseline_gen_softirq_rate,
             "router_busy_s": self.busy_s,
             "baseline_busy_fraction": self.baseline_busy_frac,
             "router_ns_per_packet": self.ns_per_packet(),
+            "all_cpus_ns_per_packet": self.all_ns_per_packet(),
             "router_busy_ns_per_packet": self.busy_ns_per_packet(),
         })
     }
@@ -222,6 +243,9 @@ impl Phase {
 
 /// The lab, set up for one variant.
 pub(crate) struct Rig {
+    /// The floor variant's program; first, so that it is detached before
+    /// the lab's namespaces go.
+    pub(crate) _floor: Option<xdp::Floor>,
     pub(crate) lab: Lab,
     pub(crate) variant: Variant,
     /// Where inbound traffic goes: the container itself (plain) or the
@@ -330,13 +354,39 @@ pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<
     // every variant).
     sink::install(&c1.ns, "eth0")?;
     sink::install(&lab.outside, "eth0")?;
+    // Both ends are the same in every variant, and what the floor needs
+    // (xdp::prepare_end): NAPI, and full checksums from their own sockets.
+    xdp::prepare_end(&c1.ns, "eth0")?;
+    xdp::prepare_end(&lab.outside, "eth0")?;
     let to = SocketAddrV4::new(c1.addr, lab::SERVICE_PORT);
     let published = SocketAddrV4::new(lab::UPLINK_ADDR, PUBLISHED_PORT);
     let veth_mac = mac_of(&lab.host, &c1.host_veth)?;
     let c1_mac = mac_of(&c1.ns, "eth0")?;
+    let out_mac = mac_of(&lab.outside, "eth0")?;
     let mut install_s = 0.0;
+    let mut floor = None;
     let inbound_dst = match variant {
         Variant::Plain => to,
+        Variant::XdpFloor => {
+            let t = Instant::now();
+            floor = Some(xdp::Floor::attach(
+                &lab.host,
+                &[
+                    xdp::FloorHop {
+                        from: "eth0",
+                        to: &c1.host_veth,
+                        next_mac: c1_mac,
+                    },
+                    xdp::FloorHop {
+                        from: &c1.host_veth,
+                        to: "eth0",
+                        next_mac: out_mac,
+                    },
+                ],
+            )?);
+            install_s = t.elapsed().as_secs_f64();
+            to
+        }
         Variant::Iptables => {
             let rules = with_masquerade(&iptables_rules(ports, lab::UPLINK_ADDR, to));
             install_s = timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?.as_secs_f64();
@@ -362,9 +412,21 @@ pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<
             published
         }
     };
+    if matches!(variant, Variant::Plain | Variant::XdpFloor) {
+        // Without NAT the outside machine routes to the containers through
+        // the host (the latency phase's answers need it; trafgen's frames
+        // are addressed to the host's MAC by hand).
+        lab.outside.ip(&[
+            "route",
+            "add",
+            lab::CONTAINER_CIDR,
+            "via",
+            &lab::UPLINK_ADDR.to_string(),
+        ])?;
+    }
     let host_mac = mac_of(&lab.host, "eth0")?;
-    let out_mac = mac_of(&lab.outside, "eth0")?;
     Ok(Rig {
+        _floor: floor,
         lab,
         variant,
         inbound_dst,
@@ -523,6 +585,7 @@ pub(crate) fn phase(
         softirq_s: m0.router_softirq_s(&m1),
         baseline_softirq_rate: b0.router_softirq_s(&b1) / bw,
         gen_softirq_s: m0.gen_softirq_s(&m1),
+        baseline_gen_softirq_rate: b0.gen_softirq_s(&b1) / bw,
         busy_s: m0.busy_s(&m1),
         baseline_busy_frac: b0.busy_s(&b1) / bw,
         wall_s: m0.wall_s(&m1),
@@ -585,12 +648,14 @@ pub(crate) fn plans() -> Vec<RigPlan> {
             Frame::Small => &PORT_COUNTS,
             Frame::Mtu => &[0],
         };
-        plans.push(RigPlan {
-            variant: Variant::Plain,
-            ports: 0,
-            frame,
-            outbound: true,
-        });
+        for variant in [Variant::XdpFloor, Variant::Plain] {
+            plans.push(RigPlan {
+                variant,
+                ports: 0,
+                frame,
+                outbound: true,
+            });
+        }
         for &ports in ladder {
             for variant in [Variant::Iptables, Variant::NetbpfStack, Variant::NetbpfFast] {
                 plans.push(RigPlan {
@@ -644,15 +709,20 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
                 };
                 let new = phase(&rig, direction, true, plan.frame, pps, new_count, limit)
                     .with_context(|| format!("{what}: new-flow phase"))?;
+                let saturated = saturation::saturation(&rig, direction, plan.frame)
+                    .with_context(|| format!("{what}: saturation"))?;
                 eprintln!(
-                    "bench:   run {} {what:<32} established {:>8.0} ns/pkt ({}/{} delivered), new flow {:>9.0} ns/pkt ({}/{}), install {:.3} s",
+                    "bench:   run {} {what:<32} established {:>6.0} ns/pkt router, {:>6.0} both CPUs ({}/{} delivered), new flow {:>6.0} / {:>6.0} ({}/{}), saturation {:.0} kpps, install {:.3} s",
                     run + 1,
                     est.ns_per_packet(),
+                    est.all_ns_per_packet(),
                     est.delivered,
                     est.sent,
                     new.ns_per_packet(),
+                    new.all_ns_per_packet(),
                     new.delivered,
                     new.sent,
+                    saturated["delivered_pps"].as_f64().unwrap_or(f64::NAN) / 1e3,
                     rig.install_s
                 );
                 rows.push(json!({
@@ -665,7 +735,32 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
                     "install_s": rig.install_s,
                     "established": est.json(),
                     "new_flow": new.json(),
+                    "saturation": saturated,
                 }));
+            }
+            // Last on the rig: it takes the count-and-drop filters away.
+            if plan.frame == Frame::Small && plan.ports == 0 {
+                sink::remove(&rig.lab.containers[0].ns, "eth0")?;
+                sink::remove(&rig.lab.outside, "eth0")?;
+                for direction in plan.directions() {
+                    let l = latency::latency(&rig, direction).with_context(|| {
+                        format!("{label} {}: latency", direction.name())
+                    })?;
+                    eprintln!(
+                        "bench:   run {} {label} {:<9} latency p50 {:.1} µs, p99 {:.1} µs ({} lost) at {}/s",
+                        run + 1,
+                        direction.name(),
+                        l["p50_us"].as_f64().unwrap_or(f64::NAN),
+                        l["p99_us"].as_f64().unwrap_or(f64::NAN),
+                        l["lost"],
+                        latency::RATE,
+                    );
+                    if let Some(row) = rows.iter_mut().rev().find(|r| {
+                        router_stats::is(r, plan.variant.name(), 0, plan.frame.name(), direction.name())
+                    }) {
+                        row["latency"] = l;
+                    }
+                }
             }
             drop(rig);
         }

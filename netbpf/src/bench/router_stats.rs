@@ -53,24 +53,30 @@ pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<V
                 "direction": dir,
             });
             for phase in PHASES {
-                let ns: Vec<f64> = mine
-                    .iter()
-                    .filter_map(|r| r[phase]["router_ns_per_packet"].as_f64())
-                    .collect();
+                let of = |key: &str| -> Vec<f64> {
+                    mine.iter().filter_map(|r| r[phase][key].as_f64()).collect()
+                };
                 let total =
                     |key: &str| -> u64 { mine.iter().filter_map(|r| r[phase][key].as_u64()).sum() };
-                entry[format!("{phase}_ns")] = stat(&ns);
+                entry[format!("{phase}_ns")] = stat(&of("router_ns_per_packet"));
+                entry[format!("{phase}_all_ns")] = stat(&of("all_cpus_ns_per_packet"));
                 entry[format!("{phase}_sent")] = json!(total("sent"));
                 entry[format!("{phase}_delivered")] = json!(total("delivered"));
             }
             summary.push(entry);
         }
     }
-    let med = |variant: Variant, ports: u32, frame: Frame, direction: Direction, phase: &str| {
+    // The median of `figure` ("ns": router CPU, "all_ns": both CPUs).
+    let med = |variant: Variant,
+               ports: u32,
+               frame: Frame,
+               direction: Direction,
+               phase: &str,
+               figure: &str| {
         summary
             .iter()
             .find(|a| is(a, variant.name(), ports, frame.name(), direction.name()))
-            .and_then(|a| a[format!("{phase}_ns")]["median"].as_f64())
+            .and_then(|a| a[format!("{phase}_{figure}")]["median"].as_f64())
             .unwrap_or(f64::NAN)
     };
     let mut ratios = Vec::new();
@@ -83,7 +89,10 @@ pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<V
             });
             for phase in PHASES {
                 let at = |variant: Variant, ports: u32| {
-                    med(variant, ports, plan.frame, direction, phase)
+                    med(variant, ports, plan.frame, direction, phase, "ns")
+                };
+                let all = |variant: Variant, ports: u32| {
+                    med(variant, ports, plan.frame, direction, phase, "all_ns")
                 };
                 let plain = at(Variant::Plain, 0);
                 let ipt = at(Variant::Iptables, plan.ports);
@@ -105,10 +114,40 @@ pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<V
                     "netbpf_fast_extra_over_iptables_extra": share(fast),
                     "netbpf_stack_extra_over_iptables_extra": share(stack),
                     "netbpf_fast_over_plain": fast / plain,
+                    "vs_xdp_floor": floor_ratios(
+                        all(Variant::XdpFloor, 0),
+                        all(Variant::Iptables, plan.ports),
+                        all(Variant::NetbpfFast, plan.ports),
+                        all(Variant::NetbpfStack, plan.ports),
+                        all(Variant::Plain, 0),
+                    ),
                 });
             }
             ratios.push(r);
         }
     }
     (summary, ratios)
+}
+
+/// Issue 16's figures against the XDP floor, on both CPUs' softirq time
+/// per packet: each variant over the floor, and what netbpf adds over the
+/// floor as a share of what iptables-nft adds (null when iptables-nft adds
+/// less than the clock can see).
+fn floor_ratios(floor: f64, ipt: f64, fast: f64, stack: f64, plain: f64) -> Value {
+    let share = |netbpf: f64| {
+        if ipt - floor >= MIN_EXTRA_NS {
+            json!((netbpf - floor) / (ipt - floor))
+        } else {
+            Value::Null
+        }
+    };
+    json!({
+        "xdp_floor_ns": floor,
+        "netbpf_fast_over_floor": fast / floor,
+        "netbpf_stack_over_floor": stack / floor,
+        "iptables_over_floor": ipt / floor,
+        "plain_over_floor": plain / floor,
+        "netbpf_fast_extra_over_iptables_extra": share(fast),
+        "netbpf_stack_extra_over_iptables_extra": share(stack),
+    })
 }

@@ -49,3 +49,11 @@ pub(crate) fn count(ns: &Netns, dev: &str) -> Result<u64> {
         .and_then(|q| q["drops"].as_u64())
         .ok_or_else(|| anyhow!("no clsact qdisc with drop counts on {dev} in {}", ns.name()))
 }
+
+/// Takes the count-and-drop filter off `dev` in `ns` (with its clsact
+/// qdisc), so that the namespace receives again.
+pub(crate) fn remove(ns: &Netns, dev: &str) -> Result<()> {
+    ns.exec("tc", &["qdisc", "del", "dev", dev, "clsact"])
+        .with_context(|| format!("removing clsact on {dev} in {}", ns.name()))?;
+    Ok(())
+}

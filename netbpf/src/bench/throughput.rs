@@ -105,7 +105,9 @@ fn build(opts: &Options, variant: Variant) -> Result<Lab> {
             }
             lab.start_daemon(&opts.netbpf_exe, &extra)?;
         }
-        Variant::Plain => bail!("the throughput runs have no plain variant"),
+        Variant::Plain | Variant::XdpFloor => {
+            bail!("the throughput runs have no plain or floor variant")
+        }
     }
     Ok(lab)
 }
