@@ -226,7 +226,7 @@ pub(crate) fn send(
         unsafe {
             let check_at = (ip + off::IP_CHECK) as *mut [u8; 2];
             let check = core::ptr::read_unaligned(check_at);
-            core::ptr::write_unaligned(check_at, rewrite::csum_update(check, &ttl, &new_ttl));
+            core::ptr::write_unaligned(check_at, netbpf_common::csum_update(check, &ttl, &new_ttl));
             core::ptr::write_unaligned((ip + off::IP_TTL) as *mut [u8; 2], new_ttl);
             core::ptr::write_unaligned(start as *mut [u8; 12], macs);
         }
