@@ -79,9 +79,13 @@ pub mod map_names {
     /// LRU hash: [`crate::HopKey`] → [`crate::HopValue`], the fast path's
     /// cache of `bpf_fib_lookup` answers.
     pub const FAST_HOPS: &str = "FAST_HOPS";
+    /// Device map (hash): ifindex → the same ifindex, the container-side
+    /// interfaces the uplink's XDP program may redirect to (written by
+    /// userspace: those that take XDP frames without loss).
+    pub const XDP_TARGETS: &str = "XDP_TARGETS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -104,6 +108,7 @@ pub mod map_names {
         SOURCE_BUDGET,
         HAIRPIN_FRAGS,
         FAST_HOPS,
+        XDP_TARGETS,
         CSUM_SCRATCH,
         STATS,
         PORT_PROBES,
@@ -140,6 +145,8 @@ pub mod capacity {
     /// Next hops the fast path remembers (containers inbound, remotes
     /// outbound; the least recently used make room).
     pub const FAST_HOPS: u32 = 16384;
+    /// Container-side interfaces the uplink's XDP program may redirect to.
+    pub const XDP_TARGETS: u32 = 4096;
 }
 
 /// How many ports the kernel tries before it gives up allocating a mapping.

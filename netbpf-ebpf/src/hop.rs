@@ -36,7 +36,8 @@ use netbpf_common::{
 use crate::{
     Verdict,
     conntrack::now_ns,
-    fib, guard,
+    fib::{self, FibCtx},
+    guard,
     maps::FAST_HOPS,
     parse::{Packet, off},
     rewrite, stats,
@@ -65,14 +66,14 @@ pub(crate) struct Hop {
 /// out of another device than `want` (when one is wanted), not a case for
 /// the fast path and not counted.
 #[inline(always)]
-pub(crate) fn next_hop(
-    ctx: &TcContext,
+pub(crate) fn next_hop<C: FibCtx>(
+    ctx: &C,
     pkt: &Packet,
     dst: [u8; 4],
     want: Option<u32>,
 ) -> Result<Option<Hop>, Counter> {
     let key = HopKey {
-        ifindex_in: fib::skb_ifindex(ctx),
+        ifindex_in: ctx.ifindex_in(),
         dst,
     };
     let now_s = coarse_seconds(now_ns());
