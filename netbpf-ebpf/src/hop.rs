@@ -15,8 +15,10 @@
 //! `[datapath] fast_path = false` (`VIA_STACK`) sends everything the old
 //! way.
 //!
-//! `bpf_fib_lookup` is asked without a length (`tot_len` 0), so the kernel
-//! checks the skb itself against the egress MTU, GSO segments included.
+//! From tc, `bpf_fib_lookup` is asked without a length (`tot_len` 0), so
+//! the kernel checks the skb itself against the egress MTU, GSO segments
+//! included; from XDP (`crate::xdp`, which shares [`next_hop`] and the
+//! cache) with the frame's IP length.
 //! Its answer (egress interface, MACs, MTU) is remembered per input
 //! interface and destination in `FAST_HOPS` for [`HOP_VALID_S`]: the
 //! lookup costs about 300 ns here, the cache hit one hash lookup. A cached

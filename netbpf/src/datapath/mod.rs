@@ -252,6 +252,9 @@ impl Datapath {
                     "detaching {} from {} (no longer configured)",
                     link.program, link.target
                 );
+                // At once, not when the kernel frees the unpinned link:
+                // routing may attach `netbpf_arp` to the uplink next.
+                let _ = pins::link_detach(&link.path);
                 pins::remove_file(&link.path)?;
             }
         }
