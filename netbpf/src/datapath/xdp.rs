@@ -39,9 +39,14 @@ use super::{
     fill::map_mut,
 };
 
-/// The XDP mode for an uplink: generic on a veth (native XDP_TX and
-/// redirects there depend on the peer's NAPI) and on stacked devices
-/// (vlan, macvlan: no native XDP), native otherwise.
+/// The XDP mode for an uplink: generic on a veth (a lab, or a host that
+/// is itself a container: native XDP_TX there only delivers when the peer
+/// has NAPI, GRO or an XDP program, which is not ours to set; generic XDP
+/// transmits through the stack and always works) and on stacked devices
+/// (vlan, macvlan report a lower link; the kernel has no native XDP for
+/// them), native otherwise. A veth is known by its link kind: its peer may
+/// have the same index in its own namespace, which the kernel reports as
+/// no peer at all.
 pub fn uplink_xdp_mode(link: &LinkInfo) -> XdpMode {
     if link.veth || link.peer_ifindex.is_some() {
         XdpMode::Skb
