@@ -161,11 +161,36 @@ pub enum Counter {
     /// ICMP errors about NAT flows handed to the stack instead of the fast
     /// path (translated on the uplink as before). Not a drop.
     FastPathIcmpError,
+    /// Packets of established inbound NAT flows (replies to masqueraded
+    /// flows, published ports) translated by the uplink's XDP program and
+    /// redirected to the container's host-side interface before any skb
+    /// was made. Also counted in `fast_path_in`. Not a drop.
+    XdpFastIn,
+    /// Established inbound NAT packets the XDP program passed untouched to
+    /// the tc path: TTL 1 or 0. Not a drop.
+    XdpPassTtl,
+    /// Established inbound NAT packets the XDP program passed untouched to
+    /// the tc path: the kernel does not know the next hop's MAC yet. Not a
+    /// drop.
+    XdpPassNoNeighbour,
+    /// Established inbound NAT packets the XDP program passed untouched to
+    /// the tc path: larger than the egress device's MTU. Not a drop.
+    XdpPassMtu,
+    /// Established inbound NAT packets the XDP program passed untouched to
+    /// the tc path: the FIB does not forward them, or their egress device
+    /// is not one XDP may redirect to (`XDP_TARGETS`). Not a drop.
+    XdpPassNotForwarded,
+    /// Established inbound NAT packets the XDP program passed untouched to
+    /// the tc path: their TCP/UDP checksum field holds only the pseudo
+    /// header's sum, as a sender that leaves the checksum to the device
+    /// writes it (a veth uplink's peer with checksum offload; only tc sees
+    /// the skb's checksum state). Not a drop.
+    XdpPassChecksum,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::FastPathIcmpError as u32 + 1;
+    pub const COUNT: u32 = Counter::XdpPassChecksum as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -223,6 +248,12 @@ impl Counter {
         Counter::FastPathNotForwarded,
         Counter::FastPathFragment,
         Counter::FastPathIcmpError,
+        Counter::XdpFastIn,
+        Counter::XdpPassTtl,
+        Counter::XdpPassNoNeighbour,
+        Counter::XdpPassMtu,
+        Counter::XdpPassNotForwarded,
+        Counter::XdpPassChecksum,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -282,6 +313,12 @@ impl Counter {
             Counter::FastPathNotForwarded => "fast_path_not_forwarded",
             Counter::FastPathFragment => "fast_path_fragment",
             Counter::FastPathIcmpError => "fast_path_icmp_error",
+            Counter::XdpFastIn => "xdp_fast_in",
+            Counter::XdpPassTtl => "xdp_pass_ttl",
+            Counter::XdpPassNoNeighbour => "xdp_pass_no_neighbour",
+            Counter::XdpPassMtu => "xdp_pass_mtu",
+            Counter::XdpPassNotForwarded => "xdp_pass_not_forwarded",
+            Counter::XdpPassChecksum => "xdp_pass_checksum",
         }
     }
 

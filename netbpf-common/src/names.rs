@@ -83,9 +83,13 @@ pub mod map_names {
     /// router bench's floor program (`cargo xtask bench` only; never
     /// pinned, not in [`ALL`]).
     pub const BENCH_HOPS: &str = "BENCH_HOPS";
+    /// Device map (hash): ifindex → the same ifindex, the container-side
+    /// interfaces the uplink's XDP program may redirect to (written by
+    /// userspace: those that take XDP frames without loss).
+    pub const XDP_TARGETS: &str = "XDP_TARGETS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -108,6 +112,7 @@ pub mod map_names {
         SOURCE_BUDGET,
         HAIRPIN_FRAGS,
         FAST_HOPS,
+        XDP_TARGETS,
         CSUM_SCRATCH,
         STATS,
         PORT_PROBES,
@@ -144,6 +149,8 @@ pub mod capacity {
     /// Next hops the fast path remembers (containers inbound, remotes
     /// outbound; the least recently used make room).
     pub const FAST_HOPS: u32 = 16384;
+    /// Container-side interfaces the uplink's XDP program may redirect to.
+    pub const XDP_TARGETS: u32 = 4096;
 }
 
 /// How many ports the kernel tries before it gives up allocating a mapping.

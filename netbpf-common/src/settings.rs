@@ -12,6 +12,11 @@ pub mod settings_flags {
     /// of redirecting them to their egress device (`[datapath] fast_path =
     /// false`). Zero, the fast path, is what an older daemon's map holds.
     pub const VIA_STACK: u32 = 1 << 1;
+    /// Leave established inbound NAT flows to the tc fast path instead of
+    /// the uplink's XDP program (`[datapath] xdp = false`, or no device
+    /// XDP may redirect to). Zero, XDP on, is what an older daemon's map
+    /// holds; an older daemon attaches no XDP program for NAT.
+    pub const NO_XDP: u32 = 1 << 2;
 }
 
 /// Value of [`map_names::SETTINGS`] (index 0): the policies the config

@@ -111,15 +111,20 @@ unsafe fn reply_in_place(f: *mut ArpFrame, req: &ArpFrame, mac: [u8; 6]) {
     }
 }
 
-/// XDP on the uplink: answer ARP requests for routed containers, pass
-/// everything else.
+/// XDP on the uplink: answer ARP requests for routed containers; every
+/// frame that is not ARP goes to the XDP fast path (`crate::xdp`), other
+/// ARP passes.
 #[inline(always)]
 pub(crate) fn uplink(ctx: &XdpContext) -> u32 {
     let Some(f) = frame(ctx.data(), ctx.data_end()) else {
+        // Shorter than an ARP frame: no IPv4 packet XDP takes either.
         return XDP_PASS;
     };
     // SAFETY: bounds checked by `frame`.
     let req = unsafe { *f };
+    if req.ether_type != ETH_P_ARP {
+        return crate::xdp::inbound(ctx);
+    }
     if !req.is_ipv4_over_ethernet() || req.op != OP_REQUEST {
         return XDP_PASS;
     }

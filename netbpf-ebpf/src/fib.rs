@@ -7,7 +7,7 @@ use aya_ebpf::{
         bpf_fib_lookup,
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_redirect_neigh},
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
 };
 use netbpf_common::Counter;
 
@@ -15,6 +15,39 @@ use crate::{Verdict, parse::Packet};
 
 /// `AF_INET` for `bpf_fib_lookup`.
 const AF_INET: u8 = 2;
+
+/// A context `bpf_fib_lookup` takes: a tc program's skb or an XDP
+/// program's frame.
+pub(crate) trait FibCtx: EbpfContext {
+    /// The interface the packet arrived on.
+    fn ifindex_in(&self) -> u32;
+    /// The length the FIB checks against the egress MTU: none for an skb
+    /// (the kernel checks the skb itself, each GSO segment), the IP total
+    /// length for an XDP frame (one packet, as on the wire).
+    fn fib_tot_len(&self, pkt: &Packet) -> u16;
+}
+
+impl FibCtx for TcContext {
+    #[inline(always)]
+    fn ifindex_in(&self) -> u32 {
+        skb_ifindex(self)
+    }
+    #[inline(always)]
+    fn fib_tot_len(&self, _pkt: &Packet) -> u16 {
+        0
+    }
+}
+
+impl FibCtx for XdpContext {
+    #[inline(always)]
+    fn ifindex_in(&self) -> u32 {
+        self.ingress_ifindex() as u32
+    }
+    #[inline(always)]
+    fn fib_tot_len(&self, pkt: &Packet) -> u16 {
+        pkt.tot_len as u16
+    }
+}
 
 /// The context of a tc program as the kernel's `__sk_buff`.
 #[inline(always)]
@@ -66,17 +99,19 @@ pub(crate) fn lookup(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_f
 }
 
 /// Asks the kernel's FIB for the next hop of `pkt` if its destination were
-/// `dst`, neighbour included (the MACs to use on success), and with the
-/// skb itself checked against the egress MTU (`tot_len` 0: GSO aware).
+/// `dst`, neighbour included (the MACs to use on success), and checked
+/// against the egress MTU ([`FibCtx::fib_tot_len`]: an skb itself, GSO
+/// aware; an XDP frame by its length).
 #[inline(always)]
-pub(crate) fn route(ctx: &TcContext, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_fib_lookup) {
-    ask(ctx, pkt, dst, 0, 0)
+pub(crate) fn route<C: FibCtx>(ctx: &C, pkt: &Packet, dst: [u8; 4]) -> (i64, bpf_fib_lookup) {
+    ask(ctx, pkt, dst, ctx.fib_tot_len(pkt), 0)
 }
 
-/// One `bpf_fib_lookup` for `pkt` towards `dst` from the skb's interface.
+/// One `bpf_fib_lookup` for `pkt` towards `dst` from the interface it
+/// arrived on.
 #[inline(always)]
-fn ask(
-    ctx: &TcContext,
+fn ask<C: FibCtx>(
+    ctx: &C,
     pkt: &Packet,
     dst: [u8; 4],
     tot_len: u16,
@@ -86,7 +121,7 @@ fn ask(
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
     params.l4_protocol = pkt.proto;
-    params.ifindex = skb_ifindex(ctx);
+    params.ifindex = ctx.ifindex_in();
     params.__bindgen_anon_1.tot_len = tot_len;
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(pkt.src);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);

@@ -15,8 +15,10 @@
 //! `[datapath] fast_path = false` (`VIA_STACK`) sends everything the old
 //! way.
 //!
-//! `bpf_fib_lookup` is asked without a length (`tot_len` 0), so the kernel
-//! checks the skb itself against the egress MTU, GSO segments included.
+//! From tc, `bpf_fib_lookup` is asked without a length (`tot_len` 0), so
+//! the kernel checks the skb itself against the egress MTU, GSO segments
+//! included; from XDP (`crate::xdp`, which shares [`next_hop`] and the
+//! cache) with the frame's IP length.
 //! Its answer (egress interface, MACs, MTU) is remembered per input
 //! interface and destination in `FAST_HOPS` for [`HOP_VALID_S`]: the
 //! lookup costs about 300 ns here, the cache hit one hash lookup. A cached
@@ -36,7 +38,8 @@ use netbpf_common::{
 use crate::{
     Verdict,
     conntrack::now_ns,
-    fib, guard,
+    fib::{self, FibCtx},
+    guard,
     maps::FAST_HOPS,
     parse::{Packet, off},
     rewrite, stats,
@@ -65,14 +68,14 @@ pub(crate) struct Hop {
 /// out of another device than `want` (when one is wanted), not a case for
 /// the fast path and not counted.
 #[inline(always)]
-pub(crate) fn next_hop(
-    ctx: &TcContext,
+pub(crate) fn next_hop<C: FibCtx>(
+    ctx: &C,
     pkt: &Packet,
     dst: [u8; 4],
     want: Option<u32>,
 ) -> Result<Option<Hop>, Counter> {
     let key = HopKey {
-        ifindex_in: fib::skb_ifindex(ctx),
+        ifindex_in: ctx.ifindex_in(),
         dst,
     };
     let now_s = coarse_seconds(now_ns());
@@ -226,7 +229,7 @@ pub(crate) fn send(
         unsafe {
             let check_at = (ip + off::IP_CHECK) as *mut [u8; 2];
             let check = core::ptr::read_unaligned(check_at);
-            core::ptr::write_unaligned(check_at, rewrite::csum_update(check, &ttl, &new_ttl));
+            core::ptr::write_unaligned(check_at, netbpf_common::csum_update(check, &ttl, &new_ttl));
             core::ptr::write_unaligned((ip + off::IP_TTL) as *mut [u8; 2], new_ttl);
             core::ptr::write_unaligned(start as *mut [u8; 12], macs);
         }

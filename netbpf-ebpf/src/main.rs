@@ -10,7 +10,7 @@
 //! | `netbpf_ingress` | tc (tcx) ingress of the uplink | translate replies back, DNAT |
 //! | `netbpf_inside`  | tc (tcx) ingress of container-side interfaces | hairpinning |
 //! | `netbpf_fast_out` | the same, after `netbpf_inside` | masquerade and straight to the uplink (the fast path) |
-//! | `netbpf_arp`     | XDP on the uplink | ARP for routed containers |
+//! | `netbpf_arp`     | XDP on the uplink | ARP for routed containers, then established inbound NAT flows straight to the container (the XDP fast path) |
 //! | `netbpf_route_in` | tc (tcx) ingress of the uplink | forward to routed containers |
 //! | `netbpf_container` | tc (tcx) ingress of routed containers' veths | ARP, anti-spoofing, forward out |
 //! | `netbpf_bench_floor`, `netbpf_bench_tx` | XDP, `cargo xtask bench` only | the router bench's floor and generator |
@@ -46,6 +46,7 @@ mod sock;
 mod stats;
 mod tuple;
 mod unreach;
+mod xdp;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
@@ -172,7 +173,9 @@ pub fn netbpf_getpeername4(ctx: SockAddrContext) -> i32 {
     1
 }
 
-/// XDP on the uplink: answer ARP for routed containers, pass the rest.
+/// XDP on the uplink: answer ARP for routed containers, then send packets
+/// of established inbound NAT flows straight to their container; pass the
+/// rest.
 #[aya_ebpf::macros::xdp]
 pub fn netbpf_arp(ctx: aya_ebpf::programs::XdpContext) -> u32 {
     arp::uplink(&ctx)

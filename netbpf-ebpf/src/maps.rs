@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
@@ -143,3 +143,8 @@ pub(crate) static FAST_HOPS: LruHashMap<HopKey, HopValue> =
 /// bench; the daemon never fills it.
 #[map]
 pub(crate) static BENCH_HOPS: HashMap<u32, HopValue> = HashMap::with_max_entries(8, 0);
+/// The container-side interfaces the uplink's XDP program may redirect to
+/// (ifindex → the same ifindex), written by userspace: only devices that
+/// take XDP frames without loss (see `crate::xdp`).
+#[map]
+pub(crate) static XDP_TARGETS: DevMapHash = DevMapHash::with_max_entries(capacity::XDP_TARGETS, 0);

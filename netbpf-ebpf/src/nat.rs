@@ -19,7 +19,7 @@
 //! `crate::tuple`'s.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::TcContext};
-use netbpf_common::{Counter, Endpoint, FlowKey, PublishRule, flow_flags, proto};
+use netbpf_common::{Counter, Endpoint, FlowKey, FlowValue, PublishRule, flow_flags, proto};
 
 use crate::{
     Verdict,
@@ -263,6 +263,45 @@ pub(crate) fn inbound(
         // A reverse entry whose mapping is being expired: not ours.
         None => Ok(None),
     }
+}
+
+/// The established half of [`inbound`], for the uplink's XDP program:
+/// the flow a packet from `t.src:t.sport` to the outside endpoint
+/// `t.dst:t.dport` belongs to, if it exists, and the inside endpoint to
+/// translate to; the packet is not recorded on it (the caller touches the
+/// flow once it knows the packet goes on). The same order as [`inbound`]:
+/// a mapping's flow first, then a published port's. Nothing is opened: a
+/// miss is the tc program's to decide.
+#[inline(always)]
+pub(crate) fn established_in(t: &Tuple) -> Option<(*mut FlowValue, Translation)> {
+    let outside = Endpoint::new(t.proto, t.dst, t.dport);
+    if let Some(inside) = NAT_REVERSE.get_ptr(&outside) {
+        // SAFETY: map value pointer, valid for this run.
+        let inside = unsafe { *inside };
+        let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
+        if let Some(flow) = CONNTRACK.get_ptr_mut(&key) {
+            return Some((
+                flow,
+                Translation {
+                    addr: inside.addr,
+                    port: inside.port,
+                    published: false,
+                },
+            ));
+        }
+    }
+    let rule = published(t.proto, t.dst, t.dport)?;
+    let to_port = rule.container_port(t.dport);
+    let key = FlowKey::new(t.proto, rule.to_addr, to_port, t.src, t.sport);
+    let flow = CONNTRACK.get_ptr_mut(&key)?;
+    Some((
+        flow,
+        Translation {
+            addr: rule.to_addr,
+            port: to_port,
+            published: true,
+        },
+    ))
 }
 
 /// The flow of a packet to a published port: existing, or opened by a SYN

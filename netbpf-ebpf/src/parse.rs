@@ -10,7 +10,7 @@
 
 use core::mem::{offset_of, size_of};
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use netbpf_common::{Counter, FragKey, proto};
 use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
@@ -208,6 +208,16 @@ pub(crate) fn parse_tc(ctx: &TcContext) -> Result<Option<Packet>, Counter> {
             }
         }
     }
+}
+
+/// Parses the Ethernet + IPv4 + transport headers of an XDP frame (all in
+/// `[data, data_end)`: netbpf loads no multi-buffer XDP program). `None`:
+/// not IPv4, or anything the tc programs should judge (malformed,
+/// truncated); the caller passes it on untouched.
+#[inline(always)]
+pub(crate) fn parse_xdp(ctx: &XdpContext) -> Option<Packet> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    parse(start, end, end - start).ok()
 }
 
 /// Parses one frame in `[start, end)` (the linear part of a packet of

@@ -15,7 +15,7 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
-use netbpf_common::{Counter, proto};
+use netbpf_common::{Counter, csum_update, proto};
 
 use crate::parse::{Packet, Quoted, off};
 
@@ -134,22 +134,6 @@ pub(crate) fn rewrite_addr(
     )
     .map_err(fail)?;
     ctx.store(pkt.l3_off + addr_off, &new_addr, 0).map_err(fail)
-}
-
-/// RFC 1624 incremental update of a checksum field (bytes as on the wire)
-/// for 16-bit words changing from `old` to `new`: HC' = ~(~HC + ~m + m').
-#[inline(always)]
-pub(crate) fn csum_update(check: [u8; 2], old: &[u8], new: &[u8]) -> [u8; 2] {
-    let mut sum = u32::from(!u16::from_be_bytes(check));
-    let mut i = 0;
-    while i + 1 < old.len() && i + 1 < new.len() {
-        sum += u32::from(!u16::from_be_bytes([old[i], old[i + 1]]));
-        sum += u32::from(u16::from_be_bytes([new[i], new[i + 1]]));
-        i += 2;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    (!(sum as u16)).to_be_bytes()
 }
 
 /// Replaces bytes inside an ICMP message's payload and keeps the ICMP

@@ -242,7 +242,7 @@ fn obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
 /// pin alone detaches it only when the kernel frees the link, which it
 /// defers to a work queue: for a moment after `down` the programs would
 /// still see packets.
-fn link_detach(path: &Path) -> io::Result<()> {
+pub(crate) fn link_detach(path: &Path) -> io::Result<()> {
     /// The `BPF_LINK_DETACH` part of `union bpf_attr`.
     #[repr(C)]
     struct LinkDetachAttr {

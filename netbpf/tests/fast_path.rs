@@ -1,8 +1,11 @@
 //! End to end: translated traffic takes the fast path (its counters move)
 //! and everything the fast path hands to the stack is still delivered:
 //! first packets before the kernel knows a neighbour, TTL 1, a packet
-//! larger than the container's MTU, ICMP errors, fragments. Real daemon,
-//! real sockets, namespaces `nbt-fp<test>-<pid>` removed on drop.
+//! larger than the container's MTU, ICMP errors, fragments; and that the
+//! uplink's XDP program takes established inbound flows when their
+//! checksums are complete, and leaves them to tc when they are not. Real
+//! daemon, real sockets, namespaces `nbt-fp<test>-<pid>` (`nbx<pid>` for
+//! the XDP test) removed on drop.
 
 #[macro_use]
 mod common;
@@ -14,9 +17,12 @@ use std::{
     time::Duration,
 };
 
-use netbpf::lab::{
-    self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
-    publish_toml,
+use netbpf::{
+    lab::{
+        self, Lab, OUTSIDE_ADDR, SERVICE_PORT, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami,
+        publish_toml,
+    },
+    netns::Netns,
 };
 
 fn prefix(test: &str) -> String {
@@ -45,7 +51,12 @@ fn lab(test: &str) -> (Lab, Vec<WhoamiServer>) {
 
 /// [`lab`] with `extra` config.
 fn lab_with(test: &str, extra: &str) -> (Lab, Vec<WhoamiServer>) {
-    let mut lab = Lab::build(&prefix(test), 1).expect("build lab");
+    lab_named(&prefix(test), extra)
+}
+
+/// [`lab_with`] with the namespaces named `{name}-*`.
+fn lab_named(name: &str, extra: &str) -> (Lab, Vec<WhoamiServer>) {
+    let mut lab = Lab::build(name, 1).expect("build lab");
     let c1 = lab.containers[0].addr;
     let servers = vec![
         WhoamiServer::spawn(&lab.outside, Transport::Tcp, outside(), "you are").expect("tcp"),
@@ -232,6 +243,149 @@ fn with_the_fast_path_off_everything_goes_through_the_stack() {
         serde_json::from_str(&cli(&lab, &["stats", "--json"])).expect("stats json");
     for (name, value) in json["counters"].as_object().expect("counters") {
         if name.starts_with("fast_path") {
+            assert_eq!(value.as_u64(), Some(0), "{name}");
+        }
+    }
+}
+
+/// Turns transmit checksum offload off on `ifname` in `ns`, as `ethtool
+/// -K IF tx off` does (through the legacy `ETHTOOL_STXCSUM` ioctl, which
+/// the kernel maps onto the device's features; ethtool itself is not
+/// installed everywhere). The stack then sends complete checksums, as a
+/// NIC delivers them.
+fn tx_checksum_off(ns: &Netns, ifname: &str) {
+    /// `struct ethtool_value`.
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    let name = ifname.to_owned();
+    let rc = ns
+        .run(move || {
+            let mut value = EthtoolValue {
+                cmd: ETHTOOL_STXCSUM,
+                data: 0,
+            };
+            // SAFETY: an all-zero ifreq is valid; the name fits (IFNAMSIZ)
+            // and stays NUL-terminated; `value` outlives the ioctl.
+            unsafe {
+                let mut ifr: libc::ifreq = std::mem::zeroed();
+                for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+                    *d = s as libc::c_char;
+                }
+                ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr);
+                libc::close(fd);
+                rc
+            }
+        })
+        .expect("in namespace");
+    assert_eq!(rc, 0, "tx checksum offload off on {ifname}");
+}
+
+/// Sends `n` UDP datagrams from one socket in `ns` to `to` (one flow),
+/// each answered, and returns the last answer.
+fn udp_flow(ns: &Netns, to: SocketAddrV4, n: usize) -> String {
+    ns.run(move || -> String {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        let mut last = String::new();
+        for i in 0..n {
+            let answered = (0..5).any(|_| {
+                let _ = s.send_to(format!("datagram {i}").as_bytes(), to);
+                match s.recv_from(&mut buf) {
+                    Ok((len, _)) => {
+                        last = String::from_utf8_lossy(&buf[..len]).into_owned();
+                        true
+                    }
+                    Err(_) => false,
+                }
+            });
+            assert!(answered, "no answer from {to} to datagram {i}");
+        }
+        last
+    })
+    .expect("in namespace")
+}
+
+#[test]
+fn established_inbound_flows_take_the_xdp_path() {
+    require_root!();
+    // The lab's first container (checked below): the config names it
+    // before the lab exists.
+    let c1 = std::net::Ipv4Addr::new(10, 77, 0, 2);
+    let name = format!("nbx{}", std::process::id());
+    let (lab, mut servers) = lab_named(
+        &name,
+        &publish_toml("tcp", "8080", sa(c1, SERVICE_PORT), None),
+    );
+    let c = &lab.containers[0];
+    assert_eq!(c.addr, c1);
+    servers.push(
+        WhoamiServer::spawn(
+            &c.ns,
+            Transport::Tcp,
+            sa(c.addr, SERVICE_PORT),
+            "inside sees",
+        )
+        .expect("tcp in c1"),
+    );
+    let published_udp = SocketAddrV4::new(UPLINK_ADDR, 5353);
+    // The outside's stack leaves checksums to its veth (CHECKSUM_PARTIAL):
+    // XDP cannot see that state, recognises the seed and leaves those
+    // packets to tc, which delivers them.
+    let answer = udp_flow(&lab.outside, published_udp, 3);
+    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), OUTSIDE_ADDR);
+    assert!(
+        counter(&lab, "xdp_pass_checksum") > 0,
+        "offloaded checksums left to tc"
+    );
+    assert_eq!(counter(&lab, "xdp_fast_in"), 0);
+
+    // Complete checksums, as from a NIC: XDP takes established flows.
+    tx_checksum_off(&lab.outside, "eth0");
+    // A reply to a masqueraded flow (SYN-ACK, the greeting, FIN).
+    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
+    assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
+    let after_masq = counter(&lab, "xdp_fast_in");
+    assert!(after_masq > 0, "replies to the masquerade took XDP");
+    // A published UDP port: the first datagram opens the flow (tc), the
+    // rest go the XDP way; the container sees the client's address.
+    let answer = udp_flow(&lab.outside, published_udp, 3);
+    assert_eq!(
+        *parse_whoami(&answer).expect("addr").ip(),
+        OUTSIDE_ADDR,
+        "client address kept: {answer}"
+    );
+    let after_udp = counter(&lab, "xdp_fast_in");
+    assert!(after_udp >= after_masq + 2, "DNAT for UDP took XDP");
+    // A published TCP port, from ncat: the SYN opens the flow (tc), the
+    // handshake's ACK and the FIN go the XDP way.
+    // It exits when idle for a second (the server keeps the connection
+    // open), with status 1.
+    let out = lab
+        .outside
+        .command("ncat")
+        .args(["-i", "1", "--recv-only", &UPLINK_ADDR.to_string(), "8080"])
+        .output()
+        .expect("ncat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen = parse_whoami(text.trim()).unwrap_or_else(|| panic!("ncat said {out:?}"));
+    assert_eq!(*seen.ip(), OUTSIDE_ADDR, "client address kept: {text}");
+    assert!(
+        counter(&lab, "xdp_fast_in") > after_udp,
+        "DNAT for TCP took XDP"
+    );
+    assert!(counter(&lab, "fast_path_in") >= counter(&lab, "xdp_fast_in"));
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&lab, &["stats", "--json"])).expect("stats json");
+    for (name, value) in json["counters"].as_object().expect("counters") {
+        if name.starts_with("drop_") {
             assert_eq!(value.as_u64(), Some(0), "{name}");
         }
     }

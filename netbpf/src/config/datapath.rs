@@ -12,22 +12,37 @@ pub struct DatapathConfig {
     /// without netbpf (`false`: for comparison, or for a host whose
     /// `FORWARD` chain must see container traffic).
     pub fast_path: bool,
+    /// With the fast path on: packets of established inbound NAT flows are
+    /// translated and redirected by an XDP program on the uplink, before
+    /// the kernel makes an skb (`true`, the default), where the uplink and
+    /// the container's interface allow it; everything else, and all of it
+    /// with `false`, takes the tc fast path.
+    pub xdp: bool,
 }
 
 impl Default for DatapathConfig {
     fn default() -> Self {
-        DatapathConfig { fast_path: true }
+        DatapathConfig {
+            fast_path: true,
+            xdp: true,
+        }
     }
 }
 
 impl DatapathConfig {
     /// The [`netbpf_common::settings_flags`] bits this section sets.
     pub fn settings_flags(&self) -> u32 {
-        if self.fast_path {
-            0
-        } else {
-            netbpf_common::settings_flags::VIA_STACK
+        use netbpf_common::settings_flags::{NO_XDP, VIA_STACK};
+        match (self.fast_path, self.xdp) {
+            (false, _) => VIA_STACK,
+            (true, false) => NO_XDP,
+            (true, true) => 0,
         }
+    }
+
+    /// Whether the uplink's XDP program takes established inbound flows.
+    pub fn xdp_fast_path(&self) -> bool {
+        self.fast_path && self.xdp
     }
 }
 
@@ -35,16 +50,18 @@ impl DatapathConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDatapath {
     fast_path: Option<bool>,
+    xdp: Option<bool>,
 }
 
 /// `[datapath]`; nothing in it can be invalid once it has parsed (serde
-/// refuses a non-boolean `fast_path` and unknown keys).
+/// refuses a non-boolean `fast_path` or `xdp` and unknown keys).
 pub(super) fn validate_datapath(raw: Option<RawDatapath>) -> DatapathConfig {
     let defaults = DatapathConfig::default();
     match raw {
         None => defaults,
         Some(raw) => DatapathConfig {
             fast_path: raw.fast_path.unwrap_or(defaults.fast_path),
+            xdp: raw.xdp.unwrap_or(defaults.xdp),
         },
     }
 }

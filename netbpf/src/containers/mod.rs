@@ -55,6 +55,9 @@ pub struct Routing {
     uplink_ifindex: u32,
     uplink_mac: [u8; 6],
     uplink_xdp_mode: XdpMode,
+    /// The NAT datapath attached `netbpf_arp` to the uplink already (the
+    /// XDP fast path): routing attaches only `netbpf_route_in`.
+    uplink_xdp_attached: bool,
     uplink_attached: bool,
     veth_links: BTreeMap<u32, SchedClassifierLinkId>,
     configured: Vec<Container>,
@@ -79,6 +82,7 @@ impl Routing {
         ebpf: &mut Ebpf,
         config: &Config,
         uplink_ifindex: u32,
+        uplink_xdp_attached: bool,
     ) -> Result<Self, ContainersError> {
         check_not_masqueraded(config)?;
         let mut rtnl = Rtnl::open().map_err(|source| ContainersError::Rtnl {
@@ -94,16 +98,10 @@ impl Routing {
         // A non-Ethernet uplink cannot do ARP: routing stays off (and
         // configured containers are an error).
         let (uplink_mac, uplink_xdp_mode) = match rtnl.link(uplink_ifindex, None) {
-            // A veth uplink (a lab, or a host that is itself a container):
-            // native XDP_TX on a veth only delivers when the peer has NAPI
-            // (GRO or an XDP program), which is not ours to set; generic
-            // XDP transmits through the stack and always works. A veth is
-            // known by its link kind: its peer may have the same index in
-            // its own namespace, which the kernel reports as no peer at
-            // all. Other stacked devices (vlan, macvlan) report a lower
-            // link; the kernel has no native XDP for them either.
-            Ok(l) if l.veth || l.peer_ifindex.is_some() => (l.mac, XdpMode::Skb),
-            Ok(l) => (l.mac, XdpMode::Default),
+            // Generic XDP on a veth (native XDP_TX there only delivers when
+            // the peer has NAPI, which is not ours to set) and on stacked
+            // devices: `crate::datapath::uplink_xdp_mode`.
+            Ok(l) => (l.mac, crate::datapath::uplink_xdp_mode(&l)),
             Err(source) if !resolved.is_empty() => {
                 return Err(ContainersError::Rtnl {
                     key: "uplink.interface".into(),
@@ -154,6 +152,7 @@ impl Routing {
             uplink_ifindex,
             uplink_mac,
             uplink_xdp_mode,
+            uplink_xdp_attached,
             uplink_attached: false,
             veth_links: BTreeMap::new(),
             configured: config.container.clone(),
@@ -252,9 +251,11 @@ impl Routing {
     fn attach_uplink(&mut self, ebpf: &mut Ebpf) -> Result<(), ContainersError> {
         let name = programs::ARP;
         let err = |source| ContainersError::Program { name, source };
-        let xdp: &mut Xdp = crate::loader::loaded(ebpf, name).map_err(err)?;
-        xdp.attach(self.uplink_ifindex, self.uplink_xdp_mode)
-            .map_err(err)?;
+        if !self.uplink_xdp_attached {
+            let xdp: &mut Xdp = crate::loader::loaded(ebpf, name).map_err(err)?;
+            xdp.attach(self.uplink_ifindex, self.uplink_xdp_mode)
+                .map_err(err)?;
+        }
         classifier(ebpf, programs::ROUTE_IN)?
             .attach(self.uplink_ifindex, TcAttachType::Ingress)
             .map_err(|source| ContainersError::Program {

@@ -11,6 +11,7 @@ mod error;
 mod fill;
 mod load;
 mod resolve;
+mod xdp;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ pub use fill::{fill_masquerade, fill_publish, fill_settings};
 pub use load::{load, load_with_pins, prepare_pin_dir};
 pub use resolve::{Resolved, inside_interfaces, resolve};
 use resolve::{local_addresses, uplink_addresses};
+pub use xdp::uplink_xdp_mode;
 
 /// A running datapath: programs attached, maps filled and pinned. Dropping
 /// it detaches the programs; [`Datapath::stop`] also removes the pins.
@@ -46,6 +48,9 @@ pub struct Datapath {
     /// Held while the daemon runs: one daemon per pin directory.
     _lock: pins::DaemonLock,
     routing: crate::containers::Routing,
+    /// Whether the uplink's XDP program takes established inbound flows
+    /// (else `NO_XDP` is kept set across reloads).
+    xdp_on: bool,
 }
 
 /// Where the datapath attaches besides the interfaces in the config.
@@ -86,7 +91,7 @@ impl Datapath {
             drop_severed_links(pin_dir)?;
         }
         let result = Self::attach_all(config, pin_dir, options, &resolved, adopting);
-        let (ebpf, routing) = match result {
+        let (ebpf, routing, xdp_on) = match result {
             Ok(parts) => parts,
             Err(e) => {
                 // A fresh start leaves nothing behind. When adopting, the
@@ -124,6 +129,7 @@ impl Datapath {
             resolved,
             routing,
             _lock: lock,
+            xdp_on,
         })
     }
 
@@ -135,7 +141,7 @@ impl Datapath {
         options: &Options,
         resolved: &Resolved,
         adopting: bool,
-    ) -> Result<(Ebpf, crate::containers::Routing), DatapathError> {
+    ) -> Result<(Ebpf, crate::containers::Routing, bool), DatapathError> {
         let mut ebpf = load_with_pins(config, Some(pin_dir))?;
         if adopting {
             info!(
@@ -158,7 +164,7 @@ impl Datapath {
             None
         };
         match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved) {
-            Ok(routing) => Ok((ebpf, routing)),
+            Ok((routing, xdp_on)) => Ok((ebpf, routing, xdp_on)),
             Err(e) => {
                 if let Some(before) = before {
                     match before.restore(&mut ebpf) {
@@ -175,14 +181,15 @@ impl Datapath {
     }
 
     /// Fills the rule maps, attaches (or swaps into pinned links) every
-    /// program, removes links no longer wanted, and starts routing.
+    /// program, removes links no longer wanted, and starts routing. Also
+    /// says whether the uplink's XDP program takes established flows.
     fn fill_and_attach(
         ebpf: &mut Ebpf,
         config: &Config,
         pin_dir: &Path,
         options: &Options,
         resolved: &Resolved,
-    ) -> Result<crate::containers::Routing, DatapathError> {
+    ) -> Result<(crate::containers::Routing, bool), DatapathError> {
         fill_masquerade(ebpf, config, resolved.uplink_addr)?;
         fill_publish(ebpf, config, &resolved.local_addrs)?;
         let uplink = |attach| TcTarget {
@@ -215,6 +222,23 @@ impl Datapath {
             wanted.push(attach_tc_pinned(ebpf, programs::INSIDE, target, pin_dir)?);
             wanted.push(attach_tc_pinned(ebpf, programs::FAST_OUT, target, pin_dir)?);
         }
+        let xdp_on = match Self::xdp_targets(config, resolved) {
+            Some((mode, targets)) if !targets.is_empty() => {
+                xdp::fill_targets(ebpf, &targets)?;
+                let up = (resolved.uplink.as_str(), resolved.uplink_ifindex);
+                wanted.push(xdp::attach_pinned(ebpf, up, mode, pin_dir)?);
+                info!(
+                    "XDP fast path: established inbound flows to {} interface(s) ({mode:?} mode)",
+                    targets.len()
+                );
+                true
+            }
+            _ => {
+                xdp::fill_targets(ebpf, &[])?;
+                xdp::turn_off(ebpf)?;
+                false
+            }
+        };
         if let Some(cgroup) = &options.cgroup
             && !config.publish.is_empty()
         {
@@ -228,15 +252,34 @@ impl Datapath {
                     "detaching {} from {} (no longer configured)",
                     link.program, link.target
                 );
+                // At once, not when the kernel frees the unpinned link:
+                // routing may attach `netbpf_arp` to the uplink next.
+                let _ = pins::link_detach(&link.path);
                 pins::remove_file(&link.path)?;
             }
         }
-        let mut routing = crate::containers::Routing::start(ebpf, config, resolved.uplink_ifindex)?;
+        let mut routing =
+            crate::containers::Routing::start(ebpf, config, resolved.uplink_ifindex, xdp_on)?;
         if let Err(e) = routing.follow_neighbours(pin_dir) {
             routing.stop(ebpf);
             return Err(e.into());
         }
-        Ok(routing)
+        Ok((routing, xdp_on))
+    }
+
+    /// The uplink's XDP mode and the interfaces XDP may redirect to, when
+    /// the config wants the XDP fast path and the uplink can be read.
+    fn xdp_targets(
+        config: &Config,
+        resolved: &Resolved,
+    ) -> Option<(aya::programs::XdpMode, Vec<u32>)> {
+        if !config.datapath.xdp_fast_path() {
+            return None;
+        }
+        let mut rtnl = crate::rtnl::Rtnl::open().ok()?;
+        let mode = uplink_xdp_mode(&rtnl.link(resolved.uplink_ifindex, None).ok()?);
+        let targets = xdp::targets(&mut rtnl, mode, &resolved.inside);
+        Some((mode, targets))
     }
 
     /// Reconciles the routing programs with the container maps (containers
@@ -269,6 +312,9 @@ impl Datapath {
             )
             .map_err(DatapathError::Host)?;
         fill_masquerade(&mut self.ebpf, config, self.resolved.uplink_addr)?;
+        if !self.xdp_on {
+            xdp::turn_off(&mut self.ebpf)?;
+        }
         fill_publish(&mut self.ebpf, config, &local)?;
         Ok(())
     }

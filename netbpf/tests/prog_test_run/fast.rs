@@ -15,30 +15,30 @@ use netbpf_common::RouteUplink;
 use super::*;
 
 /// The container's MAC, as the neighbour table knows it.
-const C1_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x02];
+pub(super) const C1_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x02];
 /// The outside host's MAC.
 const REMOTE_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x07];
 /// The host side of the containers' link.
-const IN_MAC: [u8; 6] = [0x02, 0x1a, 0, 0, 0, 0x01];
+pub(super) const IN_MAC: [u8; 6] = [0x02, 0x1a, 0, 0, 0, 0x01];
 /// The host side of the uplink.
 const UP_MAC: [u8; 6] = [0x02, 0x0b, 0, 0, 0, 0x01];
 
 /// Runs `ip` in the test thread's network namespace.
 #[track_caller]
-fn ip(args: &str) {
+pub(super) fn ip(args: &str) {
     in_test_netns("ip", &args.split_whitespace().collect::<Vec<_>>());
 }
 
 /// The ifindex of `name` in the test thread's namespace (a socket is
 /// made in the calling thread's namespace).
-fn ifindex(name: &str) -> u32 {
+pub(super) fn ifindex(name: &str) -> u32 {
     nix::net::if_::if_nametoindex(name).expect("ifindex")
 }
 
 /// `dp` (made in this thread: its namespace is the test's) with the FIB
 /// sending 10.77.0.0/24 to `nbf-in` and REMOTE to `nbf-up`; the
 /// neighbours are known unless `neighbours` is false.
-fn fast_dp(mut dp: Dp, neighbours: bool) -> Dp {
+pub(super) fn fast_dp(mut dp: Dp, neighbours: bool) -> Dp {
     ip("link set lo up");
     for (a, b, mac, addr) in [
         ("nbf-in", "nbf-inp", IN_MAC, "10.77.0.1/24"),
@@ -84,14 +84,14 @@ fn mac_text(mac: [u8; 6]) -> String {
 }
 
 /// `frame` with these MACs and TTL.
-fn with(f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+pub(super) fn with(f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     let mut f = f;
     f[0..6].copy_from_slice(&dst);
     f[6..12].copy_from_slice(&src);
     f
 }
 
-fn ttl(n: u8) -> IpOpts {
+pub(super) fn ttl(n: u8) -> IpOpts {
     IpOpts {
         ttl: Some(n),
         ..Default::default()
@@ -100,7 +100,7 @@ fn ttl(n: u8) -> IpOpts {
 
 /// Opens a flow C1:40000 → REMOTE:443 through the uplink's egress program
 /// (the way the stack would send it).
-fn open_flow(dp: &Dp) {
+pub(super) fn open_flow(dp: &Dp) {
     let (rc, _) = dp.egress(&simple(C1, REMOTE, &tcp(40000, 443, SYN)));
     assert_eq!(rc, TC_OK);
 }

@@ -18,6 +18,7 @@ mod icmp;
 mod nat;
 mod publish;
 mod routing;
+mod xdp;
 
 use std::net::Ipv4Addr;
 

@@ -2,7 +2,7 @@
 
 use super::support::*;
 use crate::config::DatapathConfig;
-use netbpf_common::settings_flags::{PASS_UNSOLICITED_SYN, VIA_STACK};
+use netbpf_common::settings_flags::{NO_XDP, PASS_UNSOLICITED_SYN, VIA_STACK};
 
 #[test]
 fn fast_path_is_the_default() {
@@ -28,4 +28,20 @@ fn datapath_refuses_unknown_keys_and_non_booleans() {
     assert!(e.contains("fast_path") || e.contains("bool"), "{e}");
     let e = err("[datapath]\nfastpath = true\n");
     assert!(e.contains("fastpath"), "unknown key named: {e}");
+}
+
+#[test]
+fn xdp_is_on_by_default_and_off_sets_no_xdp() {
+    let c = ok("");
+    assert!(c.datapath.xdp && c.datapath.xdp_fast_path());
+    assert_eq!(c.settings().flags & NO_XDP, 0);
+    let c = ok("[datapath]\nxdp = false\n");
+    assert!(!c.datapath.xdp_fast_path());
+    assert_eq!(c.settings().flags, NO_XDP);
+    // Without the fast path there is no XDP path either: VIA_STACK says it.
+    let c = ok("[datapath]\nfast_path = false\n");
+    assert!(!c.datapath.xdp_fast_path());
+    assert_eq!(c.settings().flags, VIA_STACK);
+    let e = err("[datapath]\nxdp = 1\n");
+    assert!(e.contains("xdp") || e.contains("bool"), "{e}");
 }
