@@ -10,8 +10,8 @@
 //!   endpoint ([`NAT_REVERSE`] is inserted with `BPF_NOEXIST` first and acts
 //!   as the lock, so two CPUs cannot take the same port).
 //! * Port allocation (`crate::ports`) keeps the original port when it is
-//!   free and in range, else walks the range from a random start for a
-//!   bounded number of ports. Without a configured range the port keeps its
+//!   free and in range, else tries random ports of the range, a bounded
+//!   number of them. Without a configured range the port keeps its
 //!   class (1–1023 or 1024–65535, RFC 4787 REQ-3a); ICMP identifiers may
 //!   use 0–65535.
 //!
