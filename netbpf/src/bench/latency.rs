@@ -75,7 +75,12 @@ fn round_trips(dst: SocketAddrV4) -> io::Result<(Vec<f64>, u32)> {
         socket.send(b"ping")?;
         match socket.recv(&mut buf) {
             Ok(_) => rtts.push(t.elapsed().as_secs_f64() * 1e6),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 lost += 1;
                 // A path that does not answer at all is not waited out.
                 if lost >= GIVE_UP && rtts.is_empty() {

@@ -43,8 +43,12 @@ pub(crate) enum Variant {
     /// netbpf with `[datapath] fast_path = false`: translated packets go
     /// through the host's stack.
     NetbpfStack,
+    /// netbpf with `[datapath] xdp = false`: the fast path in tc only
+    /// (inbound translated at the uplink's tc ingress).
+    NetbpfTc,
     /// netbpf as configured by default: translated packets are redirected
-    /// straight to their egress device.
+    /// straight to their egress device, established inbound flows from
+    /// the uplink's XDP program.
     NetbpfFast,
 }
 
@@ -55,12 +59,23 @@ impl Variant {
             Variant::Plain => "plain",
             Variant::Iptables => "iptables-nft",
             Variant::NetbpfStack => "netbpf-stack",
+            Variant::NetbpfTc => "netbpf-tc",
             Variant::NetbpfFast => "netbpf-fast",
         }
     }
 
     pub(crate) fn is_netbpf(self) -> bool {
-        matches!(self, Variant::NetbpfStack | Variant::NetbpfFast)
+        self.datapath_toml().is_some()
+    }
+
+    /// The netbpf variants' `[datapath]` section (none for the others).
+    pub(crate) fn datapath_toml(self) -> Option<&'static str> {
+        match self {
+            Variant::NetbpfStack => Some("\n[datapath]\nfast_path = false\n"),
+            Variant::NetbpfTc => Some("\n[datapath]\nxdp = false\n"),
+            Variant::NetbpfFast => Some(""),
+            Variant::XdpFloor | Variant::Plain | Variant::Iptables => None,
+        }
     }
 }
 
@@ -392,7 +407,7 @@ pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<
             install_s = timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?.as_secs_f64();
             published
         }
-        Variant::NetbpfStack | Variant::NetbpfFast => {
+        Variant::NetbpfStack | Variant::NetbpfTc | Variant::NetbpfFast => {
             let mut extra = publish_toml_n(ports);
             extra.push_str(&lab::publish_toml(
                 "udp",
@@ -403,9 +418,7 @@ pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<
             // Room for every new flow of a rig's phases (the default 262144
             // is also enough; this keeps inserts from ever failing).
             extra.push_str("\n[conntrack]\ncapacity = 524288\n");
-            if variant == Variant::NetbpfStack {
-                extra.push_str("\n[datapath]\nfast_path = false\n");
-            }
+            extra.push_str(variant.datapath_toml().unwrap_or_default());
             let t = Instant::now();
             lab.start_daemon(&opts.netbpf_exe, &extra)?;
             install_s = t.elapsed().as_secs_f64();
@@ -657,12 +670,19 @@ pub(crate) fn plans() -> Vec<RigPlan> {
             });
         }
         for &ports in ladder {
-            for variant in [Variant::Iptables, Variant::NetbpfStack, Variant::NetbpfFast] {
+            for variant in [
+                Variant::Iptables,
+                Variant::NetbpfStack,
+                Variant::NetbpfTc,
+                Variant::NetbpfFast,
+            ] {
+                // The XDP program only takes inbound packets: outbound,
+                // netbpf-tc is netbpf-fast.
                 plans.push(RigPlan {
                     variant,
                     ports,
                     frame,
-                    outbound: ports == 0,
+                    outbound: ports == 0 && variant != Variant::NetbpfTc,
                 });
             }
         }
@@ -743,9 +763,8 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
                 sink::remove(&rig.lab.containers[0].ns, "eth0")?;
                 sink::remove(&rig.lab.outside, "eth0")?;
                 for direction in plan.directions() {
-                    let l = latency::latency(&rig, direction).with_context(|| {
-                        format!("{label} {}: latency", direction.name())
-                    })?;
+                    let l = latency::latency(&rig, direction)
+                        .with_context(|| format!("{label} {}: latency", direction.name()))?;
                     eprintln!(
                         "bench:   run {} {label} {:<9} latency p50 {:.1} µs, p99 {:.1} µs ({} lost) at {}/s",
                         run + 1,
@@ -756,7 +775,13 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
                         latency::RATE,
                     );
                     if let Some(row) = rows.iter_mut().rev().find(|r| {
-                        router_stats::is(r, plan.variant.name(), 0, plan.frame.name(), direction.name())
+                        router_stats::is(
+                            r,
+                            plan.variant.name(),
+                            0,
+                            plan.frame.name(),
+                            direction.name(),
+                        )
                     }) {
                         row["latency"] = l;
                     }

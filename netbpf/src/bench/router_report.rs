@@ -78,6 +78,20 @@ fn counter(rows: &[&Value], phase: &str, name: &str) -> u64 {
 
 /// The non-zero counters with `prefix` (but not those in `except`) over
 /// both phases of `rows`, as "name N, ...".
+/// [`moved`] for several prefixes, in one list.
+fn moved_any(rows: &[&Value], prefixes: &[(&str, &[&str])]) -> String {
+    let parts: Vec<String> = prefixes
+        .iter()
+        .map(|(prefix, except)| moved(rows, prefix, except))
+        .filter(|text| text != "–")
+        .collect();
+    if parts.is_empty() {
+        "–".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn moved(rows: &[&Value], prefix: &str, except: &[&str]) -> String {
     let mut sums: Vec<(String, u64)> = Vec::new();
     for row in rows {
@@ -197,8 +211,8 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
          generator's, so the router CPU alone would not see the floor's cost): each variant \
          over the floor, and \"extra\" = (netbpf − floor) / (iptables − floor). Targets: \
          established fast / floor ≤ 1.1 and fast extra ≤ 0.33; new flows fast extra ≤ 0.2.\n\n\
-         | direction | frame | published ports | flows | floor (ns) | plain / floor | iptables / floor | fast / floor | stack / floor | fast extra / iptables extra | stack extra / iptables extra |\n\
-         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+         | direction | frame | published ports | flows | floor (ns) | plain / floor | iptables / floor | fast / floor | tc / floor | stack / floor | fast extra / iptables extra | tc extra / iptables extra | stack extra / iptables extra |\n\
+         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for q in r["ratios"].as_array().cloned().unwrap_or_default() {
         for (phase, flows) in [("established", "established"), ("new_flow", "new")] {
@@ -206,7 +220,7 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
             let f = |k: &str| fmt_ratio(v[k].as_f64().unwrap_or(f64::NAN));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {flows} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {flows} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 q["direction"].as_str().unwrap_or("?"),
                 frame_text(q["frame"].as_str().unwrap_or("?")),
                 q["published_ports"],
@@ -214,8 +228,10 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
                 f("plain_over_floor"),
                 f("iptables_over_floor"),
                 f("netbpf_fast_over_floor"),
+                f("netbpf_tc_over_floor"),
                 f("netbpf_stack_over_floor"),
                 f("netbpf_fast_extra_over_iptables_extra"),
+                f("netbpf_tc_extra_over_iptables_extra"),
                 f("netbpf_stack_extra_over_iptables_extra"),
             );
         }
@@ -224,9 +240,10 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
     let _ = writeln!(
         s,
         "\nnetbpf's counters over the measured phases (all runs; warm-ups not included): \
-         the packets its fast path sent straight to their egress device, the reasons it left \
-         others to the stack, and its drops.\n\n\
-         | variant | direction | frame | published ports | fast path, established | fast path, new | fell back to the stack | drops |\n\
+         the packets its fast path sent straight to their egress device (of them, from the \
+         uplink's XDP program), the reasons it left others to the stack or XDP left them to tc, \
+         and its drops.\n\n\
+         | variant | direction | frame | published ports | fast path, established (XDP) | fast path, new (XDP) | fell back to the stack, or from XDP to tc | drops |\n\
          |---|---|---|---:|---:|---:|---|---|"
     );
     for a in summary.iter().filter(|a| {
@@ -236,7 +253,11 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
     }) {
         let rows = rows_of(r, a);
         let taken = |phase: &str| {
-            counter(&rows, phase, "fast_path_in") + counter(&rows, phase, "fast_path_out")
+            format!(
+                "{} ({})",
+                counter(&rows, phase, "fast_path_in") + counter(&rows, phase, "fast_path_out"),
+                counter(&rows, phase, "xdp_fast_in")
+            )
         };
         let _ = writeln!(
             s,
@@ -247,7 +268,13 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
             a["published_ports"],
             taken("established"),
             taken("new_flow"),
-            moved(&rows, "fast_path_", &["fast_path_in", "fast_path_out"]),
+            moved_any(
+                &rows,
+                &[
+                    ("fast_path_", &["fast_path_in", "fast_path_out"]),
+                    ("xdp_pass_", &[]),
+                ]
+            ),
             moved(&rows, "drop_", &[]),
         );
     }

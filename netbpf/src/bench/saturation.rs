@@ -35,7 +35,13 @@ pub(crate) fn saturation(rig: &Rig, direction: Direction, frame: Frame) -> Resul
     let Source::Fixed(src, sport) = ends.established else {
         bail!("the established source is not one tuple");
     };
-    let mut f = udp_frame(src, sport, *ends.dst.ip(), ends.dst.port(), frame.ip_bytes());
+    let mut f = udp_frame(
+        src,
+        sport,
+        *ends.dst.ip(),
+        ends.dst.port(),
+        frame.ip_bytes(),
+    );
     f[0..6].copy_from_slice(&ends.dst_mac);
     f[6..12].copy_from_slice(&ends.src_mac);
     // Live frames sent out of a veth are queued for its peer's NAPI: the
@@ -72,7 +78,6 @@ pub(crate) fn saturation(rig: &Rig, direction: Direction, frame: Frame) -> Resul
         },
     }))
 }
-
 
 /// The router's interfaces' drop counters, and the router CPU's backlog
 /// drops (`/proc/net/softnet_stat`, second column).

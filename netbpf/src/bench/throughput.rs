@@ -98,11 +98,9 @@ fn build(opts: &Options, variant: Variant) -> Result<Lab> {
             let rules = super::install::iptables_nat_rules(PUBLISHED, to);
             super::install::timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?;
         }
-        Variant::NetbpfStack | Variant::NetbpfFast => {
+        Variant::NetbpfStack | Variant::NetbpfTc | Variant::NetbpfFast => {
             let mut extra = lab::publish_toml("tcp", &PUBLISHED.to_string(), to, None);
-            if variant == Variant::NetbpfStack {
-                extra.push_str("\n[datapath]\nfast_path = false\n");
-            }
+            extra.push_str(variant.datapath_toml().unwrap_or_default());
             lab.start_daemon(&opts.netbpf_exe, &extra)?;
         }
         Variant::Plain | Variant::XdpFloor => {
@@ -143,7 +141,12 @@ fn stream(lab: &Lab, direction: Direction, secs: u64) -> Result<Value> {
 pub(crate) fn throughput(opts: &Options) -> Value {
     let secs = if opts.quick { 2 } else { 5 };
     let mut rows = Vec::new();
-    for variant in [Variant::Iptables, Variant::NetbpfStack, Variant::NetbpfFast] {
+    for variant in [
+        Variant::Iptables,
+        Variant::NetbpfStack,
+        Variant::NetbpfTc,
+        Variant::NetbpfFast,
+    ] {
         let lab = match build(opts, variant) {
             Ok(lab) => lab,
             Err(e) => {

@@ -65,7 +65,12 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 pub(crate) fn prepare_end(ns: &Netns, dev: &str) -> Result<()> {
     set_gro(ns, dev, true)?;
     ns.exec("ethtool", &["-K", dev, "tx", "off"])
-        .with_context(|| format!("turning checksum offload off for {dev} in {} (ethtool)", ns.name()))?;
+        .with_context(|| {
+            format!(
+                "turning checksum offload off for {dev} in {} (ethtool)",
+                ns.name()
+            )
+        })?;
     Ok(())
 }
 
@@ -95,7 +100,14 @@ impl Floor {
     pub(crate) fn attach(ns: &Netns, hops: &[FloorHop]) -> Result<Self> {
         let hops = hops
             .iter()
-            .map(|h| Ok((h.from.to_owned(), h.to.to_owned(), h.next_mac, mac_of(ns, h.to)?)))
+            .map(|h| {
+                Ok((
+                    h.from.to_owned(),
+                    h.to.to_owned(),
+                    h.next_mac,
+                    mac_of(ns, h.to)?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let name = ns.name().to_owned();
         ns.run(move || -> Result<Ebpf> {
