@@ -193,6 +193,14 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     };
     rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
     remember_fragment(pkt, to.addr);
+    count_inbound(pkt, &to);
+    hop::to_container(ctx, pkt, to.addr)
+}
+
+/// Counts an inbound packet translated to `to`: DNAT to a published port,
+/// or a reply translated back.
+#[inline(always)]
+pub(crate) fn count_inbound(pkt: &Packet, to: &Translation) {
     if to.published {
         stats::inc(Counter::DnatPackets);
         stats::add(Counter::DnatBytes, pkt.tot_len as u64);
@@ -200,7 +208,6 @@ fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
         stats::inc(Counter::ReversePackets);
         stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
     }
-    hop::to_container(ctx, pkt, to.addr)
 }
 
 /// Finds (or opens) the inbound side of a flow for a packet from

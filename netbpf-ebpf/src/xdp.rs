@@ -183,13 +183,7 @@ fn send<const CHECK: usize, const HDR: usize>(
     }
     // The packet goes on: record it on its flow, as the tc path does.
     conntrack::touch(flow, Dir::In, pkt, conntrack::now_ns());
-    if to.published {
-        stats::inc(Counter::DnatPackets);
-        stats::add(Counter::DnatBytes, pkt.tot_len as u64);
-    } else {
-        stats::inc(Counter::ReversePackets);
-        stats::add(Counter::ReverseBytes, pkt.tot_len as u64);
-    }
+    nat::count_inbound(pkt, to);
     stats::inc(Counter::FastPathIn);
     stats::inc(Counter::XdpFastIn);
     // XDP_REDIRECT. The device was checked above; were it removed since,
