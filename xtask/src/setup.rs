@@ -110,6 +110,16 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "iperf3",
         why: "`cargo xtask bench` measures TCP throughput through the NAT with iperf3 for netbpf (fast path and through the stack) and iptables-nft (docs/performance.md)",
     },
+    DebianTool {
+        binary: "dockerd",
+        package: "docker.io",
+        why: "tests/docker.rs runs a real dockerd (its own data root and socket, inside a test namespace) that the daemon's [docker] section follows",
+    },
+    DebianTool {
+        binary: "busybox",
+        package: "busybox-static",
+        why: "tests/docker.rs makes its container image with `docker import` from a directory holding a static busybox (no registry needed)",
+    },
 ];
 
 /// State of one `setup` run.
