@@ -22,11 +22,14 @@ pub struct MasqRow {
     pub port_min: Option<u16>,
     /// Last port of the SNAT range (`null` when class-preserving).
     pub port_max: Option<u16>,
+    /// Who added it: `config`, `docker:network:<name>`, `live` (see
+    /// [`crate::owners`]).
+    pub origin: String,
 }
 
 impl MasqRow {
     /// Table header matching [`MasqRow::cells`].
-    pub const HEADER: [&'static str; 3] = ["SOURCE", "TO", "PORTS"];
+    pub const HEADER: [&'static str; 4] = ["SOURCE", "TO", "PORTS", "ORIGIN"];
 
     /// Builds the row of one trie entry.
     pub fn new(e: &MasqEntry) -> Self {
@@ -37,6 +40,7 @@ impl MasqRow {
             port_mode: if class { "class-preserving" } else { "range" },
             port_min: (!class).then_some(e.rule.port_min),
             port_max: (!class).then_some(e.rule.port_max),
+            origin: crate::owners::LIVE_ORIGIN.to_owned(),
         }
     }
 
@@ -46,7 +50,12 @@ impl MasqRow {
             (Some(a), Some(b)) => port_span(a, b),
             _ => self.port_mode.to_owned(),
         };
-        vec![self.source.clone(), self.to_addr.to_string(), ports]
+        vec![
+            self.source.clone(),
+            self.to_addr.to_string(),
+            ports,
+            self.origin.clone(),
+        ]
     }
 }
 
@@ -78,11 +87,13 @@ pub struct PublishRow {
     /// changed by hand, or is being written): the row shows what the
     /// datapath would translate.
     pub complete: bool,
+    /// Who added it: `config`, `docker:<container>`, `live`.
+    pub origin: String,
 }
 
 impl PublishRow {
     /// Table header matching [`PublishRow::cells`].
-    pub const HEADER: [&'static str; 3] = ["PROTO", "HOST", "CONTAINER"];
+    pub const HEADER: [&'static str; 4] = ["PROTO", "HOST", "CONTAINER", "ORIGIN"];
 
     /// The row as table cells.
     pub fn cells(&self) -> Vec<String> {
@@ -106,6 +117,7 @@ impl PublishRow {
                 port_span(self.host_port_min, self.host_port_max)
             ),
             to,
+            self.origin.clone(),
         ]
     }
 }
@@ -165,6 +177,7 @@ pub fn publish_rows(entries: &[PublishEntry]) -> Vec<PublishRow> {
             to_port_max: to_of(hi),
             trie_entries: n,
             complete: lo == min && hi == max,
+            origin: crate::owners::LIVE_ORIGIN.to_owned(),
         });
     };
     for (group, lo, hi) in blocks {
@@ -205,7 +218,8 @@ pub struct NatRules {
 }
 
 impl NatRules {
-    /// Reads the rules pinned in `dir`.
+    /// Reads the rules pinned in `dir`, every origin `live`
+    /// ([`crate::origins::nat_rules`] reads them with their origins).
     pub fn read(dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {
             masquerade: masquerade_rows(&read_masquerade(dir)?),
@@ -336,11 +350,16 @@ mod tests {
         assert_eq!(
             text,
             vec![
-                vec!["tcp", "*:8081", "10.77.0.2:4000"],
-                vec!["tcp", "*:9000-9002", "10.77.0.3:4000-4002"],
-                vec!["tcp", "127.0.0.1:8090", "10.77.0.2:4000"],
-                vec!["tcp", "203.0.113.1:20000-30000", "10.77.0.3:20000-30000"],
-                vec!["udp", "*:8081", "10.77.0.2:4000"],
+                vec!["tcp", "*:8081", "10.77.0.2:4000", "live"],
+                vec!["tcp", "*:9000-9002", "10.77.0.3:4000-4002", "live"],
+                vec!["tcp", "127.0.0.1:8090", "10.77.0.2:4000", "live"],
+                vec![
+                    "tcp",
+                    "203.0.113.1:20000-30000",
+                    "10.77.0.3:20000-30000",
+                    "live"
+                ],
+                vec!["udp", "*:8081", "10.77.0.2:4000", "live"],
             ]
         );
         assert!(rows.iter().all(|r| r.complete));
@@ -387,8 +406,8 @@ mod tests {
         assert_eq!(
             text,
             vec![
-                vec!["10.77.0.0/16", "203.0.113.1", "class-preserving"],
-                vec!["10.78.0.0/24", "203.0.113.1", "61000-65535"],
+                vec!["10.77.0.0/16", "203.0.113.1", "class-preserving", "live"],
+                vec!["10.78.0.0/24", "203.0.113.1", "61000-65535", "live"],
             ]
         );
         assert_eq!(rows[0].port_min, None);

@@ -9,6 +9,7 @@
 mod attach;
 mod error;
 mod fill;
+mod inside;
 mod load;
 mod resolve;
 
@@ -21,7 +22,7 @@ use crate::{
     config::Config,
     maps::NatMaps,
     netdev::{self},
-    pins,
+    owners, pins,
 };
 
 pub use crate::loader::programs;
@@ -31,7 +32,9 @@ use attach::{
 pub use attach::{cgroup2_mount, netns_cookie};
 pub use error::DatapathError;
 use fill::RuleSnapshot;
-pub use fill::{fill_masquerade, fill_publish, fill_settings};
+pub use fill::{
+    fill_masquerade, fill_masquerade_keeping, fill_publish, fill_publish_keeping, fill_settings,
+};
 pub use load::{load, load_with_pins, prepare_pin_dir};
 pub use resolve::{Resolved, inside_interfaces, resolve};
 use resolve::{local_addresses, uplink_addresses};
@@ -46,6 +49,10 @@ pub struct Datapath {
     /// Held while the daemon runs: one daemon per pin directory.
     _lock: pins::DaemonLock,
     routing: crate::containers::Routing,
+    /// Container-side interfaces attached for a rule owner (Docker's
+    /// bridges), not for the config: [`Datapath::detach_inside`] may
+    /// remove these only.
+    owned_inside: Vec<String>,
 }
 
 /// Where the datapath attaches besides the interfaces in the config.
@@ -55,12 +62,17 @@ pub struct Options {
     /// namespace) reach published ports through the socket hooks; `None`
     /// leaves host sockets alone.
     pub cgroup: Option<PathBuf>,
+    /// Rules may arrive after start from an owner other than the config
+    /// (the Docker follower): load the hairpin programs and attach the
+    /// socket hooks even when the config has no published port.
+    pub dynamic_rules: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             cgroup: cgroup2_mount(),
+            dynamic_rules: false,
         }
     }
 }
@@ -78,14 +90,30 @@ impl Datapath {
         pin_dir: &Path,
         options: &Options,
     ) -> Result<Self, DatapathError> {
-        let resolved = resolve(config)?;
+        let mut resolved = resolve(config)?;
+        // Rules other owners (Docker) hold stay through a restart, and
+        // their bridges keep their hairpin programs.
+        let kept = owners::Kept::read(pin_dir).unwrap_or_else(|e| {
+            warn!("rule owners unreadable, keeping only the config's rules: {e}");
+            owners::Kept::default()
+        });
+        let mut owned_inside = Vec::new();
+        for name in &kept.interfaces {
+            if resolved.inside.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Ok(index) = netdev::ifindex(name) {
+                resolved.inside.push((name.clone(), index));
+                owned_inside.push(name.clone());
+            }
+        }
         prepare_pin_dir(pin_dir)?;
         let lock = pins::DaemonLock::acquire(pin_dir)?;
         let adopting = pins::is_pinned(pin_dir);
         if adopting {
             drop_severed_links(pin_dir)?;
         }
-        let result = Self::attach_all(config, pin_dir, options, &resolved, adopting);
+        let result = Self::attach_all(config, pin_dir, options, &resolved, &kept, adopting);
         let (ebpf, routing) = match result {
             Ok(parts) => parts,
             Err(e) => {
@@ -124,6 +152,7 @@ impl Datapath {
             resolved,
             routing,
             _lock: lock,
+            owned_inside,
         })
     }
 
@@ -134,6 +163,7 @@ impl Datapath {
         pin_dir: &Path,
         options: &Options,
         resolved: &Resolved,
+        kept: &owners::Kept,
         adopting: bool,
     ) -> Result<(Ebpf, crate::containers::Routing), DatapathError> {
         let mut ebpf = load_with_pins(config, Some(pin_dir))?;
@@ -148,8 +178,10 @@ impl Datapath {
         }
         // Verify every NAT program before anything shared changes: a
         // rejected program leaves an adopted datapath exactly as it was.
-        let hooks = options.cgroup.is_some() && !config.publish.is_empty();
-        load_nat_programs(&mut ebpf, !resolved.inside.is_empty(), hooks)?;
+        let hooks =
+            options.cgroup.is_some() && (!config.publish.is_empty() || options.dynamic_rules);
+        let inside = !resolved.inside.is_empty() || options.dynamic_rules;
+        load_nat_programs(&mut ebpf, inside, hooks)?;
         // The rule maps are shared with the running programs when adopting:
         // keep what they hold, to put it back if a later step fails.
         let before = if adopting {
@@ -157,7 +189,7 @@ impl Datapath {
         } else {
             None
         };
-        match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved) {
+        match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved, kept) {
             Ok(routing) => Ok((ebpf, routing)),
             Err(e) => {
                 if let Some(before) = before {
@@ -182,9 +214,10 @@ impl Datapath {
         pin_dir: &Path,
         options: &Options,
         resolved: &Resolved,
+        kept: &owners::Kept,
     ) -> Result<crate::containers::Routing, DatapathError> {
-        fill_masquerade(ebpf, config, resolved.uplink_addr)?;
-        fill_publish(ebpf, config, &resolved.local_addrs)?;
+        fill_masquerade_keeping(ebpf, config, resolved.uplink_addr, &kept.masquerade)?;
+        fill_publish_keeping(ebpf, config, &resolved.local_addrs, &kept.publish)?;
         let uplink = |attach| TcTarget {
             ifname: &resolved.uplink,
             ifindex: resolved.uplink_ifindex,
@@ -216,7 +249,7 @@ impl Datapath {
             wanted.push(attach_tc_pinned(ebpf, programs::FAST_OUT, target, pin_dir)?);
         }
         if let Some(cgroup) = &options.cgroup
-            && !config.publish.is_empty()
+            && (!config.publish.is_empty() || options.dynamic_rules)
         {
             wanted.extend(attach_sock_hooks(ebpf, cgroup, pin_dir)?);
         }
@@ -268,8 +301,17 @@ impl Datapath {
                 &local,
             )
             .map_err(DatapathError::Host)?;
-        fill_masquerade(&mut self.ebpf, config, self.resolved.uplink_addr)?;
-        fill_publish(&mut self.ebpf, config, &local)?;
+        let kept = owners::Kept::read(&self.pin_dir).unwrap_or_else(|e| {
+            warn!("rule owners unreadable, keeping only the config's rules: {e}");
+            owners::Kept::default()
+        });
+        fill_masquerade_keeping(
+            &mut self.ebpf,
+            config,
+            self.resolved.uplink_addr,
+            &kept.masquerade,
+        )?;
+        fill_publish_keeping(&mut self.ebpf, config, &local, &kept.publish)?;
         Ok(())
     }
 
@@ -304,7 +346,12 @@ impl Datapath {
 /// link) and removes the maps, dropping every flow.
 pub fn down(pin_dir: &Path) -> Result<pins::DownReport, DatapathError> {
     let _lock = pins::DaemonLock::acquire(pin_dir)?;
-    Ok(pins::down(pin_dir)?)
+    let report = pins::down(pin_dir)?;
+    // The rules went with the maps: no owner holds any now.
+    if let Err(e) = owners::remove_all(pin_dir) {
+        warn!("forgetting the rule owners: {e}");
+    }
+    Ok(report)
 }
 
 /// Relays aya-log records from the kernel to the `log` crate.
