@@ -115,7 +115,12 @@ fn network(n: &ApiNetwork) -> Option<Network> {
         name,
         bridge,
         subnets,
-        masquerade: option_on(opt("enable_ip_masquerade"), true),
+        // dockerd turns ip-masq off on the default bridge whenever its own
+        // iptables are off, which is how it runs beside netbpf: that value
+        // says nothing of what the user wants, so the default bridge is
+        // always masqueraded (as Docker does with iptables on).
+        masquerade: option_on(opt("default_bridge"), false)
+            || option_on(opt("enable_ip_masquerade"), true),
         host_binding,
         icc: option_on(opt("enable_icc"), true),
         internal: n.internal.unwrap_or(false),

@@ -1,0 +1,319 @@
+//! Docker's NAT done by netbpf, end to end with Debian's real dockerd
+//! (issue 17): dockerd runs with `--iptables=false` in the lab's host
+//! namespace, the daemon follows it (`--docker SOCK`), and `docker run -p`
+//! works: published ports (a host address, a range, UDP) with the client's
+//! address preserved, the container going out as the host, hairpin,
+//! `docker stop` closing the port within a second, restarts of netbpf and
+//! of dockerd. Namespaces are `nbdk<test>-<pid>-*`; everything is removed
+//! on drop, also when a test fails.
+
+#[path = "../common/mod.rs"]
+#[macro_use]
+mod common;
+mod dockerd;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{cli, exe};
+use dockerd::Dockerd;
+use netbpf::{
+    lab::{self, Lab, OUTSIDE_ADDR, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami},
+    netns::Netns,
+};
+
+/// Everything one test runs; fields drop in order: containers' names,
+/// dockerd (its containers and mounts), then the lab (daemon, namespaces).
+struct Setup {
+    servers: Vec<WhoamiServer>,
+    containers: Vec<Netns>,
+    docker: Dockerd,
+    lab: Lab,
+}
+
+impl Setup {
+    /// A lab host and outside machine, dockerd in the host, whoami servers
+    /// on the outside machine (TCP and UDP 4000), netbpf following dockerd.
+    fn new(name: &str) -> Setup {
+        let prefix = format!("nbdk{name}-{}", std::process::id());
+        let mut lab = Lab::build(&prefix, 0).expect("lab");
+        let docker = Dockerd::start(&lab.host, &lab.dir.join("docker"));
+        let out = SocketAddrV4::new(OUTSIDE_ADDR, 4000);
+        let servers = vec![
+            WhoamiServer::spawn(&lab.outside, Transport::Tcp, out, "outside saw").expect("tcp"),
+            WhoamiServer::spawn(&lab.outside, Transport::Udp, out, "outside saw").expect("udp"),
+        ];
+        let socket = docker.socket.display().to_string();
+        lab.start_daemon_with(exe(), "", &["--docker", &socket])
+            .expect("daemon");
+        let s = Setup {
+            servers,
+            containers: Vec::new(),
+            docker,
+            lab,
+        };
+        s.wait_for_rule("docker:network:bridge");
+        s
+    }
+
+    /// `docker run` a container with `args` (`-p ...`) and whoami servers
+    /// on its `ports` (TCP and UDP) answering `"NAME PORT saw"`.
+    fn run(&mut self, name: &str, args: &[&str], ports: &[u16]) -> Ipv4Addr {
+        let ns = format!("{}-{name}", self.lab.prefix);
+        let mut full = vec!["--stop-timeout", "1"];
+        full.extend_from_slice(args);
+        let netns = self.docker.run(name, &full, &ns);
+        self.serve(&netns, name, ports);
+        self.containers.push(netns);
+        self.docker.addr(name, "bridge")
+    }
+
+    fn serve(&mut self, ns: &Netns, name: &str, ports: &[u16]) {
+        for &port in ports {
+            let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+            let hello = format!("{name} {port} saw");
+            for t in [Transport::Tcp, Transport::Udp] {
+                self.servers
+                    .push(WhoamiServer::spawn(ns, t, any, &hello).expect("container server"));
+            }
+        }
+    }
+
+    fn nat_list(&self) -> String {
+        cli(&self.lab, &["nat", "list"])
+    }
+
+    /// Waits (10 s at most) until `nat list` shows a rule from `origin`.
+    fn wait_for_rule(&self, origin: &str) {
+        self.wait_until(Duration::from_secs(10), |text| text.contains(origin))
+            .unwrap_or_else(|text| panic!("no rule from {origin}:\n{text}\n{}", self.logs()));
+    }
+
+    /// Polls `nat list` until `done` holds; the last listing either way.
+    fn wait_until(&self, limit: Duration, done: impl Fn(&str) -> bool) -> Result<String, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = self.nat_list();
+            if done(&text) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                return Err(text);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "netbpf:\n{}\ndockerd:\n{}",
+            self.lab.daemon_log(),
+            self.docker.log()
+        )
+    }
+
+    fn outside_tcp(&self, port: u16) -> Result<SocketAddrV4, String> {
+        let answer = lab::tcp_whoami(&self.lab.outside, SocketAddrV4::new(UPLINK_ADDR, port))
+            .map_err(|e| e.to_string())?;
+        parse_whoami(&answer).ok_or(answer)
+    }
+}
+
+fn require() -> bool {
+    common::require_root("docker tests") && dockerd::prerequisites()
+}
+
+#[test]
+fn docker_run_p_is_published_masqueraded_and_unpublished_on_stop() {
+    if !require() {
+        return;
+    }
+    let mut s = Setup::new("run");
+    let web = s.run(
+        "web",
+        &[
+            "-p",
+            "8080:4000",
+            "-p",
+            "8080:4000/udp",
+            "-p",
+            "8000-8002:4000-4002",
+            "-p",
+            &format!("{UPLINK_ADDR}:8181:4000"),
+        ],
+        &[4000, 4001, 4002],
+    );
+    s.wait_for_rule("docker:web");
+    let text = s.nat_list();
+    for line in [
+        format!("tcp    *:8080            {web}:4000"),
+        format!("udp    *:8080            {web}:4000"),
+        format!("tcp    *:8000-8002       {web}:4000-4002"),
+        format!("tcp    {UPLINK_ADDR}:8181  {web}:4000"),
+        "172.17.0.0/16".to_owned(),
+    ] {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            text.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.windows(words.len()).any(|w| w == words.as_slice())
+            }),
+            "{line:?} missing in\n{text}"
+        );
+    }
+    assert!(
+        text.contains("docker:web") && text.contains("config"),
+        "{text}"
+    );
+
+    // The outside reaches the container and is seen with its own address.
+    for (port, expect) in [(8080, "web 4000"), (8001, "web 4001"), (8181, "web 4000")] {
+        let dst = SocketAddrV4::new(UPLINK_ADDR, port);
+        let answer = lab::tcp_whoami(&s.lab.outside, dst)
+            .unwrap_or_else(|e| panic!("tcp {dst}: {e}\n{}", s.logs()));
+        assert!(answer.starts_with(expect), "{dst}: {answer}");
+        assert_eq!(parse_whoami(&answer).map(|a| *a.ip()), Some(OUTSIDE_ADDR));
+    }
+    let answer = lab::udp_whoami(&s.lab.outside, 0, SocketAddrV4::new(UPLINK_ADDR, 8080))
+        .expect("udp to the published port");
+    assert_eq!(
+        parse_whoami(&answer).map(|a| *a.ip()),
+        Some(OUTSIDE_ADDR),
+        "{answer}"
+    );
+
+    // The container goes out as the host.
+    let out = SocketAddrV4::new(OUTSIDE_ADDR, 4000);
+    let seen = lab::tcp_whoami(&s.containers[0], out).expect("container to outside");
+    assert_eq!(
+        parse_whoami(&seen).map(|a| *a.ip()),
+        Some(UPLINK_ADDR),
+        "{seen}"
+    );
+
+    // Hairpin: another container reaches web through the host's address.
+    s.run("peer", &[], &[]);
+    let answer = lab::tcp_whoami(&s.containers[1], SocketAddrV4::new(UPLINK_ADDR, 8080))
+        .unwrap_or_else(|e| panic!("hairpin: {e}\n{}", s.logs()));
+    assert!(answer.starts_with("web 4000"), "{answer}");
+
+    // docker stop: the rules go within a second, the port stops answering.
+    s.docker.docker(&["stop", "-t", "1", "web"]);
+    let stopped = Instant::now();
+    s.wait_until(Duration::from_secs(1), |t| !t.contains("docker:web"))
+        .unwrap_or_else(|t| panic!("web's rules still there 1 s after docker stop:\n{t}"));
+    assert!(stopped.elapsed() <= Duration::from_secs(1));
+    assert!(
+        s.outside_tcp(8080).is_err(),
+        "8080 still answers after docker stop"
+    );
+    let text = s.nat_list();
+    assert!(text.contains("docker:network:bridge"), "{text}");
+}
+
+/// A line echo server on the outside machine, port 4100.
+fn echo_server(lab: &Lab) {
+    let listener = lab
+        .outside
+        .run(|| TcpListener::bind(SocketAddrV4::new(OUTSIDE_ADDR, 4100)))
+        .expect("netns")
+        .expect("bind");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let Ok(mut out) = stream.try_clone() else {
+                    return;
+                };
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    if writeln!(out, "{line}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn echo(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, what: &str) -> String {
+    writeln!(stream, "{what}").unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    line.trim().to_owned()
+}
+
+#[test]
+fn restarts_of_netbpf_and_of_dockerd_keep_flows_and_leave_nothing_stale() {
+    if !require() {
+        return;
+    }
+    let mut s = Setup::new("rs");
+    echo_server(&s.lab);
+    s.run("keep", &["--restart", "always", "-p", "8090:4000"], &[4000]);
+    s.run("gone", &["-p", "8091:4000"], &[4000]);
+    s.wait_for_rule("docker:gone");
+    s.wait_for_rule("docker:keep");
+    // A masqueraded connection from the container, open across restarts.
+    let mut stream = s.containers[0]
+        .run(|| TcpStream::connect(SocketAddrV4::new(OUTSIDE_ADDR, 4100)))
+        .expect("netns")
+        .expect("connect to the echo server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    assert_eq!(echo(&mut stream, &mut reader, "before"), "before");
+
+    // netbpf restarted while containers run: flows and rules kept.
+    let before = s.nat_list();
+    s.lab.stop_daemon().expect("stop");
+    let socket = s.docker.socket.display().to_string();
+    s.lab
+        .start_daemon_with(exe(), "", &["--docker", &socket])
+        .expect("restart");
+    let after = s.nat_list();
+    for origin in ["docker:keep", "docker:gone", "docker:network:bridge"] {
+        assert!(
+            after.contains(origin),
+            "{origin} lost on restart:\n{before}\n{after}"
+        );
+    }
+    assert_eq!(
+        echo(&mut stream, &mut reader, "after netbpf"),
+        "after netbpf"
+    );
+    assert!(
+        s.outside_tcp(8090).is_ok(),
+        "8090 after the netbpf restart\n{}",
+        s.logs()
+    );
+
+    // dockerd restarted: `gone` does not come back, `keep` does; the
+    // resync removes what is gone.
+    s.docker.stop();
+    s.docker.restart();
+    let text = s
+        .wait_until(Duration::from_secs(20), |t| {
+            !t.contains("docker:gone") && t.contains("docker:keep")
+        })
+        .unwrap_or_else(|t| panic!("not resynced after dockerd restarted:\n{t}\n{}", s.logs()));
+    assert!(!text.contains(":8091"), "{text}");
+    let ns = format!("{}-keep2", s.lab.prefix);
+    let keep = s.docker.attach("keep", &ns);
+    s.serve(&keep, "keep", &[4000]);
+    s.containers.push(keep);
+    let answer = s
+        .outside_tcp(8090)
+        .unwrap_or_else(|e| panic!("8090 after dockerd restarted: {e}\n{}", s.logs()));
+    assert_eq!(*answer.ip(), OUTSIDE_ADDR);
+    assert!(
+        s.outside_tcp(8091).is_err(),
+        "8091 answers though gone is stopped"
+    );
+}
