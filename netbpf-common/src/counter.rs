@@ -161,11 +161,14 @@ pub enum Counter {
     /// ICMP errors about NAT flows handed to the stack instead of the fast
     /// path (translated on the uplink as before). Not a drop.
     FastPathIcmpError,
+    /// Packets from one isolated container network to another (Docker's
+    /// DOCKER-ISOLATION): dropped at the container-side interface.
+    DropIsolated,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::FastPathIcmpError as u32 + 1;
+    pub const COUNT: u32 = Counter::DropIsolated as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -223,6 +226,7 @@ impl Counter {
         Counter::FastPathNotForwarded,
         Counter::FastPathFragment,
         Counter::FastPathIcmpError,
+        Counter::DropIsolated,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -282,6 +286,7 @@ impl Counter {
             Counter::FastPathNotForwarded => "fast_path_not_forwarded",
             Counter::FastPathFragment => "fast_path_fragment",
             Counter::FastPathIcmpError => "fast_path_icmp_error",
+            Counter::DropIsolated => "drop_isolated",
         }
     }
 

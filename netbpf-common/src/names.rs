@@ -79,9 +79,12 @@ pub mod map_names {
     /// LRU hash: [`crate::HopKey`] → [`crate::HopValue`], the fast path's
     /// cache of `bpf_fib_lookup` answers.
     pub const FAST_HOPS: &str = "FAST_HOPS";
+    /// LPM trie: container network subnet → [`crate::IsolationNet`]
+    /// (isolation between networks, written by the Docker follower).
+    pub const ISOLATION: &str = "ISOLATION";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -104,6 +107,7 @@ pub mod map_names {
         SOURCE_BUDGET,
         HAIRPIN_FRAGS,
         FAST_HOPS,
+        ISOLATION,
         CSUM_SCRATCH,
         STATS,
         PORT_PROBES,
@@ -114,6 +118,8 @@ pub mod map_names {
 pub mod capacity {
     /// Masquerade CIDRs.
     pub const MASQ_RULES: u32 = 1024;
+    /// Isolated container network subnets.
+    pub const ISOLATION: u32 = 1024;
     /// Published-port trie entries (a range takes at most 30).
     pub const PUBLISH: u32 = 16384;
     /// Host addresses.

@@ -78,6 +78,11 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState) -> Applied {
     for line in &desired.refused {
         warn!("{line}");
     }
+    match control::isolation_set(&pin_dir, &desired.isolation) {
+        Ok(0) => {}
+        Ok(n) => info!("docker: {n} isolation entr(ies) changed between bridge networks"),
+        Err(e) => warn!("docker: isolating networks: {:#}", anyhow::Error::from(e)),
+    }
     report.refused = desired.refused.len();
     // Whether a rule is in the datapath now (a rule Docker held may have
     // been removed by hand, or by `netbpf down`).

@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 
 use crate::config::{Ipv4Cidr, Proto};
 
-/// A Docker network with the bridge driver.
+/// A Docker network with the bridge driver; networks are isolated from
+/// each other as Docker's DOCKER-ISOLATION chains isolate them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
     /// Docker's name (`bridge` for the default one).
@@ -61,6 +62,17 @@ pub struct DockerState {
     pub networks: Vec<Network>,
     /// Running containers, by name.
     pub containers: Vec<Container>,
+}
+
+impl Network {
+    /// The network's number in the isolation map: stable across reads and
+    /// restarts (a hash of its name, which dockerd keeps unique), never 0.
+    pub fn isolation_id(&self) -> u32 {
+        let hash = self.name.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        hash.max(1)
+    }
 }
 
 /// Docker's boolean option text: anything but `false`/`0` is on, as the

@@ -36,6 +36,8 @@ pub struct Desired {
     pub entries: Vec<OwnedEntry>,
     /// One line per refused rule, naming both sides of a conflict.
     pub refused: Vec<String>,
+    /// Every bridge network's subnets with its isolation number.
+    pub isolation: Vec<(Ipv4Cidr, u32)>,
 }
 
 /// The origin of a container's rules.
@@ -61,6 +63,8 @@ pub fn translate(state: &DockerState, others: &Others) -> Desired {
                 name: n.bridge.clone(),
             },
         });
+        out.isolation
+            .extend(n.subnets.iter().map(|s| (*s, n.isolation_id())));
         if !n.masquerade || n.internal {
             continue;
         }

@@ -62,14 +62,13 @@ impl Setup {
 
     /// `docker run` a container with `args` (`-p ...`) and whoami servers
     /// on its `ports` (TCP and UDP) answering `"NAME PORT saw"`.
-    fn run(&mut self, name: &str, args: &[&str], ports: &[u16]) -> Ipv4Addr {
+    fn run(&mut self, name: &str, args: &[&str], ports: &[u16]) {
         let ns = format!("{}-{name}", self.lab.prefix);
         let mut full = vec!["--stop-timeout", "1"];
         full.extend_from_slice(args);
         let netns = self.docker.run(name, &full, &ns);
         self.serve(&netns, name, ports);
         self.containers.push(netns);
-        self.docker.addr(name, "bridge")
     }
 
     fn serve(&mut self, ns: &Netns, name: &str, ports: &[u16]) {
@@ -133,7 +132,7 @@ fn docker_run_p_is_published_masqueraded_and_unpublished_on_stop() {
         return;
     }
     let mut s = Setup::new("run");
-    let web = s.run(
+    s.run(
         "web",
         &[
             "-p",
@@ -148,6 +147,7 @@ fn docker_run_p_is_published_masqueraded_and_unpublished_on_stop() {
         &[4000, 4001, 4002],
     );
     s.wait_for_rule("docker:web");
+    let web = s.docker.addr("web", "bridge");
     let text = s.nat_list();
     for line in [
         format!("tcp    *:8080            {web}:4000"),
@@ -316,4 +316,41 @@ fn restarts_of_netbpf_and_of_dockerd_keep_flows_and_leave_nothing_stale() {
         s.outside_tcp(8091).is_err(),
         "8091 answers though gone is stopped"
     );
+}
+
+#[test]
+fn user_defined_networks_are_isolated_except_through_published_ports() {
+    if !require() {
+        return;
+    }
+    let mut s = Setup::new("iso");
+    s.docker.docker(&["network", "create", "nbdk-a"]);
+    s.docker.docker(&["network", "create", "nbdk-b"]);
+    s.wait_for_rule("docker:network:nbdk-b");
+    s.run("ca", &["--network", "nbdk-a"], &[4000]);
+    s.run("cb", &["--network", "nbdk-b", "-p", "8300:4000"], &[4000]);
+    s.wait_for_rule("docker:cb");
+    let a = s.docker.addr("ca", "nbdk-a");
+    let b = s.docker.addr("cb", "nbdk-b");
+    // Each reaches the outside as the host (both networks are masqueraded).
+    let out = SocketAddrV4::new(OUTSIDE_ADDR, 4000);
+    for c in &s.containers {
+        let seen = lab::tcp_whoami(c, out).unwrap_or_else(|e| panic!("out: {e}\n{}", s.logs()));
+        assert_eq!(
+            parse_whoami(&seen).map(|x| *x.ip()),
+            Some(UPLINK_ADDR),
+            "{seen}"
+        );
+    }
+    // Not to each other directly, either way.
+    for (from, to) in [(0, b), (1, a)] {
+        let direct = lab::tcp_whoami(&s.containers[from], SocketAddrV4::new(to, 4000));
+        assert!(direct.is_err(), "{to} reached across networks: {direct:?}");
+    }
+    let stats = netbpf::maps::read_stats(&s.lab.pin_dir).expect("stats");
+    assert!(stats.get(netbpf_common::Counter::DropIsolated) > 0);
+    // Through b's published port on the host's address: yes.
+    let answer = lab::tcp_whoami(&s.containers[0], SocketAddrV4::new(UPLINK_ADDR, 8300))
+        .unwrap_or_else(|e| panic!("a to b's published port: {e}\n{}", s.logs()));
+    assert!(answer.starts_with("cb 4000"), "{answer}");
 }
