@@ -65,6 +65,12 @@ pub fn translate(state: &DockerState, others: &Others) -> Desired {
         });
         out.isolation
             .extend(n.subnets.iter().map(|s| (*s, n.isolation_id())));
+        if !n.icc {
+            out.refused.push(format!(
+                "{origin}: enable_icc=false is not enforced: containers on one bridge talk \
+                 inside the bridge, where netbpf's programs do not run (docs/docker.md)"
+            ));
+        }
         if !n.masquerade || n.internal {
             continue;
         }
