@@ -185,6 +185,7 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
     let capacity = config.conntrack.capacity;
     let mut gc = tokio::time::interval(options.gc_interval.max(Duration::from_secs(1)));
     let mut orphans = conntrack::Orphans::new();
+    let mut last_docker: Option<DockerState> = None;
     info!("running; Ctrl-C or SIGTERM stops");
     notify::tell(notify::READY);
     loop {
@@ -195,14 +196,17 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
                 notify::tell(notify::RELOADING);
                 if let Some(config) = reload(&mut datapath, &options.config) {
                     register_config(&pin_dir, &config);
+                    // The config wins over Docker: what it now holds is
+                    // refused to Docker, what it freed goes to Docker.
+                    if let Some(state) = &last_docker {
+                        apply_docker(&mut datapath, state);
+                    }
                 }
                 notify::tell(notify::READY);
             }
             Some(state) = next_read(&mut docker_reads) => {
-                let r = docker::apply(&mut datapath, &state);
-                if r.added + r.removed + r.refused > 0 {
-                    info!("docker: {} rule(s) added, {} removed, {} refused", r.added, r.removed, r.refused);
-                }
+                apply_docker(&mut datapath, &state);
+                last_docker = Some(state);
             }
             _ = routing_sync.tick() => {
                 if let Err(e) = datapath.sync_routing() {
@@ -260,6 +264,17 @@ async fn next_read(
     match reads {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Applies a read of Docker's state, saying what changed.
+fn apply_docker(datapath: &mut Datapath, state: &DockerState) {
+    let r = docker::apply(datapath, state);
+    if r.added + r.removed + r.refused > 0 {
+        info!(
+            "docker: {} rule(s) added, {} removed, {} refused",
+            r.added, r.removed, r.refused
+        );
     }
 }
 
