@@ -46,7 +46,7 @@ fn docker_run_p_is_published_masqueraded_and_unpublished_on_stop() {
         &[4000, 4001, 4002],
     );
     s.wait_for_rule("docker:web");
-    let web = s.docker.addr("web", "bridge");
+    let web = s.docker.addr("web", "bridge").expect("address");
     let text = s.nat_list();
     for line in [
         format!("tcp    *:8080            {web}:4000"),
@@ -101,7 +101,9 @@ fn docker_run_p_is_published_masqueraded_and_unpublished_on_stop() {
     assert!(answer.starts_with("web 4000"), "{answer}");
 
     // docker stop: the rules go within a second, the port stops answering.
-    s.docker.docker(&["stop", "-t", "1", "web"]);
+    s.docker
+        .docker(&["stop", "-t", "1", "web"])
+        .expect("docker");
     let stopped = Instant::now();
     s.wait_until(Duration::from_secs(1), |t| !t.contains("docker:web"))
         .unwrap_or_else(|t| panic!("web's rules still there 1 s after docker stop:\n{t}"));
@@ -196,7 +198,7 @@ fn restarts_of_netbpf_and_of_dockerd_keep_flows_and_leave_nothing_stale() {
     // dockerd restarted: `gone` does not come back, `keep` does; the
     // resync removes what is gone.
     s.docker.stop();
-    s.docker.restart();
+    s.docker.restart().expect("dockerd restart");
     let text = s
         .wait_until(Duration::from_secs(20), |t| {
             !t.contains("docker:gone") && t.contains("docker:keep")
@@ -204,7 +206,7 @@ fn restarts_of_netbpf_and_of_dockerd_keep_flows_and_leave_nothing_stale() {
         .unwrap_or_else(|t| panic!("not resynced after dockerd restarted:\n{t}\n{}", s.logs()));
     assert!(!text.contains(":8091"), "{text}");
     let ns = format!("{}-keep2", s.lab.prefix);
-    let keep = s.docker.attach("keep", &ns);
+    let keep = s.docker.attach("keep", &ns).expect("attach");
     s.serve(&keep, "keep", &[4000]);
     s.containers.push(keep);
     let answer = s
@@ -223,14 +225,18 @@ fn user_defined_networks_are_isolated_except_through_published_ports() {
         return;
     }
     let mut s = Setup::new("iso");
-    s.docker.docker(&["network", "create", "nbdk-a"]);
-    s.docker.docker(&["network", "create", "nbdk-b"]);
+    s.docker
+        .docker(&["network", "create", "nbdk-a"])
+        .expect("docker");
+    s.docker
+        .docker(&["network", "create", "nbdk-b"])
+        .expect("docker");
     s.wait_for_rule("docker:network:nbdk-b");
     s.run("ca", &["--network", "nbdk-a"], &[4000]);
     s.run("cb", &["--network", "nbdk-b", "-p", "8300:4000"], &[4000]);
     s.wait_for_rule("docker:cb");
-    let a = s.docker.addr("ca", "nbdk-a");
-    let b = s.docker.addr("cb", "nbdk-b");
+    let a = s.docker.addr("ca", "nbdk-a").expect("address");
+    let b = s.docker.addr("cb", "nbdk-b").expect("address");
     // Each reaches the outside as the host (both networks are masqueraded).
     let out = SocketAddrV4::new(OUTSIDE_ADDR, 4000);
     for c in &s.containers {

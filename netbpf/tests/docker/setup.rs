@@ -8,13 +8,13 @@ use std::{
 };
 
 use netbpf::{
-    lab::{self, Lab, OUTSIDE_ADDR, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami},
+    lab::{self, Dockerd, Lab, OUTSIDE_ADDR, Transport, UPLINK_ADDR, WhoamiServer, parse_whoami},
     netns::Netns,
 };
 
 use super::{
     common::{self, cli, exe},
-    dockerd::{self, Dockerd},
+    dockerd,
 };
 
 /// Everything one test runs; fields drop in order: containers' names,
@@ -48,9 +48,9 @@ impl Setup {
         let args = ["--docker", socket.as_str()];
         let docker = if netbpf_first {
             lab.start_daemon_with(exe(), extra, &args).expect("daemon");
-            Dockerd::start(&lab.host, &dir)
+            Dockerd::start(&lab.host, &dir).expect("dockerd")
         } else {
-            let docker = Dockerd::start(&lab.host, &dir);
+            let docker = Dockerd::start(&lab.host, &dir).expect("dockerd");
             lab.start_daemon_with(exe(), extra, &args).expect("daemon");
             docker
         };
@@ -68,9 +68,7 @@ impl Setup {
     /// on its `ports` (TCP and UDP) answering `"NAME PORT saw"`.
     pub fn run(&mut self, name: &str, args: &[&str], ports: &[u16]) {
         let ns = format!("{}-{name}", self.lab.prefix);
-        let mut full = vec!["--stop-timeout", "1"];
-        full.extend_from_slice(args);
-        let netns = self.docker.run(name, &full, &ns);
+        let netns = self.docker.run(name, args, &ns).expect("docker run");
         self.serve(&netns, name, ports);
         self.containers.push(netns);
     }
