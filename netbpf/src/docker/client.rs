@@ -205,3 +205,32 @@ fn container(c: &ContainerInspectResponse, networks: &[Network]) -> Option<Conta
         bindings,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    /// A socket that is missing, or that answers but is not Docker: an
+    /// error naming the socket (the follower warns and retries).
+    #[tokio::test]
+    async fn a_missing_socket_or_not_docker_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("netbpf-docker-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let missing = dir.join("missing.sock");
+        let e = super::connect(&missing).await.expect_err("no socket");
+        assert!(e.to_string().contains("missing.sock"), "{e}");
+        let path = dir.join("not-docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+            }
+        });
+        let e = super::connect(&path).await.expect_err("not docker");
+        assert!(e.to_string().contains("not-docker.sock"), "{e}");
+        let _ = server.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
