@@ -186,6 +186,8 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
     let mut gc = tokio::time::interval(options.gc_interval.max(Duration::from_secs(1)));
     let mut orphans = conntrack::Orphans::new();
     let mut last_docker: Option<DockerState> = None;
+    // Docker's refusals already logged, so that each is said once.
+    let mut docker_told: Vec<String> = Vec::new();
     info!("running; Ctrl-C or SIGTERM stops");
     notify::tell(notify::READY);
     loop {
@@ -199,13 +201,13 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
                     // The config wins over Docker: what it now holds is
                     // refused to Docker, what it freed goes to Docker.
                     if let Some(state) = &last_docker {
-                        apply_docker(&mut datapath, state);
+                        apply_docker(&mut datapath, state, &mut docker_told);
                     }
                 }
                 notify::tell(notify::READY);
             }
             Some(state) = next_read(&mut docker_reads) => {
-                apply_docker(&mut datapath, &state);
+                apply_docker(&mut datapath, &state, &mut docker_told);
                 last_docker = Some(state);
             }
             _ = routing_sync.tick() => {
@@ -268,8 +270,8 @@ async fn next_read(
 }
 
 /// Applies a read of Docker's state, saying what changed.
-fn apply_docker(datapath: &mut Datapath, state: &DockerState) {
-    let r = docker::apply(datapath, state);
+fn apply_docker(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String>) {
+    let r = docker::apply(datapath, state, told);
     if r.added + r.removed + r.refused > 0 {
         info!(
             "docker: {} rule(s) added, {} removed, {} refused",

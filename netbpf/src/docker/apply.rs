@@ -29,13 +29,15 @@ pub struct Applied {
     pub added: usize,
     /// Rules (and bridges) removed.
     pub removed: usize,
-    /// Rules refused (conflicts, invalid); each was logged.
+    /// Rules newly refused (conflicts, invalid); each was logged.
     pub refused: usize,
 }
 
 /// Applies `state` to `datapath`; failures of single rules are logged and
-/// counted, not returned (the rest is still applied).
-pub fn apply(datapath: &mut Datapath, state: &DockerState) -> Applied {
+/// counted, not returned (the rest is still applied). A refusal already
+/// in `told` (the previous pass's) is not logged again; `told` becomes
+/// this pass's.
+pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String>) -> Applied {
     let pin_dir = datapath.pin_dir().to_owned();
     let mut report = Applied::default();
     let previous = match owners::read(&pin_dir, DOCKER_OWNER) {
@@ -75,15 +77,16 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState) -> Applied {
         }
     }
     let desired = translate(state, &others);
-    for line in &desired.refused {
+    for line in desired.refused.iter().filter(|l| !told.contains(l)) {
         warn!("{line}");
+        report.refused += 1;
     }
+    told.clone_from(&desired.refused);
     match control::isolation_set(&pin_dir, &desired.isolation) {
         Ok(0) => {}
         Ok(n) => info!("docker: {n} isolation entr(ies) changed between bridge networks"),
         Err(e) => warn!("docker: isolating networks: {:#}", anyhow::Error::from(e)),
     }
-    report.refused = desired.refused.len();
     // Whether a rule is in the datapath now (a rule Docker held may have
     // been removed by hand, or by `netbpf down`).
     let present = |rule: &OwnedRule, datapath: &Datapath| match rule {
