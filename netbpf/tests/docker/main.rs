@@ -100,6 +100,12 @@ fn docker_run_p_is_published_masqueraded_and_unpublished_on_stop() {
         .unwrap_or_else(|e| panic!("hairpin: {e}\n{}", s.logs()));
     assert!(answer.starts_with("web 4000"), "{answer}");
 
+    // The host reaches its own published port (Docker's OUTPUT DNAT; here
+    // the socket hooks).
+    let answer = lab::tcp_whoami(&s.lab.host, SocketAddrV4::new(UPLINK_ADDR, 8080))
+        .unwrap_or_else(|e| panic!("from the host: {e}\n{}", s.logs()));
+    assert!(answer.starts_with("web 4000"), "{answer}");
+
     // docker stop: the rules go within a second, the port stops answering.
     s.docker
         .docker(&["stop", "-t", "1", "web"])
