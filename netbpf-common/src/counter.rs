@@ -186,11 +186,14 @@ pub enum Counter {
     /// writes it (a veth uplink's peer with checksum offload; only tc sees
     /// the skb's checksum state). Not a drop.
     XdpPassChecksum,
+    /// Packets from one isolated container network to another (Docker's
+    /// DOCKER-ISOLATION): dropped at the container-side interface.
+    DropIsolated,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::XdpPassChecksum as u32 + 1;
+    pub const COUNT: u32 = Counter::DropIsolated as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -254,6 +257,7 @@ impl Counter {
         Counter::XdpPassMtu,
         Counter::XdpPassNotForwarded,
         Counter::XdpPassChecksum,
+        Counter::DropIsolated,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -319,6 +323,7 @@ impl Counter {
             Counter::XdpPassMtu => "xdp_pass_mtu",
             Counter::XdpPassNotForwarded => "xdp_pass_not_forwarded",
             Counter::XdpPassChecksum => "xdp_pass_checksum",
+            Counter::DropIsolated => "drop_isolated",
         }
     }
 

@@ -87,9 +87,12 @@ pub mod map_names {
     /// interfaces the uplink's XDP program may redirect to (written by
     /// userspace: those that take XDP frames without loss).
     pub const XDP_TARGETS: &str = "XDP_TARGETS";
+    /// LPM trie: container network subnet → [`crate::IsolationNet`]
+    /// (isolation between networks, written by the Docker follower).
+    pub const ISOLATION: &str = "ISOLATION";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -113,6 +116,7 @@ pub mod map_names {
         HAIRPIN_FRAGS,
         FAST_HOPS,
         XDP_TARGETS,
+        ISOLATION,
         CSUM_SCRATCH,
         STATS,
         PORT_PROBES,
@@ -123,6 +127,8 @@ pub mod map_names {
 pub mod capacity {
     /// Masquerade CIDRs.
     pub const MASQ_RULES: u32 = 1024;
+    /// Isolated container network subnets.
+    pub const ISOLATION: u32 = 1024;
     /// Published-port trie entries (a range takes at most 30).
     pub const PUBLISH: u32 = 16384;
     /// Host addresses.

@@ -31,7 +31,7 @@ use crate::{
     nat,
     parse::{self, L4, Packet},
     rewrite::{self, Side},
-    rules::{is_icmp_error, published},
+    rules::{self, is_icmp_error, published},
     stats,
     tuple::Tuple,
 };
@@ -40,6 +40,9 @@ use crate::{
 /// outside endpoints, else left to the stack (and to the uplink programs).
 #[inline(always)]
 pub(crate) fn inside(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
+    if rules::isolated(pkt.src, pkt.dst) {
+        return Err(Counter::DropIsolated);
+    }
     let (src, dst) = match pkt.l4 {
         L4::Ports { src, dst, .. } => (src, dst),
         L4::Fragment => return fragment(ctx, pkt),

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
-    FragValue, HairpinFrag, HopKey, HopValue, MappingValue, MasqPrefix, MasqRule,
+    FragValue, HairpinFrag, HopKey, HopValue, IsolationNet, MappingValue, MasqPrefix, MasqRule,
     PORT_PROBE_BUCKETS, PublishKey, PublishRule, Settings, SockRevKey, SockRevValue, capacity,
 };
 
@@ -23,6 +23,11 @@ pub(crate) static MASQ_RULES: LpmTrie<MasqPrefix, MasqRule> =
 #[map]
 pub(crate) static PUBLISH: LpmTrie<PublishKey, PublishRule> =
     LpmTrie::with_max_entries(capacity::PUBLISH, 0);
+
+/// Isolated container networks' subnets, written by userspace.
+#[map]
+pub(crate) static ISOLATION: LpmTrie<[u8; 4], IsolationNet> =
+    LpmTrie::with_max_entries(capacity::ISOLATION, 0);
 
 /// The host's own addresses, written by userspace.
 #[map]

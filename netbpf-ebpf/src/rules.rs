@@ -7,7 +7,7 @@ use netbpf_common::{Counter, PUBLISH_KEY_BITS, PublishKey, PublishRule};
 
 use crate::{
     Verdict,
-    maps::{LOCAL_ADDRS, MASQ_RULES, PUBLISH},
+    maps::{ISOLATION, LOCAL_ADDRS, MASQ_RULES, PUBLISH},
     parse::{ICMP_DEST_UNREACH, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, Packet},
 };
 
@@ -18,6 +18,18 @@ pub(crate) fn is_icmp_error(icmp_type: u8) -> bool {
         icmp_type,
         ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
     )
+}
+
+/// Whether a packet from `src` to `dst` goes between two isolated
+/// container networks.
+#[inline(always)]
+pub(crate) fn isolated(src: [u8; 4], dst: [u8; 4]) -> bool {
+    let net = |addr| ISOLATION.get(&Key::new(32, addr)).copied();
+    // One lookup in an empty trie (no Docker) is all most packets cost.
+    let Some(from) = net(src) else {
+        return false;
+    };
+    netbpf_common::isolated(Some(from), net(dst))
 }
 
 /// Whether `addr` is behind the NAT (inside a masquerade CIDR).

@@ -13,7 +13,7 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use aya::maps::{LpmTrie, Map, MapData, MapError, lpm_trie::Key};
-use netbpf_common::{MasqPrefix, MasqRule, PublishKey, PublishRule, map_names};
+use netbpf_common::{IsolationNet, MasqPrefix, MasqRule, PublishKey, PublishRule, map_names};
 
 use crate::{
     config::{
@@ -221,6 +221,41 @@ pub fn masquerade_del(pin_dir: &Path, source: Ipv4Cidr) -> Result<(), ControlErr
         source.addr.octets(),
     ))
     .map_err(|source| ControlError::Map { name, source })
+}
+
+/// Replaces the isolated container networks (`ISOLATION`): each subnet
+/// with its network's non-zero number; packets between two numbered
+/// networks are dropped. Entries not listed are removed. Returns how many
+/// entries changed.
+pub fn isolation_set(pin_dir: &Path, nets: &[(Ipv4Cidr, u32)]) -> Result<usize, ControlError> {
+    let name = map_names::ISOLATION;
+    let mut trie: LpmTrie<MapData, [u8; 4], IsolationNet> = trie(pin_dir, name)?;
+    let held: Vec<(Key<[u8; 4]>, IsolationNet)> = trie.iter().filter_map(Result::ok).collect();
+    let mut changed = 0;
+    for (cidr, id) in nets {
+        let key = Key::new(u32::from(cidr.prefix_len), cidr.addr.octets());
+        let value = IsolationNet { id: *id };
+        let same = held.iter().any(|(k, v)| {
+            k.prefix_len() == key.prefix_len() && k.data() == key.data() && *v == value
+        });
+        if !same {
+            trie.insert(&key, &value, 0)
+                .map_err(|source| ControlError::Map { name, source })?;
+            changed += 1;
+        }
+    }
+    for (k, _) in &held {
+        let wanted = nets
+            .iter()
+            .any(|(c, _)| u32::from(c.prefix_len) == k.prefix_len() && c.addr.octets() == k.data());
+        if !wanted {
+            match trie.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => changed += 1,
+                Err(source) => return Err(ControlError::Map { name, source }),
+            }
+        }
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod containers;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod docker;
 pub mod earlydrop;
 pub mod events;
 pub mod explain;
@@ -39,7 +40,10 @@ pub mod neigh;
 pub mod netdev;
 #[cfg(feature = "lab")]
 pub mod netns;
+pub mod notify;
 pub mod occupancy;
+pub mod origins;
+pub mod owners;
 pub mod pins;
 pub mod rows;
 pub mod rtnl;

@@ -286,6 +286,7 @@ impl Drop for Host {
         }
         // The datapath stays pinned after the daemon stops: remove it.
         let _ = maps::unpin_all(&self.pin_dir);
+        let _ = crate::owners::remove_all(&self.pin_dir);
     }
 }
 
@@ -329,6 +330,7 @@ impl MultiHost {
             fs::create_dir_all(&hdir).map_err(io_err(format!("creating {}", hdir.display())))?;
             let pin_dir = PathBuf::from("/sys/fs/bpf").join(format!("{prefix}-h{h}"));
             let _ = maps::unpin_all(&pin_dir);
+            let _ = crate::owners::remove_all(&pin_dir);
             let mut host = Host {
                 containers: Vec::new(),
                 ns,

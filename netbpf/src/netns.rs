@@ -92,6 +92,19 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Names the network namespace of process `pid` (a container's, made
+    /// by Docker) `name`, with `ip netns attach`; dropping it removes the
+    /// name only, the namespace lives as long as its processes.
+    pub fn attach(name: &str, pid: u32) -> Result<Self, NetnsError> {
+        if Path::new("/run/netns").join(name).exists() {
+            let _ = run("ip", &["netns", "del", name]);
+        }
+        run("ip", &["netns", "attach", name, &pid.to_string()])?;
+        Ok(Self {
+            name: name.to_owned(),
+        })
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -22,11 +22,14 @@ pub struct MasqRow {
     pub port_min: Option<u16>,
     /// Last port of the SNAT range (`null` when class-preserving).
     pub port_max: Option<u16>,
+    /// Who added it: `config`, `docker:network:<name>`, `live` (see
+    /// [`crate::owners`]).
+    pub origin: String,
 }
 
 impl MasqRow {
     /// Table header matching [`MasqRow::cells`].
-    pub const HEADER: [&'static str; 3] = ["SOURCE", "TO", "PORTS"];
+    pub const HEADER: [&'static str; 4] = ["SOURCE", "TO", "PORTS", "ORIGIN"];
 
     /// Builds the row of one trie entry.
     pub fn new(e: &MasqEntry) -> Self {
@@ -37,6 +40,7 @@ impl MasqRow {
             port_mode: if class { "class-preserving" } else { "range" },
             port_min: (!class).then_some(e.rule.port_min),
             port_max: (!class).then_some(e.rule.port_max),
+            origin: crate::owners::LIVE_ORIGIN.to_owned(),
         }
     }
 
@@ -46,7 +50,12 @@ impl MasqRow {
             (Some(a), Some(b)) => port_span(a, b),
             _ => self.port_mode.to_owned(),
         };
-        vec![self.source.clone(), self.to_addr.to_string(), ports]
+        vec![
+            self.source.clone(),
+            self.to_addr.to_string(),
+            ports,
+            self.origin.clone(),
+        ]
     }
 }
 
@@ -78,11 +87,13 @@ pub struct PublishRow {
     /// changed by hand, or is being written): the row shows what the
     /// datapath would translate.
     pub complete: bool,
+    /// Who added it: `config`, `docker:<container>`, `live`.
+    pub origin: String,
 }
 
 impl PublishRow {
     /// Table header matching [`PublishRow::cells`].
-    pub const HEADER: [&'static str; 3] = ["PROTO", "HOST", "CONTAINER"];
+    pub const HEADER: [&'static str; 4] = ["PROTO", "HOST", "CONTAINER", "ORIGIN"];
 
     /// The row as table cells.
     pub fn cells(&self) -> Vec<String> {
@@ -106,6 +117,7 @@ impl PublishRow {
                 port_span(self.host_port_min, self.host_port_max)
             ),
             to,
+            self.origin.clone(),
         ]
     }
 }
@@ -165,6 +177,7 @@ pub fn publish_rows(entries: &[PublishEntry]) -> Vec<PublishRow> {
             to_port_max: to_of(hi),
             trie_entries: n,
             complete: lo == min && hi == max,
+            origin: crate::owners::LIVE_ORIGIN.to_owned(),
         });
     };
     for (group, lo, hi) in blocks {
@@ -205,7 +218,8 @@ pub struct NatRules {
 }
 
 impl NatRules {
-    /// Reads the rules pinned in `dir`.
+    /// Reads the rules pinned in `dir`, every origin `live`
+    /// ([`crate::origins::nat_rules`] reads them with their origins).
     pub fn read(dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {
             masquerade: masquerade_rows(&read_masquerade(dir)?),
@@ -289,109 +303,4 @@ impl Stats {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use netbpf_common::{MasqRule, PublishRule, proto};
-
-    /// The blocks `datapath::fill_publish` writes for one rule.
-    fn entries(
-        p: u8,
-        addr: [u8; 4],
-        min: u16,
-        max: u16,
-        to: [u8; 4],
-        to_port: u16,
-    ) -> Vec<PublishEntry> {
-        let rule = PublishRule::new(to, to_port, min, max);
-        netbpf_common::publish_blocks(p, addr, min, max)
-            .map(|(prefix_len, key)| PublishEntry {
-                prefix_len,
-                key,
-                rule,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn blocks_merge_back_into_one_row_per_rule() {
-        let c1 = [10, 77, 0, 2];
-        let c2 = [10, 77, 0, 3];
-        let mut all = Vec::new();
-        // Stored in an order unlike the sorted one, as a trie walk may.
-        all.extend(entries(proto::UDP, [0; 4], 8081, 8081, c1, 4000));
-        all.extend(entries(proto::TCP, [0; 4], 9000, 9002, c2, 4000));
-        all.extend(entries(proto::TCP, [127, 0, 0, 1], 8090, 8090, c1, 4000));
-        all.extend(entries(proto::TCP, [0; 4], 8081, 8081, c1, 4000));
-        all.extend(entries(
-            proto::TCP,
-            [203, 0, 113, 1],
-            20000,
-            30000,
-            c2,
-            20000,
-        ));
-        all.reverse();
-        let rows = publish_rows(&all);
-        let text: Vec<Vec<String>> = rows.iter().map(PublishRow::cells).collect();
-        assert_eq!(
-            text,
-            vec![
-                vec!["tcp", "*:8081", "10.77.0.2:4000"],
-                vec!["tcp", "*:9000-9002", "10.77.0.3:4000-4002"],
-                vec!["tcp", "127.0.0.1:8090", "10.77.0.2:4000"],
-                vec!["tcp", "203.0.113.1:20000-30000", "10.77.0.3:20000-30000"],
-                vec!["udp", "*:8081", "10.77.0.2:4000"],
-            ]
-        );
-        assert!(rows.iter().all(|r| r.complete));
-        assert_eq!(
-            rows[3].trie_entries,
-            netbpf_common::publish_blocks(proto::TCP, [0; 4], 20000, 30000).count()
-        );
-        assert!(rows[3].trie_entries > 1);
-        assert_eq!(rows[1].trie_entries, 2, "9000-9001 and 9002");
-    }
-
-    #[test]
-    fn a_partial_range_is_shown_as_held_and_flagged() {
-        let mut e = entries(proto::TCP, [0; 4], 9000, 9002, [10, 77, 0, 3], 4000);
-        // Drop the block for 9000-9001: only 9002 remains.
-        e.retain(|b| b.ports() == (9002, 9002));
-        let rows = publish_rows(&e);
-        assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].host_port_min, rows[0].host_port_max), (9002, 9002));
-        assert_eq!((rows[0].to_port_min, rows[0].to_port_max), (4002, 4002));
-        assert!(!rows[0].complete);
-    }
-
-    #[test]
-    fn masquerade_rows_sort_and_name_the_port_mode() {
-        let rule = |port_min, port_max| MasqRule {
-            to_addr: [203, 0, 113, 1],
-            port_min,
-            port_max,
-        };
-        let rows = masquerade_rows(&[
-            MasqEntry {
-                prefix_len: 24,
-                source: [10, 78, 0, 0],
-                rule: rule(61000, 65535),
-            },
-            MasqEntry {
-                prefix_len: 16,
-                source: [10, 77, 0, 0],
-                rule: rule(0, 0),
-            },
-        ]);
-        let text: Vec<Vec<String>> = rows.iter().map(MasqRow::cells).collect();
-        assert_eq!(
-            text,
-            vec![
-                vec!["10.77.0.0/16", "203.0.113.1", "class-preserving"],
-                vec!["10.78.0.0/24", "203.0.113.1", "61000-65535"],
-            ]
-        );
-        assert_eq!(rows[0].port_min, None);
-        assert_eq!(rows[1].port_mode, "range");
-    }
-}
+mod tests;

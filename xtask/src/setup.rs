@@ -115,6 +115,16 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "ethtool",
         why: "`cargo xtask bench` turns GRO on at the router bench's receiving veths, which gives them the NAPI that XDP redirects into a veth need (docs/performance.md)",
     },
+    DebianTool {
+        binary: "dockerd",
+        package: "docker.io",
+        why: "tests/docker.rs runs a real dockerd (its own data root and socket, inside a test namespace) that the daemon's [docker] section follows",
+    },
+    DebianTool {
+        binary: "busybox",
+        package: "busybox-static",
+        why: "tests/docker.rs makes its container image with `docker import` from a directory holding a static busybox (no registry needed)",
+    },
 ];
 
 /// State of one `setup` run.

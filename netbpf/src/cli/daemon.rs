@@ -26,6 +26,16 @@ pub struct DaemonArgs {
     /// disables.
     #[arg(long, default_value = "auto")]
     cgroup: CgroupChoice,
+    /// Follow the dockerd listening on this unix socket (its bridge
+    /// networks' masquerade, its containers' published ports), as
+    /// `[docker]` in the config does; e.g. /var/run/docker.sock.
+    #[arg(long, value_name = "SOCK", value_parser = docker_socket)]
+    docker: Option<PathBuf>,
+}
+
+/// `--docker`, checked as `[docker] socket` is.
+fn docker_socket(text: &str) -> Result<PathBuf, String> {
+    netbpf::config::docker_socket("--docker", text).map_err(|e| e.to_string())
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -35,6 +45,7 @@ pub async fn run(args: DaemonArgs, pin_dir: PathBuf) -> Result<()> {
         gc_interval: Duration::from_secs(args.gc_interval),
         events: args.events,
         cgroup: args.cgroup,
+        docker: args.docker,
     };
     Ok(netbpf::daemon::run(&options, pin_dir).await?)
 }

@@ -17,12 +17,20 @@ pub struct LabArgs {
     /// BIRD (docs/multi-host.md).
     #[arg(long, default_value_t = 1)]
     hosts: usize,
+    /// Run the Docker lab instead: a real dockerd (Debian's docker.io,
+    /// iptables off, its own data root) in the lab's host namespace, two
+    /// `docker run -p` containers, and netbpf following dockerd
+    /// (docs/docker.md).
+    #[arg(long, conflicts_with = "hosts")]
+    docker: bool,
 }
 
 /// Runs the one-host lab, or the multi-host lab for `--hosts` above 1.
 pub async fn run(args: LabArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the netbpf binary")?;
-    if args.hosts > 1 {
+    if args.docker {
+        netbpf::lab::run_docker_demo(&exe, &args.prefix, args.once).await
+    } else if args.hosts > 1 {
         netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, args.once).await
     } else {
         netbpf::lab::run_demo(&exe, &args.prefix, args.once).await

@@ -127,7 +127,7 @@ pub fn masquerade(command: MasqueradeCommand, pin_dir: &Path) -> Result<()> {
 
 pub fn list(command: NatCommand, pin_dir: &Path) -> Result<()> {
     let NatCommand::List(args) = command;
-    let rules = netbpf::rows::NatRules::read(pin_dir)?;
+    let rules = netbpf::origins::nat_rules(pin_dir)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rules)?);
     } else {

@@ -30,6 +30,9 @@
 //!
 //! [metrics]                     # optional
 //! address = "127.0.0.1:9469"    # where the daemon serves Prometheus metrics
+//!
+//! [docker]                      # optional: follow a dockerd's networks and ports
+//! socket = "/var/run/docker.sock"
 //! ```
 //!
 //! [`Config::from_toml`] deserializes the text into private "raw" structs
@@ -53,7 +56,7 @@
 //!   small value parsers;
 //! - `hosts`: the checks against the host's own addresses;
 //! - one file per section: `uplink`, `masquerade`, `publish`, `container`,
-//!   `conntrack`, `inbound`, `metrics`, `bgp` (its types, raw form and
+//!   `conntrack`, `inbound`, `metrics`, `bgp`, `docker` (its types, raw form and
 //!   validation);
 //! - `tests`: the tests, split by the same concerns.
 //!
@@ -65,6 +68,7 @@ mod bgp;
 mod conntrack;
 mod container;
 mod datapath;
+mod docker;
 mod errors;
 mod hosts;
 mod inbound;
@@ -92,6 +96,7 @@ pub use conntrack::{
 };
 pub use container::Container;
 pub use datapath::DatapathConfig;
+pub use docker::{DEFAULT_DOCKER_SOCKET, DockerConfig, docker_socket};
 pub use errors::ConfigError;
 pub use hosts::{check_masquerade_source, check_publish_to};
 pub use inbound::{
@@ -108,6 +113,7 @@ use bgp::{RawBgp, validate_bgp};
 use conntrack::{RawConntrack, validate_conntrack};
 use container::{RawContainer, validate_containers};
 use datapath::{RawDatapath, validate_datapath};
+use docker::{RawDocker, validate_docker};
 use errors::{Problems, invalid};
 use inbound::{RawInbound, validate_inbound};
 use masquerade::{RawMasquerade, validate_masquerade};
@@ -136,6 +142,8 @@ pub struct Config {
     pub datapath: DatapathConfig,
     /// BGP through BIRD (`[bgp]`), if the table is present.
     pub bgp: Option<BgpConfig>,
+    /// Following a dockerd (`[docker]`, off if absent).
+    pub docker: DockerConfig,
     /// Non-fatal findings, e.g. timeouts below RFC minimums. Each entry
     /// starts with the key path it is about.
     pub warnings: Vec<String>,
@@ -152,7 +160,7 @@ impl Config {
     /// Otherwise every key is validated and every bad value reported: one
     /// [`ConfigError::Invalid`], or [`ConfigError::Several`] holding each
     /// of them, in the order uplink, masquerade, publish, container,
-    /// conntrack, metrics, inbound, bgp (entries in file order). A check
+    /// conntrack, metrics, inbound, bgp, docker (entries in file order). A check
     /// that needs two values (an overlap, a range that must fit its target)
     /// runs only when both are valid, so one mistake is reported once.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -233,6 +241,7 @@ struct RawConfig {
     inbound: Option<RawInbound>,
     datapath: Option<RawDatapath>,
     bgp: Option<RawBgp>,
+    docker: Option<RawDocker>,
 }
 
 impl RawConfig {
@@ -248,6 +257,7 @@ impl RawConfig {
         let inbound = validate_inbound(self.inbound, &mut p);
         let datapath = validate_datapath(self.datapath);
         let bgp = self.bgp.map(|b| validate_bgp(b, &mut p));
+        let docker = validate_docker(self.docker, &mut p);
         p.finish()?;
         // A validator gives back `None` only after recording why, so after a
         // clean `finish` the uplink is there and `bgp` is `None` or `Some(Some)`.
@@ -264,6 +274,7 @@ impl RawConfig {
             inbound,
             datapath,
             bgp: bgp.flatten(),
+            docker,
             warnings,
         })
     }

@@ -22,7 +22,8 @@ use crate::{
     config::Config,
     conntrack, containers,
     datapath::{self, Datapath},
-    earlydrop, events, metrics, mountns, pins,
+    docker::{self, DockerState},
+    earlydrop, events, metrics, mountns, notify, owners, pins,
 };
 
 /// Which cgroup's sockets reach published ports through the socket hooks
@@ -61,6 +62,9 @@ pub struct DaemonOptions {
     pub events: Option<PathBuf>,
     /// Which cgroup's sockets reach published ports.
     pub cgroup: CgroupChoice,
+    /// Follow the dockerd at this socket (`--docker`), whatever the
+    /// config's `[docker]` says.
+    pub docker: Option<PathBuf>,
 }
 
 fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, DaemonError> {
@@ -130,10 +134,33 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
         )),
         None => None,
     };
+    let docker_socket = options
+        .docker
+        .clone()
+        .or_else(|| config.docker.enabled.then(|| config.docker.socket.clone()));
+    if docker_socket.is_none() {
+        forget_docker(&pin_dir);
+    }
     let attach = datapath::Options {
         cgroup: cgroup(&options.cgroup, foreign_sys.is_some()),
+        dynamic_rules: docker_socket.is_some(),
     };
     let mut datapath = Datapath::start_with(&config, &pin_dir, &attach)?;
+    register_config(&pin_dir, &config);
+    if !attach.dynamic_rules
+        && let Err(e) = crate::control::isolation_set(&pin_dir, &[])
+    {
+        warn!(
+            "clearing Docker's network isolation: {:#}",
+            anyhow::Error::from(e)
+        );
+    }
+    // Started after the datapath: each read of Docker's state is applied
+    // by this loop, between signals.
+    let mut docker_reads = docker_socket.map(|socket| {
+        info!("following dockerd at {}", socket.display());
+        docker::spawn(socket)
+    });
     let mut routing_sync = tokio::time::interval(containers::SYNC_INTERVAL);
     // [bgp]: keep BIRD's config in step with the routed containers.
     let mut bgp = match &config.bgp {
@@ -158,12 +185,31 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
     let capacity = config.conntrack.capacity;
     let mut gc = tokio::time::interval(options.gc_interval.max(Duration::from_secs(1)));
     let mut orphans = conntrack::Orphans::new();
+    let mut last_docker: Option<DockerState> = None;
+    // Docker's refusals already logged, so that each is said once.
+    let mut docker_told: Vec<String> = Vec::new();
     info!("running; Ctrl-C or SIGTERM stops");
+    notify::tell(notify::READY);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => reload(&mut datapath, &options.config),
+            _ = sighup.recv() => {
+                notify::tell(notify::RELOADING);
+                if let Some(config) = reload(&mut datapath, &options.config) {
+                    register_config(&pin_dir, &config);
+                    // The config wins over Docker: what it now holds is
+                    // refused to Docker, what it freed goes to Docker.
+                    if let Some(state) = &last_docker {
+                        apply_docker(&mut datapath, state, &mut docker_told);
+                    }
+                }
+                notify::tell(notify::READY);
+            }
+            Some(state) = next_read(&mut docker_reads) => {
+                apply_docker(&mut datapath, &state, &mut docker_told);
+                last_docker = Some(state);
+            }
             _ = routing_sync.tick() => {
                 if let Err(e) = datapath.sync_routing() {
                     warn!("routing: sync failed: {:#}", anyhow::Error::from(e));
@@ -191,7 +237,9 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
             }
         }
     }
+    notify::tell(notify::STOPPING);
     metrics.abort();
+    drop(docker_reads);
     drop(nat);
     if let Err(e) = datapath.stop() {
         error!("stopping: {:#}", anyhow::Error::from(e));
@@ -209,4 +257,54 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
         pin_dir.display()
     );
     Ok(())
+}
+
+/// The next read of Docker's state, or never when not following Docker.
+async fn next_read(
+    reads: &mut Option<tokio::sync::mpsc::Receiver<DockerState>>,
+) -> Option<DockerState> {
+    match reads {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies a read of Docker's state, saying what changed.
+fn apply_docker(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String>) {
+    let r = docker::apply(datapath, state, told);
+    if r.added + r.removed + r.refused > 0 {
+        info!(
+            "docker: {} rule(s) added, {} removed, {} refused",
+            r.added, r.removed, r.refused
+        );
+    }
+}
+
+/// Records the config's rules under owner `config` (for `netbpf nat list`).
+fn register_config(pin_dir: &std::path::Path, config: &Config) {
+    if let Err(e) = owners::write(
+        pin_dir,
+        owners::CONFIG_OWNER,
+        &owners::config_entries(config),
+    ) {
+        warn!("recording the config's rules for `netbpf nat list`: {e}");
+    }
+}
+
+/// Not following Docker this time: the rules an earlier run took from it
+/// are not kept (filling the maps from the config removes them).
+fn forget_docker(pin_dir: &std::path::Path) {
+    match owners::read(pin_dir, docker::DOCKER_OWNER) {
+        Ok(held) if !held.is_empty() => {
+            warn!(
+                "Docker is not followed (no [docker], no --docker): removing the {} rule(s) an earlier run took from it",
+                held.len()
+            );
+            if let Err(e) = owners::write(pin_dir, docker::DOCKER_OWNER, &[]) {
+                warn!("forgetting Docker's rules: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!("Docker's earlier rules: {e}"),
+    }
 }

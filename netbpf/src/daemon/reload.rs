@@ -11,8 +11,9 @@ use crate::{config::Config, datapath::Datapath};
 
 /// Re-reads `path` and applies its rules and containers to `datapath`;
 /// other sections need a restart. A file that does not load changes
-/// nothing. Every outcome is logged, none ends the daemon.
-pub fn reload(datapath: &mut Datapath, path: &Path) {
+/// nothing. Every outcome is logged, none ends the daemon. Returns the
+/// config when it loaded.
+pub fn reload(datapath: &mut Datapath, path: &Path) -> Option<Config> {
     info!("SIGHUP: reloading {}", path.display());
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -21,7 +22,7 @@ pub fn reload(datapath: &mut Datapath, path: &Path) {
                 "SIGHUP: config not applied, nothing changed: {:#}",
                 anyhow::Error::from(e)
             );
-            return;
+            return None;
         }
     };
     config.log_warnings();
@@ -44,4 +45,5 @@ pub fn reload(datapath: &mut Datapath, path: &Path) {
             anyhow::Error::from(e)
         ),
     }
+    Some(config)
 }

@@ -20,6 +20,15 @@ pub enum DatapathError {
     /// The uplink named in the config is unusable.
     #[error("uplink.interface")]
     Uplink(#[source] NetdevError),
+    /// A container-side interface a rule owner named is unusable.
+    #[error("interface {name}")]
+    Interface {
+        /// The interface.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: NetdevError,
+    },
     /// The uplink is not an Ethernet device: the programs parse Ethernet
     /// frames, so on an L3 device (WireGuard, PPP, tun) they would see no
     /// IPv4 and containers' packets would leave untranslated.

@@ -8,7 +8,7 @@ use aya::{
 };
 use netbpf_common::{MasqPrefix, MasqRule, PublishKey, PublishRule, map_names};
 
-use crate::config::Config;
+use crate::config::{Config, Masquerade, Publish, publish_collides};
 
 use super::error::*;
 
@@ -43,12 +43,30 @@ pub fn fill_masquerade(
     config: &Config,
     uplink_addr: Ipv4Addr,
 ) -> Result<(), DatapathError> {
+    fill_masquerade_keeping(ebpf, config, uplink_addr, &[])
+}
+
+/// [`fill_masquerade`], also writing (and so not pruning) `kept`: the
+/// rules other owners hold (Docker's networks). A kept rule that overlaps
+/// one of the config's yields to it.
+pub fn fill_masquerade_keeping(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    uplink_addr: Ipv4Addr,
+    kept: &[Masquerade],
+) -> Result<(), DatapathError> {
     let name = map_names::MASQ_RULES;
     let map = map_mut(ebpf, name)?;
     let mut trie: LpmTrie<_, MasqPrefix, MasqRule> =
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     let mut wanted = Vec::new();
-    for m in &config.masquerade {
+    let kept = kept.iter().filter(|k| {
+        !config
+            .masquerade
+            .iter()
+            .any(|m| m.source.overlaps(&k.source))
+    });
+    for m in config.masquerade.iter().chain(kept) {
         let (port_min, port_max) = m.ports.map(|r| (r.start, r.end)).unwrap_or((0, 0));
         let rule = MasqRule {
             to_addr: uplink_addr.octets(),
@@ -98,12 +116,32 @@ pub fn fill_publish(
     config: &Config,
     local_addrs: &[Ipv4Addr],
 ) -> Result<(), DatapathError> {
+    fill_publish_keeping(ebpf, config, local_addrs, &[])
+}
+
+/// [`fill_publish`], also writing (and so not pruning) `kept`: the
+/// entries other owners hold (Docker's containers). A kept entry that
+/// collides with one of the config's yields to it.
+pub fn fill_publish_keeping(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    local_addrs: &[Ipv4Addr],
+    kept: &[Publish],
+) -> Result<(), DatapathError> {
     let name = map_names::PUBLISH;
     let map = map_mut(ebpf, name)?;
     let mut trie: LpmTrie<_, PublishKey, PublishRule> =
         LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
     let mut wanted = Vec::new();
-    for p in &config.publish {
+    let kept = kept.iter().filter(|k| {
+        !config.publish.iter().any(|p| {
+            publish_collides(
+                (p.proto.number(), p.address, p.port),
+                (k.proto.number(), k.address, k.port),
+            )
+        })
+    });
+    for p in config.publish.iter().chain(kept) {
         let rule = p.rule();
         for (len, key) in p.blocks() {
             trie.insert(&Key::new(len, key), &rule, 0)

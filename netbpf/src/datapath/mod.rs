@@ -9,6 +9,7 @@
 mod attach;
 mod error;
 mod fill;
+mod inside;
 mod load;
 mod resolve;
 mod xdp;
@@ -22,7 +23,7 @@ use crate::{
     config::Config,
     maps::NatMaps,
     netdev::{self},
-    pins,
+    owners, pins,
 };
 
 pub use crate::loader::programs;
@@ -32,7 +33,9 @@ use attach::{
 pub use attach::{cgroup2_mount, netns_cookie};
 pub use error::DatapathError;
 use fill::RuleSnapshot;
-pub use fill::{fill_masquerade, fill_publish, fill_settings};
+pub use fill::{
+    fill_masquerade, fill_masquerade_keeping, fill_publish, fill_publish_keeping, fill_settings,
+};
 pub use load::{load, load_with_pins, prepare_pin_dir};
 pub use resolve::{Resolved, inside_interfaces, resolve};
 use resolve::{local_addresses, uplink_addresses};
@@ -51,6 +54,10 @@ pub struct Datapath {
     /// Whether the uplink's XDP program takes established inbound flows
     /// (else `NO_XDP` is kept set across reloads).
     xdp_on: bool,
+    /// Container-side interfaces attached for a rule owner (Docker's
+    /// bridges), not for the config: [`Datapath::detach_inside`] may
+    /// remove these only.
+    owned_inside: Vec<String>,
 }
 
 /// Where the datapath attaches besides the interfaces in the config.
@@ -60,12 +67,17 @@ pub struct Options {
     /// namespace) reach published ports through the socket hooks; `None`
     /// leaves host sockets alone.
     pub cgroup: Option<PathBuf>,
+    /// Rules may arrive after start from an owner other than the config
+    /// (the Docker follower): load the hairpin programs and attach the
+    /// socket hooks even when the config has no published port.
+    pub dynamic_rules: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             cgroup: cgroup2_mount(),
+            dynamic_rules: false,
         }
     }
 }
@@ -83,14 +95,30 @@ impl Datapath {
         pin_dir: &Path,
         options: &Options,
     ) -> Result<Self, DatapathError> {
-        let resolved = resolve(config)?;
+        let mut resolved = resolve(config)?;
+        // Rules other owners (Docker) hold stay through a restart, and
+        // their bridges keep their hairpin programs.
+        let kept = owners::Kept::read(pin_dir).unwrap_or_else(|e| {
+            warn!("rule owners unreadable, keeping only the config's rules: {e}");
+            owners::Kept::default()
+        });
+        let mut owned_inside = Vec::new();
+        for name in &kept.interfaces {
+            if resolved.inside.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Ok(index) = netdev::ifindex(name) {
+                resolved.inside.push((name.clone(), index));
+                owned_inside.push(name.clone());
+            }
+        }
         prepare_pin_dir(pin_dir)?;
         let lock = pins::DaemonLock::acquire(pin_dir)?;
         let adopting = pins::is_pinned(pin_dir);
         if adopting {
             drop_severed_links(pin_dir)?;
         }
-        let result = Self::attach_all(config, pin_dir, options, &resolved, adopting);
+        let result = Self::attach_all(config, pin_dir, options, &resolved, &kept, adopting);
         let (ebpf, routing, xdp_on) = match result {
             Ok(parts) => parts,
             Err(e) => {
@@ -130,6 +158,7 @@ impl Datapath {
             routing,
             _lock: lock,
             xdp_on,
+            owned_inside,
         })
     }
 
@@ -140,6 +169,7 @@ impl Datapath {
         pin_dir: &Path,
         options: &Options,
         resolved: &Resolved,
+        kept: &owners::Kept,
         adopting: bool,
     ) -> Result<(Ebpf, crate::containers::Routing, bool), DatapathError> {
         let mut ebpf = load_with_pins(config, Some(pin_dir))?;
@@ -154,8 +184,10 @@ impl Datapath {
         }
         // Verify every NAT program before anything shared changes: a
         // rejected program leaves an adopted datapath exactly as it was.
-        let hooks = options.cgroup.is_some() && !config.publish.is_empty();
-        load_nat_programs(&mut ebpf, !resolved.inside.is_empty(), hooks)?;
+        let hooks =
+            options.cgroup.is_some() && (!config.publish.is_empty() || options.dynamic_rules);
+        let inside = !resolved.inside.is_empty() || options.dynamic_rules;
+        load_nat_programs(&mut ebpf, inside, hooks)?;
         // The rule maps are shared with the running programs when adopting:
         // keep what they hold, to put it back if a later step fails.
         let before = if adopting {
@@ -163,7 +195,7 @@ impl Datapath {
         } else {
             None
         };
-        match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved) {
+        match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved, kept) {
             Ok((routing, xdp_on)) => Ok((ebpf, routing, xdp_on)),
             Err(e) => {
                 if let Some(before) = before {
@@ -189,9 +221,10 @@ impl Datapath {
         pin_dir: &Path,
         options: &Options,
         resolved: &Resolved,
+        kept: &owners::Kept,
     ) -> Result<(crate::containers::Routing, bool), DatapathError> {
-        fill_masquerade(ebpf, config, resolved.uplink_addr)?;
-        fill_publish(ebpf, config, &resolved.local_addrs)?;
+        fill_masquerade_keeping(ebpf, config, resolved.uplink_addr, &kept.masquerade)?;
+        fill_publish_keeping(ebpf, config, &resolved.local_addrs, &kept.publish)?;
         let uplink = |attach| TcTarget {
             ifname: &resolved.uplink,
             ifindex: resolved.uplink_ifindex,
@@ -240,7 +273,7 @@ impl Datapath {
             }
         };
         if let Some(cgroup) = &options.cgroup
-            && !config.publish.is_empty()
+            && (!config.publish.is_empty() || options.dynamic_rules)
         {
             wanted.extend(attach_sock_hooks(ebpf, cgroup, pin_dir)?);
         }
@@ -311,11 +344,20 @@ impl Datapath {
                 &local,
             )
             .map_err(DatapathError::Host)?;
-        fill_masquerade(&mut self.ebpf, config, self.resolved.uplink_addr)?;
+        let kept = owners::Kept::read(&self.pin_dir).unwrap_or_else(|e| {
+            warn!("rule owners unreadable, keeping only the config's rules: {e}");
+            owners::Kept::default()
+        });
+        fill_masquerade_keeping(
+            &mut self.ebpf,
+            config,
+            self.resolved.uplink_addr,
+            &kept.masquerade,
+        )?;
         if !self.xdp_on {
             xdp::turn_off(&mut self.ebpf)?;
         }
-        fill_publish(&mut self.ebpf, config, &local)?;
+        fill_publish_keeping(&mut self.ebpf, config, &local, &kept.publish)?;
         Ok(())
     }
 
@@ -350,7 +392,12 @@ impl Datapath {
 /// link) and removes the maps, dropping every flow.
 pub fn down(pin_dir: &Path) -> Result<pins::DownReport, DatapathError> {
     let _lock = pins::DaemonLock::acquire(pin_dir)?;
-    Ok(pins::down(pin_dir)?)
+    let report = pins::down(pin_dir)?;
+    // The rules went with the maps: no owner holds any now.
+    if let Err(e) = owners::remove_all(pin_dir) {
+        warn!("forgetting the rule owners: {e}");
+    }
+    Ok(report)
 }
 
 /// Relays aya-log records from the kernel to the `log` crate.

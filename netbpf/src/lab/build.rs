@@ -138,6 +138,7 @@ impl Lab {
         };
         // Leftovers of an earlier run under the same prefix.
         let _ = maps::unpin_all(&lab.pin_dir);
+        let _ = crate::owners::remove_all(&lab.pin_dir);
 
         match wiring {
             Wiring::Outside => netns::veth(&lab.host, "eth0", &lab.outside, "eth0")?,
@@ -354,6 +355,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.stop_daemon();
         let _ = maps::unpin_all(&self.pin_dir);
+        let _ = crate::owners::remove_all(&self.pin_dir);
         let _ = fs::remove_dir_all(&self.dir);
         // Namespaces are removed by their own Drop.
     }

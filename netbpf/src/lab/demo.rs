@@ -149,7 +149,7 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     println!("The NAT rules (netbpf nat list):");
     print!(
         "{}",
-        indent(&crate::rows::NatRules::read(&lab.pin_dir)?.render())
+        indent(&crate::origins::nat_rules(&lab.pin_dir)?.render())
     );
     println!();
     println!("The conntrack table that made it happen (netbpf conntrack list):");

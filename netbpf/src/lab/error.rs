@@ -22,6 +22,9 @@ pub enum LabError {
     /// The daemon did not come up.
     #[error("the netbpf daemon did not start: {0}")]
     Daemon(String),
+    /// dockerd or the docker CLI failed.
+    #[error("docker: {0}")]
+    Docker(String),
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {

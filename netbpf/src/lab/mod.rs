@@ -15,12 +15,16 @@
 
 mod build;
 mod demo;
+mod docker_demo;
+mod dockerd;
 mod error;
 mod plan;
 mod probes;
 
 pub use build::*;
 pub use demo::*;
+pub use docker_demo::*;
+pub use dockerd::*;
 pub use error::*;
 pub use plan::*;
 pub use probes::*;

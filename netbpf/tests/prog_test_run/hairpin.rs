@@ -105,3 +105,38 @@ fn hairpinned_fragments_follow_their_first_fragment() {
     assert_bytes(&out_first, &with_ttl(want_first, first[22] - 1), "first");
     assert_bytes(&out_rest, &with_ttl(want_rest, rest[22] - 1), "rest");
 }
+
+/// Puts `addr/32` in isolated network `id`.
+fn isolate(dp: &mut Dp, addr: Ipv4Addr, id: u32) {
+    let mut trie: aya::maps::LpmTrie<&mut MapData, [u8; 4], netbpf_common::IsolationNet> =
+        aya::maps::LpmTrie::try_from(dp.ebpf.map_mut(map_names::ISOLATION).expect("isolation"))
+            .expect("type");
+    let key = aya::maps::lpm_trie::Key::new(32, addr.octets());
+    trie.insert(&key, &netbpf_common::IsolationNet { id }, 0)
+        .expect("insert");
+}
+
+#[test]
+fn isolated_networks_reach_each_other_only_through_published_ports() {
+    require_root!();
+    let mut dp = publish_dp();
+    hairpin_routes();
+    isolate(&mut dp, C1, 1);
+    isolate(&mut dp, C2, 2);
+    // C1 → C2 directly: two networks, dropped where it enters the host.
+    let syn = simple(C1, C2, &tcp(45000, 5000, SYN));
+    assert_eq!(dp.run(programs::INSIDE, &syn).0, TC_SHOT);
+    let dgram = simple(C2, C1, &udp(41000, 4000, b"x"));
+    assert_eq!(dp.run(programs::INSIDE, &dgram).0, TC_SHOT);
+    assert_eq!(dp.counter(Counter::DropIsolated), 2);
+    // Through C2's published port (host:9000/udp → C2:5000): hairpinned.
+    let published = simple(C1, UPLINK, &udp(41000, 9000, b"hello"));
+    assert_eq!(dp.run(programs::INSIDE, &published).0, TC_REDIRECT);
+    // Elsewhere (an address in no network): the stack's, as before.
+    let out = simple(C1, REMOTE, &tcp(45001, 443, SYN));
+    assert_eq!(dp.run(programs::INSIDE, &out).0, TC_NEXT);
+    // One network: not isolated.
+    isolate(&mut dp, C2, 1);
+    assert_eq!(dp.run(programs::INSIDE, &syn).0, TC_NEXT);
+    assert_eq!(dp.counter(Counter::DropIsolated), 2);
+}

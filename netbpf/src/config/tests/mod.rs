@@ -5,6 +5,7 @@ mod bgp;
 mod conntrack;
 mod container;
 mod datapath;
+mod docker;
 mod errors;
 mod file;
 mod hosts;
