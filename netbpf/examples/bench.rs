@@ -35,6 +35,10 @@ struct Cli {
     /// How long `--spin` runs.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Instead of the bench: write the summary of the result folder DIR
+    /// again from its bench.json (the router part's figures recomputed).
+    #[arg(long, value_name = "DIR")]
+    render: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,18 @@ fn main() -> ExitCode {
         return match netbpf::bench::spin(path, cli.seconds) {
             Ok(ns) => {
                 println!("{path}: {ns:.1} ns per run (kernel-timed mean)");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("bench: error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(dir) = &cli.render {
+        return match netbpf::bench::render(dir) {
+            Ok(summary) => {
+                println!("{summary}");
                 ExitCode::SUCCESS
             }
             Err(err) => {

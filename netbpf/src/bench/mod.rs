@@ -134,6 +134,25 @@ pub fn run(opts: &Options) -> Result<String> {
     Ok(summary)
 }
 
+/// Writes the summary of an earlier run in `dir` again from its
+/// `bench.json`, with the router part's figures recomputed from its rows
+/// (so a summary gains what this version of the bench reports), and
+/// returns it.
+pub fn render(dir: &std::path::Path) -> Result<String> {
+    let path = dir.join("bench.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut results: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if let Some(rows) = results["router"]["rows"].as_array().cloned() {
+        let (summary, ratios) = router_stats::aggregate(&rows, &router::plans());
+        results["router"]["summary"] = json!(summary);
+        results["router"]["ratios"] = json!(ratios);
+    }
+    let summary = summary(&results, "plot.svg");
+    fs::write(dir.join("summary.md"), &summary)?;
+    Ok(summary)
+}
+
 // ---------------------------------------------------------------------------
 // Environment
 

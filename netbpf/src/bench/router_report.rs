@@ -239,6 +239,42 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
 
     let _ = writeln!(
         s,
+        "\nSaturation (the most packets per second delivered while live frames flood the \
+         router: for every variant but the floor bounded by the generator's CPU, which \
+         receives the frames first, see docs/performance.md) and UDP request/response \
+         latency at 1,000 requests/s (64 B rigs with no extra published ports); medians \
+         (min–max):\n\n\
+         | direction | frame | variant | published ports | saturation (kpps) | latency p50 (µs) | latency p99 (µs) |\n\
+         |---|---|---|---:|---:|---:|---:|"
+    );
+    for a in &summary {
+        let range = |key: &str, scale: f64| {
+            let v = &a[key];
+            match v["median"].as_f64() {
+                Some(m) => format!(
+                    "{:.0} ({:.0}–{:.0})",
+                    m / scale,
+                    v["min"].as_f64().unwrap_or(f64::NAN) / scale,
+                    v["max"].as_f64().unwrap_or(f64::NAN) / scale
+                ),
+                None => "–".to_owned(),
+            }
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            a["direction"].as_str().unwrap_or("?"),
+            frame_text(a["frame"].as_str().unwrap_or("?")),
+            a["variant"].as_str().unwrap_or("?"),
+            a["published_ports"],
+            range("saturation_pps", 1e3),
+            range("latency_p50_us", 1.0),
+            range("latency_p99_us", 1.0),
+        );
+    }
+
+    let _ = writeln!(
+        s,
         "\nnetbpf's counters over the measured phases (all runs; warm-ups not included): \
          the packets its fast path sent straight to their egress device (of them, from the \
          uplink's XDP program), the reasons it left others to the stack or XDP left them to tc, \

@@ -63,6 +63,17 @@ pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<V
                 entry[format!("{phase}_sent")] = json!(total("sent"));
                 entry[format!("{phase}_delivered")] = json!(total("delivered"));
             }
+            let of_rows = |path: &[&str]| -> Vec<f64> {
+                mine.iter()
+                    .filter_map(|r| path.iter().fold(*r, |v, k| &v[*k]).as_f64())
+                    .collect()
+            };
+            entry["saturation_pps"] = stat(&of_rows(&["saturation", "delivered_pps"]));
+            let p50 = of_rows(&["latency", "p50_us"]);
+            if !p50.is_empty() {
+                entry["latency_p50_us"] = stat(&p50);
+                entry["latency_p99_us"] = stat(&of_rows(&["latency", "p99_us"]));
+            }
             summary.push(entry);
         }
     }
