@@ -8,6 +8,7 @@
 
 use std::{io, net::Ipv4Addr};
 
+use aya::programs::XdpMode;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
@@ -79,6 +80,24 @@ pub struct LinkInfo {
     /// For a veth whose peer lives in another namespace: that namespace's
     /// id as seen from here.
     pub peer_netnsid: Option<i32>,
+}
+
+impl LinkInfo {
+    /// The XDP mode for an uplink: generic on a veth (a lab, or a host that
+    /// is itself a container: native XDP_TX there only delivers when the peer
+    /// has NAPI, GRO or an XDP program, which is not ours to set; generic XDP
+    /// transmits through the stack and always works) and on stacked devices
+    /// (vlan, macvlan report a lower link; the kernel has no native XDP for
+    /// them), native otherwise. A veth is known by its link kind: its peer may
+    /// have the same index in its own namespace, which the kernel reports as
+    /// no peer at all.
+    pub fn uplink_xdp_mode(&self) -> XdpMode {
+        if self.veth || self.peer_ifindex.is_some() {
+            XdpMode::Skb
+        } else {
+            XdpMode::Default
+        }
+    }
 }
 
 /// One IPv4 neighbour table entry.

@@ -100,8 +100,8 @@ impl Routing {
         let (uplink_mac, uplink_xdp_mode) = match rtnl.link(uplink_ifindex, None) {
             // Generic XDP on a veth (native XDP_TX there only delivers when
             // the peer has NAPI, which is not ours to set) and on stacked
-            // devices: `crate::datapath::uplink_xdp_mode`.
-            Ok(l) => (l.mac, crate::datapath::uplink_xdp_mode(&l)),
+            // devices: `LinkInfo::uplink_xdp_mode`.
+            Ok(l) => (l.mac, l.uplink_xdp_mode()),
             Err(source) if !resolved.is_empty() => {
                 return Err(ContainersError::Rtnl {
                     key: "uplink.interface".into(),

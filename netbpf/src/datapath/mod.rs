@@ -39,7 +39,6 @@ pub use fill::{
 pub use load::{load, load_with_pins, prepare_pin_dir};
 pub use resolve::{Resolved, inside_interfaces, resolve};
 use resolve::{local_addresses, uplink_addresses};
-pub use xdp::uplink_xdp_mode;
 
 /// A running datapath: programs attached, maps filled and pinned. Dropping
 /// it detaches the programs; [`Datapath::stop`] also removes the pins.
@@ -310,7 +309,10 @@ impl Datapath {
             return None;
         }
         let mut rtnl = crate::rtnl::Rtnl::open().ok()?;
-        let mode = uplink_xdp_mode(&rtnl.link(resolved.uplink_ifindex, None).ok()?);
+        let mode = rtnl
+            .link(resolved.uplink_ifindex, None)
+            .ok()?
+            .uplink_xdp_mode();
         let targets = xdp::targets(&mut rtnl, mode, &resolved.inside);
         Some((mode, targets))
     }

@@ -30,7 +30,7 @@ use netbpf_common::{map_names, settings_flags};
 use crate::{
     loader::{self, programs},
     pins,
-    rtnl::{LinkInfo, Rtnl},
+    rtnl::Rtnl,
 };
 
 use super::{
@@ -38,22 +38,6 @@ use super::{
     error::DatapathError,
     fill::map_mut,
 };
-
-/// The XDP mode for an uplink: generic on a veth (a lab, or a host that
-/// is itself a container: native XDP_TX there only delivers when the peer
-/// has NAPI, GRO or an XDP program, which is not ours to set; generic XDP
-/// transmits through the stack and always works) and on stacked devices
-/// (vlan, macvlan report a lower link; the kernel has no native XDP for
-/// them), native otherwise. A veth is known by its link kind: its peer may
-/// have the same index in its own namespace, which the kernel reports as
-/// no peer at all.
-pub fn uplink_xdp_mode(link: &LinkInfo) -> XdpMode {
-    if link.veth || link.peer_ifindex.is_some() {
-        XdpMode::Skb
-    } else {
-        XdpMode::Default
-    }
-}
 
 /// The container-side interfaces XDP may redirect to in `mode`: veths,
 /// and only in generic mode (see the module's comment).
