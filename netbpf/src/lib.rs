@@ -47,6 +47,7 @@ pub mod owners;
 pub mod pins;
 pub mod rows;
 pub mod rtnl;
+pub mod ruleslock;
 pub mod table;
 
 /// The compiled eBPF object (all programs and maps), embedded at build time.

@@ -22,6 +22,9 @@ use super::{
     translate::{DOCKER_OWNER, Others, translate},
 };
 
+/// How long a pass waits for a CNI plugin to release the rules lock.
+const RULES_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What one pass changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -39,6 +42,8 @@ pub struct Applied {
 /// this pass's.
 pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String>) -> Applied {
     let pin_dir = datapath.pin_dir().to_owned();
+    // Not interleaved with a CNI plugin's read-check-write of the rules.
+    let _rules = crate::ruleslock::RulesLock::for_daemon(&pin_dir, RULES_LOCK_WAIT);
     let mut report = Applied::default();
     let previous = match owners::read(&pin_dir, DOCKER_OWNER) {
         Ok(p) => p,
