@@ -13,6 +13,7 @@ pub mod batch;
 #[cfg(feature = "lab")]
 pub mod bench;
 pub mod bgp;
+pub mod cni;
 pub mod coexist;
 pub mod config;
 pub mod conntrack;
