@@ -231,13 +231,7 @@ fn lock(pin_dir: &Path) -> Result<RulesLock, CniError> {
 fn require_datapath(pin_dir: &Path) -> Result<(), CniError> {
     maps::open_pinned(pin_dir, map_names::PUBLISH)
         .map(drop)
-        .map_err(|e| {
-            CniError::TryAgainLater(format!(
-                "no netbpf datapath in {} ({}): start `netbpf daemon` first",
-                pin_dir.display(),
-                anyhow::Error::from(e)
-            ))
-        })
+        .map_err(|e| CniError::TryAgainLater(format!("{:#}", anyhow::Error::from(e))))
 }
 
 fn datapath_err(e: impl Into<anyhow::Error>) -> CniError {
