@@ -89,7 +89,7 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
     told.clone_from(&desired.refused);
     match control::isolation_set(&pin_dir, &desired.isolation) {
         Ok(0) => {}
-        Ok(n) => info!("docker: {n} isolation entr(ies) changed between bridge networks"),
+        Ok(n) => info!("docker: isolation between bridge networks: {n} map entry change(s)"),
         Err(e) => warn!("docker: isolating networks: {:#}", anyhow::Error::from(e)),
     }
     // Whether a rule is in the datapath now (a rule Docker held may have
@@ -97,7 +97,7 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
     let present = |rule: &OwnedRule, datapath: &Datapath| match rule {
         OwnedRule::Interface { name } => datapath.has_inside(name),
         OwnedRule::Masquerade { source } => rules.masquerade.iter().any(|m| &m.source == source),
-        OwnedRule::Publish { .. } => others_free(rule, &rules),
+        OwnedRule::Publish { .. } => publish_present(rule, &rules),
     };
     // Removals first: a port that moved from one container to another is
     // free again before it is added.
@@ -149,7 +149,7 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
 }
 
 /// Whether a publish rule is already in the datapath, exactly.
-fn others_free(rule: &OwnedRule, rules: &crate::rows::NatRules) -> bool {
+fn publish_present(rule: &OwnedRule, rules: &crate::rows::NatRules) -> bool {
     let Some(Ok(p)) = rule.as_publish() else {
         return false;
     };

@@ -48,14 +48,13 @@ async fn follow(socket: PathBuf, tx: mpsc::Sender<DockerState>) {
     let mut backoff = MIN_BACKOFF;
     let mut failures = 0u32;
     loop {
-        match session(&socket, &tx, &mut backoff).await {
+        match session(&socket, &tx, &mut backoff, &mut failures).await {
             Ok(Ended::Receiver) => return,
             Ok(Ended::Stream) => {
                 warn!(
                     "docker: the event stream from {} ended (dockerd stopped?); reconnecting, its rules stay until then",
                     socket.display()
                 );
-                failures = 0;
             }
             Err(e) => {
                 failures += 1;
@@ -83,10 +82,14 @@ enum Ended {
     Stream,
 }
 
+/// One connection: reads, then follows events until dockerd goes away.
+/// A successful first read resets the pause and the failure count, so
+/// the next outage is reported again.
 async fn session(
     socket: &std::path::Path,
     tx: &mpsc::Sender<DockerState>,
     backoff: &mut Duration,
+    failures: &mut u32,
 ) -> Result<Ended, DockerError> {
     let docker = client::connect(socket).await?;
     // Events since just before the first read: one that happens while
@@ -115,6 +118,7 @@ async fn session(
         return Ok(Ended::Receiver);
     }
     *backoff = MIN_BACKOFF;
+    *failures = 0;
     loop {
         let mut relevant = false;
         match events.next().await {

@@ -100,6 +100,12 @@ fn docker_run_p_is_published_masqueraded_and_unpublished_on_stop() {
         .unwrap_or_else(|e| panic!("hairpin: {e}\n{}", s.logs()));
     assert!(answer.starts_with("web 4000"), "{answer}");
 
+    // The host reaches its own published port (Docker's OUTPUT DNAT; here
+    // the socket hooks).
+    let answer = lab::tcp_whoami(&s.lab.host, SocketAddrV4::new(UPLINK_ADDR, 8080))
+        .unwrap_or_else(|e| panic!("from the host: {e}\n{}", s.logs()));
+    assert!(answer.starts_with("web 4000"), "{answer}");
+
     // docker stop: the rules go within a second, the port stops answering.
     s.docker
         .docker(&["stop", "-t", "1", "web"])
@@ -258,4 +264,31 @@ fn user_defined_networks_are_isolated_except_through_published_ports() {
     let answer = lab::tcp_whoami(&s.containers[0], SocketAddrV4::new(UPLINK_ADDR, 8300))
         .unwrap_or_else(|e| panic!("a to b's published port: {e}\n{}", s.logs()));
     assert!(answer.starts_with("cb 4000"), "{answer}");
+
+    // Network removed: its masquerade, isolation and hairpin go with it.
+    let bridge = format!(
+        "br-{}",
+        &s.docker
+            .docker(&["network", "inspect", "-f", "{{.Id}}", "nbdk-b"])
+            .expect("id")[..12]
+    );
+    s.docker.docker(&["rm", "-f", "cb"]).expect("docker");
+    s.docker
+        .docker(&["network", "rm", "nbdk-b"])
+        .expect("docker");
+    let text = s
+        .wait_until(Duration::from_secs(5), |t| {
+            !t.contains("nbdk-b") && !t.contains("docker:cb")
+        })
+        .unwrap_or_else(|t| panic!("nbdk-b's rules left behind:\n{t}\n{}", s.logs()));
+    assert!(text.contains("docker:network:nbdk-a"), "{text}");
+    let links = std::fs::read_dir(s.lab.pin_dir.join("links")).expect("links");
+    let names: Vec<String> = links
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(&bridge)),
+        "{bridge} still has programs: {names:?}"
+    );
 }
