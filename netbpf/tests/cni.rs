@@ -384,3 +384,61 @@ fn masquerade_gc_and_concurrent_invocations() {
         nat_list(&lab)
     );
 }
+
+#[test]
+fn rules_survive_reloads_and_stale_records_touch_nothing_else() {
+    require_root!();
+    let mut lab = Lab::build(&format!("nbcns-{}", std::process::id()), 1).expect("lab");
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4000);
+    let _c1 =
+        WhoamiServer::spawn(&lab.containers[0].ns, Transport::Tcp, any, "c1 saw").expect("c1");
+    let config_port = "[[publish]]\nproto = \"tcp\"\nport = 8095\nto = \"10.77.0.2:4000\"\n";
+    lab.start_daemon(exe(), config_port).expect("daemon");
+    let c = conf(&lab.pin_dir, C1, tcp(8090, 4000));
+    assert!(invoke("ADD", "r1", &c).ok);
+
+    // SIGHUP and a restart fill the maps from the config: the plugin's
+    // rules are kept (the daemon reads the owners under the rules lock).
+    lab.signal_daemon(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !lab.daemon_log().contains("published port rule(s) applied")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        reach(&lab, 8090).is_ok(),
+        "kept through SIGHUP:\n{}",
+        lab.daemon_log()
+    );
+    lab.stop_daemon().expect("stop");
+    lab.start_daemon(exe(), config_port).expect("restart");
+    assert!(reach(&lab, 8090).is_ok(), "kept through a restart");
+    assert!(invoke("CHECK", "r1", &c).ok);
+
+    // A plugin killed after recording and before writing the maps leaves
+    // a record of rules that are not there, or that someone else (here
+    // the config, to another target) holds: DEL removes neither.
+    let stale = netbpf::cni::attach::Attachment {
+        pin_dir: lab.pin_dir.clone(),
+        network: "nbcn-net".into(),
+        container_id: "k1".into(),
+        ifname: "eth0".into(),
+    };
+    let rule = |port: &str| netbpf::owners::OwnedEntry {
+        origin: stale.origin(),
+        rule: netbpf::owners::OwnedRule::Publish {
+            proto: "tcp".into(),
+            port: port.into(),
+            to: "10.77.0.9:4000".into(),
+            address: None,
+        },
+    };
+    netbpf::owners::write(&lab.pin_dir, &stale.owner(), &[rule("8095"), rule("8096")])
+        .expect("stale record");
+    assert!(invoke("DEL", "k1", &c).ok);
+    let seen = reach(&lab, 8095).expect("the config's port stays");
+    assert!(seen.starts_with("c1 saw"), "{seen}");
+    assert!(reach(&lab, 8090).is_ok(), "r1's port stays");
+    assert!(!nat_list(&lab).contains("k1"));
+}
