@@ -22,9 +22,6 @@ fn main() -> ExitCode {
         return cli::cni::run();
     }
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Cni(_)) {
-        return cli::cni::run();
-    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
@@ -34,6 +31,10 @@ fn main() -> ExitCode {
     {
         eprintln!("netbpf: error: {e:#}");
         return ExitCode::FAILURE;
+    }
+    // After --netns: a plugin for a runtime in that namespace.
+    if matches!(cli.command, Command::Cni(_)) {
+        return cli::cni::run();
     }
     let result = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -87,6 +87,14 @@ pub enum OwnedRule {
         /// e.g. `docker0`.
         name: String,
     },
+    /// A routed container (`netbpf containers add`): its own address,
+    /// behind the host side of its veth.
+    Container {
+        /// The container's address.
+        address: Ipv4Addr,
+        /// The host side of its veth.
+        interface: String,
+    },
 }
 
 impl OwnedRule {

@@ -21,6 +21,7 @@ use netbpf_common::map_names;
 use super::spec::CniError;
 use crate::{
     config::{Ipv4Cidr, Masquerade, Publish, masquerade_entry},
+    containers::{self, ContainersError},
     control::{self, ControlError},
     maps, owners,
     owners::{OwnedEntry, OwnedRule},
@@ -38,6 +39,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct Wanted {
     /// Published ports to the container.
     pub publish: Vec<Publish>,
+    /// Routed mode: the container's address and the host side of its veth.
+    pub routed: Option<(Ipv4Addr, String)>,
     /// Masquerade of the container's address (a /32).
     pub masquerade: Option<Masquerade>,
     /// Address masqueraded traffic leaves with (default: the datapath's).
@@ -104,6 +107,15 @@ impl Attachment {
                 rule: OwnedRule::publish(p),
             })
             .collect();
+        if let Some((address, interface)) = &wanted.routed {
+            entries.push(OwnedEntry {
+                origin: origin.clone(),
+                rule: OwnedRule::Container {
+                    address: *address,
+                    interface: interface.clone(),
+                },
+            });
+        }
         if let Some(m) = &wanted.masquerade {
             match covering_masquerade(&self.pin_dir, m)? {
                 Some(held) => warn!(
@@ -157,9 +169,25 @@ impl Attachment {
                 )));
             }
         }
+        if let Some((address, interface)) = &wanted.routed {
+            let rule = OwnedRule::Container {
+                address: *address,
+                interface: interface.clone(),
+            };
+            if !held.contains(&OwnedEntry {
+                origin: self.origin(),
+                rule: rule.clone(),
+            }) {
+                return Err(CniError::Missing(format!(
+                    "{} was not added for {}",
+                    describe(&rule),
+                    self.origin()
+                )));
+            }
+        }
         let rows = NatRules::read(&self.pin_dir).map_err(datapath_err)?;
         for entry in &held {
-            if !present(&rows, &entry.rule) {
+            if !present(&self.pin_dir, &rows, &entry.rule) {
                 return Err(CniError::Missing(describe(&entry.rule)));
             }
         }
@@ -273,6 +301,16 @@ fn add_rule(pin_dir: &Path, rule: &OwnedRule, to: Option<Ipv4Addr>) -> Result<()
             anyhow::Error::from(other)
         )),
     };
+    if let OwnedRule::Container { address, interface } = rule {
+        return containers::add(pin_dir, *address, interface)
+            .map(drop)
+            .map_err(|e| match e {
+                ContainersError::Masqueraded { .. } | ContainersError::Exists { .. } => {
+                    CniError::Refused(format!("{}: {:#}", describe(rule), anyhow::Error::from(e)))
+                }
+                other => datapath_err(other),
+            });
+    }
     if let Some(p) = rule.as_publish() {
         let p = p.map_err(|e| CniError::InvalidConfig(format!("{:#}", anyhow::Error::from(e))))?;
         control::publish_add(pin_dir, &p).map_err(refused)
@@ -290,9 +328,15 @@ fn add_rule(pin_dir: &Path, rule: &OwnedRule, to: Option<Ipv4Addr>) -> Result<()
 }
 
 /// Whether `rule` is in the datapath exactly (a publish rule: same
-/// protocol, host address and ports, and same target).
-fn present(rows: &NatRules, rule: &OwnedRule) -> bool {
-    if let Some(Ok(p)) = rule.as_publish() {
+/// protocol, host address and ports, and same target; a routed container:
+/// same address behind the same interface).
+fn present(pin_dir: &Path, rows: &NatRules, rule: &OwnedRule) -> bool {
+    if let OwnedRule::Container { address, interface } = rule {
+        containers::list(pin_dir).is_ok_and(|list| {
+            list.iter()
+                .any(|c| c.address == *address && &c.interface == interface)
+        })
+    } else if let Some(Ok(p)) = rule.as_publish() {
         rows.publish.iter().any(|r| {
             r.proto == p.proto.to_string()
                 && r.host_addr == p.address.unwrap_or(Ipv4Addr::UNSPECIFIED)
@@ -320,7 +364,13 @@ fn remove_rules(pin_dir: &Path, entries: &[OwnedEntry]) -> Result<(), CniError> 
     let Ok(rows) = NatRules::read(pin_dir) else {
         return Ok(());
     };
-    for entry in entries.iter().filter(|e| present(&rows, &e.rule)) {
+    for entry in entries.iter().filter(|e| present(pin_dir, &rows, &e.rule)) {
+        if let OwnedRule::Container { address, .. } = &entry.rule {
+            match containers::del(pin_dir, *address) {
+                Ok(()) | Err(ContainersError::NotFound(_)) => continue,
+                Err(e) => return Err(datapath_err(e)),
+            }
+        }
         let result = if let Some(Ok(p)) = entry.rule.as_publish() {
             control::publish_del(pin_dir, p.proto, p.port, p.address).map(drop)
         } else if let Some(Ok(m)) = entry.rule.as_masquerade() {
@@ -349,6 +399,9 @@ fn describe(rule: &OwnedRule) -> String {
         }
         OwnedRule::Masquerade { source } => format!("masquerade of {source}"),
         OwnedRule::Interface { name } => format!("interface {name}"),
+        OwnedRule::Container { address, interface } => {
+            format!("routed container {address} behind {interface}")
+        }
     }
 }
 

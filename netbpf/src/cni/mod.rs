@@ -19,7 +19,7 @@ use serde_json::Value;
 use self::{
     attach::{Attachment, Wanted},
     env::{CniCommand, Invocation},
-    spec::{CniError, LATEST_VERSION, NetConf, PrevResult, SUPPORTED_VERSIONS, VersionInfo},
+    spec::{CniError, LATEST_VERSION, Mode, NetConf, PrevResult, SUPPORTED_VERSIONS, VersionInfo},
 };
 use crate::config::{masquerade_entry, publish_entry};
 
@@ -74,9 +74,9 @@ fn run(var: &impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String, Cn
     };
     match inv.command {
         CniCommand::Add => {
-            let (prev, ip) = previous(&conf, &inv)?;
-            attachment.add(&wanted(&conf, ip)?)?;
-            let mut result = prev;
+            let (value, prev, ip) = previous(&conf, &inv)?;
+            attachment.add(&wanted(&conf, &prev, ip)?)?;
+            let mut result = value;
             if let Value::Object(map) = &mut result {
                 map.insert("cniVersion".into(), Value::String(conf.cni_version.clone()));
             }
@@ -84,9 +84,9 @@ fn run(var: &impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String, Cn
         }
         CniCommand::Del => attachment.del().map(|()| String::new()),
         CniCommand::Check => {
-            let (_, ip) = previous(&conf, &inv)?;
+            let (_, prev, ip) = previous(&conf, &inv)?;
             attachment
-                .check(&wanted(&conf, ip)?)
+                .check(&wanted(&conf, &prev, ip)?)
                 .map(|()| String::new())
         }
         CniCommand::Status => attach::status(&pin_dir).map(|()| String::new()),
@@ -126,8 +126,9 @@ fn version(stdin: &[u8]) -> String {
     serde_json::to_string(&info).unwrap_or_default()
 }
 
-/// The previous result (as given) and the container's IPv4 address in it.
-fn previous(conf: &NetConf, inv: &Invocation) -> Result<(Value, Ipv4Addr), CniError> {
+/// The previous result (as given and as read) and the container's IPv4
+/// address in it.
+fn previous(conf: &NetConf, inv: &Invocation) -> Result<(Value, PrevResult, Ipv4Addr), CniError> {
     let value = conf.prev_result.clone().ok_or_else(|| {
         CniError::InvalidConfig(
             "no prevResult: netbpf is a chained plugin, put it after `bridge` or `ptp` in a conflist"
@@ -142,12 +143,12 @@ fn previous(conf: &NetConf, inv: &Invocation) -> Result<(Value, Ipv4Addr), CniEr
             inv.ifname
         ))
     })?;
-    Ok((value, ip))
+    Ok((value, prev, ip))
 }
 
 /// The rules the configuration asks for `ip`, validated by the config
 /// file's own parsers.
-fn wanted(conf: &NetConf, ip: Ipv4Addr) -> Result<Wanted, CniError> {
+fn wanted(conf: &NetConf, prev: &PrevResult, ip: Ipv4Addr) -> Result<Wanted, CniError> {
     let invalid = |what: String, e: crate::config::ConfigError| {
         CniError::InvalidConfig(format!("{what}: {:#}", anyhow::Error::from(e)))
     };
@@ -180,6 +181,23 @@ fn wanted(conf: &NetConf, ip: Ipv4Addr) -> Result<Wanted, CniError> {
         .map_err(|e| invalid(what, e))?;
         publish.push(p);
     }
+    let routed = match conf.mode {
+        Mode::Nat => None,
+        Mode::Routed if conf.masquerade => {
+            return Err(CniError::InvalidConfig(
+                "\"masquerade\": a routed container keeps its own address; use mode nat".to_owned(),
+            ));
+        }
+        Mode::Routed => {
+            let host = prev.host_interface().ok_or_else(|| {
+                CniError::InvalidConfig(
+                    "mode routed: prevResult names no host-side interface (chain netbpf after `ptp`)"
+                        .to_owned(),
+                )
+            })?;
+            Some((ip, host.to_owned()))
+        }
+    };
     let masquerade = if conf.masquerade {
         Some(
             masquerade_entry(&format!("{ip}/32"), None)
@@ -190,6 +208,7 @@ fn wanted(conf: &NetConf, ip: Ipv4Addr) -> Result<Wanted, CniError> {
     };
     Ok(Wanted {
         publish,
+        routed,
         masquerade,
         masquerade_to: conf.masquerade_to,
     })

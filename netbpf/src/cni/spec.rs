@@ -111,6 +111,10 @@ pub struct NetConf {
     /// Capabilities the runtime fills in.
     #[serde(default)]
     pub runtime_config: RuntimeConfig,
+    /// NAT (published ports, masquerade) or routed (the container's own
+    /// address routed, ARP answered, BGP announced).
+    #[serde(default)]
+    pub mode: Mode,
     /// Masquerade the container's address out of the uplink.
     #[serde(default)]
     pub masquerade: bool,
@@ -124,6 +128,18 @@ pub struct NetConf {
     /// `GC`: the attachments the runtime still has on this network.
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+}
+
+/// How the container is reached from outside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Behind the host's address: published ports, masquerade.
+    #[default]
+    Nat,
+    /// At its own address: a routed `[[container]]` (use `ptp`, whose
+    /// host-side veth netbpf routes to).
+    Routed,
 }
 
 /// The runtime capabilities netbpf takes.
@@ -223,6 +239,17 @@ impl PrevResult {
                     .filter(|ip| ip.interface.is_none())
                     .find_map(v4)
             })
+    }
+}
+
+impl PrevResult {
+    /// The host side of the container's veth: the first interface not in
+    /// a sandbox (`ptp` lists it first).
+    pub fn host_interface(&self) -> Option<&str> {
+        self.interfaces
+            .iter()
+            .find(|i| i.sandbox.as_deref().is_none_or(str::is_empty))
+            .map(|i| i.name.as_str())
     }
 }
 

@@ -98,6 +98,8 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
         OwnedRule::Interface { name } => datapath.has_inside(name),
         OwnedRule::Masquerade { source } => rules.masquerade.iter().any(|m| &m.source == source),
         OwnedRule::Publish { .. } => publish_present(rule, &rules),
+        // Docker never holds routed containers (CNI's routed mode does).
+        OwnedRule::Container { .. } => true,
     };
     // Removals first: a port that moved from one container to another is
     // free again before it is added.
@@ -179,6 +181,7 @@ fn add(datapath: &mut Datapath, rule: &OwnedRule) -> anyhow::Result<()> {
                 control::publish_add(&pin_dir, &p?)?;
             }
         }
+        OwnedRule::Container { .. } => {}
     }
     Ok(())
 }
@@ -218,6 +221,7 @@ fn remove_held(datapath: &mut Datapath, rule: &OwnedRule) -> anyhow::Result<()> 
             let (proto, port, address) = publish_key(proto, port, *address)?;
             control::publish_del(&pin_dir, proto, port, address)?;
         }
+        OwnedRule::Container { .. } => {}
     }
     Ok(())
 }
@@ -226,6 +230,9 @@ fn describe(rule: &OwnedRule) -> String {
     match rule {
         OwnedRule::Interface { name } => format!("hairpinning on bridge {name}"),
         OwnedRule::Masquerade { source } => format!("masquerade of {source}"),
+        OwnedRule::Container { address, interface } => {
+            format!("routed container {address} behind {interface}")
+        }
         OwnedRule::Publish {
             proto,
             port,
