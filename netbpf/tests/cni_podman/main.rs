@@ -106,7 +106,7 @@ fn podman_run_p_is_published_masqueraded_unpublished_and_collected() {
     let seen = lab::udp_whoami(&ns1, 6300, out).expect("c1 reaches the outside");
     let seen = parse_whoami(&seen).expect("address");
     assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded by netbpf, not bridge");
-    let c1_addr = pm.addr("c1");
+    let c1_addr = pm.addr("c1", podman::NETWORK);
     assert!(list.contains(&format!("{c1_addr}/32")), "{list}");
 
     // podman rm -f: its DEL removes c1's mapping and masquerade only.
@@ -141,4 +141,40 @@ fn podman_run_p_is_published_masqueraded_unpublished_and_collected() {
     let list = cli(&lab, &["nat", "list"]);
     assert!(!list.contains("cni:"), "nothing left behind: {list}");
     drop(servers);
+}
+
+#[test]
+fn podman_run_on_ptp_in_routed_mode_is_reached_at_its_own_address() {
+    if !require() {
+        return;
+    }
+    let prefix = format!("nbcnq-{}", std::process::id());
+    // A lab whose uplink is on a segment with a peer (its routed
+    // container r1 is not used).
+    let mut lab = Lab::build_with(&prefix, 0, 1).expect("lab");
+    lab.start_daemon(exe(), "").expect("daemon");
+    let pm = Podman::new(&lab.host, &lab.dir.join("podman"), exe(), &lab.pin_dir);
+    let id = pm.run_on(podman::ROUTED_NETWORK, "r", &[]);
+    let addr = pm.addr("r", podman::ROUTED_NETWORK);
+    let ns = pm.netns("r", &format!("{prefix}-pr"));
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4000);
+    let server = WhoamiServer::spawn(&ns, Transport::Tcp, any, "r saw").expect("server");
+    let peer = lab.peer.as_ref().expect("peer");
+    let dst = SocketAddrV4::new(addr, 4000);
+    let list = cli(&lab, &["containers", "list"]);
+    let seen = lab::tcp_whoami(peer, dst)
+        .unwrap_or_else(|e| panic!("the peer reaches {addr}: {e}\n{list}\n{}", lab.daemon_log()));
+    assert_eq!(
+        *parse_whoami(&seen).expect("addr").ip(),
+        lab::PEER_ADDR,
+        "no NAT"
+    );
+    assert!(list.contains(&addr.to_string()), "{list}");
+    drop(server);
+    drop(ns);
+    pm.podman(&["rm", "-f", "-t", "0", &id]);
+    assert!(
+        !cli(&lab, &["containers", "list"]).contains(&addr.to_string()),
+        "unrouted by podman rm"
+    );
 }

@@ -20,6 +20,11 @@ use netbpf::netns::Netns;
 pub const NETWORK: &str = "nbcn";
 const SUBNET: &str = "10.89.7.0/24";
 
+/// The routed network (ptp + netbpf in routed mode), and its subnet: the
+/// upper half of the lab's segment.
+pub const ROUTED_NETWORK: &str = "nbcnr";
+const ROUTED_SUBNET: &str = "10.0.1.128/25";
+
 /// The image: a static busybox, imported.
 const IMAGE: &str = "localhost/nbcn-busybox:1";
 
@@ -91,6 +96,27 @@ impl Podman {
             ]
         });
         fs::write(dir.join("cni/nbcn.conflist"), conflist.to_string()).expect("conflist");
+        // Routed: ptp (the host side of each veth is what netbpf routes
+        // to) on addresses of the uplink's segment, which the host
+        // answers ARP for.
+        let routed = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": ROUTED_NETWORK,
+            "plugins": [
+                {
+                    "type": "ptp",
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": dir.join("ipam"),
+                        "ranges": [[{"subnet": ROUTED_SUBNET}]],
+                        "routes": [{"dst": "0.0.0.0/0"}]
+                    }
+                },
+                {"type": "netbpf-cni", "pinDir": pin_dir, "mode": "routed"}
+            ]
+        });
+        fs::write(dir.join("cni/nbcnr.conflist"), routed.to_string()).expect("conflist");
         let root = dir.join("rootfs");
         fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox");
         for applet in ["sh", "sleep"] {
@@ -141,7 +167,12 @@ impl Podman {
 
     /// `podman run -d --network nbcn ARGS IMAGE sleep`: the container's ID.
     pub fn run(&self, name: &str, args: &[&str]) -> String {
-        let mut full = vec!["run", "-d", "--name", name, "--network", NETWORK];
+        self.run_on(NETWORK, name, args)
+    }
+
+    /// [`Podman::run`] on `network`.
+    pub fn run_on(&self, network: &str, name: &str, args: &[&str]) -> String {
+        let mut full = vec!["run", "-d", "--name", name, "--network", network];
         full.extend_from_slice(&[
             "--ulimit",
             "nofile=1024:1024",
@@ -160,9 +191,9 @@ impl Podman {
         Netns::attach(ns, pid.parse().expect("pid")).expect("attach netns")
     }
 
-    /// A container's address on the network.
-    pub fn addr(&self, name: &str) -> Ipv4Addr {
-        let format = format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}");
+    /// A container's address on `network`.
+    pub fn addr(&self, name: &str, network: &str) -> Ipv4Addr {
+        let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
         self.podman(&["inspect", "-f", &format, name])
             .parse()
             .expect("address")
