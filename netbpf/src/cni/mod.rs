@@ -10,6 +10,7 @@
 
 pub mod attach;
 pub mod env;
+mod rules;
 pub mod spec;
 
 use std::{net::Ipv4Addr, path::PathBuf};

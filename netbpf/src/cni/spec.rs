@@ -293,3 +293,60 @@ pub fn check_version(value: &Value) -> Result<String, CniError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_is_decoded_in_the_specs_order() {
+        assert_eq!(decode(b"{").expect_err("not JSON").code(), 6);
+        assert_eq!(decode(b"{}").expect_err("no version").code(), 7);
+        let v = br#"{"cniVersion": "2.0.0", "name": "n", "type": "netbpf-cni"}"#;
+        assert_eq!(decode(v).expect_err("unknown version").code(), 1);
+        let v = br#"{"cniVersion": "1.0.0", "type": "netbpf-cni"}"#;
+        assert_eq!(decode(v).expect_err("no name").code(), 7);
+        let v = br#"{"cniVersion": "1.1.0", "name": "n", "type": "netbpf-cni",
+                     "mode": "routed", "unknownKey": 1,
+                     "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 8080}]}}"#;
+        let conf = decode(v).expect("valid, unknown keys ignored");
+        assert_eq!(conf.mode, Mode::Routed);
+        assert_eq!(conf.runtime_config.port_mappings[0].protocol, "tcp");
+        let v = br#"{"cniVersion": "1.1.0", "name": "n", "type": "netbpf-cni", "mode": "bgp"}"#;
+        assert_eq!(decode(v).expect_err("unknown mode").code(), 7);
+    }
+
+    #[test]
+    fn the_containers_address_and_the_host_side_are_found() {
+        let prev: PrevResult = serde_json::from_str(
+            r#"{"interfaces": [{"name": "veth1"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
+                "ips": [{"address": "fd00::2/64", "interface": 1},
+                        {"address": "10.88.0.5/16", "interface": 1},
+                        {"address": "10.99.0.1/24", "interface": 0}]}"#,
+        )
+        .expect("result");
+        assert_eq!(
+            prev.container_ipv4("eth0"),
+            Some(Ipv4Addr::new(10, 88, 0, 5))
+        );
+        assert_eq!(prev.container_ipv4("eth1"), None);
+        assert_eq!(prev.host_interface(), Some("veth1"));
+        let bare: PrevResult =
+            serde_json::from_str(r#"{"ips": [{"address": "10.88.0.6/16"}]}"#).expect("result");
+        assert_eq!(
+            bare.container_ipv4("eth0"),
+            Some(Ipv4Addr::new(10, 88, 0, 6))
+        );
+        assert_eq!(bare.host_interface(), None);
+    }
+
+    #[test]
+    fn errors_are_the_specs_objects() {
+        let e = CniError::Refused("tcp 8080 overlaps".into());
+        let v: Value = serde_json::from_str(&e.to_json("1.0.0")).expect("json");
+        assert_eq!(v["code"], 100);
+        assert_eq!(v["cniVersion"], "1.0.0");
+        assert_eq!(v["msg"], "refused by the datapath");
+        assert_eq!(v["details"], "tcp 8080 overlaps");
+    }
+}
