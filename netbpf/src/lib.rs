@@ -13,6 +13,7 @@ pub mod batch;
 #[cfg(feature = "lab")]
 pub mod bench;
 pub mod bgp;
+pub mod cni;
 pub mod coexist;
 pub mod config;
 pub mod conntrack;
@@ -47,6 +48,7 @@ pub mod owners;
 pub mod pins;
 pub mod rows;
 pub mod rtnl;
+pub mod ruleslock;
 pub mod table;
 
 /// The compiled eBPF object (all programs and maps), embedded at build time.

@@ -13,6 +13,14 @@ use cli::{Cli, Command, conntrack, daemon, explain, import, nat, routing, stats}
 use log::warn;
 
 fn main() -> ExitCode {
+    // Run as `netbpf-cni` (a link a runtime finds in its CNI_PATH), this
+    // is a CNI plugin and takes no arguments.
+    let argv0 = std::env::args_os().next();
+    if argv0.as_deref().map(Path::new).and_then(Path::file_name)
+        == Some(std::ffi::OsStr::new(cli::cni::PLUGIN_NAME))
+    {
+        return cli::cni::run();
+    }
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
@@ -23,6 +31,10 @@ fn main() -> ExitCode {
     {
         eprintln!("netbpf: error: {e:#}");
         return ExitCode::FAILURE;
+    }
+    // After --netns: a plugin for a runtime in that namespace.
+    if matches!(cli.command, Command::Cni(_)) {
+        return cli::cni::run();
     }
     let result = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -85,5 +97,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         #[cfg(feature = "lab")]
         Command::Lab(args) => lab::run(args).await,
         Command::Import { command } => import::run(command),
+        // Run by main() before the logger and the async runtime start.
+        Command::Cni(_) => Ok(()),
     }
 }

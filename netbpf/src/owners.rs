@@ -6,8 +6,9 @@
 //! The datapath's maps stay the one truth about what is translated; an
 //! owner's file only says which of those rules it added, and why (an
 //! origin such as `docker:web`). The daemon registers owner `config` for
-//! the config file's rules; the Docker follower registers `docker`; a
-//! later CNI plugin registers its own. `netbpf nat list` joins the files
+//! the config file's rules; the Docker follower registers `docker`; the
+//! CNI plugin one owner per attachment (`cni-...`, origin
+//! `cni:<container id>/<ifname>`). `netbpf nat list` joins the files
 //! with the maps: a rule no file names was added by hand (`live`, through
 //! `netbpf publish add`). The daemon keeps the rules of owners other than
 //! `config` when it fills the maps from the config (restart, SIGHUP).
@@ -85,6 +86,14 @@ pub enum OwnedRule {
     Interface {
         /// e.g. `docker0`.
         name: String,
+    },
+    /// A routed container (`netbpf containers add`): its own address,
+    /// behind the host side of its veth.
+    Container {
+        /// The container's address.
+        address: Ipv4Addr,
+        /// The host side of its veth.
+        interface: String,
     },
 }
 
@@ -232,6 +241,34 @@ pub fn read_all(pin_dir: &Path) -> Result<Vec<(String, OwnedEntry)>, OwnersError
     Ok(out)
 }
 
+/// Forgets one owner (nothing to do if it has no file).
+pub fn remove(pin_dir: &Path, owner: &str) -> Result<(), OwnersError> {
+    let path = file_for(pin_dir, owner)?;
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// The owners that have a file (also those that hold no rule), by name.
+pub fn names(pin_dir: &Path) -> Result<Vec<String>, OwnersError> {
+    let dir = dir_for(pin_dir);
+    let listing = match fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&dir)(e)),
+    };
+    let mut names: Vec<String> = listing
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Forgets every owner (`netbpf down`: the rules went with the maps).
 pub fn remove_all(pin_dir: &Path) -> Result<(), OwnersError> {
     let dir = dir_for(pin_dir);
@@ -335,6 +372,16 @@ mod tests {
             write(&pin_dir, "../x", &[]),
             Err(OwnersError::BadName(_))
         ));
+        assert_eq!(
+            names(&pin_dir).expect("names"),
+            vec![CONFIG_OWNER.to_owned(), "docker".to_owned()]
+        );
+        remove(&pin_dir, "docker").expect("remove one");
+        remove(&pin_dir, "docker").expect("removing a missing owner is fine");
+        assert_eq!(
+            names(&pin_dir).expect("names"),
+            vec![CONFIG_OWNER.to_owned()]
+        );
         remove_all(&pin_dir).expect("remove");
         assert!(read_all(&pin_dir).expect("empty").is_empty());
     }

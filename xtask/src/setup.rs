@@ -125,6 +125,16 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         package: "busybox-static",
         why: "tests/docker.rs makes its container image with `docker import` from a directory holding a static busybox (no registry needed)",
     },
+    DebianTool {
+        binary: "podman",
+        package: "podman",
+        why: "tests/cni_podman.rs runs Debian's podman (CNI backend, its own root, runroot and CNI config dir, inside a test namespace) with netbpf as the CNI plugin that publishes its ports",
+    },
+    DebianTool {
+        binary: "/usr/lib/cni/bridge",
+        package: "containernetworking-plugins",
+        why: "tests/cni_podman.rs chains Debian's reference `bridge` and `host-local` CNI plugins before netbpf's (no `portmap`)",
+    },
 ];
 
 /// State of one `setup` run.

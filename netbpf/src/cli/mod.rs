@@ -3,6 +3,7 @@
 //! its arguments into calls to the library and prints the result.
 //! `main.rs` parses and dispatches; the groups import only [`shared`].
 
+pub mod cni;
 pub mod conntrack;
 pub mod daemon;
 pub mod explain;
@@ -89,6 +90,10 @@ pub enum Command {
         #[command(subcommand)]
         command: routing::BgpCommand,
     },
+    /// Be a CNI plugin for one invocation (what runtimes call as
+    /// `netbpf-cni`): `CNI_COMMAND` and the rest from the environment, the
+    /// network config on stdin. See docs/cni.md.
+    Cni(cni::CniArgs),
     /// Turn another tool's NAT rules into netbpf config (printed on stdout).
     Import {
         #[command(subcommand)]

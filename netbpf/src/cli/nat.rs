@@ -78,7 +78,17 @@ pub enum NatCommand {
     List(OutputArgs),
 }
 
+/// The rules lock, so a live change never interleaves with the daemon's
+/// fills or a CNI plugin's (see `netbpf::ruleslock`).
+fn rules_lock(pin_dir: &Path) -> Result<netbpf::ruleslock::RulesLock> {
+    Ok(netbpf::ruleslock::RulesLock::acquire(
+        pin_dir,
+        std::time::Duration::from_secs(10),
+    )?)
+}
+
 pub fn publish(command: PublishCommand, pin_dir: &Path) -> Result<()> {
+    let _lock = rules_lock(pin_dir)?;
     match command {
         PublishCommand::Add {
             proto,
@@ -109,6 +119,7 @@ pub fn publish(command: PublishCommand, pin_dir: &Path) -> Result<()> {
 }
 
 pub fn masquerade(command: MasqueradeCommand, pin_dir: &Path) -> Result<()> {
+    let _lock = rules_lock(pin_dir)?;
     match command {
         MasqueradeCommand::Add { source, ports, to } => {
             let rule = config::masquerade_entry(&source, ports.as_deref())

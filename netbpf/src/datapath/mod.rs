@@ -24,7 +24,12 @@ use crate::{
     maps::NatMaps,
     netdev::{self},
     owners, pins,
+    ruleslock::RulesLock,
 };
+
+/// How long the daemon waits for a CNI plugin to release the rules lock
+/// before it fills the maps without it.
+const RULES_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub use crate::loader::programs;
 use attach::{
@@ -95,8 +100,11 @@ impl Datapath {
         options: &Options,
     ) -> Result<Self, DatapathError> {
         let mut resolved = resolve(config)?;
-        // Rules other owners (Docker) hold stay through a restart, and
-        // their bridges keep their hairpin programs.
+        // Held from reading the owners to the fill: a CNI ADD in between
+        // would otherwise lose its rules to the fill.
+        let _rules = RulesLock::for_daemon(pin_dir, RULES_LOCK_WAIT);
+        // Rules other owners (Docker, CNI) hold stay through a restart,
+        // and their bridges keep their hairpin programs.
         let kept = owners::Kept::read(pin_dir).unwrap_or_else(|e| {
             warn!("rule owners unreadable, keeping only the config's rules: {e}");
             owners::Kept::default()
@@ -346,6 +354,7 @@ impl Datapath {
                 &local,
             )
             .map_err(DatapathError::Host)?;
+        let _rules = RulesLock::for_daemon(&self.pin_dir, RULES_LOCK_WAIT);
         let kept = owners::Kept::read(&self.pin_dir).unwrap_or_else(|e| {
             warn!("rule owners unreadable, keeping only the config's rules: {e}");
             owners::Kept::default()

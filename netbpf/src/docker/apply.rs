@@ -22,6 +22,9 @@ use super::{
     translate::{DOCKER_OWNER, Others, translate},
 };
 
+/// How long a pass waits for a CNI plugin to release the rules lock.
+const RULES_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What one pass changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -39,6 +42,8 @@ pub struct Applied {
 /// this pass's.
 pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String>) -> Applied {
     let pin_dir = datapath.pin_dir().to_owned();
+    // Not interleaved with a CNI plugin's read-check-write of the rules.
+    let _rules = crate::ruleslock::RulesLock::for_daemon(&pin_dir, RULES_LOCK_WAIT);
     let mut report = Applied::default();
     let previous = match owners::read(&pin_dir, DOCKER_OWNER) {
         Ok(p) => p,
@@ -93,6 +98,8 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
         OwnedRule::Interface { name } => datapath.has_inside(name),
         OwnedRule::Masquerade { source } => rules.masquerade.iter().any(|m| &m.source == source),
         OwnedRule::Publish { .. } => publish_present(rule, &rules),
+        // Docker never holds routed containers (CNI's routed mode does).
+        OwnedRule::Container { .. } => true,
     };
     // Removals first: a port that moved from one container to another is
     // free again before it is added.
@@ -174,6 +181,7 @@ fn add(datapath: &mut Datapath, rule: &OwnedRule) -> anyhow::Result<()> {
                 control::publish_add(&pin_dir, &p?)?;
             }
         }
+        OwnedRule::Container { .. } => {}
     }
     Ok(())
 }
@@ -213,6 +221,7 @@ fn remove_held(datapath: &mut Datapath, rule: &OwnedRule) -> anyhow::Result<()> 
             let (proto, port, address) = publish_key(proto, port, *address)?;
             control::publish_del(&pin_dir, proto, port, address)?;
         }
+        OwnedRule::Container { .. } => {}
     }
     Ok(())
 }
@@ -221,6 +230,9 @@ fn describe(rule: &OwnedRule) -> String {
     match rule {
         OwnedRule::Interface { name } => format!("hairpinning on bridge {name}"),
         OwnedRule::Masquerade { source } => format!("masquerade of {source}"),
+        OwnedRule::Container { address, interface } => {
+            format!("routed container {address} behind {interface}")
+        }
         OwnedRule::Publish {
             proto,
             port,

@@ -356,6 +356,7 @@ impl Drop for Lab {
         let _ = self.stop_daemon();
         let _ = maps::unpin_all(&self.pin_dir);
         let _ = crate::owners::remove_all(&self.pin_dir);
+        let _ = fs::remove_file(crate::ruleslock::RulesLock::path_for(&self.pin_dir));
         let _ = fs::remove_dir_all(&self.dir);
         // Namespaces are removed by their own Drop.
     }
