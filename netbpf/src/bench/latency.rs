@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{
     packets::{median, percentile},
-    router::{Direction, Rig},
+    rig::{Direction, Rig},
 };
 use crate::lab::{self, Transport, WhoamiServer};
 

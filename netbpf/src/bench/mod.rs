@@ -26,6 +26,7 @@
 //! errors, through [`Netns`]'s and [`Lab`]'s drops).
 
 mod chart;
+mod fmt;
 mod install;
 mod kernel;
 mod kernel_dp;
@@ -34,7 +35,9 @@ mod latency;
 mod measure;
 mod options;
 mod packets;
+mod phase;
 mod report;
+mod rig;
 mod router;
 mod router_report;
 mod router_stats;
@@ -144,7 +147,7 @@ pub fn render(dir: &std::path::Path) -> Result<String> {
     let mut results: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if let Some(rows) = results["router"]["rows"].as_array().cloned() {
-        let (summary, ratios) = router_stats::aggregate(&rows, &router::plans());
+        let (summary, ratios) = router_stats::aggregate(&rows, &rig::plans());
         results["router"]["summary"] = json!(summary);
         results["router"]["ratios"] = json!(ratios);
     }

@@ -4,30 +4,10 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{chart::*, flood, kernel::PATHS, packets::*, router_report::router_summary};
+use super::{chart::*, flood, fmt::*, kernel::PATHS, packets::*, router_report::router_summary};
 
 // ---------------------------------------------------------------------------
 // Report
-
-pub(crate) fn fmt_ns(ns: f64) -> String {
-    if !ns.is_finite() {
-        "–".to_owned()
-    } else if ns >= 10_000.0 {
-        format!("{:.1} µs", ns / 1000.0)
-    } else if ns >= 1000.0 {
-        format!("{:.2} µs", ns / 1000.0)
-    } else {
-        format!("{ns:.0} ns")
-    }
-}
-
-pub(crate) fn fmt_ratio(r: f64) -> String {
-    if r.is_finite() {
-        format!("{r:.3}")
-    } else {
-        "–".to_owned()
-    }
-}
 
 /// The markdown summary; `plot` is the SVG's path relative to it.
 pub fn summary(results: &Value, plot: &str) -> String {

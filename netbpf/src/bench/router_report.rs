@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::{
+    fmt::{fmt_ns, fmt_ratio},
     packets::median,
-    report::{fmt_ns, fmt_ratio},
     router_stats::{PHASES, is},
 };
 

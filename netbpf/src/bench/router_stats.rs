@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{
     packets::median,
-    router::{Direction, Frame, RigPlan, Variant},
+    rig::{Direction, Frame, RigPlan, Variant},
 };
 
 /// The phases of a row, by their key in it.

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use super::{
     measure::{CpuMark, GEN_CPU, ROUTER_CPU, netdev_counter},
     packets::udp_frame,
-    router::{Direction, Ends, Frame, Rig, Source, Variant, wait_quiet_mark},
+    phase::wait_quiet_mark,
+    rig::{Direction, Ends, Frame, Rig, Source, Variant},
     sink, xdp,
 };
 

@@ -22,7 +22,7 @@ use crate::{
 use super::{
     measure::GEN_CPU,
     options::Options,
-    router::{Direction, Variant, steer_to_router},
+    rig::{Direction, Variant, steer_to_router},
 };
 
 /// The port iperf3 listens on, in the container and on the outside.
