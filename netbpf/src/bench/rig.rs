@@ -10,7 +10,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    lab::{self, Lab},
+    lab::{self, Container, Lab},
     netns::Netns,
 };
 
@@ -25,6 +25,9 @@ pub(crate) enum Variant {
     XdpFloor,
     /// The host routes to the container's own address; no NAT at all.
     Plain,
+    /// A routed container (`[[container]]`, the Calico way) and a peer on
+    /// the uplink's segment: netbpf's routing programs, no NAT.
+    Routed,
     /// DNAT of the published ports and MASQUERADE of the containers, with
     /// the kernel's conntrack.
     Iptables,
@@ -45,6 +48,7 @@ impl Variant {
         match self {
             Variant::XdpFloor => "xdp-floor",
             Variant::Plain => "plain",
+            Variant::Routed => "routed",
             Variant::Iptables => "iptables-nft",
             Variant::NetbpfStack => "netbpf-stack",
             Variant::NetbpfTc => "netbpf-tc",
@@ -52,8 +56,9 @@ impl Variant {
         }
     }
 
+    /// Whether netbpf's daemon runs in this variant (its counters are read).
     pub(crate) fn is_netbpf(self) -> bool {
-        self.datapath_toml().is_some()
+        self == Variant::Routed || self.datapath_toml().is_some()
     }
 
     /// The netbpf variants' `[datapath]` section (none for the others).
@@ -62,7 +67,7 @@ impl Variant {
             Variant::NetbpfStack => Some("\n[datapath]\nfast_path = false\n"),
             Variant::NetbpfTc => Some("\n[datapath]\nxdp = false\n"),
             Variant::NetbpfFast => Some(""),
-            Variant::XdpFloor | Variant::Plain | Variant::Iptables => None,
+            Variant::XdpFloor | Variant::Plain | Variant::Routed | Variant::Iptables => None,
         }
     }
 }
@@ -170,12 +175,45 @@ pub(crate) struct Ends<'a> {
     pub(crate) router_out: &'a str,
 }
 
+/// The container the traffic goes to or comes from: the routed container
+/// for [`Variant::Routed`], the first masqueraded one otherwise.
+fn container_of(lab: &Lab, variant: Variant) -> &Container {
+    match variant {
+        Variant::Routed => &lab.routed[0],
+        _ => &lab.containers[0],
+    }
+}
+
+/// The machine beyond the uplink: the peer on the segment for
+/// [`Variant::Routed`], the outside machine otherwise.
+fn far_of(lab: &Lab, variant: Variant) -> &Netns {
+    match (variant, &lab.peer) {
+        (Variant::Routed, Some(peer)) => peer,
+        _ => &lab.outside,
+    }
+}
+
 impl Rig {
+    /// See [`container_of`].
+    pub(crate) fn container(&self) -> &Container {
+        container_of(&self.lab, self.variant)
+    }
+
+    /// See [`far_of`].
+    pub(crate) fn far(&self) -> &Netns {
+        far_of(&self.lab, self.variant)
+    }
+
     pub(crate) fn ends(&self, direction: Direction) -> Ends<'_> {
-        let c1 = &self.lab.containers[0];
+        let c1 = self.container();
+        let far_addr = if self.variant == Variant::Routed {
+            lab::PEER_ADDR
+        } else {
+            lab::OUTSIDE_ADDR
+        };
         match direction {
             Direction::Inbound => Ends {
-                gen_ns: &self.lab.outside,
+                gen_ns: self.far(),
                 dst_mac: self.host_mac,
                 src_mac: self.out_mac,
                 dst: self.inbound_dst,
@@ -189,10 +227,10 @@ impl Rig {
                 gen_ns: &c1.ns,
                 dst_mac: self.veth_mac,
                 src_mac: self.c1_mac,
-                dst: SocketAddrV4::new(lab::OUTSIDE_ADDR, lab::SERVICE_PORT),
+                dst: SocketAddrV4::new(far_addr, lab::SERVICE_PORT),
                 established: Source::Fixed(c1.addr, OUTBOUND_EST_PORT),
                 new: Source::PortSequence(c1.addr),
-                recv_ns: &self.lab.outside,
+                recv_ns: self.far(),
                 router_in: &c1.host_veth,
                 router_out: "eth0",
             },
@@ -231,8 +269,14 @@ pub(crate) fn steer_to_router(host: &Netns, devs: &[&str]) -> Result<()> {
 
 pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<Rig> {
     let prefix = format!("nbb-r-{}", std::process::id());
-    let mut lab = Lab::build(&prefix, 1)?;
-    let c1 = &lab.containers[0];
+    // The routed container's lab has a peer wired straight to the uplink
+    // (as the outside machine is in the others) instead of the outside.
+    let mut lab = if variant == Variant::Routed {
+        Lab::build_direct_peer(&prefix, 1)?
+    } else {
+        Lab::build(&prefix, 1)?
+    };
+    let (c1, far) = (container_of(&lab, variant), far_of(&lab, variant));
     // Receive processing of the host's interfaces (the uplink for inbound
     // traffic, the container's veth for outbound) on the router CPU; the
     // receiving end's runs there too (a veth delivers on the CPU that
@@ -240,27 +284,34 @@ pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<
     steer_to_router(&lab.host, &["eth0", &c1.host_veth])?;
     // No IPv6 in the lab (router solicitations and MLD reports of the
     // fresh interfaces would count as sent, and cost the router CPU).
-    for ns in [&lab.host, &lab.outside, &c1.ns] {
+    for ns in [&lab.host, far, &c1.ns] {
         ns.sysctl("net.ipv6.conf.all.disable_ipv6=1")?;
         ns.sysctl("net.ipv6.conf.default.disable_ipv6=1")?;
     }
     // Both receiving ends count and drop at their tc ingress (the same for
     // every variant).
     sink::install(&c1.ns, "eth0")?;
-    sink::install(&lab.outside, "eth0")?;
+    sink::install(far, "eth0")?;
     // Both ends are the same in every variant, and what the floor needs
     // (xdp::prepare_end): NAPI, and full checksums from their own sockets.
     xdp::prepare_end(&c1.ns, "eth0")?;
-    xdp::prepare_end(&lab.outside, "eth0")?;
+    xdp::prepare_end(far, "eth0")?;
     let to = SocketAddrV4::new(c1.addr, lab::SERVICE_PORT);
     let published = SocketAddrV4::new(lab::UPLINK_ADDR, PUBLISHED_PORT);
     let veth_mac = mac_of(&lab.host, &c1.host_veth)?;
     let c1_mac = mac_of(&c1.ns, "eth0")?;
-    let out_mac = mac_of(&lab.outside, "eth0")?;
+    let out_mac = mac_of(far, "eth0")?;
     let mut install_s = 0.0;
     let mut floor = None;
     let inbound_dst = match variant {
         Variant::Plain => to,
+        Variant::Routed => {
+            let extra = lab.routed_toml();
+            let t = Instant::now();
+            lab.start_daemon(&opts.netbpf_exe, &extra)?;
+            install_s = t.elapsed().as_secs_f64();
+            to
+        }
         Variant::XdpFloor => {
             let t = Instant::now();
             floor = Some(xdp::Floor::attach(
@@ -362,7 +413,7 @@ pub(crate) fn plans() -> Vec<RigPlan> {
             Frame::Small => &PORT_COUNTS,
             Frame::Mtu => &[0],
         };
-        for variant in [Variant::XdpFloor, Variant::Plain] {
+        for variant in [Variant::XdpFloor, Variant::Plain, Variant::Routed] {
             plans.push(RigPlan {
                 variant,
                 ports: 0,

@@ -95,8 +95,8 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
             }
             // Last on the rig: it takes the count-and-drop filters away.
             if plan.frame == Frame::Small && plan.ports == 0 {
-                sink::remove(&rig.lab.containers[0].ns, "eth0")?;
-                sink::remove(&rig.lab.outside, "eth0")?;
+                sink::remove(&rig.container().ns, "eth0")?;
+                sink::remove(rig.far(), "eth0")?;
                 for direction in plan.directions() {
                     let l = latency::latency(&rig, direction)
                         .with_context(|| format!("{label} {}: latency", direction.name()))?;

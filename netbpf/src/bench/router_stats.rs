@@ -132,6 +132,7 @@ pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<V
                         all(Variant::NetbpfTc, plan.ports),
                         all(Variant::NetbpfStack, plan.ports),
                         all(Variant::Plain, 0),
+                        all(Variant::Routed, 0),
                     ),
                 });
             }
@@ -145,7 +146,16 @@ pub(crate) fn aggregate(rows: &[Value], plans: &[RigPlan]) -> (Vec<Value>, Vec<V
 /// per packet: each variant over the floor, and what netbpf adds over the
 /// floor as a share of what iptables-nft adds (null when iptables-nft adds
 /// less than the clock can see).
-fn floor_ratios(floor: f64, ipt: f64, fast: f64, tc: f64, stack: f64, plain: f64) -> Value {
+#[allow(clippy::too_many_arguments)]
+fn floor_ratios(
+    floor: f64,
+    ipt: f64,
+    fast: f64,
+    tc: f64,
+    stack: f64,
+    plain: f64,
+    routed: f64,
+) -> Value {
     let share = |netbpf: f64| {
         if ipt - floor >= MIN_EXTRA_NS {
             json!((netbpf - floor) / (ipt - floor))
@@ -160,6 +170,7 @@ fn floor_ratios(floor: f64, ipt: f64, fast: f64, tc: f64, stack: f64, plain: f64
         "netbpf_stack_over_floor": stack / floor,
         "iptables_over_floor": ipt / floor,
         "plain_over_floor": plain / floor,
+        "routed_over_floor": routed / floor,
         "netbpf_fast_extra_over_iptables_extra": share(fast),
         "netbpf_tc_extra_over_iptables_extra": share(tc),
         "netbpf_stack_extra_over_iptables_extra": share(stack),

@@ -103,8 +103,8 @@ fn build(opts: &Options, variant: Variant) -> Result<Lab> {
             extra.push_str(variant.datapath_toml().unwrap_or_default());
             lab.start_daemon(&opts.netbpf_exe, &extra)?;
         }
-        Variant::Plain | Variant::XdpFloor => {
-            bail!("the throughput runs have no plain or floor variant")
+        Variant::Plain | Variant::XdpFloor | Variant::Routed => {
+            bail!("the throughput runs have no plain, floor or routed variant")
         }
     }
     Ok(lab)
