@@ -189,11 +189,16 @@ pub enum Counter {
     /// Packets from one isolated container network to another (Docker's
     /// DOCKER-ISOLATION): dropped at the container-side interface.
     DropIsolated,
+    /// Packets from one container to another on the same bridge whose
+    /// network turns inter-container communication off (Docker's
+    /// `enable_icc=false`, `--icc=false`): dropped at the sender's bridge
+    /// port (its host-side veth) by `netbpf_icc`.
+    DropIcc,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropIsolated as u32 + 1;
+    pub const COUNT: u32 = Counter::DropIcc as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -258,6 +263,7 @@ impl Counter {
         Counter::XdpPassNotForwarded,
         Counter::XdpPassChecksum,
         Counter::DropIsolated,
+        Counter::DropIcc,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -324,6 +330,7 @@ impl Counter {
             Counter::XdpPassNotForwarded => "xdp_pass_not_forwarded",
             Counter::XdpPassChecksum => "xdp_pass_checksum",
             Counter::DropIsolated => "drop_isolated",
+            Counter::DropIcc => "drop_icc",
         }
     }
 

@@ -90,9 +90,13 @@ pub mod map_names {
     /// LPM trie: container network subnet → [`crate::IsolationNet`]
     /// (isolation between networks, written by the Docker follower).
     pub const ISOLATION: &str = "ISOLATION";
+    /// Hash: ifindex of a bridge port (a container's host-side veth) →
+    /// [`crate::IccPort`], the ports of networks with inter-container
+    /// communication off (written by the Docker follower).
+    pub const ICC_PORTS: &str = "ICC_PORTS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 28] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -117,6 +121,7 @@ pub mod map_names {
         FAST_HOPS,
         XDP_TARGETS,
         ISOLATION,
+        ICC_PORTS,
         CSUM_SCRATCH,
         STATS,
         PORT_PROBES,
@@ -129,6 +134,8 @@ pub mod capacity {
     pub const MASQ_RULES: u32 = 1024;
     /// Isolated container network subnets.
     pub const ISOLATION: u32 = 1024;
+    /// Bridge ports of networks with inter-container communication off.
+    pub const ICC_PORTS: u32 = 4096;
     /// Published-port trie entries (a range takes at most 30).
     pub const PUBLISH: u32 = 16384;
     /// Host addresses.

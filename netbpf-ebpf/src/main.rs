@@ -10,6 +10,7 @@
 //! | `netbpf_ingress` | tc (tcx) ingress of the uplink | translate replies back, DNAT |
 //! | `netbpf_inside`  | tc (tcx) ingress of container-side interfaces | hairpinning |
 //! | `netbpf_fast_out` | the same, after `netbpf_inside` | masquerade and straight to the uplink (the fast path) |
+//! | `netbpf_icc`     | tc (tcx) ingress of the ports of a Docker bridge with `enable_icc=false` | drops container-to-container packets inside the network |
 //! | `netbpf_arp`     | XDP on the uplink | ARP for routed containers, then established inbound NAT flows straight to the container (the XDP fast path) |
 //! | `netbpf_route_in` | tc (tcx) ingress of the uplink | forward to routed containers |
 //! | `netbpf_container` | tc (tcx) ingress of routed containers' veths | ARP, anti-spoofing, forward out |
@@ -33,6 +34,7 @@ mod fragment;
 mod guard;
 mod hairpin;
 mod hop;
+mod icc;
 mod icmp;
 mod maps;
 mod nat;
@@ -143,6 +145,15 @@ pub fn netbpf_fast_out(ctx: TcContext) -> i32 {
         }),
         false,
     )
+}
+
+/// tc ingress on a bridge port (a container's host-side veth) of a network
+/// with inter-container communication off: drops what the container sends
+/// to the other containers of its subnet, which the bridge would switch
+/// without any other program seeing it.
+#[classifier]
+pub fn netbpf_icc(ctx: TcContext) -> i32 {
+    tc_verdict_of(icc::from_port(&ctx), false)
 }
 
 /// cgroup connect4: host sockets connecting to a published port.

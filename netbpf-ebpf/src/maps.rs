@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
-    FragValue, HairpinFrag, HopKey, HopValue, IsolationNet, MappingValue, MasqPrefix, MasqRule,
-    PORT_PROBE_BUCKETS, PublishKey, PublishRule, Settings, SockRevKey, SockRevValue, capacity,
+    FragValue, HairpinFrag, HopKey, HopValue, IccPort, IsolationNet, MappingValue, MasqPrefix,
+    MasqRule, PORT_PROBE_BUCKETS, PublishKey, PublishRule, Settings, SockRevKey, SockRevValue,
+    capacity,
 };
 
 /// `EEXIST`, as map updates return it (negated).
@@ -28,6 +29,12 @@ pub(crate) static PUBLISH: LpmTrie<PublishKey, PublishRule> =
 #[map]
 pub(crate) static ISOLATION: LpmTrie<[u8; 4], IsolationNet> =
     LpmTrie::with_max_entries(capacity::ISOLATION, 0);
+
+/// Bridge ports (ifindex) of networks with inter-container communication
+/// off, written by userspace.
+#[map]
+pub(crate) static ICC_PORTS: HashMap<u32, IccPort> =
+    HashMap::with_max_entries(capacity::ICC_PORTS, 0);
 
 /// The host's own addresses, written by userspace.
 #[map]

@@ -18,6 +18,9 @@ pub mod programs {
     /// tc ingress on the same interfaces, after [`INSIDE`]: the fast path
     /// out (masquerade, straight to the uplink).
     pub const FAST_OUT: &str = "netbpf_fast_out";
+    /// tc ingress on the ports of a bridge whose network has
+    /// inter-container communication off (Docker's `enable_icc=false`).
+    pub const ICC: &str = "netbpf_icc";
     /// cgroup socket hooks for published ports reached from the host.
     pub const SOCK_ADDR: [&str; 4] = [
         "netbpf_connect4",

@@ -1,6 +1,7 @@
 //! The few rtnetlink requests routing needs: an interface's MAC and veth
 //! peer, the IPv4 neighbour table (dump and change notifications), and
-//! host routes for container addresses.
+//! host routes for container addresses; and the ports of a bridge, for
+//! Docker's `enable_icc=false`.
 //!
 //! rtnetlink rather than parsing `ip -j` output: no dependency on iproute2
 //! at run time, typed messages (`netlink-packet-route`), and the same socket
@@ -98,6 +99,17 @@ impl LinkInfo {
             XdpMode::Default
         }
     }
+}
+
+/// One interface of a link dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEntry {
+    /// Its index.
+    pub ifindex: u32,
+    /// Its name.
+    pub name: String,
+    /// The bridge (or bond) it is a port of (`IFLA_MASTER`).
+    pub controller: Option<u32>,
 }
 
 /// One IPv4 neighbour table entry.
@@ -292,6 +304,38 @@ impl Rtnl {
             return Ok(None);
         };
         Ok(Some(self.link(peer, info.peer_netnsid)?.mac))
+    }
+
+    /// Every interface of this namespace with its name and controller
+    /// (a bridge's ports have the bridge's index). Read over netlink, not
+    /// `/sys`, which may be another namespace's.
+    pub fn links(&mut self) -> Result<Vec<LinkEntry>, RtnlError> {
+        let replies = self.request(
+            "dump links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => {
+                    let mut entry = LinkEntry {
+                        ifindex: link.header.index,
+                        name: String::new(),
+                        controller: None,
+                    };
+                    for attr in link.attributes {
+                        match attr {
+                            LinkAttribute::IfName(n) => entry.name = n,
+                            LinkAttribute::Controller(c) if c != 0 => entry.controller = Some(c),
+                            _ => {}
+                        }
+                    }
+                    Some(entry)
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// Every IPv4 neighbour table entry.

@@ -147,13 +147,19 @@ pub async fn run(options: &DaemonOptions, pin_dir: PathBuf) -> Result<(), Daemon
     };
     let mut datapath = Datapath::start_with(&config, &pin_dir, &attach)?;
     register_config(&pin_dir, &config);
-    if !attach.dynamic_rules
-        && let Err(e) = crate::control::isolation_set(&pin_dir, &[])
-    {
-        warn!(
-            "clearing Docker's network isolation: {:#}",
-            anyhow::Error::from(e)
-        );
+    if !attach.dynamic_rules {
+        if let Err(e) = crate::control::isolation_set(&pin_dir, &[]) {
+            warn!(
+                "clearing Docker's network isolation: {:#}",
+                anyhow::Error::from(e)
+            );
+        }
+        if let Err(e) = datapath.sync_icc(&[]) {
+            warn!(
+                "clearing Docker's enable_icc=false ports: {:#}",
+                anyhow::Error::from(e)
+            );
+        }
     }
     // Started after the datapath: each read of Docker's state is applied
     // by this loop, between signals.

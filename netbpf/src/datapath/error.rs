@@ -138,6 +138,9 @@ pub enum DatapathError {
     /// Reading the pinned maps back failed.
     #[error(transparent)]
     Maps(#[from] MapsError),
+    /// Listing interfaces over rtnetlink failed (a bridge's ports).
+    #[error("listing interfaces")]
+    Rtnl(#[source] crate::rtnl::RtnlError),
     /// Per-container-IP routing could not be set up.
     #[error(transparent)]
     Routing(#[from] crate::containers::ContainersError),

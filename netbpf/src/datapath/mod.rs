@@ -9,6 +9,7 @@
 mod attach;
 mod error;
 mod fill;
+mod icc;
 mod inside;
 mod load;
 mod resolve;
@@ -41,6 +42,7 @@ use fill::RuleSnapshot;
 pub use fill::{
     fill_masquerade, fill_masquerade_keeping, fill_publish, fill_publish_keeping, fill_settings,
 };
+pub use icc::{IccBridge, IccChange};
 pub use load::{load, load_with_pins, prepare_pin_dir};
 pub use resolve::{Resolved, inside_interfaces, resolve};
 use resolve::{local_addresses, uplink_addresses};
@@ -62,6 +64,9 @@ pub struct Datapath {
     /// bridges), not for the config: [`Datapath::detach_inside`] may
     /// remove these only.
     owned_inside: Vec<String>,
+    /// Bridge ports `netbpf_icc` is attached to in this run (name,
+    /// ifindex), for the rule owner's [`Datapath::sync_icc`].
+    icc_ports: Vec<(String, u32)>,
 }
 
 /// Where the datapath attaches besides the interfaces in the config.
@@ -166,6 +171,7 @@ impl Datapath {
             _lock: lock,
             xdp_on,
             owned_inside,
+            icc_ports: Vec::new(),
         })
     }
 
@@ -195,6 +201,9 @@ impl Datapath {
             options.cgroup.is_some() && (!config.publish.is_empty() || options.dynamic_rules);
         let inside = !resolved.inside.is_empty() || options.dynamic_rules;
         load_nat_programs(&mut ebpf, inside, hooks)?;
+        if options.dynamic_rules {
+            attach::classifier(&mut ebpf, programs::ICC)?;
+        }
         // The rule maps are shared with the running programs when adopting:
         // keep what they hold, to put it back if a later step fails.
         let before = if adopting {
@@ -287,7 +296,10 @@ impl Datapath {
         // Links an earlier daemon pinned that this config does not want
         // (an interface gone, publish removed): unpinning detaches them.
         for link in pins::pinned_links(pin_dir)? {
-            if !wanted.contains(&link.path) {
+            // The owner's bridge ports keep theirs until its first sync
+            // says which are still wanted ([`Datapath::sync_icc`]).
+            let owned = options.dynamic_rules && link.program == programs::ICC;
+            if !wanted.contains(&link.path) && !owned {
                 info!(
                     "detaching {} from {} (no longer configured)",
                     link.program, link.target

@@ -11,7 +11,7 @@ use log::{info, warn};
 use crate::{
     config::publish_key,
     control::{self, ControlError},
-    datapath::Datapath,
+    datapath::{Datapath, IccChange},
     origins,
     owners::{self, OwnedEntry, OwnedRule},
     rows::port_span,
@@ -91,6 +91,15 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
         Ok(0) => {}
         Ok(n) => info!("docker: isolation between bridge networks: {n} map entry change(s)"),
         Err(e) => warn!("docker: isolating networks: {:#}", anyhow::Error::from(e)),
+    }
+    // After every read: a container that started has a new bridge port.
+    match datapath.sync_icc(&desired.icc_off) {
+        Ok(c) if c == IccChange::default() => {}
+        Ok(c) => info!(
+            "docker: enable_icc=false: {} bridge port(s) guarded, {} gone",
+            c.attached, c.detached
+        ),
+        Err(e) => warn!("docker: enable_icc=false: {:#}", anyhow::Error::from(e)),
     }
     // Whether a rule is in the datapath now (a rule Docker held may have
     // been removed by hand, or by `netbpf down`).

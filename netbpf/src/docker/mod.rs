@@ -5,7 +5,8 @@
 //! - [`model`]: the part of Docker's state netbpf needs, in plain types;
 //! - [`client`]: reading it over the Engine API (bollard);
 //! - [`translate`]: state → rules (masquerade per bridge subnet, published
-//!   ports, bridges to hairpin on), conflicts refused naming both sides;
+//!   ports, bridges to hairpin on, bridges with `enable_icc=false`),
+//!   conflicts refused naming both sides;
 //! - [`apply`]: the difference applied to the running datapath through
 //!   [`crate::control`], recorded under owner `docker` ([`crate::owners`]);
 //! - [`follow`]: the task that connects, reads after each event, and

@@ -1,7 +1,8 @@
 //! Docker's state → the netbpf rules Docker's iptables rules would be:
 //! a masquerade rule per bridge subnet that asks for it (POSTROUTING
 //! MASQUERADE), a published entry per run of container ports (the DOCKER
-//! chain's DNAT), and the bridges to hairpin on. Pure: every rule is built
+//! chain's DNAT), the bridges to hairpin on, and those whose containers
+//! must not talk to each other (`enable_icc=false`). Pure: every rule is built
 //! and checked by the config's own parsers and overlap rule, and a rule
 //! that conflicts with one held by someone else (the config file, a live
 //! change, another container) is refused with a message naming both.
@@ -10,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use crate::{
     config::{Ipv4Cidr, Masquerade, Publish, masquerade_entry, publish_collides, publish_entry},
+    datapath::IccBridge,
     owners::{OwnedEntry, OwnedRule},
 };
 
@@ -38,6 +40,8 @@ pub struct Desired {
     pub refused: Vec<String>,
     /// Every bridge network's subnets with its isolation number.
     pub isolation: Vec<(Ipv4Cidr, u32)>,
+    /// The bridges of networks with `enable_icc=false`.
+    pub icc_off: Vec<IccBridge>,
 }
 
 /// The origin of a container's rules.
@@ -65,11 +69,12 @@ pub fn translate(state: &DockerState, others: &Others) -> Desired {
         });
         out.isolation
             .extend(n.subnets.iter().map(|s| (*s, n.isolation_id())));
-        if !n.icc {
-            out.refused.push(format!(
-                "{origin}: enable_icc=false is not enforced: containers on one bridge talk \
-                 inside the bridge, where netbpf's programs do not run (docs/docker.md)"
-            ));
+        // Docker's bridge driver allows one IPv4 subnet per network.
+        if let (false, Some(subnet)) = (n.icc, n.subnets.first()) {
+            out.icc_off.push(IccBridge {
+                bridge: n.bridge.clone(),
+                subnet: *subnet,
+            });
         }
         if !n.masquerade || n.internal {
             continue;

@@ -292,3 +292,128 @@ fn user_defined_networks_are_isolated_except_through_published_ports() {
         "{bridge} still has programs: {names:?}"
     );
 }
+
+/// The bridge ports `netbpf_icc` is pinned on.
+fn icc_ports(s: &Setup) -> Vec<String> {
+    std::fs::read_dir(s.lab.pin_dir.join("links"))
+        .expect("links")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("netbpf_icc@").map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Waits (5 s at most) until `netbpf_icc` is on `n` bridge ports.
+fn wait_for_icc_ports(s: &Setup, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while icc_ports(s).len() != n {
+        assert!(
+            Instant::now() < deadline,
+            "netbpf_icc on {:?}, not {n} port(s)\n{}",
+            icc_ports(s),
+            s.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn icc_off_cuts_containers_of_one_network_off_from_each_other_but_not_from_published_ports() {
+    if !require() {
+        return;
+    }
+    let mut s = Setup::new("icc");
+    s.docker
+        .docker(&[
+            "network",
+            "create",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            "nbdk-quiet",
+        ])
+        .expect("docker");
+    s.docker
+        .docker(&["network", "create", "nbdk-chatty"])
+        .expect("docker");
+    s.wait_for_rule("docker:network:nbdk-chatty");
+    s.run(
+        "qa",
+        &["--network", "nbdk-quiet", "-p", "8401:4000"],
+        &[4000],
+    );
+    s.run(
+        "qb",
+        &["--network", "nbdk-quiet", "-p", "8402:4000"],
+        &[4000],
+    );
+    s.run("ca", &["--network", "nbdk-chatty"], &[4000]);
+    s.run("cb", &["--network", "nbdk-chatty"], &[4000]);
+    s.wait_for_rule("docker:qb");
+    // Only the quiet network's two ports.
+    wait_for_icc_ports(&s, 2);
+    let qa = s.docker.addr("qa", "nbdk-quiet").expect("address");
+    let qb = s.docker.addr("qb", "nbdk-quiet").expect("address");
+    let cb = s.docker.addr("cb", "nbdk-chatty").expect("address");
+
+    // Not to each other directly, either way, TCP or UDP.
+    for (from, to) in [(0, qb), (1, qa)] {
+        let direct = lab::tcp_whoami(&s.containers[from], SocketAddrV4::new(to, 4000));
+        assert!(
+            direct.is_err(),
+            "{to} reached inside nbdk-quiet: {direct:?}"
+        );
+    }
+    let udp = lab::udp_whoami(&s.containers[0], 0, SocketAddrV4::new(qb, 4000));
+    assert!(udp.is_err(), "udp to {qb} inside nbdk-quiet: {udp:?}");
+    let stats = netbpf::maps::read_stats(&s.lab.pin_dir).expect("stats");
+    assert!(stats.get(netbpf_common::Counter::DropIcc) > 0);
+
+    // Each still goes out as the host (through its gateway: ARP works).
+    let out = SocketAddrV4::new(OUTSIDE_ADDR, 4000);
+    for c in &s.containers[..2] {
+        let seen = lab::tcp_whoami(c, out).unwrap_or_else(|e| panic!("out: {e}\n{}", s.logs()));
+        assert_eq!(
+            parse_whoami(&seen).map(|x| *x.ip()),
+            Some(UPLINK_ADDR),
+            "{seen}"
+        );
+    }
+    // Each reaches the other's published port on the host's address
+    // (hairpin), and the outside reaches both.
+    for (from, port, expect) in [(0, 8402, "qb 4000"), (1, 8401, "qa 4000")] {
+        let dst = SocketAddrV4::new(UPLINK_ADDR, port);
+        let answer = lab::tcp_whoami(&s.containers[from], dst)
+            .unwrap_or_else(|e| panic!("hairpin to {dst}: {e}\n{}", s.logs()));
+        assert!(answer.starts_with(expect), "{answer}");
+        let answer = lab::tcp_whoami(&s.lab.outside, dst)
+            .unwrap_or_else(|e| panic!("outside to {dst}: {e}\n{}", s.logs()));
+        assert!(answer.starts_with(expect), "{answer}");
+    }
+    // A network with icc on: its containers talk directly.
+    let answer = lab::tcp_whoami(&s.containers[2], SocketAddrV4::new(cb, 4000))
+        .unwrap_or_else(|e| panic!("ca to cb: {e}\n{}", s.logs()));
+    assert!(answer.starts_with("cb 4000"), "{answer}");
+
+    // netbpf stopped and started again: the ports stay guarded throughout
+    // (the links are pinned, the new daemon keeps them for the follower).
+    s.lab.stop_daemon().expect("stop");
+    let direct = lab::tcp_whoami(&s.containers[0], SocketAddrV4::new(qb, 4000));
+    assert!(
+        direct.is_err(),
+        "qb reached while netbpf was stopped: {direct:?}"
+    );
+    let socket = s.docker.socket.display().to_string();
+    s.lab
+        .start_daemon_with(exe(), "", &["--docker", &socket])
+        .expect("restart");
+    assert_eq!(icc_ports(&s).len(), 2, "links kept over the restart");
+    s.wait_for_rule("docker:qb");
+    let direct = lab::tcp_whoami(&s.containers[1], SocketAddrV4::new(qa, 4000));
+    assert!(direct.is_err(), "qa reached after the restart: {direct:?}");
+
+    // A stopped container's port loses its program.
+    s.docker.docker(&["rm", "-f", "qb"]).expect("docker");
+    wait_for_icc_ports(&s, 1);
+}

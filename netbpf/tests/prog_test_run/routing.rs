@@ -160,7 +160,7 @@ impl Dp {
 /// same frame (`bench/packets.rs`, `arp_frame`); that one is private to
 /// the bench, and the tests keep a builder of their own, with the Ethernet
 /// source spelled out, rather than trust the code they check.
-fn arp(
+pub(super) fn arp(
     eth_dst: [u8; 6],
     eth_src: [u8; 6],
     op: u16,

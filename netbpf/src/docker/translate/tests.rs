@@ -177,3 +177,25 @@ fn the_networks_host_binding_applies_to_ports_without_an_address() {
     let p = publishes(&translate(&state, &Others::default()));
     assert_eq!(p[0].1.address, Some(Ipv4Addr::new(192, 0, 2, 10)));
 }
+
+#[test]
+fn networks_with_icc_off_give_their_bridge_and_subnet_and_nothing_refused() {
+    let mut quiet = net("quiet", "br-0123456789ab", "172.19.0.0/16");
+    quiet.icc = false;
+    let state = DockerState {
+        networks: vec![net("bridge", "docker0", "172.17.0.0/16"), quiet],
+        containers: Vec::new(),
+    };
+    let d = translate(&state, &Others::default());
+    assert!(d.refused.is_empty(), "{:?}", d.refused);
+    let subnet = masquerade_entry("172.19.0.0/16", None)
+        .expect("subnet")
+        .source;
+    assert_eq!(
+        d.icc_off,
+        vec![IccBridge {
+            bridge: "br-0123456789ab".into(),
+            subnet
+        }]
+    );
+}
