@@ -56,16 +56,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(dir) = &cli.render {
-        return match netbpf::bench::render(dir) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("bench: error: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return finish(netbpf::bench::render(dir));
     }
     let command = cli
         .command
@@ -78,7 +69,12 @@ fn main() -> ExitCode {
         skip_router: cli.skip_router,
         only: cli.only,
     };
-    match netbpf::bench::run(&opts) {
+    finish(netbpf::bench::run(&opts))
+}
+
+/// Prints the summary, or the error, and says how the bench ended.
+fn finish(result: anyhow::Result<String>) -> ExitCode {
+    match result {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

@@ -28,9 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Masquerade, Publish, masquerade_entry, publish_entry};
 
-/// Where owner files live (next to the daemon locks).
-const OWNERS_DIR: &str = "/run/netbpf";
-
 /// The owner name of the config file's rules.
 pub const CONFIG_OWNER: &str = "config";
 
@@ -98,6 +95,28 @@ pub enum OwnedRule {
 }
 
 impl OwnedRule {
+    /// The rule in words, for logs and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            OwnedRule::Publish {
+                proto,
+                port,
+                to,
+                address,
+            } => {
+                let host = address.map_or_else(|| "*".to_owned(), |a| a.to_string());
+                format!("published {proto} {host}:{port} → {to}")
+            }
+            OwnedRule::Masquerade { source } => format!("masquerade of {source}"),
+            OwnedRule::Interface { name } => format!("hairpinning on interface {name}"),
+            OwnedRule::Container { address, interface } => {
+                format!("routed container {address} behind {interface}")
+            }
+        }
+    }
+}
+
+impl OwnedRule {
     /// The rule of a validated [`Publish`].
     pub fn publish(p: &Publish) -> Self {
         OwnedRule::Publish {
@@ -155,12 +174,7 @@ struct OwnerFile {
 
 /// The directory of owner files for the datapath pinned in `pin_dir`.
 pub fn dir_for(pin_dir: &Path) -> PathBuf {
-    let name: String = pin_dir
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c == '/' { '_' } else { c })
-        .collect();
-    Path::new(OWNERS_DIR).join(format!("{name}.owners"))
+    crate::pins::run_file(pin_dir, ".owners")
 }
 
 fn file_for(pin_dir: &Path, owner: &str) -> Result<PathBuf, OwnersError> {

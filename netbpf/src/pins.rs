@@ -23,9 +23,21 @@ use std::{
 
 use netbpf_common::map_names;
 
-/// Where daemon locks live (tmpfs: they vanish with a reboot, as the
-/// datapath does).
-const LOCK_DIR: &str = "/run/netbpf";
+/// Where the files that belong to one pinned datapath live besides its
+/// pins (the daemon lock, the rules lock, the rule owners): tmpfs, so they
+/// vanish with a reboot, as the datapath does.
+pub const RUN_DIR: &str = "/run/netbpf";
+
+/// `RUN_DIR/<pin dir with '/' as '_'><suffix>`: a file or directory that
+/// belongs to the datapath pinned in `pin_dir`.
+pub fn run_file(pin_dir: &Path, suffix: &str) -> PathBuf {
+    let name: String = pin_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    Path::new(RUN_DIR).join(format!("{name}{suffix}"))
+}
 
 /// Failures handling pins and the daemon lock.
 #[derive(Debug, thiserror::Error)]
@@ -350,7 +362,7 @@ pub struct DaemonLock {
 impl DaemonLock {
     /// Takes the lock for `pin_dir`, or fails if another daemon has it.
     pub fn acquire(pin_dir: &Path) -> Result<Self, PinsError> {
-        let dir = Path::new(LOCK_DIR);
+        let dir = Path::new(RUN_DIR);
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = Self::path_for(pin_dir);
         let file = fs::OpenOptions::new()
@@ -381,12 +393,7 @@ impl DaemonLock {
 
     /// The lock file for `pin_dir`.
     pub fn path_for(pin_dir: &Path) -> PathBuf {
-        let name: String = pin_dir
-            .to_string_lossy()
-            .chars()
-            .map(|c| if c == '/' { '_' } else { c })
-            .collect();
-        Path::new(LOCK_DIR).join(format!("{name}.lock"))
+        run_file(pin_dir, ".lock")
     }
 }
 

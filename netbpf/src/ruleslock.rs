@@ -16,9 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Where the lock files live (next to the daemon locks and owner files).
-const LOCK_DIR: &str = "/run/netbpf";
-
 /// How often a waiting taker tries again.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -58,7 +55,7 @@ impl RulesLock {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(LOCK_DIR).map_err(io_err)?;
+        fs::create_dir_all(crate::pins::RUN_DIR).map_err(io_err)?;
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -101,12 +98,7 @@ impl RulesLock {
 
     /// The lock file for `pin_dir`.
     pub fn path_for(pin_dir: &Path) -> PathBuf {
-        let name: String = pin_dir
-            .to_string_lossy()
-            .chars()
-            .map(|c| if c == '/' { '_' } else { c })
-            .collect();
-        Path::new(LOCK_DIR).join(format!("{name}.rules.lock"))
+        crate::pins::run_file(pin_dir, ".rules.lock")
     }
 }
 

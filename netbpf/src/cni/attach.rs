@@ -19,7 +19,7 @@ use log::warn;
 use netbpf_common::map_names;
 
 use super::{
-    rules::{add_rule, covering_masquerade, datapath_err, describe, present, remove_rules},
+    rules::{add_rule, covering_masquerade, datapath_err, present, remove_rules},
     spec::CniError,
 };
 use crate::{
@@ -165,7 +165,7 @@ impl Attachment {
             if !held.iter().any(|e| e.rule == rule) {
                 return Err(CniError::Missing(format!(
                     "{} was not added for {}",
-                    describe(&rule),
+                    rule.describe(),
                     self.origin()
                 )));
             }
@@ -181,7 +181,7 @@ impl Attachment {
             }) {
                 return Err(CniError::Missing(format!(
                     "{} was not added for {}",
-                    describe(&rule),
+                    rule.describe(),
                     self.origin()
                 )));
             }
@@ -189,7 +189,7 @@ impl Attachment {
         let rows = NatRules::read(&self.pin_dir).map_err(datapath_err)?;
         for entry in &held {
             if !present(&self.pin_dir, &rows, &entry.rule) {
-                return Err(CniError::Missing(describe(&entry.rule)));
+                return Err(CniError::Missing(entry.rule.describe()));
             }
         }
         if let Some(m) = &wanted.masquerade

@@ -44,7 +44,7 @@ pub(super) fn add_rule(
         ControlError::Maps(_) | ControlError::Map { .. } => datapath_err(e),
         other => CniError::Refused(format!(
             "{}: {:#}",
-            describe(rule),
+            rule.describe(),
             anyhow::Error::from(other)
         )),
     };
@@ -53,7 +53,7 @@ pub(super) fn add_rule(
             .map(drop)
             .map_err(|e| match e {
                 ContainersError::Masqueraded { .. } | ContainersError::Exists { .. } => {
-                    CniError::Refused(format!("{}: {:#}", describe(rule), anyhow::Error::from(e)))
+                    CniError::Refused(format!("{}: {:#}", rule.describe(), anyhow::Error::from(e)))
                 }
                 other => datapath_err(other),
             });
@@ -131,23 +131,4 @@ pub(super) fn remove_rules(pin_dir: &Path, entries: &[OwnedEntry]) -> Result<(),
         }
     }
     Ok(())
-}
-
-pub(super) fn describe(rule: &OwnedRule) -> String {
-    match rule {
-        OwnedRule::Publish {
-            proto,
-            port,
-            to,
-            address,
-        } => {
-            let host = address.map_or_else(|| "*".to_owned(), |a| a.to_string());
-            format!("published {proto} {host}:{port} → {to}")
-        }
-        OwnedRule::Masquerade { source } => format!("masquerade of {source}"),
-        OwnedRule::Interface { name } => format!("interface {name}"),
-        OwnedRule::Container { address, interface } => {
-            format!("routed container {address} behind {interface}")
-        }
-    }
 }

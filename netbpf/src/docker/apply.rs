@@ -118,10 +118,10 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
         }
         match remove(datapath, &old.rule) {
             Ok(()) => {
-                info!("{}: removed {}", old.origin, describe(&old.rule));
+                info!("{}: removed {}", old.origin, old.rule.describe());
                 report.removed += 1;
             }
-            Err(e) => warn!("{}: removing {}: {e:#}", old.origin, describe(&old.rule)),
+            Err(e) => warn!("{}: removing {}: {e:#}", old.origin, old.rule.describe()),
         }
     }
     // Recorded before the maps change, so that a crash in between leaves
@@ -143,12 +143,12 @@ pub fn apply(datapath: &mut Datapath, state: &DockerState, told: &mut Vec<String
         }
         match add(datapath, &entry.rule) {
             Ok(()) => {
-                info!("{}: added {}", entry.origin, describe(&entry.rule));
+                info!("{}: added {}", entry.origin, entry.rule.describe());
                 report.added += 1;
                 held.push(entry);
             }
             Err(e) => {
-                warn!("{}: {} refused: {e:#}", entry.origin, describe(&entry.rule));
+                warn!("{}: {} refused: {e:#}", entry.origin, entry.rule.describe());
                 report.refused += 1;
             }
         }
@@ -233,23 +233,4 @@ fn remove_held(datapath: &mut Datapath, rule: &OwnedRule) -> anyhow::Result<()> 
         OwnedRule::Container { .. } => {}
     }
     Ok(())
-}
-
-fn describe(rule: &OwnedRule) -> String {
-    match rule {
-        OwnedRule::Interface { name } => format!("hairpinning on bridge {name}"),
-        OwnedRule::Masquerade { source } => format!("masquerade of {source}"),
-        OwnedRule::Container { address, interface } => {
-            format!("routed container {address} behind {interface}")
-        }
-        OwnedRule::Publish {
-            proto,
-            port,
-            to,
-            address,
-        } => {
-            let host = address.map_or_else(|| "*".to_owned(), |a| a.to_string());
-            format!("published {proto} {host}:{port} → {to}")
-        }
-    }
 }
