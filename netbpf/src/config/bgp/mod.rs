@@ -8,6 +8,11 @@ use serde::Deserialize;
 
 use super::{errors::*, types::*};
 
+mod sessions;
+
+pub use sessions::{BgpPeer, BgpRole, PeerRole};
+use sessions::{RawBgpPeer, RawSessions, role_of, validate_asn, validate_sessions};
+
 /// Default path of BIRD's control socket (Debian's `bird2`).
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
 
@@ -44,9 +49,17 @@ pub const MIN_BGP_IMPORT_LEN: u8 = 8;
 /// # import_min_len = 32               # learn prefixes this long or longer (default: block's, else 32)
 /// # receive_limit = 16384             # routes accepted per peer; BIRD drops the rest
 ///
-/// [[bgp.peer]]
+/// [[bgp.peer]]                       # full mesh: one per other host (or an eBGP router)
 /// address = "10.0.0.12"
 /// as = 64512
+///
+/// # Or, instead of the full mesh, route reflectors (iBGP: `as` is local_as):
+/// # [[bgp.reflector]]                 # this host is a client of 10.0.0.2
+/// # address = "10.0.0.2"
+/// # Or this host is a reflector for its clients:
+/// # cluster_id = "10.0.0.2"           # in [bgp]; default: router_id
+/// # [[bgp.client]]
+/// # address = "10.0.0.11"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BgpConfig {
@@ -74,17 +87,20 @@ pub struct BgpConfig {
     /// Routes accepted from one peer (`receive_limit`); BIRD drops the
     /// routes past it and keeps the session (`action block`).
     pub receive_limit: u32,
-    /// BGP neighbours (`[[bgp.peer]]`), in file order.
+    /// BGP neighbours: the `[[bgp.peer]]`s, then the `[[bgp.reflector]]`s,
+    /// then the `[[bgp.client]]`s, each in file order.
     pub peers: Vec<BgpPeer>,
+    /// The route-reflector cluster id (`cluster_id`, else the router id):
+    /// `Some` exactly when this host has `[[bgp.client]]`s.
+    pub cluster_id: Option<Ipv4Addr>,
 }
 
-/// One `[[bgp.peer]]`: a BGP neighbour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BgpPeer {
-    /// Its address (on the uplink's segment).
-    pub address: Ipv4Addr,
-    /// Its AS (`as`): the same as `local_as` makes an iBGP session.
-    pub asn: u32,
+impl BgpConfig {
+    /// Full mesh, route-reflector client or route reflector, from the
+    /// sessions.
+    pub fn role(&self) -> BgpRole {
+        role_of(&self.peers)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,31 +114,13 @@ pub(super) struct RawBgp {
     block: Option<String>,
     import_min_len: Option<i64>,
     receive_limit: Option<i64>,
+    cluster_id: Option<String>,
     #[serde(default)]
     peer: Vec<RawBgpPeer>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBgpPeer {
-    address: Option<String>,
-    #[serde(rename = "as")]
-    asn: Option<i64>,
-}
-
-/// A usable AS number: 1..=4294967294, not AS_TRANS (23456).
-fn validate_asn(key: &str, n: i64) -> Result<u32, ConfigError> {
-    match u32::try_from(n) {
-        Ok(23456) => Err(invalid(
-            key,
-            "23456 is AS_TRANS (RFC 6793), not a real AS number",
-        )),
-        Ok(asn) if (1..u32::MAX).contains(&asn) => Ok(asn),
-        _ => Err(invalid(
-            key,
-            format!("{n} is not an AS number in 1..=4294967294"),
-        )),
-    }
+    #[serde(default)]
+    reflector: Vec<RawBgpPeer>,
+    #[serde(default)]
+    client: Vec<RawBgpPeer>,
 }
 
 /// An absolute path, as given (BIRD is a separate process: relative paths
@@ -163,30 +161,6 @@ fn bgp_block(s: &str) -> Result<Ipv4Cidr, ConfigError> {
         ));
     }
     Ok(cidr)
-}
-
-/// One `[[bgp.peer]] address`: not this host and not another peer's.
-fn bgp_peer_address(
-    key: &str,
-    raw: Option<String>,
-    router_id: Option<Ipv4Addr>,
-    prev: &[(usize, Ipv4Addr)],
-) -> Result<Ipv4Addr, ConfigError> {
-    let s = required(key, raw, "the neighbour's IPv4 address")?;
-    let address = unicast_value(key, &s)?;
-    if router_id == Some(address) {
-        return Err(invalid(
-            key,
-            format!("{s:?} is bgp.router_id: a host does not peer with itself"),
-        ));
-    }
-    if let Some((j, _)) = prev.iter().find(|(_, a)| *a == address) {
-        return Err(invalid(
-            key,
-            format!("{s:?} is already bgp.peer[{j}].address"),
-        ));
-    }
-    Ok(address)
 }
 
 /// `[bgp]`, or `None` after recording every bad key in `p`.
@@ -252,38 +226,18 @@ pub(super) fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
             ))),
         },
     };
-    if raw.peer.is_empty() {
-        p.check::<()>(Err(invalid(
-            "bgp.peer",
-            "at least one [[bgp.peer]] is required (address and as of a BGP neighbour)",
-        )));
-    }
-    let peer_count = raw.peer.len();
-    // The valid peer addresses, each with its index in the file.
-    let mut addresses: Vec<(usize, Ipv4Addr)> = Vec::with_capacity(peer_count);
-    let mut peers: Vec<BgpPeer> = Vec::with_capacity(peer_count);
-    for (i, peer) in raw.peer.into_iter().enumerate() {
-        let address = p.check(bgp_peer_address(
-            &format!("bgp.peer[{i}].address"),
-            peer.address,
-            router_id,
-            &addresses,
-        ));
-        let skey = format!("bgp.peer[{i}].as");
-        let asn = p.check(
-            required(&skey, peer.asn, "the neighbour's AS number")
-                .and_then(|n| validate_asn(&skey, n)),
-        );
-        if let Some(address) = address {
-            addresses.push((i, address));
-        }
-        if let (Some(address), Some(asn)) = (address, asn) {
-            peers.push(BgpPeer { address, asn });
-        }
-    }
-    if peers.len() != peer_count {
-        return None;
-    }
+    let sessions = validate_sessions(
+        RawSessions {
+            peer: raw.peer,
+            reflector: raw.reflector,
+            client: raw.client,
+            cluster_id: raw.cluster_id,
+        },
+        local_as,
+        router_id,
+        p,
+    );
+    let (peers, cluster_id) = sessions?;
     Some(BgpConfig {
         local_as: local_as?,
         router_id: router_id?,
@@ -294,5 +248,6 @@ pub(super) fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
         import_min_len: import_min_len?,
         receive_limit: receive_limit?,
         peers,
+        cluster_id,
     })
 }
