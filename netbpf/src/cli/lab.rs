@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use netbpf::multihost::Topology;
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -17,6 +18,11 @@ pub struct LabArgs {
     /// BIRD (docs/multi-host.md).
     #[arg(long, default_value_t = 1)]
     hosts: usize,
+    /// With --hosts: the hosts peer with a route reflector (BIRD alone in
+    /// a router namespace at 10.0.0.2, `rr client` on its sessions) instead
+    /// of an iBGP full mesh; each host's config has one [[bgp.reflector]].
+    #[arg(long)]
+    reflector: bool,
     /// Run the Docker lab instead: a real dockerd (Debian's docker.io,
     /// iptables off, its own data root) in the lab's host namespace, two
     /// `docker run -p` containers, and netbpf following dockerd
@@ -31,7 +37,14 @@ pub async fn run(args: LabArgs) -> Result<()> {
     if args.docker {
         netbpf::lab::run_docker_demo(&exe, &args.prefix, args.once).await
     } else if args.hosts > 1 {
-        netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, args.once).await
+        let topology = if args.reflector {
+            Topology::Reflector
+        } else {
+            Topology::FullMesh
+        };
+        netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, topology, args.once).await
+    } else if args.reflector {
+        anyhow::bail!("--reflector is for the multi-host lab: give --hosts 2 or more")
     } else {
         netbpf::lab::run_demo(&exe, &args.prefix, args.once).await
     }
