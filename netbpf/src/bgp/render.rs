@@ -180,6 +180,7 @@ pub fn render_fragment(
              \x20 direct;\n\
              {rr}\
              \x20 graceful restart on;\n\
+             \x20 graceful restart time {gr_time};\n\
              \x20 connect retry time 5;\n\
              \x20 ipv4 {{\n\
              \x20   import filter {IMPORT_FILTER};\n\
@@ -195,6 +196,7 @@ pub fn render_fragment(
             rid = cfg.router_id,
             las = cfg.local_as,
             limit = cfg.receive_limit,
+            gr_time = cfg.graceful_restart_time,
         );
     }
     s

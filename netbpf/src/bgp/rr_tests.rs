@@ -22,6 +22,7 @@ fn cfg(peers: Vec<BgpPeer>, cluster_id: Option<Ipv4Addr>) -> BgpConfig {
         block: None,
         import_min_len: 32,
         receive_limit: 16384,
+        graceful_restart_time: 120,
         peers,
         cluster_id,
     }
@@ -60,6 +61,7 @@ fn a_reflector_marks_its_clients_and_reflects_bgp_routes() {
         assert!(b.contains("import filter netbpf_learn;"), "{b}");
         assert!(b.contains("receive limit 16384 action block;"), "{b}");
         assert!(b.contains("graceful restart on;"), "{b}");
+        assert!(b.contains("graceful restart time 120;"), "{b}");
     }
     // The other reflector: not a client, but it gets the clients' routes.
     let b = block(&f, "10.0.0.3");

@@ -14,6 +14,7 @@ fn cfg(block: Option<&str>) -> BgpConfig {
         block: block.map(|b| b.parse().unwrap()),
         import_min_len: 32,
         receive_limit: 16384,
+        graceful_restart_time: 120,
         peers: vec![
             BgpPeer {
                 address: Ipv4Addr::new(10, 0, 0, 12),

@@ -32,6 +32,9 @@ pub struct Host {
     pub dir: PathBuf,
     /// Its BIRD, once started.
     pub bird: Option<BirdDaemon>,
+    /// More `[bgp]` keys for its config (lines such as
+    /// `graceful_restart_time = 10`), empty by default.
+    pub bgp_extra: String,
     pub(super) daemon: Option<Child>,
 }
 
@@ -54,6 +57,7 @@ impl Host {
             self.dir.join("netbpf-bird.conf").display(),
             self.dir.join("bird.conf").display(),
         ));
+        s.push_str(&self.bgp_extra);
         match topology {
             Topology::FullMesh => {
                 for peer in all.iter().filter(|a| **a != self.addr) {

@@ -120,6 +120,7 @@ impl MultiHost {
                 pin_dir,
                 dir: hdir,
                 bird: None,
+                bgp_extra: String::new(),
                 daemon: None,
             };
             for i in 1..=per_host {
@@ -149,6 +150,25 @@ impl MultiHost {
             h.start_bird(false)?;
         }
         Ok(())
+    }
+
+    /// Stops host `i`'s (0-based) netbpf daemon; its datapath stays pinned
+    /// and its BIRD keeps running.
+    pub fn stop_daemon(&mut self, i: usize) {
+        if let Some(h) = self.hosts.get_mut(i) {
+            h.stop_daemon();
+        }
+    }
+
+    /// Starts host `i`'s (0-based) netbpf daemon again, on its config with
+    /// its containers so far.
+    pub fn start_daemon(&mut self, i: usize, exe: &Path) -> Result<(), LabError> {
+        let all = self.host_addrs();
+        let topology = self.topology;
+        match self.hosts.get_mut(i) {
+            Some(h) => h.start_daemon(exe, &all, topology),
+            None => Err(LabError::Daemon(format!("no host {i}"))),
+        }
     }
 
     /// Waits until every host's kernel has a BGP route for every other

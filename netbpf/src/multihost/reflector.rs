@@ -14,7 +14,10 @@ use std::{
 use super::{bird::BirdDaemon, plan::*};
 use crate::{
     bgp,
-    config::{BgpConfig, BgpPeer, DEFAULT_BGP_RECEIVE_LIMIT, Ipv4Cidr, PeerRole},
+    config::{
+        BgpConfig, BgpPeer, DEFAULT_BGP_GRACEFUL_RESTART_TIME, DEFAULT_BGP_RECEIVE_LIMIT, Ipv4Cidr,
+        PeerRole,
+    },
     lab::{LabError, io_err},
     netns::{self, Netns},
 };
@@ -63,6 +66,7 @@ impl ReflectorRouter {
             block: None,
             import_min_len: 32,
             receive_limit: DEFAULT_BGP_RECEIVE_LIMIT,
+            graceful_restart_time: DEFAULT_BGP_GRACEFUL_RESTART_TIME,
             peers: clients
                 .iter()
                 .map(|&address| BgpPeer {

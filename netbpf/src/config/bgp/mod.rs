@@ -27,6 +27,14 @@ pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
 /// thousand hosts' containers as /32s; raise it for more.
 pub const DEFAULT_BGP_RECEIVE_LIMIT: u32 = 16_384;
 
+/// Default `[bgp] graceful_restart_time` in seconds (BIRD's and Calico's):
+/// how long the peers keep this host's routes while its BIRD restarts.
+pub const DEFAULT_BGP_GRACEFUL_RESTART_TIME: u32 = 120;
+
+/// Largest `[bgp] graceful_restart_time`: the BGP capability holds 12 bits
+/// of seconds (RFC 4724).
+pub const MAX_BGP_GRACEFUL_RESTART_TIME: u32 = 4095;
+
 /// Largest accepted `[bgp] receive_limit`.
 pub const MAX_BGP_RECEIVE_LIMIT: u32 = 4_000_000;
 
@@ -48,6 +56,7 @@ pub const MIN_BGP_IMPORT_LEN: u8 = 8;
 /// # block = "10.10.1.0/24"            # announce this block plus the /32s outside it
 /// # import_min_len = 32               # learn prefixes this long or longer (default: block's, else 32)
 /// # receive_limit = 16384             # routes accepted per peer; BIRD drops the rest
+/// # graceful_restart_time = "2m"      # peers keep our routes this long while BIRD restarts
 ///
 /// [[bgp.peer]]                       # full mesh: one per other host (or an eBGP router)
 /// address = "10.0.0.12"
@@ -87,6 +96,10 @@ pub struct BgpConfig {
     /// Routes accepted from one peer (`receive_limit`); BIRD drops the
     /// routes past it and keeps the session (`action block`).
     pub receive_limit: u32,
+    /// How long the peers keep this host's routes while its BIRD restarts
+    /// (`graceful_restart_time`, seconds; BIRD's `graceful restart time`).
+    /// A host that stays down is withdrawn after it.
+    pub graceful_restart_time: u32,
     /// BGP neighbours: the `[[bgp.peer]]`s, then the `[[bgp.reflector]]`s,
     /// then the `[[bgp.client]]`s, each in file order.
     pub peers: Vec<BgpPeer>,
@@ -114,6 +127,8 @@ pub(super) struct RawBgp {
     block: Option<String>,
     import_min_len: Option<i64>,
     receive_limit: Option<i64>,
+    #[serde(default, deserialize_with = "de_duration")]
+    graceful_restart_time: Option<IntOrStr>,
     cluster_id: Option<String>,
     #[serde(default)]
     peer: Vec<RawBgpPeer>,
@@ -161,6 +176,36 @@ fn bgp_block(s: &str) -> Result<Ipv4Cidr, ConfigError> {
         ));
     }
     Ok(cidr)
+}
+
+/// `graceful_restart_time` in seconds: 1..=4095, as seconds or a duration.
+fn restart_time(raw: Option<IntOrStr>) -> Result<u32, ConfigError> {
+    const KEY: &str = "bgp.graceful_restart_time";
+    let (secs, shown) = match raw {
+        None => return Ok(DEFAULT_BGP_GRACEFUL_RESTART_TIME),
+        Some(IntOrStr::Int(n)) => (u64::try_from(n).unwrap_or(0), n.to_string()),
+        Some(IntOrStr::Str(s)) => {
+            let d = parse_duration(&s)
+                .map_err(|e| invalid(KEY, format!("{s:?} is not a valid duration ({e})")))?;
+            if d.subsec_nanos() != 0 {
+                return Err(invalid(
+                    KEY,
+                    format!("{s:?} is not a whole number of seconds"),
+                ));
+            }
+            (d.as_secs(), format!("{s:?}"))
+        }
+    };
+    match u32::try_from(secs) {
+        Ok(t) if (1..=MAX_BGP_GRACEFUL_RESTART_TIME).contains(&t) => Ok(t),
+        _ => Err(invalid(
+            KEY,
+            format!(
+                "{shown} is not a restart time in 1..={MAX_BGP_GRACEFUL_RESTART_TIME} seconds \
+                 (the BGP capability's 12 bits)"
+            ),
+        )),
+    }
 }
 
 /// `[bgp]`, or `None` after recording every bad key in `p`.
@@ -226,6 +271,7 @@ pub(super) fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
             ))),
         },
     };
+    let graceful_restart_time = p.check(restart_time(raw.graceful_restart_time));
     let sessions = validate_sessions(
         RawSessions {
             peer: raw.peer,
@@ -247,6 +293,7 @@ pub(super) fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
         block: block?,
         import_min_len: import_min_len?,
         receive_limit: receive_limit?,
+        graceful_restart_time: graceful_restart_time?,
         peers,
         cluster_id,
     })

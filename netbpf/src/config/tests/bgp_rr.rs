@@ -150,3 +150,29 @@ fn every_bad_session_key_is_reported() {
         "{e}"
     );
 }
+
+#[test]
+fn graceful_restart_time_is_seconds_or_a_duration_within_12_bits() {
+    let peer = "[[bgp.reflector]]\naddress = \"10.0.0.2\"\n";
+    assert_eq!(
+        bgp(peer).graceful_restart_time,
+        DEFAULT_BGP_GRACEFUL_RESTART_TIME
+    );
+    let t = |v: &str| bgp(&format!("graceful_restart_time = {v}\n{peer}")).graceful_restart_time;
+    assert_eq!(t("30"), 30);
+    assert_eq!(t("\"2m\""), 120);
+    assert_eq!(t("4095"), MAX_BGP_GRACEFUL_RESTART_TIME);
+    for (v, why) in [
+        ("0", "1..=4095"),
+        ("-3", "1..=4095"),
+        ("4096", "1..=4095"),
+        ("\"2h\"", "1..=4095"),
+        ("\"soon\"", "not a valid duration"),
+    ] {
+        assert_invalid(
+            &bad(&format!("graceful_restart_time = {v}\n{peer}")),
+            "bgp.graceful_restart_time",
+            &[why],
+        );
+    }
+}
