@@ -100,11 +100,10 @@ fn logs(lab: &MultiHost) -> String {
     s
 }
 
-/// Four hosts with one container each, clients of the reflector,
-/// converged.
-fn started(x: &str) -> (MultiHost, Vec<WhoamiServer>) {
+/// Four hosts with one container each, peering as `topology`, converged.
+fn started(x: &str, topology: Topology) -> (MultiHost, Vec<WhoamiServer>) {
     let prefix = format!("nbrr{x}-{}", std::process::id());
-    let mut lab = MultiHost::build_with(&prefix, 4, 1, Topology::Reflector).expect("build");
+    let mut lab = MultiHost::build_with(&prefix, 4, 1, topology).expect("build");
     let servers = lab.serve().expect("servers");
     if let Err(e) = lab.start(exe()) {
         panic!("start: {e}\n{}", logs(&lab));
@@ -116,6 +115,22 @@ fn started(x: &str) -> (MultiHost, Vec<WhoamiServer>) {
     (lab, servers)
 }
 
+/// Every container reaches every other host's container at its own IP.
+fn assert_full_reach(lab: &MultiHost) {
+    for h in &lab.hosts {
+        for c in &h.containers {
+            for o in lab.hosts.iter().filter(|o| o.index != h.index) {
+                for d in &o.containers {
+                    let dst = SocketAddrV4::new(d.addr, SERVICE_PORT);
+                    let seen = lab::tcp_whoami(&c.ns, dst)
+                        .unwrap_or_else(|e| panic!("tcp {} → {}: {e}", c.addr, d.addr));
+                    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), c.addr, "{seen}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     if !require_root("four_clients_of_a_reflector_reach_every_container_and_see_withdrawals")
@@ -123,7 +138,7 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     {
         return;
     }
-    let (mut lab, _servers) = started("reach");
+    let (mut lab, _servers) = started("reach", Topology::Reflector);
 
     // Every container reaches every other host's container at its own IP.
     for h in &lab.hosts {
@@ -285,4 +300,71 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     let (a, b) = (&lab.hosts[0].containers[0], &lab.hosts[3].containers[0]);
     lab::tcp_whoami(&a.ns, SocketAddrV4::new(b.addr, SERVICE_PORT))
         .expect("host 1 still reaches host 4");
+}
+
+/// A netbpf host as the reflector: host 1 has a `[[bgp.client]]` per other
+/// host, announces its own container and reflects the others' routes
+/// (`netbpf_reflect`); hosts 2-4 each have host 1 as `[[bgp.reflector]]`.
+#[test]
+fn a_netbpf_host_reflects_its_clients_routes_and_announces_its_own() {
+    if !require_root("a_netbpf_host_reflects_its_clients_routes_and_announces_its_own")
+        || !bird_installed()
+    {
+        return;
+    }
+    let (mut lab, _servers) = started("host", Topology::HostReflector);
+    assert!(lab.reflector.is_none(), "no router namespace");
+    assert_full_reach(&lab);
+
+    let h1 = &lab.hosts[0];
+    let config = h1.dir.join("netbpf.toml");
+    let config = config.to_str().expect("utf-8");
+    let out = ok(run(h1, &["bgp", "status", "--json", "--config", config]));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(j["role"], "reflector", "{j:#}");
+    assert_eq!(j["cluster_id"], h1.addr.to_string(), "{j:#}");
+    let peers = j["peers"].as_array().expect("peers");
+    assert_eq!(peers.len(), 3, "{j:#}");
+    for p in peers {
+        assert_eq!(p["role"], "client", "{j:#}");
+        assert_eq!(p["rr_client"], true, "{j:#}");
+        assert_eq!(p["imported"], 1, "{j:#}");
+        // Its own container and the two other clients' routes.
+        assert_eq!(p["exported"], 3, "{j:#}");
+    }
+    for h in &lab.hosts[1..] {
+        let config = h.dir.join("netbpf.toml");
+        let out = ok(run(
+            h,
+            &[
+                "bgp",
+                "status",
+                "--json",
+                "--config",
+                config.to_str().expect("utf-8"),
+            ],
+        ));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(j["role"], "reflector-client", "{j:#}");
+        assert_eq!(j["peers"].as_array().map(Vec::len), Some(1), "{j:#}");
+    }
+
+    // Host 2's container goes: withdrawn on host 1 and, through it, on
+    // hosts 3 and 4.
+    let gone = container_addr(2, 1);
+    ok(run(
+        &lab.hosts[1],
+        &["containers", "del", "--address", &gone.to_string()],
+    ));
+    for o in lab.hosts.iter().filter(|o| o.index != 2) {
+        assert!(
+            eventually(PROPAGATE, || !has_route(o, gone)),
+            "host {} still routes {gone}",
+            o.index
+        );
+    }
+    lab.hosts[1].unwire_container(gone);
+    lab.wait_converged(CONVERGE)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&lab)));
+    assert_full_reach(&lab);
 }

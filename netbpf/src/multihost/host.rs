@@ -71,6 +71,17 @@ impl Host {
                     "\n[[bgp.reflector]]\naddress = \"{REFLECTOR_ADDR}\"\n"
                 ));
             }
+            Topology::HostReflector if self.index == 1 => {
+                for client in all.iter().filter(|a| **a != self.addr) {
+                    s.push_str(&format!("\n[[bgp.client]]\naddress = \"{client}\"\n"));
+                }
+            }
+            Topology::HostReflector => {
+                s.push_str(&format!(
+                    "\n[[bgp.reflector]]\naddress = \"{}\"\n",
+                    host_addr(1)
+                ));
+            }
         }
         s
     }

@@ -273,6 +273,10 @@ pub async fn run_demo(
     let peering = match topology {
         Topology::FullMesh => "iBGP full mesh".to_owned(),
         Topology::Reflector => format!("each a client of the route reflector {REFLECTOR_ADDR}"),
+        Topology::HostReflector => format!(
+            "host 1 ({}) the route reflector, the others its clients",
+            host_addr(1)
+        ),
     };
     println!("  netbpf and BIRD running on every host ({peering}); waiting for the routes...");
     let took = lab.wait_converged(Duration::from_secs(30))?;

@@ -31,4 +31,8 @@ pub enum Topology {
     /// Every host is a client (`[[bgp.reflector]]`) of one route reflector:
     /// BIRD in a router namespace at [`REFLECTOR_ADDR`].
     Reflector,
+    /// Host 1 is the route reflector (a netbpf host with a
+    /// `[[bgp.client]]` per other host, announcing its own containers
+    /// too); every other host is its client.
+    HostReflector,
 }
