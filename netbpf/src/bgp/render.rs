@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeSet, fmt::Write as _, io, net::Ipv4Addr, path::Path};
 
-use crate::config::{BgpConfig, Config, Ipv4Cidr};
+use crate::config::{BgpConfig, Config, Ipv4Cidr, PeerRole};
 
 use super::error::*;
 
@@ -18,6 +18,14 @@ pub const KERNEL_PROTOCOL: &str = "netbpf_kernel";
 
 /// Name of the import filter on every peer's session.
 pub const IMPORT_FILTER: &str = "netbpf_learn";
+
+/// Name of the export filter of a session that carries this host's
+/// routes only.
+pub const ANNOUNCE_FILTER: &str = "netbpf_announce";
+
+/// Name of the export filter of a route reflector's iBGP sessions: this
+/// host's routes and the BGP routes it reflects.
+pub const REFLECT_FILTER: &str = "netbpf_reflect";
 
 /// Ranges never learned from a peer: "this network", loopback,
 /// link-local, multicast and the reserved range up to the broadcast
@@ -113,9 +121,21 @@ pub fn render_fragment(
     }
     s.push_str("}\n\n");
     s.push_str("# Announce netbpf's routes and nothing else.\n");
-    s.push_str("filter netbpf_announce {\n");
+    let _ = writeln!(s, "filter {ANNOUNCE_FILTER} {{");
     let _ = writeln!(s, "  if proto = \"{STATIC_PROTOCOL}\" then accept;");
     s.push_str("  reject;\n}\n\n");
+    if cfg.cluster_id.is_some() {
+        let _ = write!(
+            s,
+            "# A route reflector: its iBGP sessions also carry the routes learned\n\
+             # over BGP. BIRD applies RFC 4456's rules: a client's routes go to\n\
+             # every iBGP neighbour, a non-client's only to the clients.\n\
+             filter {REFLECT_FILTER} {{\n\
+             \x20 if proto = \"{STATIC_PROTOCOL}\" then accept;\n\
+             \x20 if source = RTS_BGP then accept;\n\
+             \x20 reject;\n}}\n\n"
+        );
+    }
     let _ = write!(
         s,
         "# Learn the other hosts' containers and nothing else: prefixes of\n\
@@ -134,34 +154,49 @@ pub fn render_fragment(
     }
     s.push_str("  accept;\n}\n");
     for peer in &cfg.peers {
-        let kind = if peer.asn == cfg.local_as {
-            "iBGP"
+        let ibgp = peer.asn == cfg.local_as;
+        let kind = if ibgp { "iBGP" } else { "eBGP" };
+        let what = match peer.role {
+            PeerRole::Peer => "",
+            PeerRole::Reflector => ", our route reflector",
+            PeerRole::Client => ", our route-reflector client",
+        };
+        let mut rr = String::new();
+        if let (PeerRole::Client, Some(id)) = (peer.role, cfg.cluster_id) {
+            let _ = write!(rr, "  rr client;\n  rr cluster id {id};\n");
+        }
+        let export = if ibgp && cfg.cluster_id.is_some() {
+            REFLECT_FILTER
         } else {
-            "eBGP"
+            ANNOUNCE_FILTER
         };
         let _ = write!(
             s,
-            "\n# [[bgp.peer]] {addr} AS {asn} ({kind})\n\
+            "\n# [[{table}]] {addr} AS {asn} ({kind}{what})\n\
              protocol bgp {name} {{\n\
              \x20 router id {rid};\n\
              \x20 local as {las};\n\
              \x20 neighbor {addr} as {asn};\n\
              \x20 direct;\n\
+             {rr}\
              \x20 graceful restart on;\n\
+             \x20 graceful restart time {gr_time};\n\
              \x20 connect retry time 5;\n\
              \x20 ipv4 {{\n\
              \x20   import filter {IMPORT_FILTER};\n\
              \x20   receive limit {limit} action block;\n\
-             \x20   export filter netbpf_announce;\n\
+             \x20   export filter {export};\n\
              \x20   gateway direct;\n\
              \x20 }};\n\
              }}\n",
+            table = peer.role.table(),
             addr = peer.address,
             asn = peer.asn,
             name = peer_protocol(peer.address),
             rid = cfg.router_id,
             las = cfg.local_as,
             limit = cfg.receive_limit,
+            gr_time = cfg.graceful_restart_time,
         );
     }
     s

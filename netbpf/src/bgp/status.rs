@@ -5,6 +5,7 @@ use std::{fmt::Write as _, path::Path};
 use serde::Serialize;
 
 use super::{bird::*, error::*, render::*};
+use crate::config::{BgpConfig, BgpRole, PeerRole};
 
 // ---------------------------------------------------------------------------
 // Status
@@ -37,6 +38,46 @@ pub struct PeerStatus {
     pub imported: Option<u64>,
     /// Routes exported to the peer.
     pub exported: Option<u64>,
+    /// BIRD's receive limit on the session (`[bgp] receive_limit`).
+    pub receive_limit: Option<u64>,
+    /// Whether BIRD reflects routes to this peer (`rr client`: the
+    /// session is `internal route-reflector`).
+    pub rr_client: bool,
+    /// What the session is in netbpf's config (`[[bgp.peer]]`,
+    /// `[[bgp.reflector]]` or `[[bgp.client]]`), when the config is known.
+    pub role: Option<PeerRole>,
+    /// The neighbour's graceful restart.
+    pub graceful_restart: GracefulRestart,
+    /// The restart time the neighbour announced, in seconds: how long its
+    /// routes are kept while it restarts.
+    pub restart_time: Option<u32>,
+}
+
+/// A neighbour's graceful restart (RFC 4724) as BIRD reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GracefulRestart {
+    /// Not known: the session never came up, so no capabilities yet.
+    #[default]
+    Unknown,
+    /// The neighbour did not announce the capability.
+    Off,
+    /// The neighbour can restart gracefully (its routes would be kept).
+    Able,
+    /// The neighbour is restarting: its routes are kept as stale until it
+    /// is back or its restart time runs out.
+    Restarting,
+}
+
+impl GracefulRestart {
+    fn as_str(self) -> &'static str {
+        match self {
+            GracefulRestart::Unknown => "-",
+            GracefulRestart::Off => "off",
+            GracefulRestart::Able => "able",
+            GracefulRestart::Restarting => "restarting",
+        }
+    }
 }
 
 /// One route as `show route` prints it.
@@ -63,6 +104,11 @@ pub struct BgpStatus {
     pub socket: String,
     /// BIRD's greeting (its version).
     pub bird: String,
+    /// Full mesh, route-reflector client or reflector, when the config
+    /// is known ([`BgpStatus::with_config`]).
+    pub role: Option<BgpRole>,
+    /// The cluster id, when this host is a route reflector.
+    pub cluster_id: Option<String>,
     /// Every BGP protocol.
     pub peers: Vec<PeerStatus>,
     /// Routes of [`STATIC_PROTOCOL`]: what this host announces.
@@ -75,11 +121,14 @@ pub struct BgpStatus {
 pub fn parse_protocols(lines: &[ReplyLine]) -> Vec<PeerStatus> {
     let mut out: Vec<PeerStatus> = Vec::new();
     let mut bgp = false;
+    // Inside "Neighbor capabilities" (vs. the local ones or elsewhere).
+    let mut neighbor_caps = false;
     for l in lines {
         match l.code {
             1002 => {
                 let t: Vec<&str> = l.text.split_whitespace().collect();
                 bgp = t.get(1) == Some(&"BGP");
+                neighbor_caps = false;
                 if bgp {
                     let name = t.first().copied().unwrap_or_default().to_owned();
                     out.push(PeerStatus {
@@ -95,11 +144,30 @@ pub fn parse_protocols(lines: &[ReplyLine]) -> Vec<PeerStatus> {
             1006 if bgp => {
                 let Some(p) = out.last_mut() else { continue };
                 let text = l.text.trim();
+                match text {
+                    "Neighbor capabilities" => neighbor_caps = true,
+                    "Local capabilities" => neighbor_caps = false,
+                    "Neighbor graceful restart active" => {
+                        p.graceful_restart = GracefulRestart::Restarting;
+                    }
+                    "Graceful restart"
+                        if neighbor_caps && p.graceful_restart != GracefulRestart::Restarting =>
+                    {
+                        p.graceful_restart = GracefulRestart::Able;
+                    }
+                    _ => {}
+                }
                 let Some((key, value)) = text.split_once(':') else {
                     continue;
                 };
                 let value = value.trim();
                 match key.trim() {
+                    "Session" => {
+                        neighbor_caps = false;
+                        p.rr_client = value.split_whitespace().any(|w| w == "route-reflector");
+                    }
+                    "Restart time" if neighbor_caps => p.restart_time = value.parse().ok(),
+                    "Receive limit" => p.receive_limit = value.parse().ok(),
                     "BGP state" => p.bgp_state = value.to_owned(),
                     "Neighbor address" => p.neighbor = Some(value.to_owned()),
                     "Neighbor AS" => p.neighbor_as = value.parse().ok(),
@@ -125,6 +193,10 @@ pub fn parse_protocols(lines: &[ReplyLine]) -> Vec<PeerStatus> {
         }
     }
     for p in &mut out {
+        if p.graceful_restart == GracefulRestart::Unknown && p.bgp_state == "Established" {
+            // Up, and no graceful restart among the neighbour's capabilities.
+            p.graceful_restart = GracefulRestart::Off;
+        }
         if p.bgp_state.is_empty() {
             // Down protocols have no details: the info column says it.
             p.bgp_state = p.info.split_whitespace().next().unwrap_or("").to_owned();
@@ -209,6 +281,8 @@ pub fn status(socket: &Path) -> Result<BgpStatus, BgpError> {
     Ok(BgpStatus {
         socket: socket.display().to_string(),
         bird: c.version.clone(),
+        role: None,
+        cluster_id: None,
         peers,
         announced,
         learned,
@@ -216,14 +290,31 @@ pub fn status(socket: &Path) -> Result<BgpStatus, BgpError> {
 }
 
 impl BgpStatus {
+    /// Adds what only the config knows: this host's role, the cluster id
+    /// and each netbpf session's role (matched by neighbour address).
+    pub fn with_config(mut self, cfg: &BgpConfig) -> Self {
+        self.role = Some(cfg.role());
+        self.cluster_id = cfg.cluster_id.map(|id| id.to_string());
+        for p in &mut self.peers {
+            p.role = cfg
+                .peers
+                .iter()
+                .find(|c| p.netbpf && p.neighbor.as_deref() == Some(&c.address.to_string()))
+                .map(|c| c.role);
+        }
+        self
+    }
+
     /// Column headers of the peers table.
-    pub const PEER_HEADER: [&'static str; 7] = [
+    pub const PEER_HEADER: [&'static str; 9] = [
         "PROTOCOL",
         "NEIGHBOR",
         "AS",
+        "ROLE",
         "STATE",
         "SINCE",
-        "ROUTES IN/OUT",
+        "ROUTES IN/LIMIT/OUT",
+        "GRACEFUL RESTART",
         "INFO",
     ];
     /// Column headers of the routes tables.
@@ -243,17 +334,34 @@ impl BgpStatus {
                 {
                     info = format!("{info} (last error: {e})").trim().to_owned();
                 }
+                let role = match (p.role, p.rr_client) {
+                    (Some(PeerRole::Peer), _) => "peer",
+                    (Some(PeerRole::Reflector), _) => "our reflector",
+                    (Some(PeerRole::Client), _) | (None, true) => "rr client",
+                    (None, false) => "-",
+                };
+                let gr = match (p.graceful_restart, p.restart_time) {
+                    (GracefulRestart::Able, Some(t)) => format!("able ({t} s)"),
+                    (g, _) => g.as_str().to_owned(),
+                };
                 vec![
                     p.name.clone(),
                     opt(&p.neighbor),
                     p.neighbor_as.map_or_else(|| "-".into(), |n| n.to_string()),
+                    role.to_owned(),
                     if p.bgp_state.is_empty() {
                         p.state.clone()
                     } else {
                         p.bgp_state.clone()
                     },
                     p.since.clone(),
-                    format!("{}/{}", num(p.imported), num(p.exported)),
+                    format!(
+                        "{}/{}/{}",
+                        num(p.imported),
+                        num(p.receive_limit),
+                        num(p.exported)
+                    ),
+                    gr,
                     info,
                 ]
             })
@@ -281,8 +389,14 @@ impl BgpStatus {
             .iter()
             .filter(|p| p.bgp_state == "Established")
             .count();
-        let mut s = format!(
-            "BGP sessions ({} at {}): {established} of {} established\n",
+        let mut s = match (self.role, &self.cluster_id) {
+            (Some(role), Some(id)) => format!("Role: {role} (cluster id {id})\n"),
+            (Some(role), None) => format!("Role: {role}\n"),
+            (None, _) => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "BGP sessions ({} at {}): {established} of {} established",
             self.bird,
             self.socket,
             self.peers.len()

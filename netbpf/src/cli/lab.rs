@@ -1,7 +1,8 @@
 //! `netbpf lab`: the namespace demo, one host or several.
 
 use anyhow::{Context as _, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use netbpf::multihost::Topology;
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -17,6 +18,12 @@ pub struct LabArgs {
     /// BIRD (docs/multi-host.md).
     #[arg(long, default_value_t = 1)]
     hosts: usize,
+    /// With --hosts: the hosts peer with a route reflector instead of an
+    /// iBGP full mesh; each client's config has one [[bgp.reflector]].
+    /// `router` (the default): BIRD alone in a router namespace at
+    /// 10.0.0.2; `host`: host 1, a netbpf host with [[bgp.client]]s.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "router")]
+    reflector: Option<ReflectorKind>,
     /// Run the Docker lab instead: a real dockerd (Debian's docker.io,
     /// iptables off, its own data root) in the lab's host namespace, two
     /// `docker run -p` containers, and netbpf following dockerd
@@ -25,13 +32,29 @@ pub struct LabArgs {
     docker: bool,
 }
 
+/// Where the multi-host lab's route reflector runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReflectorKind {
+    /// BIRD alone in a router namespace.
+    Router,
+    /// Host 1, a netbpf host.
+    Host,
+}
+
 /// Runs the one-host lab, or the multi-host lab for `--hosts` above 1.
 pub async fn run(args: LabArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the netbpf binary")?;
     if args.docker {
         netbpf::lab::run_docker_demo(&exe, &args.prefix, args.once).await
     } else if args.hosts > 1 {
-        netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, args.once).await
+        let topology = match args.reflector {
+            None => Topology::FullMesh,
+            Some(ReflectorKind::Router) => Topology::Reflector,
+            Some(ReflectorKind::Host) => Topology::HostReflector,
+        };
+        netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, topology, args.once).await
+    } else if args.reflector.is_some() {
+        anyhow::bail!("--reflector is for the multi-host lab: give --hosts 2 or more")
     } else {
         netbpf::lab::run_demo(&exe, &args.prefix, args.once).await
     }

@@ -63,7 +63,9 @@ pub struct BgpStatusArgs {
     /// /run/bird/bird.ctl).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// netbpf config file whose `[bgp] socket` to use.
+    /// netbpf config file whose `[bgp] socket` to use; with it the status
+    /// also shows this host's role (full mesh, route-reflector client or
+    /// reflector) and each session's.
     #[arg(long, short)]
     config: Option<PathBuf>,
 }
@@ -110,15 +112,22 @@ pub fn neigh(command: NeighCommand, pin_dir: &Path) -> Result<()> {
 
 pub fn bgp(command: BgpCommand) -> Result<()> {
     let BgpCommand::Status(args) = command;
-    let socket = match (&args.socket, &args.config) {
-        (Some(s), _) => s.clone(),
-        (None, Some(path)) => match Config::load(path)?.bgp {
-            Some(b) => b.socket,
+    let bgp = match &args.config {
+        Some(path) => match Config::load(path)?.bgp {
+            Some(b) => Some(b),
             None => bail!("{}: no [bgp] table", path.display()),
         },
+        None => None,
+    };
+    let socket = match (&args.socket, &bgp) {
+        (Some(s), _) => s.clone(),
+        (None, Some(b)) => b.socket.clone(),
         (None, None) => PathBuf::from(config::DEFAULT_BIRD_SOCKET),
     };
-    let status = netbpf::bgp::status(&socket)?;
+    let mut status = netbpf::bgp::status(&socket)?;
+    if let Some(b) = &bgp {
+        status = status.with_config(b);
+    }
     if args.output.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -60,9 +60,12 @@ fn minimal_table_gets_defaults() {
         b.peers,
         vec![BgpPeer {
             address: Ipv4Addr::new(10, 0, 0, 12),
-            asn: 64512
+            asn: 64512,
+            role: PeerRole::Peer,
         }]
     );
+    assert_eq!(b.cluster_id, None);
+    assert_eq!(b.role(), BgpRole::FullMesh);
 }
 
 #[test]

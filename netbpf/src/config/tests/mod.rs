@@ -2,6 +2,7 @@
 //! helpers they share. This file only declares them.
 
 mod bgp;
+mod bgp_rr;
 mod conntrack;
 mod container;
 mod datapath;

@@ -8,6 +8,11 @@ use serde::Deserialize;
 
 use super::{errors::*, types::*};
 
+mod sessions;
+
+pub use sessions::{BgpPeer, BgpRole, PeerRole};
+use sessions::{RawBgpPeer, RawSessions, role_of, validate_asn, validate_sessions};
+
 /// Default path of BIRD's control socket (Debian's `bird2`).
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
 
@@ -21,6 +26,14 @@ pub const DEFAULT_BIRD_MAIN_CONFIG: &str = "/etc/bird/bird.conf";
 /// BIRD drops the rest (`receive limit ... action block`). Room for a few
 /// thousand hosts' containers as /32s; raise it for more.
 pub const DEFAULT_BGP_RECEIVE_LIMIT: u32 = 16_384;
+
+/// Default `[bgp] graceful_restart_time` in seconds (BIRD's and Calico's):
+/// how long the peers keep this host's routes while its BIRD restarts.
+pub const DEFAULT_BGP_GRACEFUL_RESTART_TIME: u32 = 120;
+
+/// Largest `[bgp] graceful_restart_time`: the BGP capability holds 12 bits
+/// of seconds (RFC 4724).
+pub const MAX_BGP_GRACEFUL_RESTART_TIME: u32 = 4095;
 
 /// Largest accepted `[bgp] receive_limit`.
 pub const MAX_BGP_RECEIVE_LIMIT: u32 = 4_000_000;
@@ -43,10 +56,19 @@ pub const MIN_BGP_IMPORT_LEN: u8 = 8;
 /// # block = "10.10.1.0/24"            # announce this block plus the /32s outside it
 /// # import_min_len = 32               # learn prefixes this long or longer (default: block's, else 32)
 /// # receive_limit = 16384             # routes accepted per peer; BIRD drops the rest
+/// # graceful_restart_time = "2m"      # peers keep our routes this long while BIRD restarts
 ///
-/// [[bgp.peer]]
+/// [[bgp.peer]]                       # full mesh: one per other host (or an eBGP router)
 /// address = "10.0.0.12"
 /// as = 64512
+///
+/// # Or, instead of the full mesh, route reflectors (iBGP: `as` is local_as):
+/// # [[bgp.reflector]]                 # this host is a client of 10.0.0.2
+/// # address = "10.0.0.2"
+/// # Or this host is a reflector for its clients:
+/// # cluster_id = "10.0.0.2"           # in [bgp]; default: router_id
+/// # [[bgp.client]]
+/// # address = "10.0.0.11"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BgpConfig {
@@ -74,17 +96,24 @@ pub struct BgpConfig {
     /// Routes accepted from one peer (`receive_limit`); BIRD drops the
     /// routes past it and keeps the session (`action block`).
     pub receive_limit: u32,
-    /// BGP neighbours (`[[bgp.peer]]`), in file order.
+    /// How long the peers keep this host's routes while its BIRD restarts
+    /// (`graceful_restart_time`, seconds; BIRD's `graceful restart time`).
+    /// A host that stays down is withdrawn after it.
+    pub graceful_restart_time: u32,
+    /// BGP neighbours: the `[[bgp.peer]]`s, then the `[[bgp.reflector]]`s,
+    /// then the `[[bgp.client]]`s, each in file order.
     pub peers: Vec<BgpPeer>,
+    /// The route-reflector cluster id (`cluster_id`, else the router id):
+    /// `Some` exactly when this host has `[[bgp.client]]`s.
+    pub cluster_id: Option<Ipv4Addr>,
 }
 
-/// One `[[bgp.peer]]`: a BGP neighbour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BgpPeer {
-    /// Its address (on the uplink's segment).
-    pub address: Ipv4Addr,
-    /// Its AS (`as`): the same as `local_as` makes an iBGP session.
-    pub asn: u32,
+impl BgpConfig {
+    /// Full mesh, route-reflector client or route reflector, from the
+    /// sessions.
+    pub fn role(&self) -> BgpRole {
+        role_of(&self.peers)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,31 +127,15 @@ pub(super) struct RawBgp {
     block: Option<String>,
     import_min_len: Option<i64>,
     receive_limit: Option<i64>,
+    #[serde(default, deserialize_with = "de_duration")]
+    graceful_restart_time: Option<IntOrStr>,
+    cluster_id: Option<String>,
     #[serde(default)]
     peer: Vec<RawBgpPeer>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBgpPeer {
-    address: Option<String>,
-    #[serde(rename = "as")]
-    asn: Option<i64>,
-}
-
-/// A usable AS number: 1..=4294967294, not AS_TRANS (23456).
-fn validate_asn(key: &str, n: i64) -> Result<u32, ConfigError> {
-    match u32::try_from(n) {
-        Ok(23456) => Err(invalid(
-            key,
-            "23456 is AS_TRANS (RFC 6793), not a real AS number",
-        )),
-        Ok(asn) if (1..u32::MAX).contains(&asn) => Ok(asn),
-        _ => Err(invalid(
-            key,
-            format!("{n} is not an AS number in 1..=4294967294"),
-        )),
-    }
+    #[serde(default)]
+    reflector: Vec<RawBgpPeer>,
+    #[serde(default)]
+    client: Vec<RawBgpPeer>,
 }
 
 /// An absolute path, as given (BIRD is a separate process: relative paths
@@ -165,28 +178,34 @@ fn bgp_block(s: &str) -> Result<Ipv4Cidr, ConfigError> {
     Ok(cidr)
 }
 
-/// One `[[bgp.peer]] address`: not this host and not another peer's.
-fn bgp_peer_address(
-    key: &str,
-    raw: Option<String>,
-    router_id: Option<Ipv4Addr>,
-    prev: &[(usize, Ipv4Addr)],
-) -> Result<Ipv4Addr, ConfigError> {
-    let s = required(key, raw, "the neighbour's IPv4 address")?;
-    let address = unicast_value(key, &s)?;
-    if router_id == Some(address) {
-        return Err(invalid(
-            key,
-            format!("{s:?} is bgp.router_id: a host does not peer with itself"),
-        ));
+/// `graceful_restart_time` in seconds: 1..=4095, as seconds or a duration.
+fn restart_time(raw: Option<IntOrStr>) -> Result<u32, ConfigError> {
+    const KEY: &str = "bgp.graceful_restart_time";
+    let (secs, shown) = match raw {
+        None => return Ok(DEFAULT_BGP_GRACEFUL_RESTART_TIME),
+        Some(IntOrStr::Int(n)) => (u64::try_from(n).unwrap_or(0), n.to_string()),
+        Some(IntOrStr::Str(s)) => {
+            let d = parse_duration(&s)
+                .map_err(|e| invalid(KEY, format!("{s:?} is not a valid duration ({e})")))?;
+            if d.subsec_nanos() != 0 {
+                return Err(invalid(
+                    KEY,
+                    format!("{s:?} is not a whole number of seconds"),
+                ));
+            }
+            (d.as_secs(), format!("{s:?}"))
+        }
+    };
+    match u32::try_from(secs) {
+        Ok(t) if (1..=MAX_BGP_GRACEFUL_RESTART_TIME).contains(&t) => Ok(t),
+        _ => Err(invalid(
+            KEY,
+            format!(
+                "{shown} is not a restart time in 1..={MAX_BGP_GRACEFUL_RESTART_TIME} seconds \
+                 (the BGP capability's 12 bits)"
+            ),
+        )),
     }
-    if let Some((j, _)) = prev.iter().find(|(_, a)| *a == address) {
-        return Err(invalid(
-            key,
-            format!("{s:?} is already bgp.peer[{j}].address"),
-        ));
-    }
-    Ok(address)
 }
 
 /// `[bgp]`, or `None` after recording every bad key in `p`.
@@ -252,38 +271,19 @@ pub(super) fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
             ))),
         },
     };
-    if raw.peer.is_empty() {
-        p.check::<()>(Err(invalid(
-            "bgp.peer",
-            "at least one [[bgp.peer]] is required (address and as of a BGP neighbour)",
-        )));
-    }
-    let peer_count = raw.peer.len();
-    // The valid peer addresses, each with its index in the file.
-    let mut addresses: Vec<(usize, Ipv4Addr)> = Vec::with_capacity(peer_count);
-    let mut peers: Vec<BgpPeer> = Vec::with_capacity(peer_count);
-    for (i, peer) in raw.peer.into_iter().enumerate() {
-        let address = p.check(bgp_peer_address(
-            &format!("bgp.peer[{i}].address"),
-            peer.address,
-            router_id,
-            &addresses,
-        ));
-        let skey = format!("bgp.peer[{i}].as");
-        let asn = p.check(
-            required(&skey, peer.asn, "the neighbour's AS number")
-                .and_then(|n| validate_asn(&skey, n)),
-        );
-        if let Some(address) = address {
-            addresses.push((i, address));
-        }
-        if let (Some(address), Some(asn)) = (address, asn) {
-            peers.push(BgpPeer { address, asn });
-        }
-    }
-    if peers.len() != peer_count {
-        return None;
-    }
+    let graceful_restart_time = p.check(restart_time(raw.graceful_restart_time));
+    let sessions = validate_sessions(
+        RawSessions {
+            peer: raw.peer,
+            reflector: raw.reflector,
+            client: raw.client,
+            cluster_id: raw.cluster_id,
+        },
+        local_as,
+        router_id,
+        p,
+    );
+    let (peers, cluster_id) = sessions?;
     Some(BgpConfig {
         local_as: local_as?,
         router_id: router_id?,
@@ -293,6 +293,8 @@ pub(super) fn validate_bgp(raw: RawBgp, p: &mut Problems) -> Option<BgpConfig> {
         block: block?,
         import_min_len: import_min_len?,
         receive_limit: receive_limit?,
+        graceful_restart_time: graceful_restart_time?,
         peers,
+        cluster_id,
     })
 }

@@ -1,0 +1,38 @@
+//! The lab's addresses: the segment, each host's uplink and containers,
+//! the route reflector's router, and how the hosts peer.
+
+use std::net::Ipv4Addr;
+
+/// The AS every lab host is in (iBGP full mesh).
+pub const LAB_AS: u32 = 64512;
+
+/// The segment's subnet.
+pub const SEGMENT: &str = "10.0.0.0/24";
+
+/// Host `h`'s uplink address.
+pub fn host_addr(h: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 10 + h as u8)
+}
+
+/// Container `i` of host `h`.
+pub fn container_addr(h: usize, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 10, h as u8, i as u8)
+}
+
+/// The route reflector's address on the segment (`--reflector`): a
+/// router namespace running BIRD alone.
+pub const REFLECTOR_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+/// How the lab's hosts exchange their routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// iBGP full mesh: every host peers with every other (`[[bgp.peer]]`).
+    FullMesh,
+    /// Every host is a client (`[[bgp.reflector]]`) of one route reflector:
+    /// BIRD in a router namespace at [`REFLECTOR_ADDR`].
+    Reflector,
+    /// Host 1 is the route reflector (a netbpf host with a
+    /// `[[bgp.client]]` per other host, announcing its own containers
+    /// too); every other host is its client.
+    HostReflector,
+}

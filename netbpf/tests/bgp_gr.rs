@@ -1,0 +1,233 @@
+//! Graceful restart end to end with real BIRD daemons: two container
+//! hosts, clients of a route reflector (BIRD in a router namespace), with
+//! `[bgp] graceful_restart_time = 8`. A TCP connection from a container on
+//! host 1 to one on host 2 survives restarting netbpf on host 2 and
+//! killing and restarting BIRD there, and host 1 keeps its route all
+//! along; once host 2 stops for good, its route goes after the restart
+//! time. While netbpf itself is stopped, host 2 does not route to its
+//! containers (the daemon removes its routing when it stops): the
+//! connection survives a restart through TCP's retransmissions, not a
+//! long stop.
+//!
+//! Namespaces are `nbrr<x>-<pid>-*`, removed on drop, also when a test
+//! fails. Needs root and `bird` (Debian `bird2`).
+
+#[macro_use]
+mod common;
+
+use common::{exe, require_root};
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use netbpf::{
+    bgp::GracefulRestart,
+    multihost::{Host, MultiHost, Topology, container_addr, host_addr},
+};
+
+/// The restart time host 2 announces: how long the reflector keeps its
+/// routes while its BIRD is away.
+const RESTART_TIME: u64 = 8;
+
+/// Generous deadlines: convergence speed is the benchmark's business.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn bird_installed() -> bool {
+    let found = std::process::Command::new("bird")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("bird is not installed (cargo xtask setup installs bird2) and CI must not skip");
+        }
+        eprintln!("SKIPPED: bird is not installed (cargo xtask setup installs bird2)");
+    }
+    found
+}
+
+fn has_route(host: &Host, addr: Ipv4Addr) -> bool {
+    host.kernel_bgp_routes()
+        .map(|r| r.contains(&addr))
+        .unwrap_or(false)
+}
+
+/// Polls `f` until it is true; false after `bound`.
+fn eventually(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// An echo server in `ns` on `addr`; returns when it listens.
+fn echo_server(ns: &netbpf::netns::Netns, addr: SocketAddrV4) -> thread::JoinHandle<()> {
+    let listener = ns
+        .run(move || TcpListener::bind(addr))
+        .expect("netns")
+        .expect("bind");
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 64];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+fn echo(stream: &mut BufReader<TcpStream>, msg: &str) -> std::io::Result<String> {
+    stream.get_mut().write_all(format!("{msg}\n").as_bytes())?;
+    let mut line = String::new();
+    stream.read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
+fn reflector_log(lab: &MultiHost) -> String {
+    lab.reflector
+        .as_ref()
+        .and_then(|r| r.bird.as_ref())
+        .map(|b| std::fs::read_to_string(&b.log).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// The reflector's view of host 2's session.
+fn reflector_sees_host2(lab: &MultiHost) -> Option<netbpf::bgp::PeerStatus> {
+    let socket = &lab.reflector.as_ref()?.bird.as_ref()?.socket;
+    let h2 = host_addr(2).to_string();
+    netbpf::bgp::status(socket)
+        .ok()?
+        .peers
+        .into_iter()
+        .find(|p| p.neighbor.as_deref() == Some(h2.as_str()))
+}
+
+#[test]
+fn restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is_withdrawn() {
+    if !require_root(
+        "restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is_withdrawn",
+    ) || !bird_installed()
+    {
+        return;
+    }
+    let prefix = format!("nbrrgr-{}", std::process::id());
+    let mut lab = MultiHost::build_with(&prefix, 2, 1, Topology::Reflector).expect("build");
+    for h in &mut lab.hosts {
+        h.bgp_extra = format!("graceful_restart_time = {RESTART_TIME}\n");
+    }
+    lab.start(exe()).expect("start");
+    lab.wait_converged(CONVERGE).expect("converged");
+    let a = container_addr(1, 1);
+    let b = container_addr(2, 1);
+    let s = reflector_sees_host2(&lab).expect("reflector session to host 2");
+    assert_eq!(s.graceful_restart, GracefulRestart::Able, "{s:#?}");
+    assert_eq!(s.restart_time, Some(RESTART_TIME as u32), "{s:#?}");
+
+    let echo_addr = SocketAddrV4::new(b, 7007);
+    let server = echo_server(&lab.hosts[1].containers[0].ns, echo_addr);
+    let stream = lab.hosts[0].containers[0]
+        .ns
+        .run(move || TcpStream::connect_timeout(&SocketAddr::V4(echo_addr), Duration::from_secs(5)))
+        .expect("netns")
+        .expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(stream.local_addr().expect("local").ip(), a);
+    let mut stream = BufReader::new(stream);
+    assert_eq!(echo(&mut stream, "before").expect("echo"), "before");
+
+    // netbpf on host 2 restarts. BIRD keeps announcing, so nothing is
+    // withdrawn anywhere. (While no daemon runs, host 2 does not route to
+    // its containers: the daemon removes its routing programs and host
+    // routes when it stops. TCP retransmits across the gap.)
+    lab.stop_daemon(1);
+    assert!(
+        has_route(&lab.hosts[0], b),
+        "host 1 routes {b} while netbpf is down"
+    );
+    lab.start_daemon(1, exe())
+        .expect("restart netbpf on host 2");
+    let reply = echo(&mut stream, "netbpf back").unwrap_or_else(|e| {
+        panic!(
+            "connection lost across netbpf's restart: {e}\nhost 2 daemon log:\n{}",
+            lab.hosts[1].daemon_log()
+        )
+    });
+    assert_eq!(reply, "netbpf back");
+    assert!(has_route(&lab.hosts[0], b), "never withdrawn on host 1");
+
+    // BIRD on host 2 dies (SIGKILL, no goodbye): the reflector keeps its
+    // routes as stale and shows the neighbour restarting; host 1 keeps
+    // the route, host 2's kernel keeps its own (persist).
+    lab.hosts[1].bird.as_mut().expect("bird").kill();
+    assert!(
+        eventually(CONVERGE, || reflector_sees_host2(&lab)
+            .is_some_and(|p| p.graceful_restart == GracefulRestart::Restarting)),
+        "the reflector never saw host 2 restart: {:#?}",
+        reflector_sees_host2(&lab)
+    );
+    assert!(has_route(&lab.hosts[0], b), "host 1 still routes {b}");
+    assert!(has_route(&lab.hosts[1], a), "host 2 still routes {a}");
+    assert_eq!(
+        echo(&mut stream, "bird down").expect("connection survives BIRD's death"),
+        "bird down"
+    );
+    lab.hosts[1].start_bird(true).expect("restart bird");
+    // Back once the graceful restart is over: host 2 re-announced its
+    // route and sent End-of-RIB, so the reflector no longer holds it as
+    // stale.
+    assert!(
+        eventually(CONVERGE, || reflector_sees_host2(&lab).is_some_and(|p| {
+            p.bgp_state == "Established"
+                && p.imported == Some(1)
+                && p.graceful_restart == GracefulRestart::Able
+        })),
+        "host 2 never came back: {:#?}",
+        reflector_sees_host2(&lab)
+    );
+    lab.wait_converged(CONVERGE)
+        .expect("every route in every kernel");
+    assert!(has_route(&lab.hosts[0], b), "never withdrawn on host 1");
+    assert_eq!(
+        echo(&mut stream, "bird back").expect("connection survives BIRD's restart"),
+        "bird back"
+    );
+    drop(stream);
+    let _ = server.join();
+
+    // Host 2 stops for good: its route stays while the reflector waits the
+    // restart time it announced, then goes.
+    lab.stop_daemon(1);
+    lab.hosts[1].bird.as_mut().expect("bird").kill();
+    let stopped = Instant::now();
+    assert!(
+        has_route(&lab.hosts[0], b),
+        "kept while host 2 may come back; the reflector: {:#?}\n{}",
+        reflector_sees_host2(&lab),
+        reflector_log(&lab)
+    );
+    assert!(
+        eventually(CONVERGE + Duration::from_secs(RESTART_TIME), || !has_route(
+            &lab.hosts[0],
+            b
+        )),
+        "host 1 still routes {b} long after host 2's restart time"
+    );
+    let took = stopped.elapsed();
+    eprintln!("host 2's route withdrawn {took:?} after it stopped (restart time {RESTART_TIME} s)");
+    assert!(
+        took >= Duration::from_secs(RESTART_TIME / 2),
+        "withdrawn after {took:?}: the restart time ({RESTART_TIME} s) was not honoured"
+    );
+}
