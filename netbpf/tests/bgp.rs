@@ -10,16 +10,17 @@
 
 #[macro_use]
 mod common;
+mod bgp_common;
 
+use bgp_common::*;
 use common::exe;
 
 use std::{
     collections::BTreeSet,
-    io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    process::Output,
+    io::BufReader,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::require_root;
@@ -37,35 +38,6 @@ const PROPAGATION_BOUND: Duration = Duration::from_secs(3);
 
 fn prefix(x: &str) -> String {
     format!("nbt-bgp{x}-{}", std::process::id())
-}
-
-fn bird_installed() -> bool {
-    let found = std::process::Command::new("bird")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("bird is not installed (cargo xtask setup installs bird2) and CI must not skip");
-        }
-        eprintln!("SKIPPED: bird is not installed (cargo xtask setup installs bird2)");
-    }
-    found
-}
-
-fn run(host: &Host, args: &[&str]) -> Output {
-    host.netbpf(exe()).args(args).output().expect("run netbpf")
-}
-
-#[track_caller]
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "netbpf failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Builds and starts `hosts` hosts with `per_host` containers, waits for
@@ -89,27 +61,6 @@ fn started(x: &str, hosts: usize, per_host: usize) -> (MultiHost, Vec<WhoamiServ
         });
     eprintln!("converged in {took:?}");
     (lab, servers)
-}
-
-/// Polls `f` every 20 ms until it is true; returns how long it took, or
-/// None after `bound`.
-fn within(bound: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > bound {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn has_route(host: &Host, addr: Ipv4Addr) -> bool {
-    host.kernel_bgp_routes()
-        .map(|r| r.contains(&addr))
-        .unwrap_or(false)
 }
 
 #[test]
@@ -157,7 +108,11 @@ fn three_hosts_reach_every_container_by_its_own_ip() {
     let h1 = &lab.hosts[0];
     let config = h1.dir.join("netbpf.toml");
     let config = config.to_str().expect("utf-8");
-    let out = ok(run(h1, &["bgp", "status", "--json", "--config", config]));
+    let out = ok(run(
+        exe(),
+        h1,
+        &["bgp", "status", "--json", "--config", config],
+    ));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let peers = s["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 2, "{s:#}");
@@ -183,7 +138,7 @@ fn three_hosts_reach_every_container_by_its_own_ip() {
     assert!(learned.iter().any(|r| r["prefix"] == "10.10.2.1/32"
         && r["via"] == "10.0.0.12"
         && r["interface"] == "eth0"));
-    let out = ok(run(h1, &["bgp", "status", "--config", config]));
+    let out = ok(run(exe(), h1, &["bgp", "status", "--config", config]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2 of 2 established"), "{text}");
     assert!(text.contains("10.10.3.2/32"), "{text}");
@@ -217,6 +172,7 @@ fn added_container_is_reachable_from_other_hosts_and_removed_is_withdrawn() {
     };
     let addr_s = new_addr.to_string();
     ok(run(
+        exe(),
         &lab.hosts[0],
         &[
             "containers",
@@ -247,6 +203,7 @@ fn added_container_is_reachable_from_other_hosts_and_removed_is_withdrawn() {
     }
 
     ok(run(
+        exe(),
         &lab.hosts[0],
         &["containers", "del", "--address", &addr_s],
     ));
@@ -264,31 +221,6 @@ fn added_container_is_reachable_from_other_hosts_and_removed_is_withdrawn() {
     let other = SocketAddrV4::new(container_addr(1, 1), SERVICE_PORT);
     lab::tcp_whoami(&c.ns, other).expect("host 1's first container still reachable");
     lab.hosts[0].unwire_container(new_addr);
-}
-
-/// An echo server in `ns` on `addr`; returns when it listens.
-fn echo_server(ns: &netbpf::netns::Netns, addr: SocketAddrV4) -> thread::JoinHandle<()> {
-    let listener = ns
-        .run(move || TcpListener::bind(addr))
-        .expect("netns")
-        .expect("bind");
-    thread::spawn(move || {
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 64];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    })
-}
-
-fn echo(stream: &mut BufReader<TcpStream>, msg: &str) -> std::io::Result<String> {
-    stream.get_mut().write_all(format!("{msg}\n").as_bytes())?;
-    let mut line = String::new();
-    stream.read_line(&mut line)?;
-    Ok(line.trim().to_owned())
 }
 
 #[test]

@@ -14,19 +14,21 @@
 
 #[macro_use]
 mod common;
+mod bgp_common;
+
+use bgp_common::*;
 
 use common::{exe, require_root};
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    thread,
+    io::BufReader,
+    net::{SocketAddr, SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
 
 use netbpf::{
     bgp::GracefulRestart,
-    multihost::{Host, MultiHost, Topology, container_addr, host_addr},
+    multihost::{MultiHost, Topology, container_addr, host_addr},
 };
 
 /// The restart time host 2 announces: how long the reflector keeps its
@@ -35,63 +37,6 @@ const RESTART_TIME: u64 = 8;
 
 /// Generous deadlines: convergence speed is the benchmark's business.
 const CONVERGE: Duration = Duration::from_secs(60);
-
-fn bird_installed() -> bool {
-    let found = std::process::Command::new("bird")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("bird is not installed (cargo xtask setup installs bird2) and CI must not skip");
-        }
-        eprintln!("SKIPPED: bird is not installed (cargo xtask setup installs bird2)");
-    }
-    found
-}
-
-fn has_route(host: &Host, addr: Ipv4Addr) -> bool {
-    host.kernel_bgp_routes()
-        .map(|r| r.contains(&addr))
-        .unwrap_or(false)
-}
-
-/// Polls `f` until it is true; false after `bound`.
-fn eventually(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < bound {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
-/// An echo server in `ns` on `addr`; returns when it listens.
-fn echo_server(ns: &netbpf::netns::Netns, addr: SocketAddrV4) -> thread::JoinHandle<()> {
-    let listener = ns
-        .run(move || TcpListener::bind(addr))
-        .expect("netns")
-        .expect("bind");
-    thread::spawn(move || {
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 64];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    })
-}
-
-fn echo(stream: &mut BufReader<TcpStream>, msg: &str) -> std::io::Result<String> {
-    stream.get_mut().write_all(format!("{msg}\n").as_bytes())?;
-    let mut line = String::new();
-    stream.read_line(&mut line)?;
-    Ok(line.trim().to_owned())
-}
 
 fn reflector_log(lab: &MultiHost) -> String {
     lab.reflector

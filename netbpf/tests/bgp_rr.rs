@@ -13,20 +13,21 @@
 
 #[macro_use]
 mod common;
+mod bgp_common;
+
+use bgp_common::*;
 
 use common::{exe, require_root};
 
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddrV4},
-    process::Output,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use netbpf::{
     lab::{self, SERVICE_PORT, Transport, WhoamiServer, parse_whoami},
-    multihost::{Host, MultiHost, REFLECTOR_ADDR, Topology, container_addr},
+    multihost::{MultiHost, REFLECTOR_ADDR, Topology, container_addr},
 };
 
 /// Generous: a loaded CI machine starting five BIRDs.
@@ -34,53 +35,6 @@ const CONVERGE: Duration = Duration::from_secs(60);
 
 /// Generous for one update or withdrawal through the reflector.
 const PROPAGATE: Duration = Duration::from_secs(30);
-
-fn bird_installed() -> bool {
-    let found = std::process::Command::new("bird")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("bird is not installed (cargo xtask setup installs bird2) and CI must not skip");
-        }
-        eprintln!("SKIPPED: bird is not installed (cargo xtask setup installs bird2)");
-    }
-    found
-}
-
-#[track_caller]
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "netbpf failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn run(host: &Host, args: &[&str]) -> Output {
-    host.netbpf(exe()).args(args).output().expect("run netbpf")
-}
-
-/// Polls `f` until it is true; false after `bound`.
-fn eventually(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < bound {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
-fn has_route(host: &Host, addr: Ipv4Addr) -> bool {
-    host.kernel_bgp_routes()
-        .map(|r| r.contains(&addr))
-        .unwrap_or(false)
-}
 
 fn logs(lab: &MultiHost) -> String {
     let mut s = String::new();
@@ -186,7 +140,11 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     let h1 = &lab.hosts[0];
     let config = h1.dir.join("netbpf.toml");
     let config = config.to_str().expect("utf-8");
-    let out = ok(run(h1, &["bgp", "status", "--json", "--config", config]));
+    let out = ok(run(
+        exe(),
+        h1,
+        &["bgp", "status", "--json", "--config", config],
+    ));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(j["role"], "reflector-client", "{j:#}");
     let peers = j["peers"].as_array().expect("peers");
@@ -198,7 +156,7 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     assert_eq!(peers[0]["receive_limit"], 16384, "{j:#}");
     assert_eq!(peers[0]["graceful_restart"], "able", "{j:#}");
     assert_eq!(peers[0]["restart_time"], 120, "{j:#}");
-    let out = ok(run(h1, &["bgp", "status", "--config", config]));
+    let out = ok(run(exe(), h1, &["bgp", "status", "--config", config]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("Role: route-reflector client\n"), "{text}");
     assert!(text.contains("3/16384/1"), "{text}");
@@ -224,6 +182,7 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     };
     let addr_s = new_addr.to_string();
     ok(run(
+        exe(),
         &lab.hosts[0],
         &[
             "containers",
@@ -251,6 +210,7 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
 
     // ... and removing it withdraws it on every other host.
     ok(run(
+        exe(),
         &lab.hosts[0],
         &["containers", "del", "--address", &addr_s],
     ));
@@ -272,6 +232,7 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     // leaves every other route in place.
     let gone = container_addr(3, 1);
     ok(run(
+        exe(),
         &lab.hosts[2],
         &["containers", "del", "--address", &gone.to_string()],
     ));
@@ -319,7 +280,11 @@ fn a_netbpf_host_reflects_its_clients_routes_and_announces_its_own() {
     let h1 = &lab.hosts[0];
     let config = h1.dir.join("netbpf.toml");
     let config = config.to_str().expect("utf-8");
-    let out = ok(run(h1, &["bgp", "status", "--json", "--config", config]));
+    let out = ok(run(
+        exe(),
+        h1,
+        &["bgp", "status", "--json", "--config", config],
+    ));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(j["role"], "reflector", "{j:#}");
     assert_eq!(j["cluster_id"], h1.addr.to_string(), "{j:#}");
@@ -335,6 +300,7 @@ fn a_netbpf_host_reflects_its_clients_routes_and_announces_its_own() {
     for h in &lab.hosts[1..] {
         let config = h.dir.join("netbpf.toml");
         let out = ok(run(
+            exe(),
             h,
             &[
                 "bgp",
@@ -353,6 +319,7 @@ fn a_netbpf_host_reflects_its_clients_routes_and_announces_its_own() {
     // hosts 3 and 4.
     let gone = container_addr(2, 1);
     ok(run(
+        exe(),
         &lab.hosts[1],
         &["containers", "del", "--address", &gone.to_string()],
     ));
