@@ -142,26 +142,36 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
     }))
 }
 
-const METHOD: &str = "Lab topology (outside -- host -- container c1), rebuilt per variant and \
-    frame size. Variants: plain (routing to the container's own address, no NAT), iptables-nft \
-    (DNAT of host port 8080 placed after N other DNAT rules, MASQUERADE of 10.77.0.0/24 out of \
-    the uplink, conntrack), netbpf-stack ([datapath] fast_path = false: translated packets go \
-    through the host's stack) and netbpf-fast (the default: translated packets are redirected \
-    to their egress device), netbpf with 8080 plus N other [[publish]] ports. trafgen on CPU 0 \
-    sends UDP at a fixed rate: inbound from the outside namespace to the container (plain) or \
-    to 203.0.113.1:8080; outbound from the container's namespace to 203.0.113.2:4000 (plain: \
-    forwarded without NAT). RPS steers the receive processing of the host's uplink and of the \
-    container's host-side veth to CPU 1; the receiving end (the container's eth0 inbound, the \
-    outside machine's eth0 outbound) counts and drops every IPv4 packet at its tc ingress \
-    (clsact + cls_bpf direct-action with the classic BPF program `ret #2`, counted by the \
-    qdisc's drop counter), also on CPU 1. Router cost = CPU 1's softirq time (/proc/stat, \
-    tick-sampled) from the first packet sent until the receiver's count stops moving, minus \
-    CPU 1's softirq rate in a 0.5 s idle window just before, divided by delivered packets \
-    (router_busy_ns_per_packet is the same from cpuidle residency, which counts other \
-    processes too). Established phase: one fixed source tuple. New-flow phase: inbound a \
-    random source address (198.18/16) and port per packet; outbound the container's source \
-    port counting up from 1024 (a new mapping per packet). 64-byte frames, inbound with 0, \
-    1000 and 10000 extra published ports and outbound with 0; 1500-byte IP packets with 0, \
-    both directions. Lost packets are looked for in the generator's tx_dropped (router \
-    backlog full), the host's rx_dropped/tx_dropped on the two interfaces and netbpf's drop_* \
-    counters; netbpf's counters that moved (all fast_path_*) are recorded per phase.";
+const METHOD: &str = "Lab topology (outside -- host -- container c1; for routed: peer -- host \
+    -- routed container), rebuilt per variant and frame size. Variants: xdp-floor (a native XDP \
+    program on the host's two interfaces that only rewrites MACs and redirects: the floor), \
+    plain (routing to the container's own address, no NAT), routed (a [[container]] reached at \
+    its own address from a peer on the uplink, netbpf's routing programs), iptables-nft (DNAT \
+    of host port 8080 placed after N other DNAT rules, MASQUERADE of 10.77.0.0/24 out of the \
+    uplink, conntrack), netbpf-stack ([datapath] fast_path = false: translated packets go \
+    through the host's stack), netbpf-tc (xdp = false: the fast path in tc only) and \
+    netbpf-fast (the default: translated packets are redirected to their egress device, \
+    established inbound flows from the uplink's XDP program), netbpf with 8080 plus N other \
+    [[publish]] ports. trafgen on CPU 0 sends UDP at a fixed rate: inbound to the container \
+    (floor, plain, routed) or to 203.0.113.1:8080; outbound from the container to the far end \
+    (no NAT for floor, plain, routed). RPS steers the receive processing of the host's uplink \
+    and of the container's host-side veth to CPU 1; both ends have GRO on and transmit \
+    checksum offload off; the receiving end counts and drops every IPv4 packet at its tc \
+    ingress (clsact + cls_bpf direct-action with the classic BPF program `ret #2`, counted by \
+    the qdisc's drop counter). Router cost = CPU 1's softirq time (/proc/stat, tick-sampled) \
+    from the first packet sent until the receiver's count stops moving, minus CPU 1's softirq \
+    rate in a 0.5 s idle window just before, divided by delivered packets; all_cpus_ns_per_packet \
+    is the same over both CPUs (the floor's XDP program runs on the generator's CPU) and is \
+    what the vs_xdp_floor ratios use (router_busy_ns_per_packet is from cpuidle residency, \
+    which counts other processes too). Established phase: one fixed source tuple. New-flow \
+    phase: inbound a random source address (198.18/16) and port per packet; outbound the \
+    container's source port counting up from 1024 (a new mapping per packet), at most three \
+    quarters of the port range. 64-byte frames, inbound with 0, 1000 and 10000 extra \
+    published ports and outbound with 0; 1500-byte IP packets with 0, both directions. \
+    Saturation: live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES) of the \
+    established tuple for 2 s, delivered per second (bounded by the generator's CPU for every \
+    variant but the floor). Latency: UDP request/response at 1000/s, 64-byte rigs with 0 \
+    ports, after the count-and-drop filters are removed. Lost packets are looked for in the \
+    generator's tx_dropped (router backlog full), the host's rx_dropped/tx_dropped on the two \
+    interfaces and netbpf's drop_* counters; netbpf's counters that moved (all fast_path_*) \
+    are recorded per phase.";
