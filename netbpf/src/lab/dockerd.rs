@@ -238,20 +238,20 @@ impl Dockerd {
     pub fn restart(&mut self) -> Result<(), LabError> {
         self.launch()
     }
+}
 
-    /// Mount points under the directory (overlays, the exec root), deepest
-    /// first.
-    fn mounts(&self) -> Vec<String> {
-        let prefix = self.dir.display().to_string();
-        let mut out: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        out.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        out
-    }
+/// Mount points under `dir` (a runtime's overlays, its exec root), deepest
+/// first, so that they can be unmounted in that order.
+pub fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    let mut out: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    out.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    out
 }
 
 impl Drop for Dockerd {
@@ -264,7 +264,7 @@ impl Drop for Dockerd {
             }
         }
         self.stop();
-        for m in self.mounts() {
+        for m in mounts_under(&self.dir) {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
         let _ = fs::remove_dir_all(&self.dir);

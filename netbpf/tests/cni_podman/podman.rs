@@ -228,15 +228,7 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.try_podman(&["rm", "-af", "-t", "0"]);
-        let prefix = self.dir.display().to_string();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
+        for m in netbpf::lab::mounts_under(&self.dir) {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
         let _ = fs::remove_dir_all(&self.dir);

@@ -86,13 +86,7 @@ impl Dp {
             .expect("program")
             .try_into()
             .expect("type");
-        let mut out = vec![0u8; pkt.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(pkt);
-        opts.data_out = Some(&mut out);
-        let r = p.test_run(opts)?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        run_once(p, pkt)
     }
 
     /// [`Dp::test_run`], or `None` if BPF_PROG_TEST_RUN refuses the input.
@@ -359,4 +353,19 @@ fn tcp_seq(
         },
         &IpOpts::default(),
     )
+}
+
+/// One `BPF_PROG_TEST_RUN` of `prog` (tc or XDP) on `pkt`: its verdict and
+/// the packet it leaves, or the error the kernel gave.
+fn run_once<P>(prog: &P, pkt: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
+    let mut out = vec![0u8; pkt.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(pkt);
+    opts.data_out = Some(&mut out);
+    let r = prog.test_run(opts)?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
 }

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, Xdp},
 };
 use netbpf::{config::Config, containers::programs, datapath};
 use netbpf_common::{ContainerEntry, ContainerIf, Counter, Neighbour, RouteUplink, map_names};
@@ -30,20 +30,6 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 const TEST_IFINDEX: u32 = 1;
 const C1_IFINDEX: u32 = 1;
 const C2_IFINDEX: u32 = 77;
-
-/// Runs a loaded program once on `pkt`: (verdict, packet out).
-macro_rules! run_prog {
-    ($p:expr, $pkt:expr) => {{
-        let pkt: &[u8] = $pkt;
-        let mut out = vec![0u8; pkt.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(pkt);
-        opts.data_out = Some(&mut out);
-        let r = $p.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }};
-}
 
 /// A loaded (not attached) object with two routed containers: C1 behind
 /// the test's input interface, C2 behind ifindex 77.
@@ -136,7 +122,7 @@ impl Dp {
             .expect("program")
             .try_into()
             .expect("type");
-        run_prog!(p, pkt)
+        super::run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
     }
 
     fn tc(&self, name: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
@@ -146,7 +132,7 @@ impl Dp {
             .expect("program")
             .try_into()
             .expect("type");
-        run_prog!(p, pkt)
+        super::run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
     }
 
     fn counter(&self, c: Counter) -> u64 {

@@ -52,13 +52,7 @@ impl Dp {
             .expect("program")
             .try_into()
             .expect("type");
-        let mut out = vec![0u8; pkt.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(pkt);
-        opts.data_out = Some(&mut out);
-        let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        super::run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
     }
 
     /// Packets recorded inbound on every flow.
