@@ -21,6 +21,7 @@ mod isolation;
 mod names;
 mod nat;
 mod publish;
+mod reply;
 mod routing;
 mod settings;
 
@@ -32,6 +33,7 @@ pub use isolation::*;
 pub use names::*;
 pub use nat::*;
 pub use publish::*;
+pub use reply::*;
 pub use routing::*;
 pub use settings::*;
 
@@ -62,6 +64,8 @@ mod pod {
         MappingValue,
         FlowKey,
         FlowValue,
+        ReplyKey,
+        ReplyValue,
         ContainerEntry,
         ContainerIf,
         Neighbour,

@@ -20,6 +20,10 @@ pub mod map_names {
     pub const NAT_REVERSE: &str = "NAT_REVERSE";
     /// Hash: [`crate::FlowKey`] → [`crate::FlowValue`].
     pub const CONNTRACK: &str = "CONNTRACK";
+    /// LRU hash: [`crate::ReplyKey`] → [`crate::ReplyValue`], each flow's
+    /// reply half (its inbound tuple → the inside endpoint), as large as
+    /// [`CONNTRACK`].
+    pub const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";
     /// Per-CPU array of u64 indexed by [`crate::Counter`].
     pub const STATS: &str = "STATS";
     /// Per-CPU array of u64: port allocations by number of probes needed.
@@ -96,7 +100,7 @@ pub mod map_names {
     pub const ICC_PORTS: &str = "ICC_PORTS";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 29] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -111,6 +115,7 @@ pub mod map_names {
         NAT_MAPPINGS,
         NAT_REVERSE,
         CONNTRACK,
+        CONNTRACK_REPLY,
         CONTAINERS,
         CONTAINER_IFS,
         NEIGHBOURS,

@@ -192,6 +192,9 @@ pub mod flow_flags {
     pub const ACK_OUT: u64 = 1 << 9;
     /// TCP: a segment with ACK and without SYN came in.
     pub const ACK_IN: u64 = 1 << 10;
+    /// How the flow was opened: the bits both halves of a flow carry
+    /// (`crate::reply`), and the ones a closed tuple's reuse keeps.
+    pub const HOW_OPENED: u64 = OPENED_IN | PUBLISHED;
 }
 
 /// Value of [`map_names::CONNTRACK`].

@@ -1,16 +1,24 @@
 //! Per-flow state: which TCP events were seen, when, and how much traffic.
 //!
 //! The kernel side only records facts: it ORs [`flow_flags`] bits, stamps
-//! `last_seen_ns` and adds to the counters. Userspace turns the bits into a
+//! `last_seen_ns` and adds to the counters, each direction in its own half
+//! of the flow (`netbpf_common::reply`), so a packet touches only the
+//! entry its one lookup found. Userspace turns the bits into a
 //! state and a timeout and removes expired flows, so timeouts can change
 //! without reloading the programs.
 
-use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_or, atomic_xadd},
+    mem::offset_of,
+};
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use netbpf_common::{Counter, FlowValue, flow_flags, proto, tcp_close_in_window};
+use netbpf_common::{
+    Counter, FlowKey, FlowValue, ReplyKey, ReplyValue, flow_flags, proto, tcp_close_in_window,
+};
 
 use crate::{
+    maps::{CONNTRACK, CONNTRACK_REPLY},
     parse::{L4, Packet, tcp_flags},
     stats,
 };
@@ -134,57 +142,176 @@ pub(crate) fn new_flow(
     }
 }
 
-/// Records a packet of a flow: flags, time and counters. A TCP RST or FIN
-/// too far from the receiving side's last acknowledgment is forwarded but
-/// leaves the flow's state alone (counted as `tcp_close_ignored`).
-#[inline(always)]
-pub(crate) fn touch(flow: *mut FlowValue, dir: Dir, pkt: &Packet, now: u64) {
-    let mut tcp = None;
-    if let Some((flags, seq, ack)) = tcp_of(pkt) {
-        // SAFETY: `flow` points into a map value, valid for this run;
-        // plain u32 stores (a race leaves one of two recent values).
-        let (expected, mine) = unsafe {
-            match dir {
-                Dir::Out => ((*flow).ack_in, &mut (*flow).ack_out),
-                Dir::In => ((*flow).ack_out, &mut (*flow).ack_in),
-            }
-        };
-        let closing = flags & (tcp_flags::RST | tcp_flags::FIN) != 0;
-        if closing && !tcp_close_in_window(seq, expected) {
-            stats::inc(Counter::TcpCloseIgnored);
-            tcp = Some(flags & !(tcp_flags::RST | tcp_flags::FIN));
-        } else {
-            tcp = Some(flags);
-        }
-        if flags & tcp_flags::ACK != 0 && flags & tcp_flags::RST == 0 {
-            *mine = ack;
+/// One half of a flow: the flow's value (its outbound direction) or its
+/// reply half (the inbound one, `netbpf_common::reply`). Each records its
+/// own direction's bits, time, counters and acknowledgment number.
+#[derive(Clone, Copy)]
+enum Half {
+    Out(*mut FlowValue),
+    In(*mut ReplyValue),
+}
+
+// Field pointers by offset: no dereference here (the caller's `unsafe`
+// uses them, on a pointer into a map value that is valid for this run).
+impl Half {
+    #[inline(always)]
+    fn dir(self) -> Dir {
+        match self {
+            Half::Out(_) => Dir::Out,
+            Half::In(_) => Dir::In,
         }
     }
-    // SAFETY: `flow` points into a hash map value, valid for this program
-    // run; the fields are naturally aligned (the layout is asserted in
-    // netbpf-common), so atomic access through them is sound. The BPF target
-    // has no `core::sync::atomic` read-modify-write types, hence the
-    // intrinsics (they compile to BPF_ATOMIC instructions).
+
+    #[inline(always)]
+    fn flags(self) -> *mut u64 {
+        match self {
+            Half::Out(f) => f.wrapping_byte_add(offset_of!(FlowValue, flags)).cast(),
+            Half::In(r) => r.wrapping_byte_add(offset_of!(ReplyValue, flags)).cast(),
+        }
+    }
+
+    #[inline(always)]
+    fn ack(self) -> *mut u32 {
+        match self {
+            Half::Out(f) => f.wrapping_byte_add(offset_of!(FlowValue, ack_out)).cast(),
+            Half::In(r) => r.wrapping_byte_add(offset_of!(ReplyValue, ack)).cast(),
+        }
+    }
+
+    #[inline(always)]
+    fn last_seen(self) -> *mut u64 {
+        match self {
+            Half::Out(f) => f
+                .wrapping_byte_add(offset_of!(FlowValue, last_seen_ns))
+                .cast(),
+            Half::In(r) => r
+                .wrapping_byte_add(offset_of!(ReplyValue, last_seen_ns))
+                .cast(),
+        }
+    }
+
+    /// Packets and bytes of the half's direction.
+    #[inline(always)]
+    fn counters(self) -> (*mut u64, *mut u64) {
+        match self {
+            Half::Out(f) => (
+                f.wrapping_byte_add(offset_of!(FlowValue, packets_out))
+                    .cast(),
+                f.wrapping_byte_add(offset_of!(FlowValue, bytes_out)).cast(),
+            ),
+            Half::In(r) => (
+                r.wrapping_byte_add(offset_of!(ReplyValue, packets)).cast(),
+                r.wrapping_byte_add(offset_of!(ReplyValue, bytes)).cast(),
+            ),
+        }
+    }
+}
+
+/// Whether recording `pkt` needs the flow's other half: a TCP SYN (a
+/// closed tuple's reuse depends on both directions), FIN or RST (the close
+/// window is the other direction's acknowledgment). Every other packet
+/// touches only the half it was found by.
+#[inline(always)]
+fn needs_other_half(pkt: &Packet) -> bool {
+    matches!(
+        tcp_flags_of(pkt),
+        Some(f) if f & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0
+    )
+}
+
+/// Records an outbound packet on its flow `flow` (key `key`): flags, time
+/// and counters (see [`record`]).
+#[inline(always)]
+pub(crate) fn touch_out(key: &FlowKey, flow: *mut FlowValue, pkt: &Packet, now: u64) {
+    let reply = if needs_other_half(pkt) {
+        // SAFETY: map value pointer, valid for this run.
+        let (addr, port) = unsafe { ((*flow).outside_addr, (*flow).outside_port) };
+        CONNTRACK_REPLY.get_ptr_mut(&ReplyKey::of_flow(key, addr, port))
+    } else {
+        None
+    };
+    if record(Half::Out(flow), reply.map(Half::In), pkt, now) {
+        // SAFETY: as above.
+        unsafe { (*flow).created_ns = now };
+    }
+}
+
+/// Records an inbound packet on the reply half `reply` (key `key`) of its
+/// flow (see [`record`]).
+#[inline(always)]
+pub(crate) fn touch_in(key: &ReplyKey, reply: *mut ReplyValue, pkt: &Packet, now: u64) {
+    let flow = if needs_other_half(pkt) {
+        // SAFETY: map value pointer, valid for this run.
+        let inside = unsafe { (*reply).inside };
+        CONNTRACK.get_ptr_mut(&key.flow_key(&inside))
+    } else {
+        None
+    };
+    if record(Half::In(reply), flow.map(Half::Out), pkt, now)
+        && let Some(flow) = flow
+    {
+        // SAFETY: as above.
+        unsafe { (*flow).created_ns = now };
+    }
+}
+
+/// Records a packet on the half `own` of its flow: flags, time and
+/// counters. A TCP RST or FIN too far from the other direction's last
+/// acknowledgment (read from `other`, the flow's other half when the
+/// packet needs it: [`needs_other_half`]) is forwarded but leaves the
+/// flow's state alone (counted as `tcp_close_ignored`). An opening SYN on
+/// a tuple that closed starts the flow over in both halves; returns
+/// whether it did (the caller restamps the flow's creation time).
+#[inline(always)]
+fn record(own: Half, other: Option<Half>, pkt: &Packet, now: u64) -> bool {
+    let mut tcp = None;
+    // The BPF target has no `core::sync::atomic` read-modify-write types,
+    // hence the intrinsics (they compile to BPF_ATOMIC instructions) for
+    // the flags and counters; the rest are plain stores (a race leaves one
+    // of two recent values).
+    // SAFETY: the `Half` field pointers point into map values, valid for
+    // this run, naturally aligned (the layouts are asserted in
+    // netbpf-common).
     unsafe {
-        let f = &mut *flow;
+        if let Some((flags, seq, ack)) = tcp_of(pkt) {
+            let expected = match other {
+                Some(o) => *o.ack(),
+                None => 0,
+            };
+            let closing = flags & (tcp_flags::RST | tcp_flags::FIN) != 0;
+            if closing && !tcp_close_in_window(seq, expected) {
+                stats::inc(Counter::TcpCloseIgnored);
+                tcp = Some(flags & !(tcp_flags::RST | tcp_flags::FIN));
+            } else {
+                tcp = Some(flags);
+            }
+            if flags & tcp_flags::ACK != 0 && flags & tcp_flags::RST == 0 {
+                *own.ack() = ack;
+            }
+        }
+        let mut restarted = false;
         if let Some(t) = tcp
             && is_syn(t)
-            && f.flags & (flow_flags::FIN_OUT | flow_flags::FIN_IN | flow_flags::RST) != 0
         {
-            // A new connection reusing the tuple of a closed one: start over
-            // (keeping only how it was opened).
-            f.flags &= flow_flags::OPENED_IN;
-            f.created_ns = now;
-            f.ack_out = 0;
-            f.ack_in = 0;
+            let closed = flow_flags::FIN_OUT | flow_flags::FIN_IN | flow_flags::RST;
+            let seen = *own.flags() | other.map_or(0, |o| *o.flags());
+            if seen & closed != 0 {
+                // A new connection reusing the tuple of a closed one: start
+                // over, keeping only how it was opened.
+                *own.flags() &= flow_flags::HOW_OPENED;
+                *own.ack() = 0;
+                if let Some(o) = other {
+                    *o.flags() &= flow_flags::HOW_OPENED;
+                    *o.ack() = 0;
+                }
+                restarted = true;
+            }
         }
-        atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&mut f.flags, bits_for(dir, tcp));
-        f.last_seen_ns = now;
-        let (packets, bytes) = match dir {
-            Dir::Out => (&mut f.packets_out, &mut f.bytes_out),
-            Dir::In => (&mut f.packets_in, &mut f.bytes_in),
-        };
+        atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(own.flags(), bits_for(own.dir(), tcp));
+        *own.last_seen() = now;
+        let (packets, bytes) = own.counters();
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(packets, 1);
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(bytes, pkt.tot_len as u64);
+        restarted
     }
 }

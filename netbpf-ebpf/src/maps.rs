@@ -8,8 +8,8 @@ use aya_ebpf::{
 use netbpf_common::{
     Counter, Endpoint, FRAG_STASH_SLOTS, FlowKey, FlowValue, FragKey, FragStash, FragStashKey,
     FragValue, HairpinFrag, HopKey, HopValue, IccPort, IsolationNet, MappingValue, MasqPrefix,
-    MasqRule, PORT_PROBE_BUCKETS, PublishKey, PublishRule, Settings, SockRevKey, SockRevValue,
-    capacity,
+    MasqRule, PORT_PROBE_BUCKETS, PublishKey, PublishRule, ReplyKey, ReplyValue, Settings,
+    SockRevKey, SockRevValue, capacity,
 };
 
 /// `EEXIST`, as map updates return it (negated).
@@ -92,6 +92,14 @@ pub(crate) static NAT_REVERSE: HashMap<Endpoint, Endpoint> =
 /// place of the least recently used one instead of being refused.
 #[map]
 pub(crate) static CONNTRACK: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
+
+/// Each flow's reply half: its inbound tuple → the inside endpoint and the
+/// inbound direction's state (`netbpf_common::reply`). As large as
+/// [`CONNTRACK`], LRU for the same reason; a half that is evicted is
+/// written again by the tc program from its flow.
+#[map]
+pub(crate) static CONNTRACK_REPLY: LruHashMap<ReplyKey, ReplyValue> =
     LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
 
 /// Counters indexed by [`Counter`].

@@ -18,15 +18,22 @@
 //! Fragments are `crate::fragment`'s; the packet's tuple is
 //! `crate::tuple`'s.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::TcContext};
-use netbpf_common::{Counter, Endpoint, FlowKey, FlowValue, PublishRule, flow_flags, proto};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use netbpf_common::{
+    Counter, Endpoint, FlowKey, FlowValue, PublishRule, ReplyKey, ReplyValue, flow_flags, proto,
+};
 
 use crate::{
-    Verdict,
-    conntrack::{self, Dir},
+    Verdict, conntrack,
     fragment::{fragment_in, fragment_out, remember_fragment},
     guard, hop, icmp,
-    maps::{CONNTRACK, EEXIST, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE},
+    maps::{
+        CONNTRACK, CONNTRACK_REPLY, EEXIST, LOCAL_ADDRS, MASQ_RULES, NAT_MAPPINGS, NAT_REVERSE,
+    },
     parse::{ICMP_ECHO_REPLY, L4, Packet},
     ports::{log_exhausted, mapping_for},
     reorder,
@@ -120,8 +127,7 @@ pub(crate) fn outbound(
             insert_flow(&key, &value)?
         }
     };
-    let now = conntrack::now_ns();
-    conntrack::touch(flow, Dir::Out, pkt, now);
+    conntrack::touch_out(&key, flow, pkt, conntrack::now_ns());
     // SAFETY: map value pointer, valid for this run.
     let (addr, port, flags) =
         unsafe { ((*flow).outside_addr, (*flow).outside_port, (*flow).flags) };
@@ -215,16 +221,22 @@ pub(crate) fn count_inbound(pkt: &Packet, to: &Translation) {
 /// packet on it, and returns the inside endpoint. `None`: not for a
 /// container.
 ///
-/// An existing flow of a mapping wins (one lookup more than a miss). For
-/// a new flow, a published port wins over a mapping that happens to hold
-/// the same port, and a host socket that owns the packet wins over the
-/// mapping's endpoint-independent filtering.
+/// An established flow is found by its reply half, one lookup
+/// ([`established_in`]). Without one (a flow from before reply halves,
+/// or its half evicted) the flow is found the long way and its half
+/// written again. For a new flow, a published port wins over a mapping
+/// that happens to hold the same port, and a host socket that owns the
+/// packet wins over the mapping's endpoint-independent filtering.
 #[inline(always)]
 pub(crate) fn inbound(
     ctx: &TcContext,
     pkt: &Packet,
     t: &Tuple,
 ) -> Result<Option<Translation>, Counter> {
+    if let Some((key, half, to)) = established_in(t) {
+        conntrack::touch_in(&key, half, pkt, conntrack::now_ns());
+        return Ok(Some(to));
+    }
     let outside = Endpoint::new(t.proto, t.dst, t.dport);
     // Plain values rather than an `Option<Endpoint>`: the verifier rejects
     // the spill of an uninitialised payload that LLVM emits for the latter.
@@ -236,7 +248,7 @@ pub(crate) fn inbound(
     if mapped {
         let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
         if let Some(flow) = CONNTRACK.get_ptr_mut(&key) {
-            conntrack::touch(flow, Dir::In, pkt, conntrack::now_ns());
+            record_in(&key, flow, pkt, conntrack::now_ns());
             return Ok(Some(Translation {
                 addr: inside.addr,
                 port: inside.port,
@@ -260,7 +272,7 @@ pub(crate) fn inbound(
     let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
     match open_inbound(&key, &inside, &outside, pkt, now)? {
         Some(flow) => {
-            conntrack::touch(flow, Dir::In, pkt, now);
+            record_in(&key, flow, pkt, now);
             Ok(Some(Translation {
                 addr: inside.addr,
                 port: inside.port,
@@ -272,41 +284,51 @@ pub(crate) fn inbound(
     }
 }
 
-/// The established half of [`inbound`], for the uplink's XDP program:
-/// the flow a packet from `t.src:t.sport` to the outside endpoint
-/// `t.dst:t.dport` belongs to, if it exists, and the inside endpoint to
-/// translate to; the packet is not recorded on it (the caller touches the
-/// flow once it knows the packet goes on). The same order as [`inbound`]:
-/// a mapping's flow first, then a published port's. Nothing is opened: a
-/// miss is the tc program's to decide.
+/// Records an inbound packet on the reply half of the flow `key`
+/// (`flow`), writing the half from the flow if it is missing. Should the
+/// LRU map refuse the half, the packet goes on unrecorded.
 #[inline(always)]
-pub(crate) fn established_in(t: &Tuple) -> Option<(*mut FlowValue, Translation)> {
-    let outside = Endpoint::new(t.proto, t.dst, t.dport);
-    if let Some(inside) = NAT_REVERSE.get_ptr(&outside) {
-        // SAFETY: map value pointer, valid for this run.
-        let inside = unsafe { *inside };
-        let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
-        if let Some(flow) = CONNTRACK.get_ptr_mut(&key) {
-            return Some((
-                flow,
-                Translation {
-                    addr: inside.addr,
-                    port: inside.port,
-                    published: false,
-                },
-            ));
+fn record_in(key: &FlowKey, flow: *mut FlowValue, pkt: &Packet, now: u64) {
+    // SAFETY: map value pointer, valid for this run.
+    let (addr, port, flags) =
+        unsafe { ((*flow).outside_addr, (*flow).outside_port, (*flow).flags) };
+    let reply = ReplyKey::of_flow(key, addr, port);
+    let half = match CONNTRACK_REPLY.get_ptr_mut(&reply) {
+        Some(half) => half,
+        None => {
+            let inside = Endpoint::new(key.proto, key.inside_addr, key.inside_port);
+            let value = ReplyValue::new(inside, flags, now);
+            // Another CPU may have written it first: either way, look again.
+            let _ = CONNTRACK_REPLY.insert(&reply, &value, BPF_NOEXIST as u64);
+            let Some(half) = CONNTRACK_REPLY.get_ptr_mut(&reply) else {
+                return;
+            };
+            half
         }
-    }
-    let rule = published(t.proto, t.dst, t.dport)?;
-    let to_port = rule.container_port(t.dport);
-    let key = FlowKey::new(t.proto, rule.to_addr, to_port, t.src, t.sport);
-    let flow = CONNTRACK.get_ptr_mut(&key)?;
+    };
+    conntrack::touch_in(&reply, half, pkt, now);
+}
+
+/// The established flow a packet from `t.src:t.sport` to the outside
+/// endpoint `t.dst:t.dport` belongs to, found by its reply half (one
+/// lookup, for replies to mappings and published ports alike): the half's
+/// key and value, and the inside endpoint to translate to. The packet is
+/// not recorded (the caller touches the half once it knows the packet
+/// goes on). Nothing is opened; a miss is [`inbound`]'s to decide. The
+/// uplink's XDP program uses it alone.
+#[inline(always)]
+pub(crate) fn established_in(t: &Tuple) -> Option<(ReplyKey, *mut ReplyValue, Translation)> {
+    let key = ReplyKey::new(t.proto, t.src, t.sport, t.dst, t.dport);
+    let half = CONNTRACK_REPLY.get_ptr_mut(&key)?;
+    // SAFETY: map value pointer, valid for this run.
+    let (inside, flags) = unsafe { ((*half).inside, (*half).flags) };
     Some((
-        flow,
+        key,
+        half,
         Translation {
-            addr: rule.to_addr,
-            port: to_port,
-            published: true,
+            addr: inside.addr,
+            port: inside.port,
+            published: flags & flow_flags::PUBLISHED != 0,
         },
     ))
 }
@@ -334,7 +356,7 @@ fn published_flow(pkt: &Packet, t: &Tuple, rule: &PublishRule) -> Result<Transla
             insert_flow(&key, &value)?
         }
     };
-    conntrack::touch(flow, Dir::In, pkt, now);
+    record_in(&key, flow, pkt, now);
     Ok(Translation {
         addr: rule.to_addr,
         port: to_port,
@@ -354,7 +376,7 @@ fn open_inbound(
     outside: &Endpoint,
     pkt: &Packet,
     now: u64,
-) -> Result<Option<*mut netbpf_common::FlowValue>, Counter> {
+) -> Result<Option<*mut FlowValue>, Counter> {
     if let Some(tcp) = conntrack::tcp_flags_of(pkt)
         && !conntrack::is_syn(tcp)
     {
@@ -377,14 +399,23 @@ fn open_inbound(
     insert_flow(key, &value).map(Some)
 }
 
-/// Inserts a new flow, or returns the one another CPU inserted first.
+/// Inserts a new flow and its reply half, or returns the flow another CPU
+/// inserted first. The half is written over whatever held its key: an
+/// outside endpoint belongs to one inside endpoint at a time
+/// (`NAT_REVERSE`'s lock, or the published rule), so a half left behind by
+/// an earlier flow on the same tuple is stale.
 #[inline(always)]
-fn insert_flow(
-    key: &FlowKey,
-    value: &netbpf_common::FlowValue,
-) -> Result<*mut netbpf_common::FlowValue, Counter> {
+fn insert_flow(key: &FlowKey, value: &FlowValue) -> Result<*mut FlowValue, Counter> {
     match CONNTRACK.insert(key, value, BPF_NOEXIST as u64) {
-        Ok(()) => stats::inc(Counter::FlowsCreated),
+        Ok(()) => {
+            stats::inc(Counter::FlowsCreated);
+            let reply = ReplyKey::of_flow(key, value.outside_addr, value.outside_port);
+            let inside = Endpoint::new(key.proto, key.inside_addr, key.inside_port);
+            let half = ReplyValue::new(inside, value.flags, value.created_ns);
+            // Without room for the half the flow still works: its inbound
+            // packets take the long way, which tries again.
+            let _ = CONNTRACK_REPLY.insert(&reply, &half, BPF_ANY as u64);
+        }
         Err(e) if e == -EEXIST => {}
         Err(_) => return Err(Counter::DropConntrackFull),
     }

@@ -5,10 +5,11 @@
 //! a routed container to [`inbound`]. It takes only what it can finish
 //! without the skb: an unfragmented IPv4 packet without options, TCP (not
 //! an opening SYN) or UDP, of a flow that already exists (a reply to a
-//! masqueraded flow, or an established flow to a published port), whose
+//! masqueraded flow, or an established flow to a published port: one
+//! lookup of its reply half, [`nat::established_in`]), whose
 //! next hop the FIB (or `FAST_HOPS`) knows, with TTL above 1, within the
 //! egress MTU, towards a device in `XDP_TARGETS`. For such a packet:
-//! conntrack touched ([`conntrack::touch`], as the tc path does), the
+//! conntrack touched ([`conntrack::touch_in`], as the tc path does), the
 //! destination address and port rewritten in place with RFC 1624 updates
 //! of the IP and transport checksums (a zero UDP checksum stays zero), TTL
 //! minus one, the hop's MACs, and `bpf_redirect_map` into `XDP_TARGETS`.
@@ -39,13 +40,13 @@
 
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use netbpf_common::{
-    Counter, FlowValue, csum_update, proto, pseudo_header_seed, settings_flags, udp_csum_update,
+    Counter, ReplyKey, ReplyValue, csum_update, proto, pseudo_header_seed, settings_flags,
+    udp_csum_update,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    conntrack::{self, Dir},
-    guard,
+    conntrack, guard,
     hop::{Hop, next_hop},
     maps::XDP_TARGETS,
     nat,
@@ -101,9 +102,10 @@ fn try_inbound(ctx: &XdpContext) -> Result<u32, Counter> {
         return Ok(XDP_PASS);
     }
     let tuple = Tuple::of(&pkt, sport, dport);
-    let Some((flow, to)) = nat::established_in(&tuple) else {
+    let Some((key, half, to)) = nat::established_in(&tuple) else {
         return Ok(XDP_PASS);
     };
+    let flow = (&key, half);
     match pkt.proto {
         proto::TCP => send::<{ off::TCP_CHECK }, { TcpHdr::LEN }>(ctx, &pkt, flow, &to),
         _ => send::<{ off::UDP_CHECK }, { UdpHdr::LEN }>(ctx, &pkt, flow, &to),
@@ -115,14 +117,14 @@ const DST_PORT: usize = off::UDP_DST;
 const _: () = assert!(off::TCP_DST == off::UDP_DST);
 
 /// Checks, translates and redirects a packet of the established flow
-/// `flow`, or fails (`Err`: why it goes to tc) without writing anything.
+/// whose reply half is `flow` (key and value), or fails (`Err`: why it goes to tc) without writing anything.
 /// `CHECK` is the transport checksum's offset in its header, `HDR` the
 /// header's length: constants, so the verifier sees every access in range.
 #[inline(always)]
 fn send<const CHECK: usize, const HDR: usize>(
     ctx: &XdpContext,
     pkt: &Packet,
-    flow: *mut FlowValue,
+    flow: (&ReplyKey, *mut ReplyValue),
     to: &Translation,
 ) -> Result<u32, Counter> {
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -182,7 +184,7 @@ fn send<const CHECK: usize, const HDR: usize>(
         core::ptr::write_unaligned((start + 6) as *mut [u8; 6], hop.src_mac);
     }
     // The packet goes on: record it on its flow, as the tc path does.
-    conntrack::touch(flow, Dir::In, pkt, conntrack::now_ns());
+    conntrack::touch_in(flow.0, flow.1, pkt, conntrack::now_ns());
     nat::count_inbound(pkt, to);
     stats::inc(Counter::FastPathIn);
     stats::inc(Counter::XdpFastIn);

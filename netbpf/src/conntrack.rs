@@ -420,31 +420,30 @@ pub fn collect_garbage(
             }
             continue;
         }
-        // Re-read just before deleting: a packet since the scan revives it.
-        match maps.conntrack.get(&key, 0) {
-            Ok(current) if current.last_seen_ns == value.last_seen_ns => {
-                match maps.conntrack.remove(&key) {
-                    Ok(()) => {
-                        report.flows += 1;
-                        if matches!(
-                            FlowState::of(key.proto, value.flags),
-                            FlowState::Closing | FlowState::Reset
-                        ) {
-                            report.closed.push((key, value));
-                        }
-                    }
-                    Err(aya::maps::MapError::KeyNotFound) => {}
-                    Err(source) => {
-                        return Err(MapsError::Map {
-                            name: netbpf_common::map_names::CONNTRACK,
-                            source,
-                        });
+        // Re-read (both halves) just before deleting: a packet since the
+        // scan revives it.
+        match maps.flow(&key) {
+            Some(current) if current.last_seen_ns == value.last_seen_ns => {
+                if maps.remove_flow(&key, &value)? {
+                    report.flows += 1;
+                    if matches!(
+                        FlowState::of(key.proto, value.flags),
+                        FlowState::Closing | FlowState::Reset
+                    ) {
+                        report.closed.push((key, value));
                     }
                 }
             }
             _ => {
                 live.insert(Endpoint::new(key.proto, key.inside_addr, key.inside_port));
             }
+        }
+    }
+    // Reply halves whose flow is gone: they would still translate inbound
+    // packets to an endpoint that no longer holds the port.
+    for reply in maps.orphan_replies()? {
+        if maps.is_orphan_reply(&reply) {
+            maps.remove_reply(&reply)?;
         }
     }
     let grace = MAPPING_GRACE.as_nanos() as u64;

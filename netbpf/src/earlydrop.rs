@@ -61,8 +61,10 @@ pub fn relieve(maps: &mut NatMaps, capacity: u32) -> Result<usize, MapsError> {
     let flows = maps.flows()?;
     let mut dropped = 0;
     for (key, seen) in victims(&flows, capacity) {
-        let unchanged = matches!(maps.conntrack.get(&key, 0), Ok(now) if now.last_seen_ns == seen);
-        if unchanged && maps.conntrack.remove(&key).is_ok() {
+        let Some(now) = maps.flow(&key) else {
+            continue;
+        };
+        if now.last_seen_ns == seen && maps.remove_flow(&key, &now)? {
             dropped += 1;
         }
     }

@@ -25,6 +25,7 @@ pub mod docker;
 pub mod earlydrop;
 pub mod events;
 pub mod explain;
+pub mod flows;
 pub mod import;
 #[cfg(feature = "lab")]
 pub mod lab;

@@ -10,7 +10,7 @@ use std::{
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key};
 use netbpf_common::{
     Counter, Endpoint, FlowKey, FlowValue, MappingValue, MasqPrefix, MasqRule, PORT_PROBE_BUCKETS,
-    PublishKey, PublishRule, map_names, proto,
+    PublishKey, PublishRule, ReplyKey, ReplyValue, map_names, proto,
 };
 
 /// Errors reading the pinned maps.
@@ -91,8 +91,11 @@ pub fn unpin_all(dir: &Path) -> Result<(), MapsError> {
 
 /// Typed handles on the conntrack and NAT maps.
 pub struct NatMaps {
-    /// Flows.
+    /// Flows (their outbound halves).
     pub conntrack: HashMap<MapData, FlowKey, FlowValue>,
+    /// The flows' reply halves; `None` for a datapath pinned by a netbpf
+    /// from before them.
+    pub replies: Option<HashMap<MapData, ReplyKey, ReplyValue>>,
     /// Inside endpoint → mapping.
     pub mappings: HashMap<MapData, Endpoint, MappingValue>,
     /// Outside endpoint → inside endpoint.
@@ -107,6 +110,11 @@ impl NatMaps {
                 map_names::CONNTRACK,
                 open_pinned(dir, map_names::CONNTRACK)?,
             )?,
+            replies: match open_pinned(dir, map_names::CONNTRACK_REPLY) {
+                Ok(data) => Some(hash(map_names::CONNTRACK_REPLY, data)?),
+                Err(MapsError::NotPinned { .. }) => None,
+                Err(e) => return Err(e),
+            },
             mappings: hash(
                 map_names::NAT_MAPPINGS,
                 open_pinned(dir, map_names::NAT_MAPPINGS)?,
@@ -116,11 +124,6 @@ impl NatMaps {
                 open_pinned(dir, map_names::NAT_REVERSE)?,
             )?,
         })
-    }
-
-    /// Every flow, as read now. Entries deleted while iterating are skipped.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, MapsError> {
-        batch_or_walk(map_names::CONNTRACK, &self.conntrack)
     }
 
     /// Every mapping, as read now.
@@ -154,7 +157,7 @@ pub fn proto_name(p: u8) -> String {
 
 /// Every entry of a hash map: in a few batch calls where the kernel has
 /// them (crate::batch), else walked key by key.
-fn batch_or_walk<K: aya::Pod, V: aya::Pod>(
+pub(crate) fn batch_or_walk<K: aya::Pod, V: aya::Pod>(
     name: &'static str,
     map: &HashMap<MapData, K, V>,
 ) -> Result<Vec<(K, V)>, MapsError> {

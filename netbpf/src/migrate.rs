@@ -7,10 +7,14 @@
 //!
 //! * Counters (`STATS`, `PORT_PROBES`): the pin is dropped and counting
 //!   starts again (a version that adds counters makes `STATS` longer).
-//! * The NAT state (`CONNTRACK`, `NAT_MAPPINGS`, `NAT_REVERSE`): its entries
+//! * The NAT state (`CONNTRACK`, `CONNTRACK_REPLY`, `NAT_MAPPINGS`,
+//!   `NAT_REVERSE`): its entries
 //!   are read, the pin is dropped, and once the new object is loaded
 //!   [`restore`] writes them into the new map (flows of the 64-byte layout
 //!   of the first version get zero acknowledgment numbers: "not seen").
+//!   A datapath from before reply halves has no `CONNTRACK_REPLY`: the
+//!   loader makes it empty, and the tc program writes each carried flow's
+//!   half at the flow's next inbound packet (`netbpf_common::reply`).
 //!   Entries the old programs make between the read and the swap of the
 //!   programs are lost; a new map smaller than the entries keeps those that
 //!   fit.
@@ -22,7 +26,7 @@ use aya::{
     Ebpf, Pod,
     maps::{HashMap, Map, MapData, MapError},
 };
-use netbpf_common::{Endpoint, FlowKey, FlowValue, MappingValue, map_names};
+use netbpf_common::{Endpoint, FlowKey, FlowValue, MappingValue, ReplyKey, ReplyValue, map_names};
 use thiserror::Error;
 
 use crate::pins::{self, PinsError};
@@ -34,6 +38,8 @@ pub enum Carried {
     Nothing,
     /// Conntrack flows.
     Flows(Vec<(FlowKey, FlowValue)>),
+    /// Their reply halves.
+    Replies(Vec<(ReplyKey, ReplyValue)>),
     /// NAT mappings, inside → outside.
     Mappings(Vec<(Endpoint, MappingValue)>),
     /// Reverse entries, outside → inside.
@@ -85,7 +91,10 @@ pub fn take(name: &str, path: &Path) -> Result<Carried, MigrateError> {
     };
     let carried = match name {
         map_names::STATS | map_names::PORT_PROBES => Carried::Nothing,
-        map_names::CONNTRACK | map_names::NAT_MAPPINGS | map_names::NAT_REVERSE => {
+        map_names::CONNTRACK
+        | map_names::CONNTRACK_REPLY
+        | map_names::NAT_MAPPINGS
+        | map_names::NAT_REVERSE => {
             let data = MapData::from_pin(path).map_err(map_err)?;
             let info = data.info().map_err(map_err)?;
             let (key_size, value_size) = (info.key_size(), info.value_size());
@@ -105,6 +114,9 @@ pub fn take(name: &str, path: &Path) -> Result<Carried, MigrateError> {
                 ),
                 (map_names::CONNTRACK, n) if n == size_of::<FlowValue>() => {
                     Carried::Flows(entries(map).map_err(|_| unknown())?)
+                }
+                (map_names::CONNTRACK_REPLY, n) if n == size_of::<ReplyValue>() => {
+                    Carried::Replies(entries(map).map_err(|_| unknown())?)
                 }
                 (map_names::NAT_MAPPINGS, n) if n == size_of::<MappingValue>() => {
                     Carried::Mappings(entries(map).map_err(|_| unknown())?)
@@ -155,6 +167,7 @@ pub fn restore(ebpf: &mut Ebpf, name: &str, carried: Carried) -> Result<usize, M
     match carried {
         Carried::Nothing => Ok(0),
         Carried::Flows(e) => insert_all(map, &e),
+        Carried::Replies(e) => insert_all(map, &e),
         Carried::Mappings(e) => insert_all(map, &e),
         Carried::Reverse(e) => insert_all(map, &e),
     }

@@ -13,7 +13,8 @@ use aya::{
 };
 use netbpf_common::{
     ContainerEntry, Counter, Endpoint, FlowKey, FlowValue, PUBLISH_KEY_BITS, PublishKey,
-    PublishRule, RouteUplink, Settings, flow_flags, map_names, proto, settings_flags,
+    PublishRule, ReplyKey, ReplyValue, RouteUplink, Settings, flow_flags, map_names, proto,
+    settings_flags,
 };
 
 use crate::{
@@ -175,7 +176,8 @@ impl KernelDp {
         Ok(stats.get(&(c as u32), 0)?.iter().sum())
     }
 
-    /// Inserts a `CONNTRACK` flow.
+    /// Inserts a `CONNTRACK` flow and its reply half, as the kernel opens
+    /// one.
     pub(crate) fn insert_flow(
         &mut self,
         key: FlowKey,
@@ -194,6 +196,22 @@ impl KernelDp {
             ..FlowValue::default()
         };
         ct.insert(&key, &value, 0)?;
+        self.insert_reply(&key, &value)
+    }
+
+    /// Inserts the reply half of the flow `key` with value `value`.
+    fn insert_reply(&mut self, key: &FlowKey, value: &FlowValue) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::CONNTRACK_REPLY)
+            .ok_or_else(|| anyhow!("map CONNTRACK_REPLY missing"))?;
+        let mut replies: HashMap<&mut MapData, ReplyKey, ReplyValue> = HashMap::try_from(map)?;
+        let inside = Endpoint::new(key.proto, key.inside_addr, key.inside_port);
+        replies.insert(
+            &ReplyKey::of_flow(key, value.outside_addr, value.outside_port),
+            &ReplyValue::new(inside, value.flags, 0),
+            0,
+        )?;
         Ok(())
     }
 
@@ -261,15 +279,10 @@ impl KernelDp {
         Ok(ns)
     }
 
-    /// Pre-fills `CONNTRACK` with `n` flows that no benchmark packet
-    /// matches (inside addresses in 10.99.0.0/16, outside the masquerade
-    /// CIDR); returns the time it took.
+    /// Pre-fills `CONNTRACK` (and `CONNTRACK_REPLY`) with `n` flows that
+    /// no benchmark packet matches (inside addresses in 10.99.0.0/16,
+    /// outside the masquerade CIDR); returns the time it took.
     pub(crate) fn prefill(&mut self, n: u32) -> Result<Duration> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::CONNTRACK)
-            .ok_or_else(|| anyhow!("map CONNTRACK missing"))?;
-        let mut ct: HashMap<&mut MapData, FlowKey, FlowValue> = HashMap::try_from(map)?;
         let start = Instant::now();
         for i in 0..n {
             let key = FlowKey::new(
@@ -285,8 +298,15 @@ impl KernelDp {
                 flags: flow_flags::SEEN_OUT | flow_flags::SEEN_IN,
                 ..FlowValue::default()
             };
+            let map = self
+                .ebpf
+                .map_mut(map_names::CONNTRACK)
+                .ok_or_else(|| anyhow!("map CONNTRACK missing"))?;
+            let mut ct: HashMap<&mut MapData, FlowKey, FlowValue> = HashMap::try_from(map)?;
             ct.insert(&key, &value, 0)
                 .with_context(|| format!("pre-filling CONNTRACK entry {i}"))?;
+            self.insert_reply(&key, &value)
+                .with_context(|| format!("pre-filling CONNTRACK_REPLY entry {i}"))?;
         }
         Ok(start.elapsed())
     }

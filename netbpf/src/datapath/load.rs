@@ -84,6 +84,7 @@ pub fn load_with_pins(config: &Config, pin_dir: Option<&Path>) -> Result<Ebpf, D
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::CONNTRACK, capacity)
+            .map_max_entries(map_names::CONNTRACK_REPLY, capacity)
             .map_max_entries(map_names::NAT_MAPPINGS, capacity)
             .map_max_entries(map_names::NAT_REVERSE, capacity);
         for (name, path) in &paths {

@@ -54,7 +54,7 @@ pub enum Fib {
 
 impl Lookup for NatMaps {
     fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        self.conntrack.get(key, 0).ok()
+        NatMaps::flow(self, key)
     }
     fn mapping(&self, inside: &Endpoint) -> Option<MappingValue> {
         self.mappings.get(inside, 0).ok()

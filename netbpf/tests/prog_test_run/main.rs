@@ -18,6 +18,7 @@ mod icc;
 mod icmp;
 mod nat;
 mod publish;
+mod reply;
 mod routing;
 mod xdp;
 
@@ -33,7 +34,9 @@ use netbpf::{
     config::Config,
     datapath::{self, programs},
 };
-use netbpf_common::{Counter, Endpoint, FlowKey, FlowValue, flow_flags, map_names};
+use netbpf_common::{
+    Counter, Endpoint, FlowKey, FlowValue, ReplyKey, ReplyValue, flow_flags, map_names, merge,
+};
 
 const BASE_CONFIG: &str = r#"
 [uplink]
@@ -114,10 +117,24 @@ impl Dp {
         map.get(&(c as u32), 0).expect("read").iter().sum()
     }
 
+    /// Every flow, its reply half folded in (as `netbpf conntrack` shows
+    /// it).
     fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
         let map: HashMap<&MapData, FlowKey, FlowValue> =
             HashMap::try_from(self.ebpf.map(map_names::CONNTRACK).expect("ct")).expect("type");
-        map.iter().map(|r| r.expect("entry")).collect()
+        let replies: HashMap<&MapData, ReplyKey, ReplyValue> =
+            HashMap::try_from(self.ebpf.map(map_names::CONNTRACK_REPLY).expect("cr"))
+                .expect("type");
+        map.iter()
+            .map(|r| {
+                let (key, value) = r.expect("entry");
+                let reply = ReplyKey::of_flow(&key, value.outside_addr, value.outside_port);
+                match replies.get(&reply, 0) {
+                    Ok(half) if half.belongs_to(&key) => (key, merge(&value, &half)),
+                    _ => (key, value),
+                }
+            })
+            .collect()
     }
 
     fn mappings(&self) -> usize {
