@@ -162,45 +162,73 @@ pub(crate) fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter>
 /// [`reverse`] for one packet.
 #[inline(always)]
 fn reverse_one(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
-    // Addresses behind the NAT never arrive from outside.
-    if masquerade_source(pkt.src) {
-        return Err(Counter::DropSpoofedFromOutside);
-    }
     let tuple = match pkt.l4 {
-        L4::Ports { src, dst, .. } => Tuple::of(pkt, src, dst),
+        L4::Ports { src, dst, .. } => Some(Tuple::of(pkt, src, dst)),
         // ... and the destination "port" of a reply.
         L4::Icmp {
             icmp_type: ICMP_ECHO_REPLY,
             id,
-        } => Tuple::of(pkt, 0, id),
+        } => Some(Tuple::of(pkt, 0, id)),
+        _ => None,
+    };
+    // An established flow first: one lookup of its reply half. No half's
+    // remote lies behind the NAT (a flow's remote is where its packets
+    // went out of the uplink to), so the anti-spoofing lookup below is
+    // for the packets that are not established.
+    let established = match tuple {
+        Some(t) => established(pkt, &t),
+        None => None,
+    };
+    // Addresses behind the NAT never arrive from outside.
+    if established.is_none() && masquerade_source(pkt.src) {
+        return Err(Counter::DropSpoofedFromOutside);
+    }
+    let tuple = match tuple {
+        Some(t) => t,
+        None => return not_a_flow(ctx, pkt),
+    };
+    let to = match established {
+        Some(to) => to,
+        None => match find_or_open(ctx, pkt, &tuple)? {
+            Some(to) => to,
+            None => {
+                guard_inside(pkt)?;
+                return match conntrack::tcp_flags_of(pkt) {
+                    Some(flags) if conntrack::is_syn(flags) => {
+                        guard::unsolicited_syn(ctx, tuple.src, tuple.sport, tuple.dst, tuple.dport)
+                    }
+                    _ => Ok(Verdict::Pass),
+                };
+            }
+        },
+    };
+    rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
+    remember_fragment(pkt, to.addr);
+    count_inbound(pkt, &to);
+    hop::to_container(ctx, pkt, to.addr)
+}
+
+/// An inbound packet that is not of a flow's tuple: an ICMP error (to
+/// translate through the packet it quotes), a later fragment, anything
+/// else (the host's, unless addressed straight to a container).
+#[inline(always)]
+fn not_a_flow(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
+    match pkt.l4 {
         L4::Icmp { icmp_type, .. } if is_icmp_error(icmp_type) => {
             // An error netbpf does not translate is the host's, unless it
             // is addressed straight to a container.
-            return match icmp::error_in(ctx, pkt)? {
+            match icmp::error_in(ctx, pkt)? {
                 Verdict::Pass => guard_inside(pkt),
                 Verdict::Translated => {
                     hop::to_stack(Counter::FastPathIcmpError);
                     Ok(Verdict::Translated)
                 }
                 done => Ok(done),
-            };
-        }
-        L4::Fragment => return fragment_in(ctx, pkt),
-        L4::Icmp { .. } | L4::Other => return guard_inside(pkt),
-    };
-    let Some(to) = inbound(ctx, pkt, &tuple)? else {
-        guard_inside(pkt)?;
-        return match conntrack::tcp_flags_of(pkt) {
-            Some(flags) if conntrack::is_syn(flags) => {
-                guard::unsolicited_syn(ctx, tuple.src, tuple.sport, tuple.dst, tuple.dport)
             }
-            _ => Ok(Verdict::Pass),
-        };
-    };
-    rewrite::rewrite(ctx, pkt, Side::Destination, to.addr, tuple.dport, to.port)?;
-    remember_fragment(pkt, to.addr);
-    count_inbound(pkt, &to);
-    hop::to_container(ctx, pkt, to.addr)
+        }
+        L4::Fragment => fragment_in(ctx, pkt),
+        _ => guard_inside(pkt),
+    }
 }
 
 /// Counts an inbound packet translated to `to`: DNAT to a published port,
@@ -219,24 +247,37 @@ pub(crate) fn count_inbound(pkt: &Packet, to: &Translation) {
 /// Finds (or opens) the inbound side of a flow for a packet from
 /// `t.src:t.sport` to the outside endpoint `t.dst:t.dport`, records the
 /// packet on it, and returns the inside endpoint. `None`: not for a
-/// container.
-///
-/// An established flow is found by its reply half, one lookup
-/// ([`established_in`]). Without one (a flow from before reply halves,
-/// or its half evicted) the flow is found the long way and its half
-/// written again. For a new flow, a published port wins over a mapping
-/// that happens to hold the same port, and a host socket that owns the
-/// packet wins over the mapping's endpoint-independent filtering.
+/// container. An established flow is found by its reply half, in one
+/// lookup ([`established`]); the rest is [`find_or_open`]'s.
 #[inline(always)]
 pub(crate) fn inbound(
     ctx: &TcContext,
     pkt: &Packet,
     t: &Tuple,
 ) -> Result<Option<Translation>, Counter> {
-    if let Some((key, half, to)) = established_in(t) {
-        conntrack::touch_in(&key, half, pkt, conntrack::now_ns());
-        return Ok(Some(to));
+    match established(pkt, t) {
+        Some(to) => Ok(Some(to)),
+        None => find_or_open(ctx, pkt, t),
     }
+}
+
+/// The established flow of an inbound packet, found by its reply half
+/// ([`established_in`]), with the packet recorded on it.
+#[inline(always)]
+fn established(pkt: &Packet, t: &Tuple) -> Option<Translation> {
+    let (key, half, to) = established_in(t)?;
+    conntrack::touch_in(&key, half, pkt, conntrack::now_ns());
+    Some(to)
+}
+
+/// [`inbound`] for a packet without a reply half: a flow from before
+/// reply halves (or whose half was evicted) is found the long way and its
+/// half written again; otherwise a new flow is opened if the packet may
+/// open one. For a new flow, a published port wins over a mapping that
+/// happens to hold the same port, and a host socket that owns the packet
+/// wins over the mapping's endpoint-independent filtering.
+#[inline(always)]
+fn find_or_open(ctx: &TcContext, pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Counter> {
     let outside = Endpoint::new(t.proto, t.dst, t.dport);
     // Plain values rather than an `Option<Endpoint>`: the verifier rejects
     // the spill of an uninitialised payload that LLVM emits for the latter.

@@ -51,7 +51,6 @@ use crate::{
     maps::XDP_TARGETS,
     nat,
     parse::{self, L4, Packet, off},
-    rules::masquerade_source,
     stats,
     tuple::{Translation, Tuple},
 };
@@ -96,9 +95,10 @@ fn try_inbound(ctx: &XdpContext) -> Result<u32, Counter> {
         // ICMP, later fragments, other protocols.
         return Ok(XDP_PASS);
     };
-    // An opening SYN may open or restart a flow: tc's to decide. Packets
-    // from addresses behind the NAT are tc's to drop and count.
-    if (pkt.proto == proto::TCP && conntrack::is_syn(tcp_flags)) || masquerade_source(pkt.src) {
+    // An opening SYN may open or restart a flow: tc's to decide. (Packets
+    // from addresses behind the NAT have no reply half: tc drops and
+    // counts them.)
+    if pkt.proto == proto::TCP && conntrack::is_syn(tcp_flags) {
         return Ok(XDP_PASS);
     }
     let tuple = Tuple::of(&pkt, sport, dport);
