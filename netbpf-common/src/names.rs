@@ -20,7 +20,7 @@ pub mod map_names {
     pub const NAT_REVERSE: &str = "NAT_REVERSE";
     /// Hash: [`crate::FlowKey`] → [`crate::FlowValue`].
     pub const CONNTRACK: &str = "CONNTRACK";
-    /// LRU hash: [`crate::ReplyKey`] → [`crate::ReplyValue`], each flow's
+    /// Hash: [`crate::ReplyKey`] → [`crate::ReplyValue`], each flow's
     /// reply half (its inbound tuple → the inside endpoint), as large as
     /// [`CONNTRACK`].
     pub const CONNTRACK_REPLY: &str = "CONNTRACK_REPLY";

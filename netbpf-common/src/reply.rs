@@ -19,10 +19,14 @@
 //! tuple's reuse look at both directions). Userspace sees one flow:
 //! [`merge`] folds the reply half into the flow's value.
 //!
-//! Both halves are written when a flow opens. A flow without its reply
-//! half (opened by a netbpf before this map, or the half evicted from the
-//! LRU map) is still found the old way by the tc program, which writes the
-//! half again.
+//! A new flow is one insert: its reply half is written by the first
+//! inbound packet that finds the flow the old way (its first reply, or
+//! the second packet of a flow opened from outside, whose opening packet
+//! is recorded in the flow's own `*_in` fields), in the tc program; so is
+//! the half of a flow opened by a netbpf before this map (or refused by a
+//! full map). The daemon's collector removes halves
+//! without their flow before it releases any mapping, so a new flow never
+//! meets a half left on its tuple for another container.
 
 use core::mem::size_of;
 

@@ -149,44 +149,51 @@ pub(crate) fn new_flow(
 enum Half {
     Out(*mut FlowValue),
     In(*mut ReplyValue),
+    /// The inbound direction of a flow without a reply half yet (the
+    /// packet that opened it from outside): the flow's own `*_in` fields,
+    /// which userspace adds to the half's.
+    InOnFlow(*mut FlowValue),
 }
 
-// Field pointers by offset: no dereference here (the caller's `unsafe`
-// uses them, on a pointer into a map value that is valid for this run).
+/// The field at byte offset `off` of the value `p` points to. No
+/// dereference here: the caller's `unsafe` uses it, on a pointer into a
+/// map value that is valid for this run.
+#[inline(always)]
+fn field<T, F>(p: *mut T, off: usize) -> *mut F {
+    p.wrapping_byte_add(off).cast()
+}
+
 impl Half {
     #[inline(always)]
     fn dir(self) -> Dir {
         match self {
             Half::Out(_) => Dir::Out,
-            Half::In(_) => Dir::In,
+            Half::In(_) | Half::InOnFlow(_) => Dir::In,
         }
     }
 
     #[inline(always)]
     fn flags(self) -> *mut u64 {
         match self {
-            Half::Out(f) => f.wrapping_byte_add(offset_of!(FlowValue, flags)).cast(),
-            Half::In(r) => r.wrapping_byte_add(offset_of!(ReplyValue, flags)).cast(),
+            Half::Out(f) | Half::InOnFlow(f) => field(f, offset_of!(FlowValue, flags)),
+            Half::In(r) => field(r, offset_of!(ReplyValue, flags)),
         }
     }
 
     #[inline(always)]
     fn ack(self) -> *mut u32 {
         match self {
-            Half::Out(f) => f.wrapping_byte_add(offset_of!(FlowValue, ack_out)).cast(),
-            Half::In(r) => r.wrapping_byte_add(offset_of!(ReplyValue, ack)).cast(),
+            Half::Out(f) => field(f, offset_of!(FlowValue, ack_out)),
+            Half::InOnFlow(f) => field(f, offset_of!(FlowValue, ack_in)),
+            Half::In(r) => field(r, offset_of!(ReplyValue, ack)),
         }
     }
 
     #[inline(always)]
     fn last_seen(self) -> *mut u64 {
         match self {
-            Half::Out(f) => f
-                .wrapping_byte_add(offset_of!(FlowValue, last_seen_ns))
-                .cast(),
-            Half::In(r) => r
-                .wrapping_byte_add(offset_of!(ReplyValue, last_seen_ns))
-                .cast(),
+            Half::Out(f) | Half::InOnFlow(f) => field(f, offset_of!(FlowValue, last_seen_ns)),
+            Half::In(r) => field(r, offset_of!(ReplyValue, last_seen_ns)),
         }
     }
 
@@ -195,13 +202,16 @@ impl Half {
     fn counters(self) -> (*mut u64, *mut u64) {
         match self {
             Half::Out(f) => (
-                f.wrapping_byte_add(offset_of!(FlowValue, packets_out))
-                    .cast(),
-                f.wrapping_byte_add(offset_of!(FlowValue, bytes_out)).cast(),
+                field(f, offset_of!(FlowValue, packets_out)),
+                field(f, offset_of!(FlowValue, bytes_out)),
+            ),
+            Half::InOnFlow(f) => (
+                field(f, offset_of!(FlowValue, packets_in)),
+                field(f, offset_of!(FlowValue, bytes_in)),
             ),
             Half::In(r) => (
-                r.wrapping_byte_add(offset_of!(ReplyValue, packets)).cast(),
-                r.wrapping_byte_add(offset_of!(ReplyValue, bytes)).cast(),
+                field(r, offset_of!(ReplyValue, packets)),
+                field(r, offset_of!(ReplyValue, bytes)),
             ),
         }
     }
@@ -253,6 +263,19 @@ pub(crate) fn touch_in(key: &ReplyKey, reply: *mut ReplyValue, pkt: &Packet, now
         // SAFETY: as above.
         unsafe { (*flow).created_ns = now };
     }
+}
+
+/// Records the packet that opened the flow `flow` on the flow itself,
+/// going `dir` (out: a masqueraded flow; in: a published port, or a remote
+/// new to a mapping): it has no reply half yet, and no other direction to
+/// judge a close or a reuse by, so nothing else is looked up.
+#[inline(always)]
+pub(crate) fn touch_new(flow: *mut FlowValue, dir: Dir, pkt: &Packet, now: u64) {
+    let own = match dir {
+        Dir::Out => Half::Out(flow),
+        Dir::In => Half::InOnFlow(flow),
+    };
+    record(own, None, pkt, now);
 }
 
 /// Records a packet on the half `own` of its flow: flags, time and

@@ -96,11 +96,14 @@ pub(crate) static CONNTRACK: LruHashMap<FlowKey, FlowValue> =
 
 /// Each flow's reply half: its inbound tuple → the inside endpoint and the
 /// inbound direction's state (`netbpf_common::reply`). As large as
-/// [`CONNTRACK`], LRU for the same reason; a half that is evicted is
-/// written again by the tc program from its flow.
+/// [`CONNTRACK`]. A plain hash map: when it is full a half is refused, and
+/// its flow's inbound packets keep taking the long way (an LRU map would
+/// evict a live flow's half instead, and did evict fresh ones in the
+/// bench's nearly full 1M-flow table); the daemon's collector removes
+/// halves with their flows, and those whose flow was evicted.
 #[map]
-pub(crate) static CONNTRACK_REPLY: LruHashMap<ReplyKey, ReplyValue> =
-    LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
+pub(crate) static CONNTRACK_REPLY: HashMap<ReplyKey, ReplyValue> =
+    HashMap::with_max_entries(capacity::CONNTRACK, 0);
 
 /// Counters indexed by [`Counter`].
 #[map]

@@ -18,17 +18,14 @@
 //! Fragments are `crate::fragment`'s; the packet's tuple is
 //! `crate::tuple`'s.
 
-use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    maps::lpm_trie::Key,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::TcContext};
 use netbpf_common::{
     Counter, Endpoint, FlowKey, FlowValue, PublishRule, ReplyKey, ReplyValue, flow_flags, proto,
 };
 
 use crate::{
-    Verdict, conntrack,
+    Verdict,
+    conntrack::{self, Dir},
     fragment::{fragment_in, fragment_out, remember_fragment},
     guard, hop, icmp,
     maps::{
@@ -108,7 +105,10 @@ pub(crate) fn outbound(
 ) -> Result<Option<Translation>, Counter> {
     let key = FlowKey::new(t.proto, t.src, t.sport, t.dst, t.dport);
     let flow = match CONNTRACK.get_ptr_mut(&key) {
-        Some(flow) => flow,
+        Some(flow) => {
+            conntrack::touch_out(&key, flow, pkt, conntrack::now_ns());
+            flow
+        }
         None => {
             // Not a NAT flow and not from a masquerade CIDR: the host's own
             // traffic, left before any clock read.
@@ -124,10 +124,11 @@ pub(crate) fn outbound(
                 }
             })?;
             let value = conntrack::new_flow(outside.addr, outside.port, 0, now);
-            insert_flow(&key, &value)?
+            let flow = insert_flow(&key, &value)?;
+            conntrack::touch_new(flow, Dir::Out, pkt, now);
+            flow
         }
     };
-    conntrack::touch_out(&key, flow, pkt, conntrack::now_ns());
     // SAFETY: map value pointer, valid for this run.
     let (addr, port, flags) =
         unsafe { ((*flow).outside_addr, (*flow).outside_port, (*flow).flags) };
@@ -262,18 +263,24 @@ pub(crate) fn inbound(
 }
 
 /// The established flow of an inbound packet, found by its reply half
-/// ([`established_in`]), with the packet recorded on it.
+/// ([`established_in`]), with the packet recorded on it. An opening TCP
+/// SYN is left to [`find_or_open`] without a lookup here: it opens a flow
+/// (or restarts a closed one, which the long way finds as well), so the
+/// half would miss.
 #[inline(always)]
 fn established(pkt: &Packet, t: &Tuple) -> Option<Translation> {
+    if conntrack::tcp_flags_of(pkt).is_some_and(conntrack::is_syn) {
+        return None;
+    }
     let (key, half, to) = established_in(t)?;
     conntrack::touch_in(&key, half, pkt, conntrack::now_ns());
     Some(to)
 }
 
-/// [`inbound`] for a packet without a reply half: a flow from before
-/// reply halves (or whose half was evicted) is found the long way and its
-/// half written again; otherwise a new flow is opened if the packet may
-/// open one. For a new flow, a published port wins over a mapping that
+/// [`inbound`] for a packet without a reply half: an existing flow (its
+/// first reply, a flow from before reply halves, or one whose half a full
+/// map refused) is found the long way and its half written; otherwise a
+/// new flow is opened if the packet may open one. For a new flow, a published port wins over a mapping that
 /// happens to hold the same port, and a host socket that owns the packet
 /// wins over the mapping's endpoint-independent filtering.
 #[inline(always)]
@@ -313,7 +320,7 @@ fn find_or_open(ctx: &TcContext, pkt: &Packet, t: &Tuple) -> Result<Option<Trans
     let key = FlowKey::new(t.proto, inside.addr, inside.port, t.src, t.sport);
     match open_inbound(&key, &inside, &outside, pkt, now)? {
         Some(flow) => {
-            record_in(&key, flow, pkt, now);
+            conntrack::touch_new(flow, Dir::In, pkt, now);
             Ok(Some(Translation {
                 addr: inside.addr,
                 port: inside.port,
@@ -325,9 +332,10 @@ fn find_or_open(ctx: &TcContext, pkt: &Packet, t: &Tuple) -> Result<Option<Trans
     }
 }
 
-/// Records an inbound packet on the reply half of the flow `key`
-/// (`flow`), writing the half from the flow if it is missing. Should the
-/// LRU map refuse the half, the packet goes on unrecorded.
+/// Records an inbound packet of an existing flow `key` (`flow`), found the
+/// long way, on the flow's reply half, writing the half from the flow if
+/// it is missing (so the flow's next inbound packets take one lookup).
+/// Should a full map refuse the half, the packet goes on unrecorded.
 #[inline(always)]
 fn record_in(key: &FlowKey, flow: *mut FlowValue, pkt: &Packet, now: u64) {
     // SAFETY: map value pointer, valid for this run.
@@ -381,8 +389,8 @@ fn published_flow(pkt: &Packet, t: &Tuple, rule: &PublishRule) -> Result<Transla
     let now = conntrack::now_ns();
     let to_port = rule.container_port(t.dport);
     let key = FlowKey::new(t.proto, rule.to_addr, to_port, t.src, t.sport);
-    let flow = match CONNTRACK.get_ptr_mut(&key) {
-        Some(flow) => flow,
+    match CONNTRACK.get_ptr_mut(&key) {
+        Some(flow) => record_in(&key, flow, pkt, now),
         None => {
             if let Some(tcp) = conntrack::tcp_flags_of(pkt)
                 && !conntrack::is_syn(tcp)
@@ -394,10 +402,10 @@ fn published_flow(pkt: &Packet, t: &Tuple, rule: &PublishRule) -> Result<Transla
             }
             let flags = flow_flags::OPENED_IN | flow_flags::PUBLISHED;
             let value = conntrack::new_flow(t.dst, t.dport, flags, now);
-            insert_flow(&key, &value)?
+            let flow = insert_flow(&key, &value)?;
+            conntrack::touch_new(flow, Dir::In, pkt, now);
         }
-    };
-    record_in(&key, flow, pkt, now);
+    }
     Ok(Translation {
         addr: rule.to_addr,
         port: to_port,
@@ -440,23 +448,19 @@ fn open_inbound(
     insert_flow(key, &value).map(Some)
 }
 
-/// Inserts a new flow and its reply half, or returns the flow another CPU
-/// inserted first. The half is written over whatever held its key: an
-/// outside endpoint belongs to one inside endpoint at a time
-/// (`NAT_REVERSE`'s lock, or the published rule), so a half left behind by
-/// an earlier flow on the same tuple is stale.
+/// Inserts a new flow, or returns the one another CPU inserted first.
+///
+/// Its reply half is written later, by the first inbound packet that finds
+/// the flow the long way ([`record_in`]): a new flow costs one insert, and
+/// a flow nothing answers (or one packet opened) never needs a half. No
+/// half can be waiting on a new flow's reply tuple for another container:
+/// the daemon's collector removes halves without their flow before it
+/// releases any mapping (`netbpf::conntrack::collect_garbage`), and an
+/// outside endpoint belongs to one inside endpoint at a time.
 #[inline(always)]
 fn insert_flow(key: &FlowKey, value: &FlowValue) -> Result<*mut FlowValue, Counter> {
     match CONNTRACK.insert(key, value, BPF_NOEXIST as u64) {
-        Ok(()) => {
-            stats::inc(Counter::FlowsCreated);
-            let reply = ReplyKey::of_flow(key, value.outside_addr, value.outside_port);
-            let inside = Endpoint::new(key.proto, key.inside_addr, key.inside_port);
-            let half = ReplyValue::new(inside, value.flags, value.created_ns);
-            // Without room for the half the flow still works: its inbound
-            // packets take the long way, which tries again.
-            let _ = CONNTRACK_REPLY.insert(&reply, &half, BPF_ANY as u64);
-        }
+        Ok(()) => stats::inc(Counter::FlowsCreated),
         Err(e) if e == -EEXIST => {}
         Err(_) => return Err(Counter::DropConntrackFull),
     }

@@ -440,7 +440,9 @@ pub fn collect_garbage(
         }
     }
     // Reply halves whose flow is gone: they would still translate inbound
-    // packets to an endpoint that no longer holds the port.
+    // packets to an endpoint that no longer holds the port. Before any
+    // mapping is released below: the kernel relies on no half pointing to
+    // a released port's old owner (a new flow does not look for one).
     for reply in maps.orphan_replies()? {
         if maps.is_orphan_reply(&reply) {
             maps.remove_reply(&reply)?;

@@ -128,7 +128,7 @@ fn expiry_removes_both_halves_and_the_halves_left_without_a_flow() {
     let alive = dp.flow(2, 5000, S, Some(now - S));
     // Both halves idle: expired.
     let expired = dp.flow(3, 5001, S, Some(2 * S));
-    // A half whose flow is gone (evicted), and one left by an earlier
+    // A half whose flow is gone (the LRU map evicted it), and one left by an earlier
     // flow on the tuple that another container's flow now holds.
     let orphan = ReplyKey::new(proto::UDP, REMOTE, 53, UP, 6000);
     dp.half(

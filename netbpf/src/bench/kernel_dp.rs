@@ -279,18 +279,22 @@ impl KernelDp {
         Ok(ns)
     }
 
-    /// Pre-fills `CONNTRACK` (and `CONNTRACK_REPLY`) with `n` flows that
-    /// no benchmark packet matches (inside addresses in 10.99.0.0/16,
+    /// Pre-fills `CONNTRACK` and `CONNTRACK_REPLY` with `n` flows (and
+    /// their reply halves) that no benchmark packet matches (inside addresses in 10.99.0.0/16,
     /// outside the masquerade CIDR); returns the time it took.
     pub(crate) fn prefill(&mut self, n: u32) -> Result<Duration> {
         let start = Instant::now();
         for i in 0..n {
+            // Each flow its own outside endpoint towards its remote port
+            // (1–17, which no benchmark packet uses), as the NAT keeps
+            // them: distinct reply halves, none on a benchmark flow's
+            // tuple.
             let key = FlowKey::new(
                 proto::TCP,
                 addr_in([10, 99], i % 65536).octets(),
                 1024 + (i / 65536) as u16,
                 REMOTE.octets(),
-                443,
+                1 + (i / 60000) as u16,
             );
             let value = FlowValue {
                 outside_addr: UPLINK.octets(),

@@ -1,6 +1,7 @@
 //! Reply halves (`CONNTRACK_REPLY`): an inbound packet of an established
-//! flow is found by its own tuple, in one lookup; a flow without its half
-//! is found the long way and gets it back; a stale half is replaced.
+//! flow is found by its own tuple, in one lookup; the half is written by
+//! the first inbound packet that finds the flow the long way (a new flow
+//! is one insert).
 
 use super::*;
 
@@ -37,30 +38,38 @@ fn a_reply_is_translated_by_its_flows_reply_half_alone() {
     let mut dp = Dp::new("");
     let (rc, _) = dp.egress(&simple(C1, REMOTE, &tcp(40000, 443, SYN)));
     assert_eq!(rc, TC_OK);
-    let halves = dp.replies();
-    assert_eq!(halves.len(), 1, "one half per flow");
-    let (key, half) = halves[0];
-    assert_eq!(key, c1_reply_key());
-    assert_eq!(half.inside, Endpoint::new(TCP, C1.octets(), 40000));
-    assert_eq!(half.flags, 0, "a masqueraded flow: opened from inside");
-    // Without the mapping's reverse entry the long way cannot find the
-    // flow: only the half can.
-    dp.remove_reverse(Endpoint::new(TCP, UPLINK.octets(), 40000));
+    assert!(dp.replies().is_empty(), "a new flow is one insert");
+    // The first reply finds the flow the long way and writes its half.
     let syn_ack = tcp(443, 40000, SYN | ACK);
     let (rc, back) = dp.ingress(&simple(REMOTE, UPLINK, &syn_ack));
     assert_eq!(rc, TC_OK);
     assert_bytes(&back, &simple(REMOTE, C1, &syn_ack), "SYN-ACK back");
-    let (_, half) = dp.replies()[0];
+    let halves = dp.replies();
+    assert_eq!(halves.len(), 1);
+    let (key, half) = halves[0];
+    assert_eq!(key, c1_reply_key());
+    assert_eq!(half.inside, Endpoint::new(TCP, C1.octets(), 40000));
     assert_eq!(half.flags, flow_flags::SEEN_IN | flow_flags::SYN_IN);
     assert_eq!((half.packets, half.bytes), (1, 40));
+    // Without the mapping's reverse entry the long way cannot find the
+    // flow any more: only the half can.
+    dp.remove_reverse(Endpoint::new(TCP, UPLINK.octets(), 40000));
+    let ack = tcp(443, 40000, ACK);
+    let (rc, back) = dp.ingress(&simple(REMOTE, UPLINK, &ack));
+    assert_eq!(rc, TC_OK);
+    assert_bytes(&back, &simple(REMOTE, C1, &ack), "ACK back");
     let (_, flow) = dp.flows()[0];
     assert_eq!(
         flow.flags,
-        flow_flags::SEEN_OUT | flow_flags::SYN_OUT | flow_flags::SEEN_IN | flow_flags::SYN_IN,
+        flow_flags::SEEN_OUT
+            | flow_flags::SYN_OUT
+            | flow_flags::SEEN_IN
+            | flow_flags::SYN_IN
+            | flow_flags::ACK_IN,
         "the flow as userspace reads it: both halves"
     );
-    assert_eq!((flow.packets_out, flow.packets_in), (1, 1));
-    assert_eq!(dp.counter(Counter::ReversePackets), 1);
+    assert_eq!((flow.packets_out, flow.packets_in), (1, 2));
+    assert_eq!(dp.counter(Counter::ReversePackets), 2);
 }
 
 #[test]
@@ -68,32 +77,41 @@ fn a_flow_without_its_reply_half_is_found_the_long_way_and_gets_it_back() {
     require_root!();
     let mut dp = Dp::new("");
     dp.egress(&simple(C1, REMOTE, &tcp(40000, 443, SYN)));
-    // A flow from a netbpf before reply halves, or its half evicted.
+    dp.ingress(&simple(REMOTE, UPLINK, &tcp(443, 40000, SYN | ACK)));
+    // The half gone (a full map refused it, or the flow was carried over
+    // from a netbpf before reply halves).
     dp.replies_mut().remove(&c1_reply_key()).expect("half");
-    let syn_ack = tcp(443, 40000, SYN | ACK);
-    let (rc, back) = dp.ingress(&simple(REMOTE, UPLINK, &syn_ack));
-    assert_eq!(rc, TC_OK);
-    assert_bytes(&back, &simple(REMOTE, C1, &syn_ack), "SYN-ACK back");
-    let halves = dp.replies();
-    assert_eq!(halves.len(), 1, "written again");
-    assert_eq!(halves[0].0, c1_reply_key());
-    assert_eq!(halves[0].1.packets, 1, "and the packet recorded on it");
-    // From now on the half alone finds it.
-    dp.remove_reverse(Endpoint::new(TCP, UPLINK.octets(), 40000));
     let ack = tcp(443, 40000, ACK);
     let (rc, back) = dp.ingress(&simple(REMOTE, UPLINK, &ack));
     assert_eq!(rc, TC_OK);
     assert_bytes(&back, &simple(REMOTE, C1, &ack), "ACK back");
+    let halves = dp.replies();
+    assert_eq!(halves.len(), 1, "written again");
+    assert_eq!(halves[0].0, c1_reply_key());
+    assert_eq!(halves[0].1.packets, 1, "and the packet recorded on it");
+    assert_eq!(
+        dp.flows()[0].1.packets_in,
+        1,
+        "the removed half's count went with it"
+    );
 }
 
 #[test]
 fn a_published_flow_is_found_by_its_reply_half_and_counted_as_dnat() {
     require_root!();
-    let dp = publish_dp();
+    let mut dp = publish_dp();
     let (rc, _) = dp.ingress(&simple(REMOTE, UPLINK, &tcp(50000, 8080, SYN)));
     assert_eq!(rc, TC_OK);
+    assert!(dp.replies().is_empty(), "the opening packet: one insert");
+    let (_, flow) = dp.flows()[0];
+    assert_eq!(flow.packets_in, 1, "recorded on the flow itself");
+    assert_ne!(flow.flags & flow_flags::SYN_IN, 0);
+    let ack = tcp(50000, 8080, ACK);
+    let (rc, out) = dp.ingress(&simple(REMOTE, UPLINK, &ack));
+    assert_eq!(rc, TC_OK);
+    assert_bytes(&out, &simple(REMOTE, C1, &tcp(50000, 4000, ACK)), "ACK in");
     let halves = dp.replies();
-    assert_eq!(halves.len(), 1);
+    assert_eq!(halves.len(), 1, "the second packet writes the half");
     let (key, half) = halves[0];
     assert_eq!(
         key,
@@ -105,30 +123,20 @@ fn a_published_flow_is_found_by_its_reply_half_and_counted_as_dnat() {
         flow_flags::HOW_OPENED,
         "opened from outside, to a published port"
     );
-    let ack = tcp(50000, 8080, ACK);
+    // The half alone translates: even with the flow's own entry gone.
+    let (flow_key, _) = dp.flows()[0];
+    let mut ct: HashMap<&mut MapData, FlowKey, FlowValue> =
+        HashMap::try_from(dp.ebpf.map_mut(map_names::CONNTRACK).expect("ct")).expect("type");
+    ct.remove(&flow_key).expect("flow");
     let (rc, out) = dp.ingress(&simple(REMOTE, UPLINK, &ack));
     assert_eq!(rc, TC_OK);
-    assert_bytes(&out, &simple(REMOTE, C1, &tcp(50000, 4000, ACK)), "ACK in");
-    assert_eq!(dp.counter(Counter::DnatPackets), 2);
+    assert_bytes(
+        &out,
+        &simple(REMOTE, C1, &tcp(50000, 4000, ACK)),
+        "by the half",
+    );
+    assert_eq!(dp.counter(Counter::DnatPackets), 3);
     assert_eq!(dp.counter(Counter::ReversePackets), 0);
-}
-
-#[test]
-fn a_stale_reply_half_is_replaced_by_the_flow_that_takes_its_tuple() {
-    require_root!();
-    let mut dp = Dp::new("");
-    // Left behind by C2's earlier flow on the same outside port.
-    let stale = ReplyValue::new(Endpoint::new(TCP, C2.octets(), 40000), 0, 0);
-    dp.replies_mut()
-        .insert(&c1_reply_key(), &stale, 0)
-        .expect("insert");
-    let (rc, out) = dp.egress(&simple(C1, REMOTE, &tcp(40000, 443, SYN)));
-    assert_eq!(rc, TC_OK);
-    assert_eq!(&out[34..36], &40000u16.to_be_bytes(), "port kept");
-    let syn_ack = tcp(443, 40000, SYN | ACK);
-    let (rc, back) = dp.ingress(&simple(REMOTE, UPLINK, &syn_ack));
-    assert_eq!(rc, TC_OK);
-    assert_bytes(&back, &simple(REMOTE, C1, &syn_ack), "to C1, not C2");
 }
 
 #[test]

@@ -84,23 +84,35 @@ fn assert_passed(dp: &Dp, pkt: &[u8], what: &str) {
     assert_eq!(dp.packets_in(), touched, "{what}: flow untouched");
 }
 
+/// A masqueraded flow C1:40000 → REMOTE:443 whose first reply tc has
+/// translated: XDP finds flows by their reply half, which that first
+/// reply writes (a new flow is one insert), so XDP passes it.
+fn open_answered_flow(dp: &Dp) {
+    open_flow(dp);
+    let syn_ack = frame(REMOTE, UPLINK, &tcp(443, 40000, SYN | ACK), &ttl(64));
+    assert_passed(dp, &syn_ack, "the first reply: no reply half yet");
+    let (rc, _) = dp.ingress(&syn_ack);
+    assert!(rc == TC_REDIRECT || rc == TC_OK, "tc translates it: {rc}");
+}
+
 #[test]
 fn a_tcp_reply_to_a_masqueraded_flow_is_redirected_by_xdp() {
     require_root!();
     let dp = xdp_dp(Dp::new(""), true, true);
-    open_flow(&dp);
-    let syn_ack = tcp(443, 40000, SYN | ACK);
+    open_answered_flow(&dp);
+    let ack = tcp(443, 40000, ACK);
     assert_redirected(
         &dp,
-        &frame(REMOTE, UPLINK, &syn_ack, &ttl(64)),
-        &frame(REMOTE, C1, &syn_ack, &ttl(63)),
+        &frame(REMOTE, UPLINK, &ack, &ttl(64)),
+        &frame(REMOTE, C1, &ack, &ttl(63)),
         "reverse SNAT, TCP",
     );
-    assert_eq!(dp.counter(Counter::ReversePackets), 1);
-    assert_eq!(dp.counter(Counter::FastPathIn), 1, "part of fast_path_in");
-    // The flow saw the SYN-ACK: the same bits tc would have set.
+    assert_eq!(dp.counter(Counter::ReversePackets), 2, "tc's and XDP's");
+    assert_eq!(dp.counter(Counter::XdpFastIn), 1);
+    assert_eq!(dp.counter(Counter::FastPathIn), 2, "part of fast_path_in");
+    // The flow saw the ACK: the same bits tc would have set.
     let (_, flow) = dp.flows()[0];
-    assert_ne!(flow.flags & flow_flags::SYN_IN, 0);
+    assert_ne!(flow.flags & flow_flags::ACK_IN, 0);
     assert_ne!(flow.flags & flow_flags::SEEN_IN, 0);
 }
 
@@ -109,6 +121,12 @@ fn a_udp_reply_to_a_masqueraded_flow_is_redirected_by_xdp() {
     require_root!();
     let dp = xdp_dp(Dp::new(""), true, true);
     let port = dp.out_port(C1, &udp(5000, 53, b"query"));
+    // The first answer writes the flow's reply half (tc).
+    assert_eq!(
+        dp.ingress(&frame(REMOTE, UPLINK, &udp(53, port, b"1"), &ttl(64)))
+            .0,
+        TC_REDIRECT
+    );
     let answer = b"answer with an odd length";
     assert_redirected(
         &dp,
@@ -116,7 +134,7 @@ fn a_udp_reply_to_a_masqueraded_flow_is_redirected_by_xdp() {
         &frame(REMOTE, C1, &udp(53, 5000, answer), &ttl(63)),
         "reverse SNAT, UDP",
     );
-    assert_eq!(dp.counter(Counter::ReversePackets), 1);
+    assert_eq!(dp.counter(Counter::ReversePackets), 2);
 }
 
 #[test]
@@ -130,6 +148,11 @@ fn a_zero_udp_checksum_stays_zero() {
         payload: b"no checksum".to_vec(),
         no_checksum: true,
     };
+    // The first answer writes the flow's reply half (tc).
+    assert_eq!(
+        dp.ingress(&frame(REMOTE, UPLINK, &none(port), &ttl(64))).0,
+        TC_REDIRECT
+    );
     let (_, out) = dp.xdp(&frame(REMOTE, UPLINK, &none(port), &ttl(64)));
     assert_eq!(&out[40..42], &[0, 0], "still no checksum");
     assert_redirected(
@@ -145,10 +168,13 @@ fn established_published_port_flows_are_redirected_by_xdp() {
     require_root!();
     let dp = xdp_dp(publish_dp(), true, true);
     // UDP 5353 → C1:53: the first datagram opens the flow (tc's job: XDP
-    // passes it), the next ones go the XDP way.
+    // passes it), the second finds it the long way and writes its reply
+    // half (tc), the next ones go the XDP way.
     let first = frame(REMOTE, UPLINK, &udp(40001, 5353, b"query"), &ttl(64));
     assert_passed(&dp, &first, "a new flow is tc's");
     assert_eq!(dp.ingress(&first).0, TC_REDIRECT, "tc opens it");
+    assert_passed(&dp, &first, "no reply half yet");
+    assert_eq!(dp.ingress(&first).0, TC_REDIRECT, "tc writes the half");
     assert_redirected(
         &dp,
         &frame(REMOTE, UPLINK, &udp(40001, 5353, b"again"), &ttl(64)),
@@ -159,6 +185,8 @@ fn established_published_port_flows_are_redirected_by_xdp() {
     let syn = frame(REMOTE, UPLINK, &tcp(40002, 8080, SYN), &ttl(64));
     assert_passed(&dp, &syn, "an opening SYN is tc's");
     assert_eq!(dp.ingress(&syn).0, TC_REDIRECT);
+    let first_ack = frame(REMOTE, UPLINK, &tcp(40002, 8080, ACK), &ttl(64));
+    assert_eq!(dp.ingress(&first_ack).0, TC_REDIRECT, "tc writes the half");
     let ack = L4::Tcp {
         sport: 40002,
         dport: 8080,
@@ -177,7 +205,11 @@ fn established_published_port_flows_are_redirected_by_xdp() {
         &frame(REMOTE, C1, &want, &ttl(63)),
         "DNAT, TCP",
     );
-    assert_eq!(dp.counter(Counter::DnatPackets), 4, "two by tc, two by XDP");
+    assert_eq!(
+        dp.counter(Counter::DnatPackets),
+        6,
+        "four by tc, two by XDP"
+    );
     assert_eq!(dp.counter(Counter::XdpFastIn), 2);
 }
 
@@ -185,7 +217,10 @@ fn established_published_port_flows_are_redirected_by_xdp() {
 fn what_xdp_does_not_take_passes_untouched() {
     require_root!();
     let dp = xdp_dp(Dp::new(""), true, true);
-    open_flow(&dp);
+    // A container link with a small MTU (set before tc's first reply
+    // remembers the hop with its MTU in FAST_HOPS).
+    ip("link set nbf-in mtu 576");
+    open_answered_flow(&dp);
     let reply = tcp(443, 40000, ACK);
     assert_passed(
         &dp,
@@ -276,7 +311,6 @@ fn what_xdp_does_not_take_passes_untouched() {
     assert_eq!(dp.counter(Counter::XdpPassChecksum), 1);
     // Larger than the container link's MTU: the kernel fragments it or
     // answers frag-needed.
-    ip("link set nbf-in mtu 576");
     let big = L4::Tcp {
         sport: 443,
         dport: 40000,
@@ -297,13 +331,13 @@ fn what_xdp_does_not_take_passes_untouched() {
 fn without_a_neighbour_or_a_target_xdp_passes() {
     require_root!();
     let dp = xdp_dp(Dp::new(""), false, true);
-    open_flow(&dp);
+    open_answered_flow(&dp);
     let reply = frame(REMOTE, UPLINK, &tcp(443, 40000, ACK), &ttl(64));
     assert_passed(&dp, &reply, "no neighbour");
     assert_eq!(dp.counter(Counter::XdpPassNoNeighbour), 1);
 
     let dp = xdp_dp(Dp::new(""), true, false);
-    open_flow(&dp);
+    open_answered_flow(&dp);
     assert_passed(&dp, &reply, "nbf-in is not in XDP_TARGETS");
     assert_eq!(dp.counter(Counter::XdpPassNotForwarded), 1);
 }
