@@ -31,6 +31,14 @@ pub enum NextHop {
 }
 
 impl NextHop {
+    /// The word in the config (`next_hop = "self"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NextHop::SelfAddress => "self",
+            NextHop::Keep => "keep",
+        }
+    }
+
     /// The BIRD channel option.
     pub fn bird(self) -> &'static str {
         match self {
