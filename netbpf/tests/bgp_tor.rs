@@ -229,7 +229,7 @@ fn two_racks_behind_their_routers_reach_each_other_over_ebgp() {
             .expect("ss");
         let ss = String::from_utf8_lossy(&ss.stdout);
         assert!(
-            ss.contains("md5"),
+            ss.contains("md5keys:"),
             "no MD5 key on host 1's BGP socket:\n{ss}"
         );
         let h3 = &lab.hosts[2];
@@ -248,7 +248,7 @@ fn two_racks_behind_their_routers_reach_each_other_over_ebgp() {
         let ss = String::from_utf8_lossy(&ss.stdout);
         assert!(ss.contains(":179"), "{ss}");
         assert!(
-            !ss.contains("md5"),
+            !ss.contains("md5keys"),
             "host 3's session has no password:\n{ss}"
         );
     }

@@ -29,7 +29,7 @@ pub struct LabArgs {
     /// every host peers over eBGP with its rack's router (its own AS,
     /// MD5 in rack 1, multihop for the last host), the routers with each
     /// other.
-    #[arg(long, conflicts_with = "reflector")]
+    #[arg(long, conflicts_with_all = ["reflector", "docker"])]
     racks: Option<usize>,
     /// Run the Docker lab instead: a real dockerd (Debian's docker.io,
     /// iptables off, its own data root) in the lab's host namespace, two

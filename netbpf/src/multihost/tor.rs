@@ -174,3 +174,66 @@ impl RackRouter {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `protocol bgp NAME` block of `conf`.
+    fn block<'a>(conf: &'a str, name: &str) -> &'a str {
+        let start = conf
+            .find(&format!("protocol bgp {name} {{"))
+            .unwrap_or_else(|| panic!("no {name} in {conf}"));
+        let end = conf[start..].find("\n}\n").unwrap() + start;
+        &conf[start..end]
+    }
+
+    #[test]
+    fn each_router_mirrors_its_hosts_sessions_and_peers_over_the_spine() {
+        let plan = Racks {
+            hosts: 4,
+            racks: 2,
+            md5: true,
+        };
+        let r1 = render_tor(&plan, 1);
+        let b = block(&r1, "host_1");
+        assert!(
+            b.contains("  local as 65001;\n  neighbor 10.0.1.11 as 65101;\n  direct;\n"),
+            "{b}"
+        );
+        assert!(
+            b.contains(&format!("  password \"{RACK1_PASSWORD}\";\n")),
+            "{b}"
+        );
+        assert!(
+            b.contains("import filter tor_learn;") && b.contains("export filter tor_pass;"),
+            "{b}"
+        );
+        let b = block(&r1, "tor_2");
+        assert!(
+            b.contains("  neighbor 10.0.255.2 as 65002;\n  direct;\n"),
+            "{b}"
+        );
+        assert!(
+            b.contains(&format!("  password \"{SPINE_PASSWORD}\";\n")),
+            "{b}"
+        );
+        assert!(
+            !r1.contains("host_3"),
+            "rack 2's hosts are not rack 1's: {r1}"
+        );
+        let r2 = render_tor(&plan, 2);
+        let b = block(&r2, "host_3");
+        assert!(!b.contains("password"), "{b}");
+        // Host 4 peers with the loopback: the router answers from it.
+        let b = block(&r2, "host_4");
+        assert!(
+            b.contains("  multihop 2;\n  source address 10.255.0.2;\n"),
+            "{b}"
+        );
+        assert!(r2.contains("router id 10.255.0.2;"), "{r2}");
+        let plain = render_tor(&Racks { md5: false, ..plan }, 1);
+        assert!(!plain.contains("password"), "{plain}");
+        assert_eq!(r1.matches('{').count(), r1.matches('}').count());
+    }
+}
