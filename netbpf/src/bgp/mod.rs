@@ -33,6 +33,7 @@
 
 mod bird;
 mod error;
+mod names;
 mod render;
 mod session;
 mod status;
@@ -49,8 +50,9 @@ use log::{info, warn};
 use crate::config::{BgpConfig, Ipv4Cidr};
 pub use bird::*;
 pub use error::*;
+pub use names::*;
 pub use render::*;
-pub use session::{DIRECT_PROTOCOL, any_multihop, any_password};
+pub use session::{any_multihop, any_password};
 pub use status::*;
 
 // ---------------------------------------------------------------------------

@@ -4,28 +4,11 @@ use std::{collections::BTreeSet, fmt::Write as _, io, net::Ipv4Addr, path::Path}
 
 use crate::config::{BgpConfig, Config, Ipv4Cidr};
 
-use super::{error::*, session::*};
+use super::{error::*, names::*, session::*};
 
 /// First line of every file netbpf writes for BIRD. A main config that
 /// starts with it is netbpf's to rewrite.
 pub const MARKER: &str = "# Written by netbpf";
-
-/// Name of the static protocol holding the announced routes.
-pub const STATIC_PROTOCOL: &str = "netbpf_containers";
-
-/// Name of the kernel protocol in a main config netbpf writes.
-pub const KERNEL_PROTOCOL: &str = "netbpf_kernel";
-
-/// Name of the import filter on every peer's session.
-pub const IMPORT_FILTER: &str = "netbpf_learn";
-
-/// Name of the export filter of a session that carries this host's
-/// routes only.
-pub const ANNOUNCE_FILTER: &str = "netbpf_announce";
-
-/// Name of the export filter of a route reflector's iBGP sessions: this
-/// host's routes and the BGP routes it reflects.
-pub const REFLECT_FILTER: &str = "netbpf_reflect";
 
 /// Ranges never learned from a peer: "this network", loopback,
 /// link-local, multicast and the reserved range up to the broadcast
@@ -67,13 +50,6 @@ pub fn announced_prefixes(cfg: &BgpConfig, containers: &BTreeSet<Ipv4Addr>) -> V
             }),
     );
     out
-}
-
-/// Name of the BGP protocol for the peer at `addr` (stable across
-/// reorderings of `[[bgp.peer]]`, so a reload does not restart sessions).
-pub fn peer_protocol(addr: Ipv4Addr) -> String {
-    let o = addr.octets();
-    format!("netbpf_peer_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
 }
 
 /// The host's own networks, which routes learned from a peer must stay

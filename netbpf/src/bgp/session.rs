@@ -5,15 +5,10 @@ use std::fmt::Write as _;
 
 use crate::config::{BgpConfig, BgpPeer, PeerRole};
 
-use super::render::{ANNOUNCE_FILTER, IMPORT_FILTER, REFLECT_FILTER, peer_protocol};
-
-/// Name of the direct protocol the fragment adds when a session is
-/// multihop: BIRD resolves such a peer's next hop through its table, which
-/// then holds the connected subnets.
-pub const DIRECT_PROTOCOL: &str = "netbpf_direct";
+use super::names::{ANNOUNCE_FILTER, IMPORT_FILTER, REFLECT_FILTER, peer_protocol};
 
 /// Whether any session of `cfg` is multihop (BIRD then needs routes to
-/// resolve next hops: [`DIRECT_PROTOCOL`] and the kernel's routes).
+/// resolve next hops: the direct protocol and the kernel's routes).
 pub fn any_multihop(cfg: &BgpConfig) -> bool {
     cfg.peers.iter().any(|p| p.options.multihop.is_some())
 }

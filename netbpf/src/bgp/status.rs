@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::Path};
 
 use serde::Serialize;
 
-use super::{bird::*, error::*, render::*};
+use super::{bird::*, error::*, names::*};
 use crate::config::{BgpConfig, BgpRole, PeerRole};
 
 // ---------------------------------------------------------------------------

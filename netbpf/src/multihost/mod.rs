@@ -3,7 +3,9 @@
 //! BIRD daemon; the hosts peer over iBGP in a full mesh, or each with one
 //! route reflector (BIRD in a router namespace `{prefix}-rr` at 10.0.0.2,
 //! `--reflector`), and carry each other's container routes (`netbpf lab
-//! --hosts N`, and `tests/bgp.rs`, `tests/bgp_rr.rs`).
+//! --hosts N`, and `tests/bgp.rs`, `tests/bgp_rr.rs`). With `--racks R`
+//! the hosts sit in racks behind eBGP routers instead (see `racks.rs` and
+//! `tests/bgp_tor.rs`).
 //!
 //! ```text
 //!   {prefix}-h1c1 10.10.1.1 ─┐                                ┌─ {prefix}-h2c1 10.10.2.1
