@@ -207,7 +207,8 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), BgpError> {
 }
 
 /// [`write_atomic`] with the file's `mode`, set before any byte is
-/// written (a secret is never readable by others, even briefly).
+/// written (a secret is never readable by others, even briefly), and the
+/// group of the file it replaces.
 pub fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> Result<(), BgpError> {
     use std::{
         io::Write as _,
@@ -225,6 +226,12 @@ pub fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> Result<(), BgpEr
     // The umask may have taken bits away: the mode is the one asked for.
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_err(what()))?;
+    // The group stays the one the file had (BIRD's, given by the user so
+    // that a BIRD running as its own user reads a private fragment).
+    if let Ok(old) = std::fs::metadata(path) {
+        use std::os::unix::fs::MetadataExt as _;
+        std::os::unix::fs::fchown(&f, None, Some(old.gid())).map_err(io_err(what()))?;
+    }
     f.write_all(text.as_bytes()).map_err(io_err(what()))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io_err(format!(

@@ -159,6 +159,18 @@ fn a_fragment_with_a_password_is_not_world_readable() {
     write_atomic(&path, "plain").unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
+    // The group given to the file (BIRD's) survives a rewrite, so a BIRD
+    // running as its own user still reads the private fragment. Only root
+    // can give a file a group it is not in.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt as _;
+        let gid = 4242;
+        std::os::unix::fs::chown(&path, None, Some(gid)).unwrap();
+        write_atomic_mode(&path, "secret", SECRET_FILE_MODE).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.gid(), gid);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
