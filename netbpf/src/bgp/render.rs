@@ -228,9 +228,13 @@ pub fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> Result<(), BgpEr
         .map_err(io_err(what()))?;
     // The group stays the one the file had (BIRD's, given by the user so
     // that a BIRD running as its own user reads a private fragment).
-    if let Ok(old) = std::fs::metadata(path) {
+    // Best effort: a writer that may not give that group (not root, not
+    // in it) still writes the file, with its own group as before.
+    if let (Ok(old), Ok(new)) = (std::fs::metadata(path), f.metadata()) {
         use std::os::unix::fs::MetadataExt as _;
-        std::os::unix::fs::fchown(&f, None, Some(old.gid())).map_err(io_err(what()))?;
+        if old.gid() != new.gid() {
+            let _ = std::os::unix::fs::fchown(&f, None, Some(old.gid()));
+        }
     }
     f.write_all(text.as_bytes()).map_err(io_err(what()))?;
     drop(f);
