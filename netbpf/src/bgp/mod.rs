@@ -33,7 +33,9 @@
 
 mod bird;
 mod error;
+mod names;
 mod render;
+mod session;
 mod status;
 
 use std::{
@@ -48,7 +50,9 @@ use log::{info, warn};
 use crate::config::{BgpConfig, Ipv4Cidr};
 pub use bird::*;
 pub use error::*;
+pub use names::*;
 pub use render::*;
+pub use session::{any_multihop, any_password};
 pub use status::*;
 
 // ---------------------------------------------------------------------------
@@ -131,7 +135,7 @@ impl BgpSync {
     pub fn apply(&mut self, containers: BTreeSet<Ipv4Addr>) {
         if self.written.as_ref() != Some(&containers) {
             let text = render_fragment(&self.cfg, &self.own, &containers);
-            if let Err(e) = write_atomic(&self.cfg.config, &text) {
+            if let Err(e) = write_atomic_mode(&self.cfg.config, &text, fragment_mode(&self.cfg)) {
                 warn!("bgp: {}", error_chain(&e));
                 return;
             }
@@ -180,3 +184,5 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod rr_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tor_tests;

@@ -2,30 +2,13 @@
 
 use std::{collections::BTreeSet, fmt::Write as _, io, net::Ipv4Addr, path::Path};
 
-use crate::config::{BgpConfig, Config, Ipv4Cidr, PeerRole};
+use crate::config::{BgpConfig, Config, Ipv4Cidr};
 
-use super::error::*;
+use super::{error::*, names::*, session::*};
 
 /// First line of every file netbpf writes for BIRD. A main config that
 /// starts with it is netbpf's to rewrite.
 pub const MARKER: &str = "# Written by netbpf";
-
-/// Name of the static protocol holding the announced routes.
-pub const STATIC_PROTOCOL: &str = "netbpf_containers";
-
-/// Name of the kernel protocol in a main config netbpf writes.
-pub const KERNEL_PROTOCOL: &str = "netbpf_kernel";
-
-/// Name of the import filter on every peer's session.
-pub const IMPORT_FILTER: &str = "netbpf_learn";
-
-/// Name of the export filter of a session that carries this host's
-/// routes only.
-pub const ANNOUNCE_FILTER: &str = "netbpf_announce";
-
-/// Name of the export filter of a route reflector's iBGP sessions: this
-/// host's routes and the BGP routes it reflects.
-pub const REFLECT_FILTER: &str = "netbpf_reflect";
 
 /// Ranges never learned from a peer: "this network", loopback,
 /// link-local, multicast and the reserved range up to the broadcast
@@ -67,13 +50,6 @@ pub fn announced_prefixes(cfg: &BgpConfig, containers: &BTreeSet<Ipv4Addr>) -> V
             }),
     );
     out
-}
-
-/// Name of the BGP protocol for the peer at `addr` (stable across
-/// reorderings of `[[bgp.peer]]`, so a reload does not restart sessions).
-pub fn peer_protocol(addr: Ipv4Addr) -> String {
-    let o = addr.octets();
-    format!("netbpf_peer_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
 }
 
 /// The host's own networks, which routes learned from a peer must stay
@@ -153,51 +129,16 @@ pub fn render_fragment(
         let _ = writeln!(s, "  if net ~ {} then reject;", prefix_set(own));
     }
     s.push_str("  accept;\n}\n");
-    for peer in &cfg.peers {
-        let ibgp = peer.asn == cfg.local_as;
-        let kind = if ibgp { "iBGP" } else { "eBGP" };
-        let what = match peer.role {
-            PeerRole::Peer => "",
-            PeerRole::Reflector => ", our route reflector",
-            PeerRole::Client => ", our route-reflector client",
-        };
-        let mut rr = String::new();
-        if let (PeerRole::Client, Some(id)) = (peer.role, cfg.cluster_id) {
-            let _ = write!(rr, "  rr client;\n  rr cluster id {id};\n");
-        }
-        let export = if ibgp && cfg.cluster_id.is_some() {
-            REFLECT_FILTER
-        } else {
-            ANNOUNCE_FILTER
-        };
+    if any_multihop(cfg) {
         let _ = write!(
             s,
-            "\n# [[{table}]] {addr} AS {asn} ({kind}{what})\n\
-             protocol bgp {name} {{\n\
-             \x20 router id {rid};\n\
-             \x20 local as {las};\n\
-             \x20 neighbor {addr} as {asn};\n\
-             \x20 direct;\n\
-             {rr}\
-             \x20 graceful restart on;\n\
-             \x20 graceful restart time {gr_time};\n\
-             \x20 connect retry time 5;\n\
-             \x20 ipv4 {{\n\
-             \x20   import filter {IMPORT_FILTER};\n\
-             \x20   receive limit {limit} action block;\n\
-             \x20   export filter {export};\n\
-             \x20   gateway direct;\n\
-             \x20 }};\n\
-             }}\n",
-            table = peer.role.table(),
-            addr = peer.address,
-            asn = peer.asn,
-            name = peer_protocol(peer.address),
-            rid = cfg.router_id,
-            las = cfg.local_as,
-            limit = cfg.receive_limit,
-            gr_time = cfg.graceful_restart_time,
+            "\n# A multihop session's next hop is resolved through BIRD's table\n\
+             # (gateway recursive): the connected subnets go there.\n\
+             protocol direct {DIRECT_PROTOCOL} {{\n  ipv4;\n}}\n"
         );
+    }
+    for peer in &cfg.peers {
+        s.push_str(&render_session(cfg, peer));
     }
     s
 }
@@ -206,6 +147,17 @@ pub fn render_fragment(
 /// not exist: router id, interfaces, BGP routes into the kernel's main
 /// table, and the include of the fragment.
 pub fn render_main(cfg: &BgpConfig) -> String {
+    // A multihop peer's next hop may be behind a route of the kernel's
+    // (a router's loopback via the segment's gateway): BIRD learns them
+    // to resolve it. They stay in BIRD (only BGP routes are exported).
+    let (learn, import) = if any_multihop(cfg) {
+        (
+            "  learn;\n",
+            "    import all;  # the kernel's routes: they resolve multihop next hops\n",
+        )
+    } else {
+        ("", "    import none;\n")
+    };
     format!(
         "{MARKER}: [bgp] main_config did not exist. netbpf rewrites this file at\n\
          # start while this line is first; remove the line to take the file over.\n\n\
@@ -220,8 +172,9 @@ pub fn render_main(cfg: &BgpConfig) -> String {
          protocol kernel {KERNEL_PROTOCOL} {{\n\
          \x20 persist;\n\
          \x20 graceful restart on;\n\
+         {learn}\
          \x20 ipv4 {{\n\
-         \x20   import none;\n\
+         {import}\
          \x20   export where source = RTS_BGP;\n\
          \x20 }};\n\
          }}\n\n\
@@ -231,11 +184,60 @@ pub fn render_main(cfg: &BgpConfig) -> String {
     )
 }
 
+/// Mode of a file netbpf writes for BIRD.
+pub const BIRD_FILE_MODE: u32 = 0o644;
+
+/// Mode of a fragment holding an MD5 password: not world-readable (BIRD
+/// reads it as root, or as its group when the group is given to it).
+pub const SECRET_FILE_MODE: u32 = 0o640;
+
+/// The mode the fragment of `cfg` is written with.
+pub fn fragment_mode(cfg: &BgpConfig) -> u32 {
+    if any_password(cfg) {
+        SECRET_FILE_MODE
+    } else {
+        BIRD_FILE_MODE
+    }
+}
+
 /// Writes `text` to `path` through a temporary file and a rename, so BIRD
 /// never reads half a file.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), BgpError> {
+    write_atomic_mode(path, text, BIRD_FILE_MODE)
+}
+
+/// [`write_atomic`] with the file's `mode`, set before any byte is
+/// written (a secret is never readable by others, even briefly), and the
+/// group of the file it replaces.
+pub fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> Result<(), BgpError> {
+    use std::{
+        io::Write as _,
+        os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    };
     let tmp = path.with_extension("netbpf-tmp");
-    std::fs::write(&tmp, text).map_err(io_err(format!("writing {}", tmp.display())))?;
+    let what = || format!("writing {}", tmp.display());
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(what()))?;
+    // The umask may have taken bits away: the mode is the one asked for.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(what()))?;
+    // The group stays the one the file had (BIRD's, given by the user so
+    // that a BIRD running as its own user reads a private fragment).
+    // Best effort: a writer that may not give that group (not root, not
+    // in it) still writes the file, with its own group as before.
+    if let (Ok(old), Ok(new)) = (std::fs::metadata(path), f.metadata()) {
+        use std::os::unix::fs::MetadataExt as _;
+        if old.gid() != new.gid() {
+            let _ = std::os::unix::fs::fchown(&f, None, Some(old.gid()));
+        }
+    }
+    f.write_all(text.as_bytes()).map_err(io_err(what()))?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(io_err(format!(
         "renaming {} to {}",
         tmp.display(),

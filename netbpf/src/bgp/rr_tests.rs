@@ -5,11 +5,7 @@ use super::*;
 use crate::config::{BgpPeer, BgpRole, PeerRole};
 
 fn peer(addr: [u8; 4], role: PeerRole) -> BgpPeer {
-    BgpPeer {
-        address: addr.into(),
-        asn: 64512,
-        role,
-    }
+    BgpPeer::new(addr.into(), 64512, role)
 }
 
 fn cfg(peers: Vec<BgpPeer>, cluster_id: Option<Ipv4Addr>) -> BgpConfig {

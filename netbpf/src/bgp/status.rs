@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::Path};
 
 use serde::Serialize;
 
-use super::{bird::*, error::*, render::*};
+use super::{bird::*, error::*, names::*};
 use crate::config::{BgpConfig, BgpRole, PeerRole};
 
 // ---------------------------------------------------------------------------
@@ -43,6 +43,9 @@ pub struct PeerStatus {
     /// Whether BIRD reflects routes to this peer (`rr client`: the
     /// session is `internal route-reflector`).
     pub rr_client: bool,
+    /// Whether the neighbour is in another AS (eBGP: BIRD's `Neighbor AS`
+    /// differs from its `Local AS`, or `Session: external`).
+    pub ebgp: bool,
     /// What the session is in netbpf's config (`[[bgp.peer]]`,
     /// `[[bgp.reflector]]` or `[[bgp.client]]`), when the config is known.
     pub role: Option<PeerRole>,
@@ -165,6 +168,7 @@ pub fn parse_protocols(lines: &[ReplyLine]) -> Vec<PeerStatus> {
                     "Session" => {
                         neighbor_caps = false;
                         p.rr_client = value.split_whitespace().any(|w| w == "route-reflector");
+                        p.ebgp |= value.split_whitespace().next() == Some("external");
                     }
                     "Restart time" if neighbor_caps => p.restart_time = value.parse().ok(),
                     "Receive limit" => p.receive_limit = value.parse().ok(),
@@ -193,6 +197,9 @@ pub fn parse_protocols(lines: &[ReplyLine]) -> Vec<PeerStatus> {
         }
     }
     for p in &mut out {
+        if let (Some(n), Some(l)) = (p.neighbor_as, p.local_as) {
+            p.ebgp |= n != l;
+        }
         if p.graceful_restart == GracefulRestart::Unknown && p.bgp_state == "Established" {
             // Up, and no graceful restart among the neighbour's capabilities.
             p.graceful_restart = GracefulRestart::Off;
@@ -296,11 +303,12 @@ impl BgpStatus {
         self.role = Some(cfg.role());
         self.cluster_id = cfg.cluster_id.map(|id| id.to_string());
         for p in &mut self.peers {
-            p.role = cfg
+            let known = cfg
                 .peers
                 .iter()
-                .find(|c| p.netbpf && p.neighbor.as_deref() == Some(&c.address.to_string()))
-                .map(|c| c.role);
+                .find(|c| p.netbpf && p.neighbor.as_deref() == Some(&c.address.to_string()));
+            p.role = known.map(|c| c.role);
+            p.ebgp |= known.is_some_and(|c| c.is_ebgp(cfg.local_as));
         }
         self
     }
@@ -335,6 +343,7 @@ impl BgpStatus {
                     info = format!("{info} (last error: {e})").trim().to_owned();
                 }
                 let role = match (p.role, p.rr_client) {
+                    (Some(PeerRole::Peer) | None, false) if p.ebgp => "eBGP",
                     (Some(PeerRole::Peer), _) => "peer",
                     (Some(PeerRole::Reflector), _) => "our reflector",
                     (Some(PeerRole::Client), _) | (None, true) => "rr client",

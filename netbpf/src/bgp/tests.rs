@@ -16,16 +16,8 @@ fn cfg(block: Option<&str>) -> BgpConfig {
         receive_limit: 16384,
         graceful_restart_time: 120,
         peers: vec![
-            BgpPeer {
-                address: Ipv4Addr::new(10, 0, 0, 12),
-                asn: 64512,
-                role: PeerRole::Peer,
-            },
-            BgpPeer {
-                address: Ipv4Addr::new(10, 0, 0, 1),
-                asn: 65000,
-                role: PeerRole::Peer,
-            },
+            BgpPeer::new(Ipv4Addr::new(10, 0, 0, 12), 64512, PeerRole::Peer),
+            BgpPeer::new(Ipv4Addr::new(10, 0, 0, 1), 65000, PeerRole::Peer),
         ],
         cluster_id: None,
     }
@@ -294,6 +286,7 @@ fn protocols_parse() {
             exported: Some(3),
             receive_limit: None,
             rr_client: false,
+            ebgp: false,
             role: None,
             // Established, and no graceful restart among the capabilities
             // (this capture leaves them out).

@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
-use netbpf::multihost::Topology;
+use netbpf::multihost::{MAX_RACKS, Racks, Topology, tcp_md5_supported};
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -24,6 +24,13 @@ pub struct LabArgs {
     /// 10.0.0.2; `host`: host 1, a netbpf host with [[bgp.client]]s.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "router")]
     reflector: Option<ReflectorKind>,
+    /// With --hosts: split the hosts into this many racks (2-4), each on
+    /// its own segment behind a top-of-rack router (BIRD, its own AS);
+    /// every host peers over eBGP with its rack's router (its own AS,
+    /// MD5 in rack 1, multihop for the last host), the routers with each
+    /// other.
+    #[arg(long, conflicts_with_all = ["reflector", "docker"])]
+    racks: Option<usize>,
     /// Run the Docker lab instead: a real dockerd (Debian's docker.io,
     /// iptables off, its own data root) in the lab's host namespace, two
     /// `docker run -p` containers, and netbpf following dockerd
@@ -47,15 +54,28 @@ pub async fn run(args: LabArgs) -> Result<()> {
     if args.docker {
         netbpf::lab::run_docker_demo(&exe, &args.prefix, args.once).await
     } else if args.hosts > 1 {
-        let topology = match args.reflector {
-            None => Topology::FullMesh,
-            Some(ReflectorKind::Router) => Topology::Reflector,
-            Some(ReflectorKind::Host) => Topology::HostReflector,
+        let topology = match (args.reflector, args.racks) {
+            (_, Some(racks)) => Topology::Racks(racks_plan(args.hosts, racks)?),
+            (None, None) => Topology::FullMesh,
+            (Some(ReflectorKind::Router), None) => Topology::Reflector,
+            (Some(ReflectorKind::Host), None) => Topology::HostReflector,
         };
         netbpf::multihost::run_demo(&exe, &args.prefix, args.hosts, topology, args.once).await
-    } else if args.reflector.is_some() {
-        anyhow::bail!("--reflector is for the multi-host lab: give --hosts 2 or more")
+    } else if args.reflector.is_some() || args.racks.is_some() {
+        anyhow::bail!("--reflector and --racks are for the multi-host lab: give --hosts 2 or more")
     } else {
         netbpf::lab::run_demo(&exe, &args.prefix, args.once).await
     }
+}
+
+/// The racks of `lab --hosts N --racks R`; TCP MD5 where the kernel has it.
+fn racks_plan(hosts: usize, racks: usize) -> Result<Racks> {
+    if !(2..=MAX_RACKS).contains(&racks) || racks > hosts {
+        anyhow::bail!("--racks {racks}: give 2..={MAX_RACKS} racks, at most one per host");
+    }
+    Ok(Racks {
+        hosts,
+        racks,
+        md5: tcp_md5_supported(),
+    })
 }

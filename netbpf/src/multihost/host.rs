@@ -9,7 +9,7 @@ use std::{
     process::{Child, Command},
 };
 
-use super::{bird::BirdDaemon, plan::*};
+use super::{bird::BirdDaemon, plan::*, racks::TorSession};
 use crate::{
     lab::{self, Container, LabError},
     maps,
@@ -40,8 +40,9 @@ pub struct Host {
 
 impl Host {
     /// The netbpf config of this host: its containers so far, `[bgp]` with
-    /// every other host of `all` as an iBGP peer (full mesh), or the
-    /// route reflector as its only neighbour.
+    /// every other host of `all` as an iBGP peer (full mesh), the route
+    /// reflector as its only neighbour, or (racks) its own AS and an eBGP
+    /// session with its rack's router.
     pub fn config_toml(&self, all: &[Ipv4Addr], topology: Topology) -> String {
         let mut s = String::from("[uplink]\ninterface = \"eth0\"\n");
         for c in &self.containers {
@@ -50,8 +51,9 @@ impl Host {
                 c.addr, c.host_veth
             ));
         }
+        let local_as = topology.host_as(self.index);
         s.push_str(&format!(
-            "\n[bgp]\nlocal_as = {LAB_AS}\nrouter_id = \"{}\"\nsocket = \"{}\"\nconfig = \"{}\"\nmain_config = \"{}\"\n",
+            "\n[bgp]\nlocal_as = {local_as}\nrouter_id = \"{}\"\nsocket = \"{}\"\nconfig = \"{}\"\nmain_config = \"{}\"\n",
             self.addr,
             self.dir.join("bird.ctl").display(),
             self.dir.join("netbpf-bird.conf").display(),
@@ -82,6 +84,7 @@ impl Host {
                     host_addr(1)
                 ));
             }
+            Topology::Racks(plan) => s.push_str(&tor_peer_toml(&plan.session(self.index))),
         }
         s
     }
@@ -177,6 +180,24 @@ impl Host {
     pub fn daemon_log(&self) -> String {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
+}
+
+/// The `[[bgp.peer]]` of a host's session with its rack's router.
+fn tor_peer_toml(t: &TorSession) -> String {
+    let mut s = format!(
+        "\n[[bgp.peer]]\naddress = \"{}\"\nas = {}\n",
+        t.tor_addr, t.tor_as
+    );
+    if let Some(n) = t.multihop {
+        s.push_str(&format!("multihop = {n}\n"));
+    }
+    if let Some(pw) = t.password {
+        s.push_str(&format!("password = \"{pw}\"\n"));
+    }
+    if let Some(nh) = t.next_hop {
+        s.push_str(&format!("next_hop = \"{}\"\n", nh.as_str()));
+    }
+    s
 }
 
 impl Drop for Host {

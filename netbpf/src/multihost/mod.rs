@@ -3,7 +3,9 @@
 //! BIRD daemon; the hosts peer over iBGP in a full mesh, or each with one
 //! route reflector (BIRD in a router namespace `{prefix}-rr` at 10.0.0.2,
 //! `--reflector`), and carry each other's container routes (`netbpf lab
-//! --hosts N`, and `tests/bgp.rs`, `tests/bgp_rr.rs`).
+//! --hosts N`, and `tests/bgp.rs`, `tests/bgp_rr.rs`). With `--racks R`
+//! the hosts sit in racks behind eBGP routers instead (see `racks.rs` and
+//! `tests/bgp_tor.rs`).
 //!
 //! ```text
 //!   {prefix}-h1c1 10.10.1.1 ─┐                                ┌─ {prefix}-h2c1 10.10.2.1
@@ -24,8 +26,11 @@
 
 mod bird;
 mod host;
+mod md5;
 mod plan;
+mod racks;
 mod reflector;
+mod tor;
 
 use std::{
     collections::BTreeSet,
@@ -38,8 +43,11 @@ use std::{
 
 pub use bird::BirdDaemon;
 pub use host::Host;
+pub use md5::tcp_md5_supported;
 pub use plan::*;
+pub use racks::*;
 pub use reflector::ReflectorRouter;
+pub use tor::{RackRouter, render_tor};
 
 use crate::{
     bgp,
@@ -61,6 +69,9 @@ pub struct MultiHost {
     /// The route reflector, with [`Topology::Reflector`] (dropped before
     /// the segment).
     pub reflector: Option<ReflectorRouter>,
+    /// The top-of-rack routers, with [`Topology::Racks`] (dropped before
+    /// the segment).
+    pub routers: Vec<RackRouter>,
     /// The segment: bridge `br0` joining the hosts' uplinks.
     pub segment: Netns,
     /// Scratch directory.
@@ -85,13 +96,22 @@ impl MultiHost {
         let dir = std::env::temp_dir().join(prefix);
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let segment = Netns::create(&format!("{prefix}-seg"))?;
-        segment.ip(&["link", "add", "br0", "type", "bridge"])?;
-        segment.ip(&["link", "set", "br0", "up"])?;
+        // br0: the one segment, or the racks' spine; br1..: the racks.
+        let racks = match topology {
+            Topology::Racks(plan) => plan.racks,
+            _ => 0,
+        };
+        for b in 0..=racks {
+            let br = format!("br{b}");
+            segment.ip(&["link", "add", &br, "type", "bridge"])?;
+            segment.ip(&["link", "set", &br, "up"])?;
+        }
         let mut lab = MultiHost {
             prefix: prefix.to_owned(),
             hosts: Vec::new(),
             topology,
             reflector: None,
+            routers: Vec::new(),
             segment,
             dir,
         };
@@ -99,14 +119,35 @@ impl MultiHost {
             let rr_dir = lab.dir.join("rr");
             lab.reflector = Some(ReflectorRouter::build(prefix, &lab.segment, &rr_dir)?);
         }
+        for r in 1..=racks {
+            let tor_dir = lab.dir.join(format!("tor{r}"));
+            let router = RackRouter::build(prefix, &lab.segment, r, &tor_dir)?;
+            lab.routers.push(router);
+        }
         for h in 1..=hosts {
             let ns = Netns::create(&format!("{prefix}-h{h}"))?;
             let port = format!("p-h{h}");
             netns::veth(&lab.segment, &port, &ns, "eth0")?;
-            lab.segment.ip(&["link", "set", &port, "master", "br0"])?;
-            let addr = host_addr(h);
+            let (addr, bridge) = match topology {
+                Topology::Racks(plan) => (plan.host_addr(h), format!("br{}", plan.rack(h))),
+                _ => (host_addr(h), "br0".to_owned()),
+            };
+            lab.segment.ip(&["link", "set", &port, "master", &bridge])?;
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             ns.sysctl("net.ipv4.ip_forward=1")?;
+            if let Topology::Racks(plan) = topology
+                && let session = plan.session(h)
+                && session.multihop.is_some()
+            {
+                // The router's loopback is behind its segment address.
+                ns.ip(&[
+                    "route",
+                    "add",
+                    &format!("{}/32", session.tor_addr),
+                    "via",
+                    &tor_addr(session.rack).to_string(),
+                ])?;
+            }
             let hdir = lab.dir.join(format!("h{h}"));
             fs::create_dir_all(&hdir).map_err(io_err(format!("creating {}", hdir.display())))?;
             let pin_dir = PathBuf::from("/sys/fs/bpf").join(format!("{prefix}-h{h}"));
@@ -142,6 +183,11 @@ impl MultiHost {
         let all = self.host_addrs();
         if let Some(rr) = &mut self.reflector {
             rr.start(&all)?;
+        }
+        if let Topology::Racks(plan) = self.topology {
+            for router in &mut self.routers {
+                router.start(&plan)?;
+            }
         }
         for h in &mut self.hosts {
             h.start_daemon(exe, &all, self.topology)?;
@@ -228,6 +274,7 @@ impl Drop for MultiHost {
         // before their files.
         self.hosts.clear();
         self.reflector = None;
+        self.routers.clear();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -245,8 +292,16 @@ pub async fn run_demo(
     once: bool,
 ) -> anyhow::Result<()> {
     let hosts = hosts.clamp(2, 9);
+    let topology = match topology {
+        Topology::Racks(plan) => Topology::Racks(Racks { hosts, ..plan }),
+        other => other,
+    };
+    let segments = match topology {
+        Topology::Racks(plan) => format!("{} racks behind their routers", plan.racks),
+        _ => format!("segment {SEGMENT}"),
+    };
     println!(
-        "netbpf multi-host lab: {hosts} hosts on segment {SEGMENT} (namespaces {prefix}-*; the host's own network is not touched)"
+        "netbpf multi-host lab: {hosts} hosts on {segments} (namespaces {prefix}-*; the host's own network is not touched)"
     );
     let mut lab = MultiHost::build_with(prefix, hosts, 2, topology)?;
     if lab.reflector.is_some() {
@@ -254,13 +309,17 @@ pub async fn run_demo(
             "  route reflector ({prefix}-rr): BIRD alone at {REFLECTOR_ADDR}/24, AS {LAB_AS}, cluster id {REFLECTOR_ADDR}, every host its client"
         );
     }
+    if let Topology::Racks(plan) = topology {
+        racks::print_plan(&plan, prefix);
+    }
     for h in &lab.hosts {
         println!(
-            "  host {} ({}-h{}): uplink {}/24, AS {LAB_AS}, containers {}",
+            "  host {} ({}-h{}): uplink {}/24, AS {}, containers {}",
             h.index,
             prefix,
             h.index,
             h.addr,
+            topology.host_as(h.index),
             h.containers
                 .iter()
                 .map(|c| c.addr.to_string())
@@ -277,6 +336,7 @@ pub async fn run_demo(
             "host 1 ({}) the route reflector, the others its clients",
             host_addr(1)
         ),
+        Topology::Racks(_) => "eBGP, each with its rack's router".to_owned(),
     };
     println!("  netbpf and BIRD running on every host ({peering}); waiting for the routes...");
     let took = lab.wait_converged(Duration::from_secs(30))?;
@@ -317,6 +377,17 @@ pub async fn run_demo(
         println!("Route reflector {REFLECTOR_ADDR} (netbpf bgp status on its BIRD):");
         print!("{}", indent(&status.render()));
         println!();
+    }
+    for router in &lab.routers {
+        if let Some(b) = &router.bird {
+            let status = bgp::status(&b.socket)?;
+            println!(
+                "Rack {}'s router (netbpf bgp status on its BIRD):",
+                router.rack
+            );
+            print!("{}", indent(&status.render()));
+            println!();
+        }
     }
     for h in &lab.hosts {
         if let Some(b) = &h.bird {

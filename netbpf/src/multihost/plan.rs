@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::racks::Racks;
+
 /// The AS every lab host is in (iBGP full mesh).
 pub const LAB_AS: u32 = 64512;
 
@@ -35,4 +37,18 @@ pub enum Topology {
     /// `[[bgp.client]]` per other host, announcing its own containers
     /// too); every other host is its client.
     HostReflector,
+    /// Hosts in racks, each rack on its own segment behind a top-of-rack
+    /// router running BIRD with its own AS; every host peers over eBGP
+    /// with its rack's router, and the routers with each other.
+    Racks(Racks),
+}
+
+impl Topology {
+    /// Host `h`'s AS: [`LAB_AS`], or its own in racks.
+    pub fn host_as(&self, h: usize) -> u32 {
+        match self {
+            Topology::Racks(plan) => plan.session(h).host_as,
+            _ => LAB_AS,
+        }
+    }
 }

@@ -69,11 +69,7 @@ impl ReflectorRouter {
             graceful_restart_time: DEFAULT_BGP_GRACEFUL_RESTART_TIME,
             peers: clients
                 .iter()
-                .map(|&address| BgpPeer {
-                    address,
-                    asn: LAB_AS,
-                    role: PeerRole::Client,
-                })
+                .map(|&address| BgpPeer::new(address, LAB_AS, PeerRole::Client))
                 .collect(),
             cluster_id: Some(REFLECTOR_ADDR),
         }

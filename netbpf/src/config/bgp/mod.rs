@@ -8,8 +8,10 @@ use serde::Deserialize;
 
 use super::{errors::*, types::*};
 
+mod options;
 mod sessions;
 
+pub use options::{BgpPassword, MAX_BGP_MULTIHOP, MAX_BGP_PASSWORD_LEN, NextHop, SessionOptions};
 pub use sessions::{BgpPeer, BgpRole, PeerRole};
 use sessions::{RawBgpPeer, RawSessions, role_of, validate_asn, validate_sessions};
 
@@ -61,6 +63,9 @@ pub const MIN_BGP_IMPORT_LEN: u8 = 8;
 /// [[bgp.peer]]                       # full mesh: one per other host (or an eBGP router)
 /// address = "10.0.0.12"
 /// as = 64512
+/// # multihop = 2                      # the neighbour is not on the segment (TTL)
+/// # password = "..."                  # TCP MD5 on the session
+/// # next_hop = "self"                 # or "keep": next hop of routes passed on
 ///
 /// # Or, instead of the full mesh, route reflectors (iBGP: `as` is local_as):
 /// # [[bgp.reflector]]                 # this host is a client of 10.0.0.2
@@ -112,7 +117,7 @@ impl BgpConfig {
     /// Full mesh, route-reflector client or route reflector, from the
     /// sessions.
     pub fn role(&self) -> BgpRole {
-        role_of(&self.peers)
+        role_of(&self.peers, self.local_as)
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::options::{self, SessionOptions};
 use crate::config::{errors::*, types::*};
 
 /// What a session is to this host.
@@ -42,6 +43,9 @@ pub enum BgpRole {
     ReflectorClient,
     /// At least one `[[bgp.client]]`: this host reflects routes.
     Reflector,
+    /// Only `[[bgp.peer]]`s, each in another AS: eBGP to routers (a
+    /// top-of-rack router), the hosts do not peer with each other.
+    Ebgp,
 }
 
 impl std::fmt::Display for BgpRole {
@@ -50,13 +54,14 @@ impl std::fmt::Display for BgpRole {
             BgpRole::FullMesh => "full mesh",
             BgpRole::ReflectorClient => "route-reflector client",
             BgpRole::Reflector => "route reflector",
+            BgpRole::Ebgp => "eBGP to routers",
         })
     }
 }
 
 /// One BGP neighbour: a `[[bgp.peer]]`, `[[bgp.reflector]]` or
 /// `[[bgp.client]]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BgpPeer {
     /// Its address (on the uplink's segment).
     pub address: Ipv4Addr,
@@ -65,6 +70,25 @@ pub struct BgpPeer {
     pub asn: u32,
     /// Which table declared it.
     pub role: PeerRole,
+    /// `multihop`, `password`, `next_hop`.
+    pub options: SessionOptions,
+}
+
+impl BgpPeer {
+    /// A direct session without a password, BIRD's next-hop default.
+    pub fn new(address: Ipv4Addr, asn: u32, role: PeerRole) -> Self {
+        BgpPeer {
+            address,
+            asn,
+            role,
+            options: SessionOptions::default(),
+        }
+    }
+
+    /// Whether the neighbour is in another AS than `local_as`.
+    pub fn is_ebgp(&self, local_as: u32) -> bool {
+        self.asn != local_as
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +97,9 @@ pub(super) struct RawBgpPeer {
     address: Option<String>,
     #[serde(rename = "as")]
     asn: Option<i64>,
+    multihop: Option<i64>,
+    password: Option<String>,
+    next_hop: Option<options::NextHop>,
 }
 
 /// The raw session tables of `[bgp]`.
@@ -196,11 +223,35 @@ pub(super) fn validate_sessions(
             let address = p.check(peer_address(&akey, peer.address, router_id, &addresses));
             let skey = format!("{}[{i}].as", role.table());
             let asn = p.check(peer_asn(&skey, peer.asn, role, local_as)).flatten();
+            let base = format!("{}[{i}]", role.table());
+            let multihop = match peer.multihop {
+                None => Some(None),
+                Some(n) => p
+                    .check(options::multihop(&format!("{base}.multihop"), n))
+                    .map(Some),
+            };
+            let password = match peer.password {
+                None => Some(None),
+                Some(s) => p
+                    .check(options::password(&format!("{base}.password"), s))
+                    .map(Some),
+            };
             if let Some(address) = address {
                 addresses.push((akey, address));
             }
-            if let (Some(address), Some(asn)) = (address, asn) {
-                peers.push(BgpPeer { address, asn, role });
+            if let (Some(address), Some(asn), Some(multihop), Some(password)) =
+                (address, asn, multihop, password)
+            {
+                peers.push(BgpPeer {
+                    address,
+                    asn,
+                    role,
+                    options: SessionOptions {
+                        multihop,
+                        password,
+                        next_hop: peer.next_hop,
+                    },
+                });
             }
         }
     }
@@ -210,12 +261,14 @@ pub(super) fn validate_sessions(
     Some((peers, cluster_id?))
 }
 
-/// This host's role given its sessions.
-pub(super) fn role_of(peers: &[BgpPeer]) -> BgpRole {
+/// This host's role given its sessions and its AS.
+pub(super) fn role_of(peers: &[BgpPeer], local_as: u32) -> BgpRole {
     if peers.iter().any(|p| p.role == PeerRole::Client) {
         BgpRole::Reflector
     } else if peers.iter().any(|p| p.role == PeerRole::Reflector) {
         BgpRole::ReflectorClient
+    } else if !peers.is_empty() && peers.iter().all(|p| p.is_ebgp(local_as)) {
+        BgpRole::Ebgp
     } else {
         BgpRole::FullMesh
     }

@@ -58,11 +58,11 @@ fn minimal_table_gets_defaults() {
     assert_eq!(b.receive_limit, DEFAULT_BGP_RECEIVE_LIMIT);
     assert_eq!(
         b.peers,
-        vec![BgpPeer {
-            address: Ipv4Addr::new(10, 0, 0, 12),
-            asn: 64512,
-            role: PeerRole::Peer,
-        }]
+        vec![BgpPeer::new(
+            Ipv4Addr::new(10, 0, 0, 12),
+            64512,
+            PeerRole::Peer
+        )]
     );
     assert_eq!(b.cluster_id, None);
     assert_eq!(b.role(), BgpRole::FullMesh);
@@ -239,8 +239,8 @@ fn unknown_keys_are_syntax_errors() {
     assert!(matches!(e, ConfigError::Syntax(_)), "{e}");
     assert!(e.to_string().contains("asn"), "{e}");
     let e = parse(
-        "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n[[bgp.peer]]\naddress = \"10.0.0.2\"\nas = 1\npassword = \"x\"\n",
+        "[bgp]\nlocal_as = 64512\nrouter_id = \"10.0.0.11\"\n[[bgp.peer]]\naddress = \"10.0.0.2\"\nas = 1\nbfd = true\n",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("password"), "{e}");
+    assert!(e.to_string().contains("bfd"), "{e}");
 }

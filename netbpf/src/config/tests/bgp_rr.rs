@@ -29,16 +29,8 @@ fn a_reflector_client_names_its_reflectors_and_their_as_defaults_to_local_as() {
     assert_eq!(
         b.peers,
         [
-            BgpPeer {
-                address: Ipv4Addr::new(10, 0, 0, 2),
-                asn: 64512,
-                role: PeerRole::Reflector,
-            },
-            BgpPeer {
-                address: Ipv4Addr::new(10, 0, 0, 3),
-                asn: 64512,
-                role: PeerRole::Reflector,
-            },
+            BgpPeer::new(Ipv4Addr::new(10, 0, 0, 2), 64512, PeerRole::Reflector),
+            BgpPeer::new(Ipv4Addr::new(10, 0, 0, 3), 64512, PeerRole::Reflector),
         ]
     );
 }

@@ -3,6 +3,7 @@
 
 mod bgp;
 mod bgp_rr;
+mod bgp_tor;
 mod conntrack;
 mod container;
 mod datapath;
