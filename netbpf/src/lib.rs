@@ -29,6 +29,7 @@ pub mod import;
 #[cfg(feature = "lab")]
 pub mod lab;
 #[cfg(feature = "lab")]
+pub mod links;
 pub mod live;
 pub mod loader;
 pub mod maps;
