@@ -406,3 +406,46 @@ pub fn topology_name(t: Topology) -> &'static str {
         Topology::HostReflector => "host-reflector",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_maxima() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+        assert_eq!(max([1.0, 7.0, 3.0].into_iter()), 7.0);
+    }
+
+    #[test]
+    fn the_figures_render_with_every_round() {
+        let round = Round {
+            address: Ipv4Addr::new(10, 10, 1, 200),
+            reachable_ms: 244.4,
+            route_installed_ms: 230.0,
+            withdrawn_ms: 215.0,
+            add_command_ms: 265.0,
+        };
+        let c = Convergence {
+            hosts: 10,
+            topology: topology_name(Topology::Reflector),
+            rounds: vec![round],
+            reachable_median_ms: 244.4,
+            reachable_max_ms: 244.4,
+            route_installed_median_ms: 230.0,
+            withdrawn_median_ms: 215.0,
+            withdrawn_max_ms: 215.0,
+        };
+        let text = c.render();
+        assert!(
+            text.starts_with("  10 hosts (reflector), 1 round(s): new container reachable from every other host in 244 ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.10.1.200: `containers add` returned after 265 ms"),
+            "{text}"
+        );
+    }
+}
