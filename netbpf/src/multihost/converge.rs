@@ -20,7 +20,10 @@
 //!    runs; a host's figure is the moment `ip monitor route` reports the
 //!    route deleted.
 //!
-//! The round's figure is the slowest host's.
+//! Before each timed command the round waits a pseudo-random part of the
+//! daemon's 250 ms routing sync, so that the rounds sample every phase of
+//! that poll instead of locking onto one. The round's figure is the
+//! slowest host's.
 
 use std::{
     io::{BufRead, BufReader},
@@ -49,6 +52,13 @@ const PROBE_PORT: u16 = 7070;
 /// and a new one made: the figure is within this much (plus the 10 ms
 /// pause) of the first moment a fresh connection works.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The daemon's routing sync period (`containers::SYNC_INTERVAL`, the
+/// poll that notices a change): each timed command waits a pseudo-random
+/// part of it first, so that rounds do not lock onto the same phase of
+/// the poll (they would: a round ends on a tick, and the next one starts
+/// a fixed time later).
+const PHASE_SPREAD: Duration = crate::containers::SYNC_INTERVAL;
 
 /// How long a round may take before it fails.
 const ROUND_BOUND: Duration = Duration::from_secs(30);
@@ -324,6 +334,7 @@ fn timed_round(
     let others: Vec<usize> = lab.hosts[1..].iter().map(|h| h.index).collect();
     monitors.drain();
 
+    thread::sleep(jitter());
     let start = Instant::now();
     let (add_command, installed, reachable) = thread::scope(|scope| {
         let probes: Vec<_> = lab.hosts[1..]
@@ -365,6 +376,7 @@ fn timed_round(
     drop(listener);
 
     monitors.drain();
+    thread::sleep(jitter());
     let start_del = Instant::now();
     netbpf_on_host1(
         lab,
@@ -379,6 +391,16 @@ fn timed_round(
         withdrawn_ms: ms(withdrawn.saturating_duration_since(start_del)),
         add_command_ms: ms(add_command),
     })
+}
+
+/// A pause in `0..PHASE_SPREAD`, from the clock's nanoseconds (no need
+/// for a real random source: only the phase against the poll matters).
+fn jitter() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let spread = PHASE_SPREAD.as_millis().max(1) as u32;
+    Duration::from_millis(u64::from(nanos / 1000 % spread))
 }
 
 /// From namespace `ns`, tries a TCP connection to `dst` (each attempt
