@@ -28,8 +28,8 @@ pub mod explain;
 pub mod import;
 #[cfg(feature = "lab")]
 pub mod lab;
-#[cfg(feature = "lab")]
 pub mod links;
+#[cfg(feature = "lab")]
 pub mod live;
 pub mod loader;
 pub mod maps;
