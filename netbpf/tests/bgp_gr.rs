@@ -89,7 +89,9 @@ fn restarting_netbpf_and_bird_keeps_routes_and_a_flowing_stream_and_a_stopped_ho
     flow.advances(50, CONVERGE, "before any restart");
 
     // netbpf on host 2 stops. Its routing stays: the programs in their
-    // pinned links, the maps, the host routes; BIRD keeps announcing.
+    // pinned links, the maps, the host routes; BIRD, not netbpf's child,
+    // keeps its session and keeps announcing.
+    let session = reflector_sees_host2(&lab).expect("session").since;
     lab.stop_daemon(1);
     flow.advances(100, CONVERGE, "while netbpf on host 2 was stopped");
     assert!(
@@ -117,6 +119,11 @@ fn restarting_netbpf_and_bird_keeps_routes_and_a_flowing_stream_and_a_stopped_ho
     lab.wait_converged(CONVERGE)
         .expect("host 2's second container withdrawn, the rest kept");
     assert!(has_route(&lab.hosts[0], b), "never withdrawn on host 1");
+    let s = reflector_sees_host2(&lab).expect("session");
+    assert!(
+        s.bgp_state == "Established" && s.since == session,
+        "host 2's BGP session was not touched by netbpf's restart: {s:#?} (up since {session})"
+    );
     let listed = String::from_utf8_lossy(
         &ok(run(exe(), &lab.hosts[1], &["containers", "list", "--json"])).stdout,
     )
