@@ -23,6 +23,10 @@ pub mod container_if_flags {
     /// The daemon has attached the container-side program to this veth.
     /// Set and read by userspace only (`netbpf containers add` waits for it).
     pub const ATTACHED: u16 = 1 << 0;
+    /// The entry comes from the config's `[[container]]` list (not from
+    /// `netbpf containers add`): a daemon that starts on a config without
+    /// it removes it. Set and read by userspace only.
+    pub const CONFIGURED: u16 = 1 << 1;
 }
 
 /// Value of [`map_names::CONTAINER_IFS`]: the container behind a host-side

@@ -1,6 +1,7 @@
 //! `cargo xtask bench` runs this as root: the benchmark of
 //! docs/performance.md (in-kernel cost per path, router cost against
-//! iptables-nft, install time, SYN flood). Prints the markdown summary.
+//! iptables-nft, install time, SYN flood, BGP convergence). Prints the
+//! markdown summary.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -25,7 +26,7 @@ struct Cli {
     /// Skip the router bench (netbpf vs iptables with trafgen).
     #[arg(long)]
     skip_router: bool,
-    /// Run only one part: kernel, router, install or flood.
+    /// Run only one part: kernel, router, install, flood or bgp.
     #[arg(long, value_name = "PART")]
     only: Option<netbpf::bench::Part>,
     /// Instead of the bench: run one warm in-kernel path back to back (for

@@ -29,6 +29,7 @@ pub mod flows;
 pub mod import;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod links;
 #[cfg(feature = "lab")]
 pub mod live;
 pub mod loader;

@@ -1,13 +1,12 @@
 //! Graceful restart end to end with real BIRD daemons: two container
 //! hosts, clients of a route reflector (BIRD in a router namespace), with
-//! `[bgp] graceful_restart_time = 8`. A TCP connection from a container on
-//! host 1 to one on host 2 survives restarting netbpf on host 2 and
-//! killing and restarting BIRD there, and host 1 keeps its route all
-//! along; once host 2 stops for good, its route goes after the restart
-//! time. While netbpf itself is stopped, host 2 does not route to its
-//! containers (the daemon removes its routing when it stops): the
-//! connection survives a restart through TCP's retransmissions, not a
-//! long stop.
+//! `[bgp] graceful_restart_time = 8`. A TCP stream from a container on
+//! host 1 to one on host 2 keeps flowing (a numbered line every 10 ms,
+//! echoed in order, never reset) while netbpf on host 2 is stopped, across
+//! its restart on a config without host 2's second container (withdrawn
+//! everywhere, the first kept), and while BIRD on host 2 is killed and
+//! restarted; host 1 keeps its route all along. Once host 2 stops for
+//! good, its route goes after the restart time.
 //!
 //! Namespaces are `nbrr<x>-<pid>-*`, removed on drop, also when a test
 //! fails. Needs root and `bird` (Debian `bird2`).
@@ -21,7 +20,6 @@ use bgp_common::*;
 use common::{exe, require_root};
 
 use std::{
-    io::BufReader,
     net::{SocketAddr, SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
@@ -58,15 +56,15 @@ fn reflector_sees_host2(lab: &MultiHost) -> Option<netbpf::bgp::PeerStatus> {
 }
 
 #[test]
-fn restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is_withdrawn() {
+fn restarting_netbpf_and_bird_keeps_routes_and_a_flowing_stream_and_a_stopped_host_is_withdrawn() {
     if !require_root(
-        "restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is_withdrawn",
+        "restarting_netbpf_and_bird_keeps_routes_and_a_flowing_stream_and_a_stopped_host_is_withdrawn",
     ) || !bird_installed()
     {
         return;
     }
     let prefix = format!("nbrrgr-{}", std::process::id());
-    let mut lab = MultiHost::build_with(&prefix, 2, 1, Topology::Reflector).expect("build");
+    let mut lab = MultiHost::build_with(&prefix, 2, 2, Topology::Reflector).expect("build");
     for h in &mut lab.hosts {
         h.bgp_extra = format!("graceful_restart_time = {RESTART_TIME}\n");
     }
@@ -74,6 +72,7 @@ fn restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is
     lab.wait_converged(CONVERGE).expect("converged");
     let a = container_addr(1, 1);
     let b = container_addr(2, 1);
+    let b2 = container_addr(2, 2);
     let s = reflector_sees_host2(&lab).expect("reflector session to host 2");
     assert_eq!(s.graceful_restart, GracefulRestart::Able, "{s:#?}");
     assert_eq!(s.restart_time, Some(RESTART_TIME as u32), "{s:#?}");
@@ -85,32 +84,63 @@ fn restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is
         .run(move || TcpStream::connect_timeout(&SocketAddr::V4(echo_addr), Duration::from_secs(5)))
         .expect("netns")
         .expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
     assert_eq!(stream.local_addr().expect("local").ip(), a);
-    let mut stream = BufReader::new(stream);
-    assert_eq!(echo(&mut stream, "before").expect("echo"), "before");
+    let flow = Flow::start(stream);
+    flow.advances(50, CONVERGE, "before any restart");
 
-    // netbpf on host 2 restarts. BIRD keeps announcing, so nothing is
-    // withdrawn anywhere. (While no daemon runs, host 2 does not route to
-    // its containers: the daemon removes its routing programs and host
-    // routes when it stops. TCP retransmits across the gap.)
+    // netbpf on host 2 stops. Its routing stays: the programs in their
+    // pinned links, the maps, the host routes; BIRD, not netbpf's child,
+    // keeps its session and keeps announcing.
+    let session = reflector_sees_host2(&lab).expect("session").since;
     lab.stop_daemon(1);
+    flow.advances(100, CONVERGE, "while netbpf on host 2 was stopped");
     assert!(
         has_route(&lab.hosts[0], b),
         "host 1 routes {b} while netbpf is down"
     );
+    let routes = lab.hosts[1]
+        .ns
+        .ip(&["-4", "route", "show", &format!("{b}/32")])
+        .expect("ip route");
+    assert!(
+        String::from_utf8_lossy(&routes.stdout).contains("dev veth-c1"),
+        "host 2 keeps its host route to {b}: {}",
+        String::from_utf8_lossy(&routes.stdout)
+    );
+
+    // It starts again on a config without its second container: the new
+    // daemon adopts the first without a gap and removes only the second
+    // (map entries, pinned link), which BIRD withdraws everywhere.
+    let gone = lab.hosts[1].containers.remove(1);
+    assert_eq!(gone.addr, b2);
     lab.start_daemon(1, exe())
         .expect("restart netbpf on host 2");
-    let reply = echo(&mut stream, "netbpf back").unwrap_or_else(|e| {
-        panic!(
-            "connection lost across netbpf's restart: {e}\nhost 2 daemon log:\n{}",
-            lab.hosts[1].daemon_log()
-        )
-    });
-    assert_eq!(reply, "netbpf back");
+    flow.advances(100, CONVERGE, "across netbpf's restart on host 2");
+    lab.wait_converged(CONVERGE)
+        .expect("host 2's second container withdrawn, the rest kept");
     assert!(has_route(&lab.hosts[0], b), "never withdrawn on host 1");
+    let s = reflector_sees_host2(&lab).expect("session");
+    assert!(
+        s.bgp_state == "Established" && s.since == session,
+        "host 2's BGP session was not touched by netbpf's restart: {s:#?} (up since {session})"
+    );
+    let listed = String::from_utf8_lossy(
+        &ok(run(exe(), &lab.hosts[1], &["containers", "list", "--json"])).stdout,
+    )
+    .into_owned();
+    assert!(
+        listed.contains(&format!("\"{b}\"")) && !listed.contains(&format!("\"{b2}\"")),
+        "host 2 routes {b} and not {b2}: {listed}"
+    );
+    let links = lab.hosts[1].pin_dir.join("links");
+    assert!(
+        links.join("netbpf_container@veth-c1").exists()
+            && !links.join("netbpf_container@veth-c2").exists(),
+        "host 2's pinned links: {:?}\n{}",
+        std::fs::read_dir(&links).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+        lab.hosts[1].daemon_log()
+    );
+    drop(gone);
 
     // BIRD on host 2 dies (SIGKILL, no goodbye): the reflector keeps its
     // routes as stale and shows the neighbour restarting; host 1 keeps
@@ -124,10 +154,7 @@ fn restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is
     );
     assert!(has_route(&lab.hosts[0], b), "host 1 still routes {b}");
     assert!(has_route(&lab.hosts[1], a), "host 2 still routes {a}");
-    assert_eq!(
-        echo(&mut stream, "bird down").expect("connection survives BIRD's death"),
-        "bird down"
-    );
+    flow.advances(100, CONVERGE, "while BIRD on host 2 was down");
     lab.hosts[1].start_bird(true).expect("restart bird");
     // Back once the graceful restart is over: host 2 re-announced its
     // route and sent End-of-RIB, so the reflector no longer holds it as
@@ -144,11 +171,10 @@ fn restarting_netbpf_and_bird_keeps_routes_and_connections_and_a_stopped_host_is
     lab.wait_converged(CONVERGE)
         .expect("every route in every kernel");
     assert!(has_route(&lab.hosts[0], b), "never withdrawn on host 1");
-    assert_eq!(
-        echo(&mut stream, "bird back").expect("connection survives BIRD's restart"),
-        "bird back"
-    );
-    drop(stream);
+    flow.advances(100, CONVERGE, "across BIRD's restart on host 2");
+    let received = flow.received();
+    flow.stop();
+    eprintln!("{received} lines echoed in order across both restarts");
     let _ = server.join();
 
     // Host 2 stops for good: its route stays while the reflector waits the

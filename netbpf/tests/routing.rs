@@ -229,6 +229,83 @@ fn sighup_applies_the_config_containers() {
 }
 
 #[test]
+fn routed_containers_stay_routed_without_a_daemon_and_down_removes_them() {
+    require_root!();
+    let (mut lab, _servers) = routed_lab("stay", 2);
+    let first = SocketAddrV4::new(lab.routed[0].addr, SERVICE_PORT);
+    let second = SocketAddrV4::new(lab.routed[1].addr, SERVICE_PORT);
+    lab::tcp_whoami(lab.peer.as_ref().expect("peer"), first).expect("reachable before");
+    lab.stop_daemon().expect("daemon stops");
+    let peer = lab.peer.as_ref().expect("peer");
+
+    // No daemon: the peer must ask ARP again (answered by the pinned XDP
+    // program), and the pinned tc programs forward both ways.
+    let before = netbpf::maps::read_stats(&lab.pin_dir).expect("stats");
+    let _ = peer.ip(&["neigh", "flush", "dev", "eth0"]);
+    for dst in [first, second] {
+        let seen = lab::tcp_whoami(peer, dst).expect("reachable with no daemon");
+        assert_eq!(*parse_whoami(&seen).expect("addr").ip(), lab::PEER_ADDR);
+    }
+    let seen =
+        lab::tcp_whoami(&lab.routed[0].ns, second).expect("container to container with no daemon");
+    assert_eq!(*parse_whoami(&seen).expect("addr").ip(), lab.routed[0].addr);
+    let after = netbpf::maps::read_stats(&lab.pin_dir).expect("stats");
+    assert!(
+        after.get(Counter::RoutedIn) > before.get(Counter::RoutedIn)
+            && after.get(Counter::ArpReplies) > before.get(Counter::ArpReplies),
+        "netbpf's programs routed and answered ARP with no daemon"
+    );
+
+    // A daemon on a config without the first container adopts the second
+    // and removes only the first (map entries, its veth's pinned link).
+    let keep = lab.routed_toml_for(&[1]);
+    lab.start_daemon(exe(), &keep).expect("daemon starts again");
+    let out = cli_output(&lab, &["containers", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = rows.as_array().expect("array");
+    assert!(
+        rows.len() == 1 && rows[0]["address"] == lab.routed[1].addr.to_string(),
+        "only the configured container stays: {rows:#?}"
+    );
+    let links = lab.pin_dir.join("links");
+    assert!(
+        !links
+            .join(format!("netbpf_container@{}", lab.routed[0].host_veth))
+            .exists()
+            && links
+                .join(format!("netbpf_container@{}", lab.routed[1].host_veth))
+                .exists(),
+        "pinned links: {:?}",
+        std::fs::read_dir(&links).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    let peer = lab.peer.as_ref().expect("peer");
+    let _ = peer.ip(&["neigh", "flush", "dev", "eth0"]);
+    assert!(
+        lab::tcp_whoami(peer, first).is_err(),
+        "the dropped one is gone"
+    );
+    lab::tcp_whoami(peer, second).expect("the kept one still works");
+
+    // `netbpf down` removes the rest, host routes included.
+    lab.stop_daemon().expect("daemon stops");
+    let out = cli_output(&lab, &["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let routes = lab
+        .host
+        .ip(&["-4", "route", "show", &format!("{}/32", lab.routed[1].addr)])
+        .expect("ip route");
+    assert!(
+        routes.stdout.is_empty(),
+        "host route left after down: {}",
+        String::from_utf8_lossy(&routes.stdout)
+    );
+}
+
+#[test]
 fn masqueraded_and_routed_containers_coexist() {
     require_root!();
     let mut lab = Lab::build_with(&prefix("mix"), 1, 1).expect("build lab");

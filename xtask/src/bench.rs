@@ -14,7 +14,7 @@ const BENCH_EXAMPLE: &str = "bench";
 
 /// Runs the bench; `quick` is the reduced matrix (under two minutes once
 /// built); `only` names the one part to run (kernel, router, install,
-/// flood).
+/// flood, bgp).
 pub fn run(ctx: &Context, quick: bool, skip_router: bool, only: Option<&str>) -> Result<()> {
     if !setup::is_root()? {
         bail!(

@@ -64,8 +64,8 @@ enum Command {
     /// Set up, then check formatting and run clippy with warnings denied.
     Lint,
     /// Build (release) and run the benchmark as root: in-kernel cost per path, router
-    /// cost against iptables-nft, install time, SYN flood against iptables-nft; writes
-    /// results/ (docs/performance.md).
+    /// cost against iptables-nft, install time, SYN flood against iptables-nft, BGP
+    /// convergence on changes; writes results/ (docs/performance.md).
     Bench {
         /// The reduced matrix, under two minutes once built.
         #[arg(long)]
@@ -73,8 +73,8 @@ enum Command {
         /// Skip the router bench (netbpf vs iptables-nft with trafgen).
         #[arg(long)]
         skip_router: bool,
-        /// Run only one part: kernel, router, install or flood.
-        #[arg(long, value_name = "PART", value_parser = ["kernel", "router", "install", "flood"])]
+        /// Run only one part: kernel, router, install, flood or bgp.
+        #[arg(long, value_name = "PART", value_parser = ["kernel", "router", "install", "flood", "bgp"])]
         only: Option<String>,
     },
 }

@@ -19,12 +19,19 @@
 //!    datapath (netbpf, iptables-nft) absorbs before anyone else's new
 //!    flow fails ([`flood`]).
 //!
-//! `--only PART` runs one of them (`kernel`, `router`, `install`, `flood`).
+//! 5. **BGP convergence on changes**: in a 3-host full mesh and a 10-host
+//!    lab with a route reflector, how long a new container takes to be
+//!    reachable from every other host and a removed one to be withdrawn
+//!    ([`bgp`]).
+//!
+//! `--only PART` runs one of them (`kernel`, `router`, `install`, `flood`,
+//! `bgp`).
 //!
 //! Namespaces are named `nbb-*-<pid>` and pins live in
 //! `/sys/fs/bpf/nbb-*-<pid>`; both are removed when the bench ends (also on
 //! errors, through [`Netns`]'s and [`Lab`]'s drops).
 
+mod bgp;
 mod chart;
 mod fmt;
 mod install;
@@ -110,6 +117,14 @@ pub fn run(opts: &Options) -> Result<String> {
     } else {
         not_run(Part::Flood)
     };
+    let bgp = if runs(Part::Bgp) {
+        eprintln!(
+            "bench: part 5, BGP convergence on changes (3-host full mesh, 10 hosts with a reflector)"
+        );
+        bgp::bench(opts)?
+    } else {
+        not_run(Part::Bgp)
+    };
     let env_end = environment(opts)?;
     let results = json!({
         "schema": "netbpf-bench/1",
@@ -122,6 +137,7 @@ pub fn run(opts: &Options) -> Result<String> {
         "router": router,
         "install": install,
         "flood": flood,
+        "bgp": bgp,
     });
     let text = serde_json::to_string_pretty(&results)?;
     fs::write(dir.join("bench.json"), text + "\n")?;

@@ -32,6 +32,8 @@ pub enum Part {
     Install,
     /// 4: the SYN flood each datapath absorbs.
     Flood,
+    /// 5: BGP convergence on changes.
+    Bgp,
 }
 
 impl std::str::FromStr for Part {
@@ -43,8 +45,9 @@ impl std::str::FromStr for Part {
             "router" => Ok(Part::Router),
             "install" => Ok(Part::Install),
             "flood" => Ok(Part::Flood),
+            "bgp" => Ok(Part::Bgp),
             _ => Err(format!(
-                "unknown part {s:?}: one of kernel, router, install, flood"
+                "unknown part {s:?}: one of kernel, router, install, flood, bgp"
             )),
         }
     }
@@ -58,6 +61,7 @@ impl Part {
             Part::Router => "router",
             Part::Install => "install",
             Part::Flood => "flood",
+            Part::Bgp => "bgp",
         }
     }
 }

@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{chart::*, flood, fmt::*, kernel::PATHS, packets::*, router_report::router_summary};
+use super::{
+    bgp, chart::*, flood, fmt::*, kernel::PATHS, packets::*, router_report::router_summary,
+};
 
 // ---------------------------------------------------------------------------
 // Report
@@ -206,6 +208,11 @@ pub fn summary(results: &Value, plot: &str) -> String {
 
     // Part 4.
     flood::summary(&mut s, &results["flood"]);
+
+    // Part 5 (absent from runs before it existed).
+    if !results["bgp"].is_null() {
+        bgp::summary(&mut s, &results["bgp"]);
+    }
     s
 }
 

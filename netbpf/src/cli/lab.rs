@@ -13,9 +13,11 @@ pub struct LabArgs {
     /// Run the demo once and exit instead of showing live counters.
     #[arg(long)]
     once: bool,
-    /// Run the multi-host lab instead: this many container hosts (2-9) on
+    /// Run the multi-host lab instead: this many container hosts (2-10) on
     /// one segment, carrying each other's container routes over BGP with
-    /// BIRD (docs/multi-host.md).
+    /// BIRD (docs/multi-host.md); it ends by measuring how fast a new
+    /// container is reachable from every other host and a removed one is
+    /// withdrawn.
     #[arg(long, default_value_t = 1)]
     hosts: usize,
     /// With --hosts: the hosts peer with a route reflector instead of an

@@ -115,7 +115,7 @@ pub fn add(
             what: interface.to_owned(),
         });
     }
-    maps.insert(&r)?;
+    maps.insert(&r, false)?;
     let up = uplink(dir)?;
     install_route_and_announce(&mut rtnl, &r, up.ifindex, up.mac);
     // The daemon attaches the veth's program on its next pass.

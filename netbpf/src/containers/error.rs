@@ -90,6 +90,15 @@ pub enum ContainersError {
         #[source]
         source: ProgramError,
     },
+    /// A program's pinned link could not be made, adopted or removed.
+    #[error("program {name}")]
+    Link {
+        /// The program.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: crate::links::LinkError,
+    },
     /// The daemon did not attach the container's program in time.
     #[error(
         "the daemon did not attach netbpf_container to {interface} within {secs} s (is `netbpf daemon` running with this --pin-dir?)"

@@ -3,40 +3,58 @@
 //!
 //! The maps are the source of truth. `CONTAINERS` (address → veth and
 //! MACs) and `CONTAINER_IFS` (veth → address) are written by the daemon at
-//! start and on SIGHUP (for the config's containers), and by
-//! `netbpf containers add|del` on a running daemon. The daemon reconciles
-//! the programs with them every [`SYNC_INTERVAL`]: it attaches
-//! `netbpf_container` at tc ingress of every veth in `CONTAINER_IFS` (and
-//! marks the entry [`container_if_flags::ATTACHED`], which `containers add`
-//! waits for), detaches it from veths no longer there, and attaches the
-//! uplink's `netbpf_arp` (XDP) and `netbpf_route_in` (tc ingress) once
-//! there is a container.
+//! start and on SIGHUP (for the config's containers, flagged
+//! [`container_if_flags::CONFIGURED`]), and by `netbpf containers add|del`
+//! on a running daemon. The daemon reconciles the programs with them every
+//! [`SYNC_INTERVAL`]: it attaches `netbpf_container` at tc ingress of every
+//! veth in `CONTAINER_IFS` (and marks the entry
+//! [`container_if_flags::ATTACHED`], which `containers add` waits for),
+//! detaches it from veths no longer there, and attaches the uplink's
+//! `netbpf_arp` (XDP) and `netbpf_route_in` (tc ingress) once there is a
+//! container.
 //!
 //! Whoever adds a container also routes `address/32` to its veth (so the
 //! host's own stack reaches it, and TTL-expired or not-yet-resolved
 //! packets the datapath hands to the kernel go the same way), and
 //! announces it on the uplink with a gratuitous ARP so neighbours that
 //! cached another MAC for the address update it.
+//!
+//! Like the NAT datapath, routing outlives the daemon: every program is
+//! attached through a link pinned under the pin directory
+//! (`links/netbpf_container@<veth>`, `links/netbpf_route_in@<uplink>`,
+//! `links/netbpf_arp@<uplink>`), and the maps and host routes stay when the
+//! daemon stops. The next daemon swaps its programs into those links,
+//! rewrites the config's entries in place, and removes only what its
+//! config no longer has (entries flagged `CONFIGURED` that it lacks) and
+//! the links of veths no longer routed. `netbpf down` removes everything,
+//! host routes included ([`remove_host_routes`]).
 
 mod cli;
 mod error;
 mod tables;
 mod wire;
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapError},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
 use log::{info, warn};
 use netbpf_common::{Neighbour, RouteUplink, container_if_flags, map_names};
 
 use crate::{
     config::{Config, Container},
+    links,
     maps::{self},
     neigh::{self, NeighSync, ifname},
+    pins,
     rtnl::{NeighMonitor, Rtnl},
 };
 
@@ -52,6 +70,8 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 /// The daemon's routing state: which programs are attached where, and the
 /// neighbour map's sync thread.
 pub struct Routing {
+    pin_dir: PathBuf,
+    uplink: String,
     uplink_ifindex: u32,
     uplink_mac: [u8; 6],
     uplink_xdp_mode: XdpMode,
@@ -59,7 +79,9 @@ pub struct Routing {
     /// XDP fast path): routing attaches only `netbpf_route_in`.
     uplink_xdp_attached: bool,
     uplink_attached: bool,
-    veth_links: BTreeMap<u32, SchedClassifierLinkId>,
+    /// Veths whose `netbpf_container` this daemon attached or adopted,
+    /// with their link pins.
+    veth_links: BTreeMap<u32, PathBuf>,
     configured: Vec<Container>,
     monitor: Option<NeighMonitor>,
     neigh_sync: Option<NeighSync>,
@@ -74,16 +96,21 @@ fn classifier<'a>(
 }
 
 impl Routing {
-    /// Prepares routing in a loaded object before it is pinned: the uplink
-    /// entry, the config's containers (maps, programs, host routes,
-    /// announcements), the neighbour map. Fails, attaching nothing more, if
-    /// a container cannot be resolved.
+    /// Prepares routing in a loaded object (fresh, or on the maps an
+    /// earlier daemon pinned in `pin_dir`): the uplink entry, the config's
+    /// containers (maps, programs, host routes, announcements), the
+    /// neighbour map. Entries an earlier config added that this one lacks
+    /// are removed, and links pinned for veths or an uplink no longer
+    /// routed are detached. Fails, attaching nothing more, if a container
+    /// cannot be resolved.
     pub fn start(
         ebpf: &mut Ebpf,
         config: &Config,
-        uplink_ifindex: u32,
+        uplink: (&str, u32),
         uplink_xdp_attached: bool,
+        pin_dir: &Path,
     ) -> Result<Self, ContainersError> {
+        let (uplink_name, uplink_ifindex) = uplink;
         check_not_masqueraded(config)?;
         let mut rtnl = Rtnl::open().map_err(|source| ContainersError::Rtnl {
             key: "rtnetlink".into(),
@@ -129,8 +156,15 @@ impl Routing {
             .map_err(map_err(name))?;
         }
         let mut maps = borrowed_maps(ebpf)?;
+        for (addr, ifindex) in dropped_from_config(&maps, &resolved) {
+            info!("routing: {addr} is no longer in the config: removing it");
+            maps.remove(addr)?;
+            if let Err(e) = rtnl.delete_host_route(addr, ifindex) {
+                log::debug!("routing: removing the route to {addr}: {e}");
+            }
+        }
         for r in &resolved {
-            maps.insert(r)?;
+            maps.insert(r, true)?;
         }
         // Subscribe before the dump, so no change falls in between.
         let monitor = NeighMonitor::open().map_err(|source| ContainersError::Rtnl {
@@ -149,6 +183,8 @@ impl Routing {
         .map_err(map_err(name))?;
         neigh::fill(&mut nmap, uplink_ifindex, &table).map_err(map_err(name))?;
         let mut routing = Self {
+            pin_dir: pin_dir.to_owned(),
+            uplink: uplink_name.to_owned(),
             uplink_ifindex,
             uplink_mac,
             uplink_xdp_mode,
@@ -160,10 +196,38 @@ impl Routing {
             neigh_sync: None,
         };
         routing.sync(ebpf)?;
+        routing.drop_stale_links()?;
         for r in &resolved {
             routing.install(&mut rtnl, r);
         }
         Ok(routing)
+    }
+
+    /// Detaches the links an earlier daemon pinned that this one does not
+    /// hold: `netbpf_container` on veths no longer routed, and the uplink's
+    /// routing programs on another uplink or when nothing is routed (the
+    /// NAT datapath keeps `netbpf_arp` when its XDP fast path wants it).
+    fn drop_stale_links(&self) -> Result<(), ContainersError> {
+        let pinned = pins::pinned_links(&self.pin_dir).map_err(pins_err)?;
+        for link in pinned {
+            let stale = match link.program.as_str() {
+                programs::CONTAINER => !self.veth_links.values().any(|p| *p == link.path),
+                programs::ROUTE_IN => !self.uplink_attached || link.target != self.uplink,
+                programs::ARP => {
+                    !self.uplink_xdp_attached
+                        && (!self.uplink_attached || link.target != self.uplink)
+                }
+                _ => false,
+            };
+            if stale {
+                info!(
+                    "routing: detaching {} from {} (no longer routed)",
+                    link.program, link.target
+                );
+                links::unpin(&link.path).map_err(pins_err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Host route and announcement for a new container (failures are
@@ -210,9 +274,10 @@ impl Routing {
                 continue;
             }
             let prog = classifier(ebpf, programs::CONTAINER)?;
-            match prog.attach(*ifindex, TcAttachType::Ingress) {
-                Ok(link) => {
-                    self.veth_links.insert(*ifindex, link);
+            let pin = pins::link_pin(&self.pin_dir, programs::CONTAINER, &ifname(*ifindex));
+            match links::attach_tc(prog, *ifindex, TcAttachType::Ingress, &pin) {
+                Ok(_) => {
+                    self.veth_links.insert(*ifindex, pin);
                     borrowed_maps(ebpf)?.mark_attached(*ifindex, true)?;
                     info!(
                         "routing: attached {} to {} (container {})",
@@ -235,9 +300,11 @@ impl Routing {
             .copied()
             .collect();
         for ifindex in gone {
-            if let Some(link) = self.veth_links.remove(&ifindex) {
+            if let Some(pin) = self.veth_links.remove(&ifindex) {
                 // The veth may be gone already, taking the link with it.
-                let _ = classifier(ebpf, programs::CONTAINER)?.detach(link);
+                if let Err(e) = links::unpin(&pin) {
+                    warn!("routing: detaching {}: {e}", pin.display());
+                }
                 info!(
                     "routing: detached {} from ifindex {ifindex}",
                     programs::CONTAINER
@@ -249,19 +316,24 @@ impl Routing {
     }
 
     fn attach_uplink(&mut self, ebpf: &mut Ebpf) -> Result<(), ContainersError> {
-        let name = programs::ARP;
-        let err = |source| ContainersError::Program { name, source };
+        let link_err = |name| move |source| ContainersError::Link { name, source };
         if !self.uplink_xdp_attached {
-            let xdp: &mut Xdp = crate::loader::loaded(ebpf, name).map_err(err)?;
-            xdp.attach(self.uplink_ifindex, self.uplink_xdp_mode)
-                .map_err(err)?;
+            let name = programs::ARP;
+            let xdp: &mut Xdp = crate::loader::loaded(ebpf, name)
+                .map_err(|source| ContainersError::Program { name, source })?;
+            let pin = pins::link_pin(&self.pin_dir, name, &self.uplink);
+            links::attach_xdp(xdp, self.uplink_ifindex, self.uplink_xdp_mode, &pin)
+                .map_err(link_err(name))?;
         }
-        classifier(ebpf, programs::ROUTE_IN)?
-            .attach(self.uplink_ifindex, TcAttachType::Ingress)
-            .map_err(|source| ContainersError::Program {
-                name: programs::ROUTE_IN,
-                source,
-            })?;
+        let name = programs::ROUTE_IN;
+        let pin = pins::link_pin(&self.pin_dir, name, &self.uplink);
+        links::attach_tc(
+            classifier(ebpf, name)?,
+            self.uplink_ifindex,
+            TcAttachType::Ingress,
+            &pin,
+        )
+        .map_err(link_err(name))?;
         self.uplink_attached = true;
         info!(
             "routing: attached {} (XDP, {:?} mode) and {} (tc ingress) to the uplink",
@@ -310,7 +382,7 @@ impl Routing {
             }
         }
         for r in &added {
-            maps.insert(r)?;
+            maps.insert(r, true)?;
         }
         self.configured = config.container.clone();
         self.sync(ebpf)?;
@@ -320,24 +392,56 @@ impl Routing {
         Ok((added.len(), removed.len()))
     }
 
-    /// Removes the host routes of every routed container and stops the
-    /// neighbour thread (the programs detach when the object is dropped).
-    pub fn stop(&mut self, ebpf: &mut Ebpf) {
+    /// Stops the neighbour thread. Everything else stays: the programs in
+    /// their pinned links, the maps and the host routes keep the
+    /// containers routed until the next daemon adopts them or `netbpf
+    /// down` removes them.
+    pub fn stop(&mut self) {
         self.neigh_sync = None;
-        let Ok(maps) = borrowed_maps(ebpf) else {
-            return;
-        };
-        let Ok(mut rtnl) = Rtnl::open() else {
-            return;
-        };
-        for (addr, e) in maps.entries() {
-            if let Err(err) = rtnl.delete_host_route(Ipv4Addr::from(addr), e.ifindex) {
-                warn!(
-                    "routing: removing the route to {}: {err}",
-                    Ipv4Addr::from(addr)
-                );
-            }
+    }
+}
+
+/// The config's containers an earlier daemon put in the maps (flagged
+/// [`container_if_flags::CONFIGURED`]) that `resolved` no longer has at
+/// the same veth: (address, veth index).
+fn dropped_from_config<T: std::borrow::BorrowMut<aya::maps::MapData>>(
+    maps: &RoutingMaps<T>,
+    resolved: &[Resolved],
+) -> Vec<(Ipv4Addr, u32)> {
+    maps.interfaces()
+        .into_iter()
+        .filter(|(_, v)| v.flags & container_if_flags::CONFIGURED != 0)
+        .map(|(ifindex, v)| (Ipv4Addr::from(v.addr), ifindex))
+        .filter(|(addr, ifindex)| {
+            !resolved
+                .iter()
+                .any(|r| r.address == *addr && r.ifindex == *ifindex)
+        })
+        .collect()
+}
+
+/// Removes the host route of every routed container of the datapath
+/// pinned in `pin_dir` (`netbpf down`, before the maps go). Failures are
+/// logged: the routes go with the veths anyway.
+pub fn remove_host_routes(pin_dir: &Path) {
+    let Ok(maps) = RoutingMaps::open_pinned(pin_dir) else {
+        return;
+    };
+    let Ok(mut rtnl) = Rtnl::open() else {
+        return;
+    };
+    for (addr, e) in maps.entries() {
+        let addr = Ipv4Addr::from(addr);
+        if let Err(err) = rtnl.delete_host_route(addr, e.ifindex) {
+            log::debug!("routing: removing the route to {addr}: {err}");
         }
+    }
+}
+
+fn pins_err(source: pins::PinsError) -> ContainersError {
+    ContainersError::Link {
+        name: "routing",
+        source: links::LinkError::Pins(source),
     }
 }
 

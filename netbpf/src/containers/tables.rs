@@ -49,13 +49,19 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
 
     /// Adds (or replaces) a container: the veth entry first, so the
     /// container's own packets are checked from the moment the uplink
-    /// forwards to it.
-    pub fn insert(&mut self, r: &Resolved) -> Result<(), ContainersError> {
-        let flags = self
+    /// forwards to it. `configured`: it comes from the config's
+    /// `[[container]]` list ([`container_if_flags::CONFIGURED`]).
+    pub fn insert(&mut self, r: &Resolved, configured: bool) -> Result<(), ContainersError> {
+        let attached = self
             .ifs
             .get(&r.ifindex, 0)
-            .map(|v| v.flags)
+            .map(|v| v.flags & container_if_flags::ATTACHED)
             .unwrap_or_default();
+        let flags = if configured {
+            attached | container_if_flags::CONFIGURED
+        } else {
+            attached
+        };
         self.ifs
             .insert(
                 &r.ifindex,

@@ -8,15 +8,15 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType,
-        cgroup_sock_addr::CgroupSockAddrLink, tc::SchedClassifierLink,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
+        cgroup_sock_addr::CgroupSockAddrLink,
     },
 };
 use log::{info, warn};
 use netbpf_common::map_names;
 
 use crate::loader::programs;
-use crate::{loader, pins};
+use crate::{links, loader, pins};
 
 use super::{error::*, fill::*};
 
@@ -54,35 +54,21 @@ pub(crate) fn attach_tc_pinned(
     target: TcTarget<'_>,
     pin_dir: &Path,
 ) -> Result<PathBuf, DatapathError> {
-    let err = |source| DatapathError::Program { name, source };
     let prog = classifier(ebpf, name)?;
     let pin = pins::link_pin(pin_dir, name, target.ifname);
-    if let Some(link) = adopt_link::<SchedClassifierLink>(&pin) {
-        match prog.attach_to_link(link) {
-            Ok(_) => {
-                info!(
-                    "{name}: new program swapped into the pinned link on {}",
-                    target.ifname
-                );
-                return Ok(pin);
-            }
-            // Severed since drop_severed_links looked: attach afresh.
-            Err(ProgramError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
-            {
-                warn!(
-                    "{name}: the pinned link on {} was severed (its interface is gone); attaching afresh",
-                    target.ifname
-                );
-                pins::remove_file(&pin)?;
-            }
-            Err(e) => return Err(err(e)),
-        }
+    match links::attach_tc(prog, target.ifindex, target.attach, &pin)
+        .map_err(|source| DatapathError::Link { name, source })?
+    {
+        links::Attached::Swapped => info!(
+            "{name}: new program swapped into the pinned link on {}",
+            target.ifname
+        ),
+        links::Attached::Fresh { severed: true } => warn!(
+            "{name}: the pinned link on {} was severed (its interface is gone); attached afresh",
+            target.ifname
+        ),
+        links::Attached::Fresh { severed: false } => {}
     }
-    // On kernels >= 6.6 aya attaches through tcx (no qdisc needed).
-    let id = prog.attach(target.ifindex, target.attach).map_err(err)?;
-    let link = prog.take_link(id).map_err(err)?;
-    pin_link(name, link, &pin)?;
     Ok(pin)
 }
 
@@ -126,41 +112,6 @@ pub(crate) fn drop_severed_links(pin_dir: &Path) -> Result<usize, DatapathError>
         }
     }
     Ok(dropped)
-}
-
-/// The link pinned at `pin`, if there is one of the right kind.
-pub(crate) fn adopt_link<L: TryFrom<aya::programs::links::FdLink>>(pin: &Path) -> Option<L> {
-    if !pin.exists() {
-        return None;
-    }
-    let pinned = aya::programs::links::PinnedLink::from_pin(pin).ok()?;
-    L::try_from(aya::programs::links::FdLink::from(pinned)).ok()
-}
-
-/// Pins a freshly made link at `pin`.
-pub(crate) fn pin_link<L>(name: &'static str, link: L, pin: &Path) -> Result<(), DatapathError>
-where
-    aya::programs::links::FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
-{
-    let err = |e: aya::programs::links::LinkError| DatapathError::Program {
-        name,
-        source: ProgramError::from(e),
-    };
-    if let Some(dir) = pin.parent() {
-        fs::create_dir_all(dir).map_err(|source| DatapathError::Bpffs {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    let fd_link = aya::programs::links::FdLink::try_from(link).map_err(err)?;
-    // The pin keeps the link (and so the attachment) alive when this
-    // process closes its descriptor.
-    fd_link.pin(pin).map_err(|source| DatapathError::Pin {
-        name,
-        path: pin.to_owned(),
-        source,
-    })?;
-    Ok(())
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified
@@ -222,7 +173,7 @@ pub(crate) fn attach_sock_hooks(
         let err = |source| DatapathError::Program { name, source };
         let prog = sock_addr(ebpf, name)?;
         let pin = pins::link_pin(pin_dir, name, "cgroup");
-        if let Some(link) = adopt_link::<CgroupSockAddrLink>(&pin) {
+        if let Some(link) = links::adopt::<CgroupSockAddrLink>(&pin) {
             prog.attach_to_link(link).map_err(err)?;
         } else {
             // A bpf_link (kernel >= 5.7): links on one cgroup always
@@ -230,7 +181,7 @@ pub(crate) fn attach_sock_hooks(
             // it; the link API takes no multi-attach flag.
             let id = prog.attach(&file, CgroupAttachMode::Single).map_err(err)?;
             let link = prog.take_link(id).map_err(err)?;
-            pin_link(name, link, &pin)?;
+            links::pin(link, &pin).map_err(|source| DatapathError::Link { name, source })?;
         }
         pinned.push(pin);
     }

@@ -106,6 +106,15 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
+    /// A program's pinned link could not be made, adopted or pinned.
+    #[error("program {name}")]
+    Link {
+        /// The program.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: crate::links::LinkError,
+    },
     /// A map is missing from the object or could not be written.
     #[error("map {name}")]
     Map {

@@ -138,6 +138,7 @@ impl Datapath {
                 // earlier datapath keeps running: links not yet swapped
                 // still hold the old programs.
                 if !adopting {
+                    crate::containers::remove_host_routes(pin_dir);
                     let _ = pins::down(pin_dir);
                 }
                 return Err(e);
@@ -297,9 +298,14 @@ impl Datapath {
         // (an interface gone, publish removed): unpinning detaches them.
         for link in pins::pinned_links(pin_dir)? {
             // The owner's bridge ports keep theirs until its first sync
-            // says which are still wanted ([`Datapath::sync_icc`]).
+            // says which are still wanted ([`Datapath::sync_icc`]); routing
+            // sorts out its own links when it starts.
             let owned = options.dynamic_rules && link.program == programs::ICC;
-            if !wanted.contains(&link.path) && !owned {
+            let routing = matches!(
+                link.program.as_str(),
+                programs::CONTAINER | programs::ROUTE_IN
+            ) || (link.program == programs::ARP && !xdp_on);
+            if !wanted.contains(&link.path) && !owned && !routing {
                 info!(
                     "detaching {} from {} (no longer configured)",
                     link.program, link.target
@@ -310,12 +316,14 @@ impl Datapath {
                 pins::remove_file(&link.path)?;
             }
         }
-        let mut routing =
-            crate::containers::Routing::start(ebpf, config, resolved.uplink_ifindex, xdp_on)?;
-        if let Err(e) = routing.follow_neighbours(pin_dir) {
-            routing.stop(ebpf);
-            return Err(e.into());
-        }
+        let mut routing = crate::containers::Routing::start(
+            ebpf,
+            config,
+            (&resolved.uplink, resolved.uplink_ifindex),
+            xdp_on,
+            pin_dir,
+        )?;
+        routing.follow_neighbours(pin_dir)?;
         Ok((routing, xdp_on))
     }
 
@@ -400,12 +408,13 @@ impl Datapath {
         &self.pin_dir
     }
 
-    /// Stops the daemon's part: routing state is removed, the NAT datapath
-    /// stays attached through its pinned links and keeps its flows in the
-    /// pinned maps, so traffic keeps flowing until the next daemon adopts
-    /// it or [`down`] removes it.
+    /// Stops the daemon's part: the NAT datapath and routed containers
+    /// stay attached through their pinned links and keep their state in
+    /// the pinned maps (and the containers their host routes), so traffic
+    /// keeps flowing until the next daemon adopts it or [`down`] removes
+    /// it.
     pub fn stop(mut self) -> Result<(), DatapathError> {
-        self.routing.stop(&mut self.ebpf);
+        self.routing.stop();
         drop(self.ebpf);
         Ok(())
     }
@@ -415,6 +424,7 @@ impl Datapath {
 /// link) and removes the maps, dropping every flow.
 pub fn down(pin_dir: &Path) -> Result<pins::DownReport, DatapathError> {
     let _lock = pins::DaemonLock::acquire(pin_dir)?;
+    crate::containers::remove_host_routes(pin_dir);
     let report = pins::down(pin_dir)?;
     // The rules went with the maps: no owner holds any now.
     if let Err(e) = owners::remove_all(pin_dir) {

@@ -22,22 +22,19 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf,
     maps::{DevMapHash, MapError, xdp::XdpMapError},
-    programs::{Xdp, XdpMode, xdp::XdpLink},
+    programs::{Xdp, XdpMode},
 };
 use log::info;
 use netbpf_common::{map_names, settings_flags};
 
 use crate::{
+    links,
     loader::{self, programs},
     pins,
     rtnl::Rtnl,
 };
 
-use super::{
-    attach::{adopt_link, pin_link},
-    error::DatapathError,
-    fill::map_mut,
-};
+use super::{error::DatapathError, fill::map_mut};
 
 /// The container-side interfaces XDP may redirect to in `mode`: veths,
 /// and only in generic mode (see the module's comment).
@@ -99,23 +96,20 @@ pub(crate) fn attach_pinned(
     pin_dir: &Path,
 ) -> Result<PathBuf, DatapathError> {
     let name = programs::ARP;
-    let err = |source| DatapathError::Program { name, source };
-    let prog: &mut Xdp = loader::loaded(ebpf, name).map_err(err)?;
+    let prog: &mut Xdp =
+        loader::loaded(ebpf, name).map_err(|source| DatapathError::Program { name, source })?;
     let pin = pins::link_pin(pin_dir, name, uplink.0);
-    if let Some(link) = adopt_link::<XdpLink>(&pin) {
-        prog.attach_to_link(link).map_err(err)?;
-        info!(
+    match links::attach_xdp(prog, uplink.1, mode, &pin)
+        .map_err(|source| DatapathError::Link { name, source })?
+    {
+        links::Attached::Swapped => info!(
             "{name}: new program swapped into the pinned XDP link on {}",
             uplink.0
-        );
-        return Ok(pin);
+        ),
+        links::Attached::Fresh { .. } => info!(
+            "{name}: attached to {} (XDP, {mode:?} mode) for NAT",
+            uplink.0
+        ),
     }
-    let id = prog.attach(uplink.1, mode).map_err(err)?;
-    let link = prog.take_link(id).map_err(err)?;
-    pin_link(name, link, &pin)?;
-    info!(
-        "{name}: attached to {} (XDP, {mode:?} mode) for NAT",
-        uplink.0
-    );
     Ok(pin)
 }

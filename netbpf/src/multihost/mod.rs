@@ -25,6 +25,7 @@
 //! and files under a temporary directory; all of it goes on drop.
 
 mod bird;
+pub mod converge;
 mod host;
 mod md5;
 mod plan;
@@ -279,6 +280,9 @@ impl Drop for MultiHost {
     }
 }
 
+/// Rounds of the convergence measurement the demo prints.
+const DEMO_ROUNDS: usize = 3;
+
 /// `netbpf lab --hosts N`: builds the multi-host lab, shows every container
 /// reaching every container on the other hosts by its own IP, the BGP
 /// sessions and routes that made it possible, then removes everything
@@ -291,7 +295,7 @@ pub async fn run_demo(
     topology: Topology,
     once: bool,
 ) -> anyhow::Result<()> {
-    let hosts = hosts.clamp(2, 9);
+    let hosts = hosts.clamp(2, 10);
     let topology = match topology {
         Topology::Racks(plan) => Topology::Racks(Racks { hosts, ..plan }),
         other => other,
@@ -368,6 +372,14 @@ pub async fn run_demo(
             }
         }
     }
+    println!();
+    println!(
+        "Convergence on changes ({DEMO_ROUNDS} rounds: `netbpf containers add` of a new container on host 1, then `del`; BIRD's start excluded):"
+    );
+    print!(
+        "{}",
+        converge::measure(&mut lab, exe, DEMO_ROUNDS)?.render()
+    );
     println!();
     let all = lab.host_addrs();
     if let Some(rr) = &lab.reflector

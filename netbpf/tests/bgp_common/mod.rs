@@ -99,3 +99,113 @@ pub fn echo(stream: &mut BufReader<TcpStream>, msg: &str) -> std::io::Result<Str
     stream.read_line(&mut line)?;
     Ok(line.trim().to_owned())
 }
+
+/// A TCP stream that keeps flowing: a writer sends a numbered line every
+/// 10 ms, the far end echoes it, a reader checks that the echoes come back
+/// in order. [`Flow::received`] says how many came back so far; a reset,
+/// a gap in the numbers or 10 s without an echo is [`Flow::broken`].
+pub struct Flow {
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    broken: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// To end the reader's wait at [`Flow::stop`].
+    socket: TcpStream,
+}
+
+impl Flow {
+    /// Starts the flow on `stream` (connected to an [`echo_server`]).
+    pub fn start(stream: TcpStream) -> Flow {
+        use std::sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, AtomicU64, Ordering},
+        };
+        let received = Arc::new(AtomicU64::new(0));
+        let broken = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut writer = stream.try_clone().expect("clone");
+        let socket = stream.try_clone().expect("clone");
+        let (w_stop, w_broken) = (stop.clone(), broken.clone());
+        let write = thread::spawn(move || {
+            let mut n = 0u64;
+            while !w_stop.load(Ordering::Relaxed) {
+                if let Err(e) = writer.write_all(format!("{n}\n").as_bytes()) {
+                    w_broken
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert(format!("write {n}: {e}"));
+                    return;
+                }
+                n += 1;
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let (r_stop, r_broken, r_received) = (stop.clone(), broken.clone(), received.clone());
+        let read = thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut want = 0u64;
+            while !r_stop.load(Ordering::Relaxed) {
+                let mut line = String::new();
+                let why = match reader.read_line(&mut line) {
+                    Ok(0) => Some("closed by the far end".to_owned()),
+                    Ok(_) if line.trim() == want.to_string() => None,
+                    Ok(_) => Some(format!("line {want} expected, got {:?}", line.trim())),
+                    Err(e) => Some(format!("reading line {want}: {e}")),
+                };
+                if let Some(why) = why {
+                    if !r_stop.load(Ordering::Relaxed) {
+                        r_broken.lock().expect("lock").get_or_insert(why);
+                    }
+                    return;
+                }
+                want += 1;
+                r_received.store(want, Ordering::Relaxed);
+            }
+        });
+        Flow {
+            received,
+            broken,
+            stop,
+            threads: vec![write, read],
+            socket,
+        }
+    }
+
+    /// Echoes received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why the flow broke, if it did.
+    pub fn broken(&self) -> Option<String> {
+        self.broken.lock().expect("lock").clone()
+    }
+
+    /// Panics unless at least `n` more echoes arrive within `bound`, with
+    /// the flow unbroken.
+    #[track_caller]
+    pub fn advances(&self, n: u64, bound: Duration, what: &str) {
+        let from = self.received();
+        let ok = eventually(bound, || {
+            self.broken().is_some() || self.received() >= from + n
+        });
+        assert!(
+            ok && self.broken().is_none(),
+            "the stream stopped {what}: {} echo(es) so far, broken: {:?}",
+            self.received(),
+            self.broken()
+        );
+    }
+
+    /// Stops the writer and the reader.
+    pub fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
