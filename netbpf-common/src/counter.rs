@@ -194,11 +194,27 @@ pub enum Counter {
     /// `enable_icc=false`, `--icc=false`): dropped at the sender's bridge
     /// port (its host-side veth) by `netbpf_icc`.
     DropIcc,
+    /// Neighbour Solicitations for a routed container's IPv6 address (on
+    /// the uplink) or from one (on its veth) answered by netbpf with a
+    /// Neighbour Advertisement.
+    NdpReplies,
+    /// Dropped: a Neighbour Solicitation netbpf would answer whose hop
+    /// limit is not 255 (RFC 4861 §7.1.1: it was forwarded, or forged
+    /// off-link).
+    DropNdpHopLimit,
+    /// Dropped: a Neighbour Solicitation netbpf would answer whose ICMPv6
+    /// checksum is wrong.
+    DropNdpBadChecksum,
+    /// Dropped: a Neighbour Solicitation netbpf would answer that breaks
+    /// another rule of RFC 4861 §7.1.1 (code, length, an option of length
+    /// zero, a multicast target, duplicate address detection not sent to
+    /// the solicited-node group or with a link-layer address).
+    DropNdpInvalid,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropIcc as u32 + 1;
+    pub const COUNT: u32 = Counter::DropNdpInvalid as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -264,6 +280,10 @@ impl Counter {
         Counter::XdpPassChecksum,
         Counter::DropIsolated,
         Counter::DropIcc,
+        Counter::NdpReplies,
+        Counter::DropNdpHopLimit,
+        Counter::DropNdpBadChecksum,
+        Counter::DropNdpInvalid,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -331,6 +351,10 @@ impl Counter {
             Counter::XdpPassChecksum => "xdp_pass_checksum",
             Counter::DropIsolated => "drop_isolated",
             Counter::DropIcc => "drop_icc",
+            Counter::NdpReplies => "ndp_replies",
+            Counter::DropNdpHopLimit => "drop_ndp_hop_limit",
+            Counter::DropNdpBadChecksum => "drop_ndp_bad_checksum",
+            Counter::DropNdpInvalid => "drop_ndp_invalid",
         }
     }
 

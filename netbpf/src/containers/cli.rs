@@ -96,10 +96,7 @@ pub fn add(
         }
     }
     let mut maps = RoutingMaps::open_pinned(dir)?;
-    let c = Container {
-        address,
-        interface: interface.to_owned(),
-    };
+    let c = Container::ipv4(address, interface);
     let mut rtnl = Rtnl::open().map_err(|source| ContainersError::Rtnl {
         key: "rtnetlink".into(),
         source,
