@@ -69,24 +69,26 @@ pub fn pseudo_sum6(src: &Ipv6Bytes, dst: &Ipv6Bytes, len: u32, next: u8) -> u64 
 }
 
 /// What a program read of a Neighbour Solicitation, for [`check_ns`].
+/// The addresses are borrowed where the program keeps them: the BPF stack
+/// is 512 bytes, and copies of three addresses would take a tenth of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NsFacts {
+pub struct NsFacts<'a> {
     /// IPv6 hop limit.
     pub hop_limit: u8,
     /// IPv6 source.
-    pub src: Ipv6Bytes,
+    pub src: &'a Ipv6Bytes,
     /// IPv6 destination.
-    pub dst: Ipv6Bytes,
+    pub dst: &'a Ipv6Bytes,
     /// ICMPv6 code.
     pub code: u8,
     /// ICMPv6 length (the IPv6 payload length).
     pub len: usize,
     /// The target address.
-    pub target: Ipv6Bytes,
+    pub target: &'a Ipv6Bytes,
     /// The options are well formed (none of length zero, none past the end).
     pub options_ok: bool,
     /// The source link-layer address option, if present.
-    pub source_lladdr: Option<[u8; 6]>,
+    pub source_lladdr: Option<&'a [u8; 6]>,
     /// The ICMPv6 checksum verifies (pseudo-header included).
     pub checksum_ok: bool,
 }
@@ -94,25 +96,28 @@ pub struct NsFacts {
 /// RFC 4861 §7.1.1: whether a solicitation is valid, else the counted
 /// reason it is dropped.
 #[inline(always)]
-pub fn check_ns(ns: &NsFacts) -> Result<(), Counter> {
+pub fn check_ns(ns: &NsFacts<'_>) -> Result<(), Counter> {
     if ns.hop_limit != NDP_HOP_LIMIT {
         return Err(Counter::DropNdpHopLimit);
     }
     if !ns.checksum_ok {
         return Err(Counter::DropNdpBadChecksum);
     }
-    if ns.code != 0 || ns.len < NS_LEN || !ns.options_ok || is_multicast6(&ns.target) {
+    if ns.code != 0 || ns.len < NS_LEN || !ns.options_ok || is_multicast6(ns.target) {
         return Err(Counter::DropNdpInvalid);
     }
     // Duplicate address detection: to the solicited-node group, without a
     // link-layer address.
-    if is_unspecified6(&ns.src)
-        && (ns.dst != solicited_node(&ns.target) || ns.source_lladdr.is_some())
+    if is_unspecified6(ns.src)
+        && (*ns.dst != solicited_node(ns.target) || ns.source_lladdr.is_some())
     {
         return Err(Counter::DropNdpInvalid);
     }
     Ok(())
 }
+
+/// The Ethernet address of `ff02::1` ([`multicast_mac`] of [`ALL_NODES`]).
+pub const ALL_NODES_MAC: [u8; 6] = multicast_mac(&ALL_NODES);
 
 /// Where and how to answer a valid solicitation (RFC 4861 §7.2.4): to its
 /// sender, solicited; a duplicate address detection probe (unspecified
@@ -120,13 +125,17 @@ pub fn check_ns(ns: &NsFacts) -> Result<(), Counter> {
 /// Ethernet source, used when it carries no link-layer address option.
 /// Returns (Ethernet destination, IPv6 destination, flags).
 #[inline(always)]
-pub fn na_destination(ns: &NsFacts, eth_src: [u8; 6], router: bool) -> ([u8; 6], Ipv6Bytes, u8) {
+pub fn na_destination<'a>(
+    ns: &NsFacts<'a>,
+    eth_src: &'a [u8; 6],
+    router: bool,
+) -> (&'a [u8; 6], &'a Ipv6Bytes, u8) {
     let mut flags = na_flags::OVERRIDE;
     if router {
         flags |= na_flags::ROUTER;
     }
-    if is_unspecified6(&ns.src) {
-        return (multicast_mac(&ALL_NODES), ALL_NODES, flags);
+    if is_unspecified6(ns.src) {
+        return (&ALL_NODES_MAC, &ALL_NODES, flags);
     }
     let mac = match ns.source_lladdr {
         Some(mac) => mac,
@@ -135,39 +144,79 @@ pub fn na_destination(ns: &NsFacts, eth_src: [u8; 6], router: bool) -> ([u8; 6],
     (mac, ns.src, flags | na_flags::SOLICITED)
 }
 
-/// The Neighbour Advertisement frame "`target` is at `mac`", from `mac`
-/// and `target`, to `eth_dst` / `ip_dst`, with `flags` and a target
-/// link-layer address option, hop limit 255 and its ICMPv6 checksum.
+/// A Neighbour Advertisement netbpf sends: "`target` is at `mac`", from
+/// `mac` and `target`, to `eth_dst` / `ip_dst`, with `flags`, one target
+/// link-layer address option and hop limit 255.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advert<'a> {
+    /// Ethernet destination.
+    pub eth_dst: &'a [u8; 6],
+    /// The answered link-layer address (also the Ethernet source).
+    pub mac: &'a [u8; 6],
+    /// The answered address (also the IPv6 source).
+    pub target: &'a Ipv6Bytes,
+    /// IPv6 destination.
+    pub ip_dst: &'a Ipv6Bytes,
+    /// [`na_flags`] bits.
+    pub flags: u8,
+}
+
+/// The first 8 bytes of the advertisement's ICMPv6 message: type, code,
+/// checksum, flags, reserved.
 #[inline(always)]
-pub fn na_frame(
-    eth_dst: [u8; 6],
-    mac: [u8; 6],
-    target: &Ipv6Bytes,
-    ip_dst: &Ipv6Bytes,
-    flags: u8,
-) -> [u8; NA_FRAME_LEN] {
+pub fn na_head(a: &Advert<'_>) -> [u8; 8] {
+    let check = na_checksum(a);
+    [ICMPV6_NA, 0, check[0], check[1], a.flags, 0, 0, 0]
+}
+
+/// The advertisement's target link-layer address option.
+#[inline(always)]
+pub fn na_option(a: &Advert<'_>) -> [u8; 8] {
+    let m = a.mac;
+    [OPT_TARGET_LLADDR, 1, m[0], m[1], m[2], m[3], m[4], m[5]]
+}
+
+/// The advertisement's fixed IPv6 header fields before the addresses:
+/// version 6, no traffic class or flow label, payload length, ICMPv6, hop
+/// limit 255.
+pub const NA_IP_HEAD: [u8; 8] = [
+    0x60,
+    0,
+    0,
+    0,
+    0,
+    NA_LEN as u8,
+    NEXT_HDR_ICMPV6,
+    NDP_HOP_LIMIT,
+];
+
+/// The advertisement's ICMPv6 checksum (RFC 4443 §2.3: over the IPv6
+/// pseudo-header and the message), as on the wire.
+#[inline(always)]
+pub fn na_checksum(a: &Advert<'_>) -> [u8; 2] {
+    let sum = pseudo_sum6(a.target, a.ip_dst, NA_LEN as u32, NEXT_HDR_ICMPV6)
+        + ((ICMPV6_NA as u64) << 8)
+        + ((a.flags as u64) << 8)
+        + sum_words(a.target)
+        + (((OPT_TARGET_LLADDR as u64) << 8) | 1)
+        + sum_words(a.mac);
+    (!csum_fold(sum)).to_be_bytes()
+}
+
+/// The whole advertisement frame, byte for byte (Ethernet, IPv6, ICMPv6),
+/// as the programs write it in place.
+pub fn na_frame(a: &Advert<'_>) -> [u8; NA_FRAME_LEN] {
     let mut f = [0u8; NA_FRAME_LEN];
-    f[0..6].copy_from_slice(&eth_dst);
-    f[6..12].copy_from_slice(&mac);
+    f[0..6].copy_from_slice(a.eth_dst);
+    f[6..12].copy_from_slice(a.mac);
     f[12] = 0x86;
     f[13] = 0xdd;
-    // IPv6: version 6, no traffic class or flow label.
-    f[14] = 0x60;
-    f[18..20].copy_from_slice(&(NA_LEN as u16).to_be_bytes());
-    f[20] = NEXT_HDR_ICMPV6;
-    f[21] = NDP_HOP_LIMIT;
-    f[22..38].copy_from_slice(target);
-    f[38..54].copy_from_slice(ip_dst);
-    // The advertisement.
-    f[54] = ICMPV6_NA;
-    f[58] = flags;
-    f[62..78].copy_from_slice(target);
-    f[78] = OPT_TARGET_LLADDR;
-    f[79] = 1; // length in units of 8 bytes
-    f[80..86].copy_from_slice(&mac);
-    let sum = pseudo_sum6(target, ip_dst, NA_LEN as u32, NEXT_HDR_ICMPV6) + sum_words(&f[54..86]);
-    let check = !csum_fold(sum);
-    f[56..58].copy_from_slice(&check.to_be_bytes());
+    f[14..22].copy_from_slice(&NA_IP_HEAD);
+    f[22..38].copy_from_slice(a.target);
+    f[38..54].copy_from_slice(a.ip_dst);
+    f[54..62].copy_from_slice(&na_head(a));
+    f[62..78].copy_from_slice(a.target);
+    f[78..86].copy_from_slice(&na_option(a));
     f
 }
 
@@ -180,16 +229,23 @@ mod tests {
         s.parse::<Ipv6Addr>().expect("address").octets()
     }
 
-    fn ns() -> NsFacts {
+    const SRC: Ipv6Bytes = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const SNM: Ipv6Bytes = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 5];
+    const TARGET: Ipv6Bytes = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+    const ZERO: Ipv6Bytes = [0; 16];
+    const SLLA: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const ETH_SRC: [u8; 6] = [9; 6];
+
+    fn ns() -> NsFacts<'static> {
         NsFacts {
             hop_limit: 255,
-            src: b("2001:db8::1"),
-            dst: b("ff02::1:ff00:5"),
+            src: &SRC,
+            dst: &SNM,
             code: 0,
             len: 32,
-            target: b("2001:db8::5"),
+            target: &TARGET,
             options_ok: true,
-            source_lladdr: Some([2, 0, 0, 0, 0, 1]),
+            source_lladdr: Some(&SLLA),
             checksum_ok: true,
         }
     }
@@ -203,9 +259,9 @@ mod tests {
             (|n| n.code = 1, Counter::DropNdpInvalid),
             (|n| n.len = 20, Counter::DropNdpInvalid),
             (|n| n.options_ok = false, Counter::DropNdpInvalid),
-            (|n| n.target = b("ff02::1"), Counter::DropNdpInvalid),
+            (|n| n.target = &ALL_NODES, Counter::DropNdpInvalid),
             // DAD with a link-layer address option.
-            (|n| n.src = [0; 16], Counter::DropNdpInvalid),
+            (|n| n.src = &ZERO, Counter::DropNdpInvalid),
         ];
         for (i, (change, want)) in cases.iter().enumerate() {
             let mut n = ns();
@@ -214,18 +270,18 @@ mod tests {
         }
         // DAD done right; and to a unicast destination, wrong.
         let mut dad = ns();
-        dad.src = [0; 16];
+        dad.src = &ZERO;
         dad.source_lladdr = None;
         assert_eq!(check_ns(&dad), Ok(()));
-        dad.dst = b("2001:db8::5");
+        dad.dst = &TARGET;
         assert_eq!(check_ns(&dad), Err(Counter::DropNdpInvalid));
     }
 
     #[test]
     fn reply_goes_to_the_sender_or_to_all_nodes() {
-        let (mac, ip, flags) = na_destination(&ns(), [9; 6], false);
+        let (mac, ip, flags) = na_destination(&ns(), &ETH_SRC, false);
         assert_eq!(
-            (mac, ip, flags),
+            (*mac, *ip, flags),
             (
                 [2, 0, 0, 0, 0, 1],
                 b("2001:db8::1"),
@@ -234,16 +290,17 @@ mod tests {
         );
         let mut no_opt = ns();
         no_opt.source_lladdr = None;
-        assert_eq!(na_destination(&no_opt, [9; 6], true).0, [9; 6]);
+        assert_eq!(*na_destination(&no_opt, &ETH_SRC, true).0, [9; 6]);
         assert_eq!(
-            na_destination(&no_opt, [9; 6], true).2,
+            na_destination(&no_opt, &ETH_SRC, true).2,
             na_flags::ROUTER | na_flags::SOLICITED | na_flags::OVERRIDE
         );
         let mut dad = ns();
-        dad.src = [0; 16];
+        dad.src = &ZERO;
         dad.source_lladdr = None;
+        let (mac, ip, flags) = na_destination(&dad, &ETH_SRC, false);
         assert_eq!(
-            na_destination(&dad, [9; 6], false),
+            (*mac, *ip, flags),
             ([0x33, 0x33, 0, 0, 0, 1], b("ff02::1"), na_flags::OVERRIDE)
         );
     }
@@ -253,13 +310,13 @@ mod tests {
     /// Python over the pseudo-header and the message.
     #[test]
     fn advertisement_is_byte_exact() {
-        let f = na_frame(
-            [2, 0, 0, 0, 0, 1],
-            [2, 0, 0, 0, 0, 0xaa],
-            &b("2001:db8::5"),
-            &b("2001:db8::1"),
-            na_flags::SOLICITED | na_flags::OVERRIDE,
-        );
+        let f = na_frame(&Advert {
+            eth_dst: &SLLA,
+            mac: &[2, 0, 0, 0, 0, 0xaa],
+            target: &TARGET,
+            ip_dst: &SRC,
+            flags: na_flags::SOLICITED | na_flags::OVERRIDE,
+        });
         let mut want = std::vec::Vec::new();
         want.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0xaa, 0x86, 0xdd]);
         want.extend_from_slice(&[0x60, 0, 0, 0, 0, 32, 58, 255]);
