@@ -145,11 +145,19 @@ pub fn add(
 /// next pass) and removes its host route.
 pub fn del(dir: &Path, address: Ipv4Addr) -> Result<(), ContainersError> {
     let mut maps = RoutingMaps::open_pinned(dir)?;
+    let ipv6 = maps
+        .containers
+        .get(&address.octets(), 0)
+        .ok()
+        .and_then(|e| maps.ipv6_of(e.ifindex));
     let ifindex = maps.remove(address)?;
     let mut rtnl = Rtnl::open().map_err(|source| ContainersError::Rtnl {
         key: "rtnetlink".into(),
         source,
     })?;
+    if let Some(v6) = ipv6 {
+        let _ = rtnl.delete_host_route(v6, ifindex);
+    }
     rtnl.delete_host_route(address, ifindex)
         .map_err(|source| ContainersError::Rtnl {
             key: format!("route to {address}"),

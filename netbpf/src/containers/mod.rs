@@ -31,7 +31,7 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId},
 };
 use log::{info, warn};
-use netbpf_common::{Neighbour, RouteUplink, container_if_flags, map_names};
+use netbpf_common::{RouteUplink, container_if_flags, map_names};
 
 use crate::{
     config::{Config, Container},
@@ -141,13 +141,8 @@ impl Routing {
             key: "neighbour table".into(),
             source,
         })?;
-        let name = map_names::NEIGHBOURS;
-        let mut nmap: HashMap<_, [u8; 4], Neighbour> = HashMap::try_from(
-            ebpf.map_mut(name)
-                .ok_or_else(|| map_err(name)(MapError::InvalidName { name: name.into() }))?,
-        )
-        .map_err(map_err(name))?;
-        neigh::fill(&mut nmap, uplink_ifindex, &table).map_err(map_err(name))?;
+        let mut nmaps = borrowed_neigh_maps(ebpf)?;
+        neigh::fill(&mut nmaps, uplink_ifindex, &table).map_err(map_err(map_names::NEIGHBOURS))?;
         let mut routing = Self {
             uplink_ifindex,
             uplink_mac,
@@ -178,10 +173,16 @@ impl Routing {
         let Some(monitor) = self.monitor.take() else {
             return Ok(());
         };
-        let name = map_names::NEIGHBOURS;
-        let map = HashMap::try_from(Map::HashMap(maps::open_pinned(pin_dir, name)?))
-            .map_err(map_err(name))?;
-        let sync = NeighSync::spawn(monitor, map, self.uplink_ifindex).map_err(|source| {
+        let open = |name: &'static str| -> Result<Map, ContainersError> {
+            Ok(Map::HashMap(maps::open_pinned(pin_dir, name)?))
+        };
+        let nmaps = neigh::NeighMaps {
+            v4: HashMap::try_from(open(map_names::NEIGHBOURS)?)
+                .map_err(map_err(map_names::NEIGHBOURS))?,
+            v6: HashMap::try_from(open(map_names::NEIGHBOURS6)?)
+                .map_err(map_err(map_names::NEIGHBOURS6))?,
+        };
+        let sync = NeighSync::spawn(monitor, nmaps, self.uplink_ifindex).map_err(|source| {
             ContainersError::Neighbours {
                 what: "following neighbour changes",
                 source,
@@ -304,6 +305,9 @@ impl Routing {
             match maps.remove(c.address) {
                 Ok(ifindex) => {
                     let _ = rtnl.delete_host_route(c.address, ifindex);
+                    if let Some(v6) = c.ipv6 {
+                        let _ = rtnl.delete_host_route(v6, ifindex);
+                    }
                 }
                 Err(ContainersError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -336,6 +340,12 @@ impl Routing {
                     "routing: removing the route to {}: {err}",
                     Ipv4Addr::from(addr)
                 );
+            }
+        }
+        for (ifindex, i) in maps.interfaces6() {
+            let v6 = std::net::Ipv6Addr::from(i.addr);
+            if let Err(err) = rtnl.delete_host_route(v6, ifindex) {
+                warn!("routing: removing the route to {v6}: {err}");
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::{
     io,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, FromRawFd, OwnedFd},
 };
 
@@ -21,6 +21,8 @@ use super::error::*;
 pub struct Resolved {
     /// The container's address.
     pub address: Ipv4Addr,
+    /// Its IPv6 address, if it has one.
+    pub ipv6: Option<Ipv6Addr>,
     /// Host side of its veth.
     pub interface: String,
     /// Index of the host side.
@@ -73,6 +75,7 @@ pub fn resolve(rtnl: &mut Rtnl, key: &str, c: &Container) -> Result<Resolved, Co
         })?;
     Ok(Resolved {
         address: c.address,
+        ipv6: c.ipv6,
         interface: c.interface.clone(),
         ifindex,
         host_mac,
@@ -148,5 +151,10 @@ pub(crate) fn install_route_and_announce(
         && let Err(e) = announce(uplink, uplink_mac, r.address)
     {
         warn!("routing: gratuitous ARP for {} failed: {e}", r.address);
+    }
+    if let Some(v6) = r.ipv6
+        && let Err(e) = rtnl.replace_host_route(v6, r.ifindex)
+    {
+        warn!("routing: cannot route {v6}/128 to {}: {e}", r.interface);
     }
 }
