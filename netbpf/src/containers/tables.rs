@@ -49,6 +49,18 @@ impl RoutingMaps<MapData> {
     }
 }
 
+/// The IPv6 addresses of the routed containers of the datapath pinned in
+/// `dir` (what BGP announces as /128s).
+pub fn ipv6_addresses(dir: &Path) -> Result<std::collections::BTreeSet<Ipv6Addr>, ContainersError> {
+    let maps = RoutingMaps::open_pinned(dir)?;
+    Ok(maps
+        .containers6
+        .keys()
+        .filter_map(Result::ok)
+        .map(Ipv6Addr::from)
+        .collect())
+}
+
 impl<T: BorrowMut<MapData>> RoutingMaps<T> {
     /// Every routed container: (address, entry).
     pub fn entries(&self) -> Vec<([u8; 4], ContainerEntry)> {
