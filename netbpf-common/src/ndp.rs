@@ -253,7 +253,9 @@ mod tests {
     #[test]
     fn valid_solicitation_passes_each_rule_names_its_drop() {
         assert_eq!(check_ns(&ns()), Ok(()));
-        let cases: [(fn(&mut NsFacts), Counter); 7] = [
+        /// A change to a valid solicitation, and the drop it must cause.
+        type Case = (fn(&mut NsFacts<'static>), Counter);
+        let cases: [Case; 7] = [
             (|n| n.hop_limit = 64, Counter::DropNdpHopLimit),
             (|n| n.checksum_ok = false, Counter::DropNdpBadChecksum),
             (|n| n.code = 1, Counter::DropNdpInvalid),

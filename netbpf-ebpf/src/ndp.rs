@@ -149,7 +149,7 @@ fn read_ns(cur: &Cursor, ip: &Packet6) -> Option<NsView> {
     let code: u8 = cur.read(ICMP + 1)?;
     let eth_src = cur.ptr::<[u8; 6]>(6)?;
     // Options: whole 8-byte units, each of a non-zero length.
-    let mut options_ok = len >= NS_LEN && (len - NS_LEN) % 8 == 0;
+    let mut options_ok = len >= NS_LEN && (len - NS_LEN).is_multiple_of(8);
     let units = if options_ok { (len - NS_LEN) / 8 } else { 0 };
     let mut source_lladdr = core::ptr::null();
     let mut next_option = 0;
