@@ -58,7 +58,7 @@ fn ok(what: &str, out: Result<Output, netbpf::netns::NetnsError>) -> Output {
 /// peer share `2001:db8:1::/64`, the host forwards IPv6, each container
 /// has its address as a /128 and a default route via `fe80::1` (Calico's
 /// wiring, with netbpf answering for the gateway).
-fn wire_ipv6(lab: &Lab) {
+fn wire_ipv6(lab: &mut Lab) {
     let peer = lab.peer.as_ref().expect("peer");
     ok(
         "host address",
@@ -87,35 +87,9 @@ fn wire_ipv6(lab: &Lab) {
     lab.host
         .sysctl("net.ipv6.conf.all.forwarding=1")
         .expect("forwarding");
-    for (i, c) in lab.routed.iter().enumerate() {
-        let a = format!("{}/128", addr6(i));
-        ok(
-            "container address",
-            c.ns.ip(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"]),
-        );
-        ok(
-            "container route",
-            c.ns.ip(&[
-                "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
-            ]),
-        );
+    for (i, c) in lab.routed.iter_mut().enumerate() {
+        c.wire_ipv6(addr6(i)).expect("container IPv6");
     }
-}
-
-/// `[[container]]` tables with each container's IPv6 address.
-fn dual_stack_toml(lab: &Lab) -> String {
-    lab.routed
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            format!(
-                "\n[[container]]\naddress = \"{}\"\ninterface = \"{}\"\nipv6 = \"{}\"\n",
-                c.addr,
-                c.host_veth,
-                addr6(i)
-            )
-        })
-        .collect()
 }
 
 /// Whether `f` holds within `bound`, tried every 200 ms.
@@ -176,11 +150,11 @@ fn ncat6(from: &Netns, addr: Ipv6Addr) -> String {
 fn peer_reaches_routed_containers_at_their_ipv6_addresses() {
     require_root!();
     let mut lab = Lab::build_direct_peer(&prefix("p"), 2).expect("build lab");
-    wire_ipv6(&lab);
+    wire_ipv6(&mut lab);
     for (i, c) in lab.routed.iter().enumerate() {
         serve(c, addr6(i));
     }
-    let extra = dual_stack_toml(&lab);
+    let extra = lab.routed_toml();
     lab.start_daemon(exe(), &extra).expect("daemon starts");
     let peer = lab.peer.as_ref().expect("peer");
 
@@ -270,8 +244,8 @@ fn peer_reaches_routed_containers_at_their_ipv6_addresses() {
 fn a_container_cannot_send_from_another_ipv6_address() {
     require_root!();
     let mut lab = Lab::build_direct_peer(&prefix("s"), 1).expect("build lab");
-    wire_ipv6(&lab);
-    let extra = dual_stack_toml(&lab);
+    wire_ipv6(&mut lab);
+    let extra = lab.routed_toml();
     lab.start_daemon(exe(), &extra).expect("daemon starts");
     let peer = lab.peer.as_ref().expect("peer");
     let c = &lab.routed[0];

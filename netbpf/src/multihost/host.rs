@@ -45,10 +45,7 @@ impl Host {
     pub fn config_toml(&self, all: &[Ipv4Addr], topology: Topology) -> String {
         let mut s = String::from("[uplink]\ninterface = \"eth0\"\n");
         for c in &self.containers {
-            s.push_str(&format!(
-                "\n[[container]]\naddress = \"{}\"\ninterface = \"{}\"\n",
-                c.addr, c.host_veth
-            ));
+            s.push_str(&c.toml());
         }
         s.push_str(&format!(
             "\n[bgp]\nlocal_as = {LAB_AS}\nrouter_id = \"{}\"\nsocket = \"{}\"\nconfig = \"{}\"\nmain_config = \"{}\"\n",
