@@ -284,3 +284,66 @@ fn a_container_cannot_send_from_another_ipv6_address() {
         "counted as drop_spoofed"
     );
 }
+
+#[test]
+fn containers_del_and_add_with_ipv6_on_a_running_daemon() {
+    require_root!();
+    let mut lab = Lab::build_direct_peer(&prefix("a"), 1).expect("build lab");
+    wire_ipv6(&mut lab);
+    let extra = lab.routed_toml();
+    lab.start_daemon(exe(), &extra).expect("daemon starts");
+    let peer = lab.peer.as_ref().expect("peer");
+    let c = &lab.routed[0];
+    let c0 = addr6(0).to_string();
+    let ping = || {
+        peer.exec("ping", &["-6", "-c", "1", "-W", "1", &c0])
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(eventually(Duration::from_secs(20), ping), "reachable first");
+    let cli_ok = |args: &[&str]| {
+        let out = cli_output(&lab, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    cli_ok(&["containers", "del", "--address", &c.addr.to_string()]);
+    let _ = peer.ip(&["-6", "neigh", "flush", "dev", "eth0"]);
+    assert!(!ping(), "unreachable once removed");
+    cli_ok(&[
+        "containers",
+        "add",
+        "--address",
+        &c.addr.to_string(),
+        "--interface",
+        &c.host_veth,
+        "--ipv6",
+        &c0,
+    ]);
+    assert!(eventually(Duration::from_secs(10), ping), "reachable again");
+    let out = cli_ok(&["containers", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["ipv6"], c0, "{rows:#}");
+    // An address a router does not forward is refused.
+    let out = cli_output(
+        &lab,
+        &[
+            "containers",
+            "add",
+            "--address",
+            "10.0.1.199",
+            "--interface",
+            &c.host_veth,
+            "--ipv6",
+            "fe80::5",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ipv6: fe80::5 is not a unicast address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

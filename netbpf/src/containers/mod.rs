@@ -377,13 +377,15 @@ mod tests {
     fn rows_render() {
         let row = ContainerRow {
             address: Ipv4Addr::new(10, 0, 1, 101),
+            ipv6: Some("2001:db8:1::101".parse().expect("address")),
             interface: "veth-r1".into(),
             ifindex: 7,
             mac: "02:00:00:00:00:01".into(),
             host_mac: "02:00:00:00:00:02".into(),
             attached: true,
         };
-        assert_eq!(row.cells()[4], "yes");
+        assert_eq!(row.cells()[1], "2001:db8:1::101");
+        assert_eq!(row.cells()[5], "yes");
         assert_eq!(row.cells().len(), ContainerRow::HEADER.len());
     }
 }
