@@ -463,3 +463,71 @@ fn container_to_container_is_forwarded() {
     assert_eq!(rc, TC_NEXT);
     assert_bytes(&out, &pkt, "unchanged");
 }
+
+/// Points `ROUTE_UPLINK` at `ifindex`.
+fn set_uplink(dp: &mut Dp, ifindex: u32) {
+    let mut up: Array<&mut MapData, RouteUplink> =
+        Array::try_from(dp.ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map")).expect("type");
+    let uplink = RouteUplink {
+        ifindex,
+        mac: UPLINK_MAC,
+        _pad: [0; 2],
+    };
+    up.set(0, &uplink, 0).expect("uplink");
+}
+
+#[test]
+fn container_to_the_segment_goes_to_the_fibs_next_hop() {
+    require_root!();
+    // A private namespace whose "uplink" is a veth on 2001:db8:0:1::/64
+    // (nbv6up0), with IPv6 forwarding on (the FIB checks it); C1's veth
+    // is the test run's loopback, as in `Dp::new`.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("private netns");
+    for args in [
+        &[
+            "link", "add", "nbv6up0", "type", "veth", "peer", "name", "nbv6up1",
+        ][..],
+        &["link", "set", "lo", "up"],
+        &["link", "set", "nbv6up1", "up"],
+        &["link", "set", "nbv6up0", "up"],
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:0:1::1/64",
+            "dev",
+            "nbv6up0",
+            "nodad",
+        ],
+    ] {
+        in_test_netns("ip", args);
+    }
+    in_test_netns("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let uplink = nix::net::if_::if_nametoindex("nbv6up0").expect("uplink index");
+    let mut dp = Dp::new();
+    set_uplink(&mut dp, uplink);
+
+    // To the peer, a neighbour the map knows: its MAC, from the uplink's,
+    // hop limit 63.
+    let pkt = udp6((C1_HOST_MAC, C1_MAC), C1, PEER, 64);
+    let (rc, out) = dp.tc(programs::CONTAINER, &pkt);
+    assert_eq!(rc, TC_REDIRECT, "to the uplink");
+    let want = udp6((PEER_MAC, UPLINK_MAC), C1, PEER, 63);
+    assert_bytes(&out, &want, "to the peer's MAC");
+    assert_eq!(dp.counter(Counter::RoutedOut), 1);
+
+    // On the segment but not in the neighbour map: the kernel resolves it.
+    let pkt = udp6((C1_HOST_MAC, C1_MAC), C1, OTHER, 64);
+    let (rc, out) = dp.tc(programs::CONTAINER, &pkt);
+    assert_eq!(rc, TC_NEXT);
+    assert_bytes(&out, &pkt, "unchanged");
+    assert_eq!(dp.counter(Counter::RouteNoNeighbour), 1);
+
+    // No route at all: the kernel's to answer.
+    let nowhere = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1);
+    let pkt = udp6((C1_HOST_MAC, C1_MAC), C1, nowhere, 64);
+    let (rc, out) = dp.tc(programs::CONTAINER, &pkt);
+    assert_eq!(rc, TC_NEXT);
+    assert_bytes(&out, &pkt, "unchanged");
+    assert_eq!(dp.counter(Counter::RoutedOut), 1);
+}
