@@ -39,7 +39,9 @@ pub enum Counter {
     /// Packets hairpinned: a container reaching an outside endpoint of the
     /// NAT, translated both ways and redirected to the target.
     HairpinPackets,
-    /// Dropped: IPv4 header invalid (version, IHL, total length, truncated).
+    /// Dropped: IPv4 header invalid (version, IHL, total length, truncated),
+    /// or the IPv6 header of a packet to or from a routed container
+    /// (version, a payload length past the packet's end, truncated).
     DropMalformedIp,
     /// Dropped: the TCP/UDP/ICMP header is truncated or invalid.
     DropMalformedL4,
@@ -84,14 +86,15 @@ pub enum Counter {
     RoutedOut,
     /// Packets forwarded from one routed container to another.
     RoutedLocal,
-    /// Routed packets handed to the kernel because their TTL ran out (it
-    /// sends the time-exceeded error).
+    /// Routed packets handed to the kernel because their TTL (IPv6: hop
+    /// limit) ran out (it sends the time-exceeded error).
     RouteTtlExpired,
     /// Routed packets handed to the kernel because their next hop is not in
     /// the neighbour map yet (the kernel resolves it; the map learns it).
     RouteNoNeighbour,
-    /// Dropped: from a routed container's veth with a source address (IPv4
-    /// or ARP sender) that is not the container's.
+    /// Dropped: from a routed container's veth with a source address (IPv4,
+    /// ARP sender, or an IPv6 source that is not link-local or unspecified)
+    /// that is not the container's.
     DropSpoofed,
     /// Dropped: arrived on the uplink with a source address inside a
     /// masquerade CIDR (spoofed: those addresses only exist behind the
