@@ -175,6 +175,19 @@ fn peer_reaches_routed_containers_at_their_ipv6_addresses() {
     );
     assert!(ping("3"), "three pings in a row");
 
+    // Hop limit 1: netbpf leaves it to the kernel, which answers Time
+    // Exceeded from the host's address (ping exits non-zero).
+    let expired = peer
+        .command("ping")
+        .args(["-6", "-c", "1", "-W", "2", "-t", "1", &c0])
+        .output()
+        .expect("ping -t 1");
+    let text = String::from_utf8_lossy(&expired.stdout);
+    assert!(
+        text.contains(&format!("From {HOST6}")) && text.contains("Time exceeded"),
+        "{text}"
+    );
+
     // TCP from the peer, to each container: the container sees the peer's
     // own address (no NAT).
     for i in 0..lab.routed.len() {
