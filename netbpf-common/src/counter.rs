@@ -39,7 +39,9 @@ pub enum Counter {
     /// Packets hairpinned: a container reaching an outside endpoint of the
     /// NAT, translated both ways and redirected to the target.
     HairpinPackets,
-    /// Dropped: IPv4 header invalid (version, IHL, total length, truncated).
+    /// Dropped: IPv4 header invalid (version, IHL, total length, truncated),
+    /// or the IPv6 header of a packet to or from a routed container
+    /// (version, a payload length past the packet's end, truncated).
     DropMalformedIp,
     /// Dropped: the TCP/UDP/ICMP header is truncated or invalid.
     DropMalformedL4,
@@ -84,14 +86,15 @@ pub enum Counter {
     RoutedOut,
     /// Packets forwarded from one routed container to another.
     RoutedLocal,
-    /// Routed packets handed to the kernel because their TTL ran out (it
-    /// sends the time-exceeded error).
+    /// Routed packets handed to the kernel because their TTL (IPv6: hop
+    /// limit) ran out (it sends the time-exceeded error).
     RouteTtlExpired,
     /// Routed packets handed to the kernel because their next hop is not in
     /// the neighbour map yet (the kernel resolves it; the map learns it).
     RouteNoNeighbour,
-    /// Dropped: from a routed container's veth with a source address (IPv4
-    /// or ARP sender) that is not the container's.
+    /// Dropped: from a routed container's veth with a source address (IPv4,
+    /// ARP sender, or an IPv6 source that is not link-local or unspecified)
+    /// that is not the container's.
     DropSpoofed,
     /// Dropped: arrived on the uplink with a source address inside a
     /// masquerade CIDR (spoofed: those addresses only exist behind the
@@ -194,11 +197,27 @@ pub enum Counter {
     /// `enable_icc=false`, `--icc=false`): dropped at the sender's bridge
     /// port (its host-side veth) by `netbpf_icc`.
     DropIcc,
+    /// Neighbour Solicitations for a routed container's IPv6 address (on
+    /// the uplink) or from one (on its veth) answered by netbpf with a
+    /// Neighbour Advertisement.
+    NdpReplies,
+    /// Dropped: a Neighbour Solicitation netbpf would answer whose hop
+    /// limit is not 255 (RFC 4861 §7.1.1: it was forwarded, or forged
+    /// off-link).
+    DropNdpHopLimit,
+    /// Dropped: a Neighbour Solicitation netbpf would answer whose ICMPv6
+    /// checksum is wrong.
+    DropNdpBadChecksum,
+    /// Dropped: a Neighbour Solicitation netbpf would answer that breaks
+    /// another rule of RFC 4861 §7.1.1 (code, length, an option of length
+    /// zero, a multicast target, duplicate address detection not sent to
+    /// the solicited-node group or with a link-layer address).
+    DropNdpInvalid,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropIcc as u32 + 1;
+    pub const COUNT: u32 = Counter::DropNdpInvalid as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -264,6 +283,10 @@ impl Counter {
         Counter::XdpPassChecksum,
         Counter::DropIsolated,
         Counter::DropIcc,
+        Counter::NdpReplies,
+        Counter::DropNdpHopLimit,
+        Counter::DropNdpBadChecksum,
+        Counter::DropNdpInvalid,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -331,6 +354,10 @@ impl Counter {
             Counter::XdpPassChecksum => "xdp_pass_checksum",
             Counter::DropIsolated => "drop_isolated",
             Counter::DropIcc => "drop_icc",
+            Counter::NdpReplies => "ndp_replies",
+            Counter::DropNdpHopLimit => "drop_ndp_hop_limit",
+            Counter::DropNdpBadChecksum => "drop_ndp_bad_checksum",
+            Counter::DropNdpInvalid => "drop_ndp_invalid",
         }
     }
 

@@ -4,7 +4,8 @@
 //! explicit padding fields and a compile-time size assertion, so both sides
 //! agree byte for byte. Conventions:
 //!
-//! * IPv4 addresses are `[u8; 4]` in network order (as on the wire).
+//! * IPv4 addresses are `[u8; 4]`, IPv6 addresses `[u8; 16]`, in network
+//!   order (as on the wire).
 //! * Ports and ICMP identifiers are `u16` in **host** order.
 //! * Times are nanoseconds of `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`).
 //! * Padding fields are always zero; keys are compared as raw bytes by the
@@ -20,9 +21,11 @@ mod frags;
 mod isolation;
 mod names;
 mod nat;
+mod ndp;
 mod publish;
 mod reply;
 mod routing;
+mod routing6;
 mod settings;
 
 pub use counter::*;
@@ -32,9 +35,11 @@ pub use frags::*;
 pub use isolation::*;
 pub use names::*;
 pub use nat::*;
+pub use ndp::*;
 pub use publish::*;
 pub use reply::*;
 pub use routing::*;
+pub use routing6::*;
 pub use settings::*;
 
 #[cfg(feature = "user")]
@@ -70,6 +75,7 @@ mod pod {
         ContainerIf,
         Neighbour,
         RouteUplink,
+        ContainerIf6,
         Settings,
         HairpinFrag,
         HopValue,

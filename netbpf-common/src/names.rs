@@ -98,9 +98,18 @@ pub mod map_names {
     /// [`crate::IccPort`], the ports of networks with inter-container
     /// communication off (written by the Docker follower).
     pub const ICC_PORTS: &str = "ICC_PORTS";
+    /// Hash: routed container IPv6 address (network order) →
+    /// [`crate::ContainerEntry`] (its veth and MACs).
+    pub const CONTAINERS6: &str = "CONTAINERS6";
+    /// Hash: host-side veth ifindex → [`crate::ContainerIf6`] (the one
+    /// IPv6 address allowed from it).
+    pub const CONTAINER_IFS6: &str = "CONTAINER_IFS6";
+    /// Hash: IPv6 next-hop address on the uplink (network order) →
+    /// [`crate::Neighbour`], mirrored from the kernel's neighbour table.
+    pub const NEIGHBOURS6: &str = "NEIGHBOURS6";
     /// Every map netbpf pins, in the order `netbpf` lists them. The last
     /// one is pinned last: its pin means the datapath is ready.
-    pub const ALL: [&str; 29] = [
+    pub const ALL: [&str; 32] = [
         MASQ_RULES,
         PUBLISH,
         LOCAL_ADDRS,
@@ -120,6 +129,9 @@ pub mod map_names {
         CONTAINER_IFS,
         NEIGHBOURS,
         ROUTE_UPLINK,
+        CONTAINERS6,
+        CONTAINER_IFS6,
+        NEIGHBOURS6,
         SETTINGS,
         SOURCE_BUDGET,
         HAIRPIN_FRAGS,

@@ -113,8 +113,10 @@ unsafe fn reply_in_place(f: *mut ArpFrame, req: &ArpFrame, mac: [u8; 6]) {
 
 /// XDP on the uplink: answer ARP requests for routed containers; every
 /// frame that is not ARP goes to the XDP fast path (`crate::xdp`), other
-/// ARP passes.
-#[inline(always)]
+/// ARP passes. A BPF function of its own, called for every frame that is
+/// not IPv6: `crate::ndp::uplink` is the other, and both inlined into
+/// `netbpf_arp` would not fit its 512 bytes of stack together.
+#[inline(never)]
 pub(crate) fn uplink(ctx: &XdpContext) -> u32 {
     let Some(f) = frame(ctx.data(), ctx.data_end()) else {
         // Shorter than an ARP frame: no IPv4 packet XDP takes either.

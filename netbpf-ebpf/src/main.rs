@@ -11,9 +11,9 @@
 //! | `netbpf_inside`  | tc (tcx) ingress of container-side interfaces | hairpinning |
 //! | `netbpf_fast_out` | the same, after `netbpf_inside` | masquerade and straight to the uplink (the fast path) |
 //! | `netbpf_icc`     | tc (tcx) ingress of the ports of a Docker bridge with `enable_icc=false` | drops container-to-container packets inside the network |
-//! | `netbpf_arp`     | XDP on the uplink | ARP for routed containers, then established inbound NAT flows straight to the container (the XDP fast path) |
-//! | `netbpf_route_in` | tc (tcx) ingress of the uplink | forward to routed containers |
-//! | `netbpf_container` | tc (tcx) ingress of routed containers' veths | ARP, anti-spoofing, forward out |
+//! | `netbpf_arp`     | XDP on the uplink | ARP and NDP for routed containers, then established inbound NAT flows straight to the container (the XDP fast path) |
+//! | `netbpf_route_in` | tc (tcx) ingress of the uplink | forward to routed containers (IPv4 and IPv6) |
+//! | `netbpf_container` | tc (tcx) ingress of routed containers' veths | ARP and NDP, anti-spoofing, forward out (IPv4 and IPv6) |
 //! | `netbpf_bench_floor`, `netbpf_bench_tx` | XDP, `cargo xtask bench` only | the router bench's floor and generator |
 //! | `netbpf_connect4`, `_sendmsg4`, `_recvmsg4`, `_getpeername4` | cgroup sock_addr hooks | published ports from the host's own sockets |
 #![no_std]
@@ -38,11 +38,13 @@ mod icc;
 mod icmp;
 mod maps;
 mod nat;
+mod ndp;
 mod parse;
 mod ports;
 mod reorder;
 mod rewrite;
 mod route;
+mod route6;
 mod rules;
 mod sock;
 mod stats;
@@ -184,11 +186,15 @@ pub fn netbpf_getpeername4(ctx: SockAddrContext) -> i32 {
     1
 }
 
-/// XDP on the uplink: answer ARP for routed containers, then send packets
+/// XDP on the uplink: answer ARP (and, for IPv6 frames, Neighbour
+/// Solicitations) for routed containers, then send packets
 /// of established inbound NAT flows straight to their container; pass the
 /// rest.
 #[aya_ebpf::macros::xdp]
 pub fn netbpf_arp(ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    if parse::is_ipv6_xdp(&ctx) {
+        return ndp::uplink(&ctx);
+    }
     arp::uplink(&ctx)
 }
 

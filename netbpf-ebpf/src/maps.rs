@@ -130,6 +130,24 @@ pub(crate) static CONTAINER_IFS: HashMap<u32, netbpf_common::ContainerIf> =
 pub(crate) static NEIGHBOURS: HashMap<[u8; 4], netbpf_common::Neighbour> =
     HashMap::with_max_entries(capacity::NEIGHBOURS, 0);
 
+/// Routed container IPv6 address → its veth and MACs, written by
+/// userspace.
+#[map]
+pub(crate) static CONTAINERS6: HashMap<[u8; 16], netbpf_common::ContainerEntry> =
+    HashMap::with_max_entries(capacity::CONTAINERS, 0);
+
+/// Host-side veth ifindex → the IPv6 address of the container behind it,
+/// written by userspace.
+#[map]
+pub(crate) static CONTAINER_IFS6: HashMap<u32, netbpf_common::ContainerIf6> =
+    HashMap::with_max_entries(capacity::CONTAINERS, 0);
+
+/// IPv6 next hop on the uplink → its MAC, mirrored from the kernel's
+/// neighbour table by userspace.
+#[map]
+pub(crate) static NEIGHBOURS6: HashMap<[u8; 16], netbpf_common::Neighbour> =
+    HashMap::with_max_entries(capacity::NEIGHBOURS, 0);
+
 /// The uplink's ifindex and MAC (index 0), written by userspace.
 #[map]
 pub(crate) static ROUTE_UPLINK: Array<netbpf_common::RouteUplink> = Array::with_max_entries(1, 0);

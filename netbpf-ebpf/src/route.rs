@@ -56,6 +56,9 @@ pub(crate) fn inbound(ctx: &TcContext) -> Result<Verdict, Counter> {
     let Some(peek) = parse::peek(ctx) else {
         return Ok(Verdict::Pass);
     };
+    if peek.ether_type == parse::ETH_P_IPV6 {
+        return crate::route6::inbound(ctx, peek.eth_dst);
+    }
     if peek.ether_type != ETH_P_IP {
         return Ok(Verdict::Pass);
     }
@@ -106,8 +109,11 @@ pub(crate) fn container(ctx: &TcContext) -> Result<Verdict, Counter> {
     if ether_type == arp::ETH_P_ARP {
         return arp::from_container(ctx, &cif, ifindex);
     }
+    if ether_type == parse::ETH_P_IPV6 {
+        return crate::route6::container(ctx, ifindex, eth.eth_dst);
+    }
     if ether_type != ETH_P_IP {
-        // IPv6 and the rest: not routed by netbpf; the kernel decides.
+        // The rest: not routed by netbpf; the kernel decides.
         return Ok(Verdict::Pass);
     }
     let Some(pkt) = parse::parse_tc(ctx)? else {

@@ -1,6 +1,7 @@
-//! The neighbour map: the uplink's IPv4 neighbours (next hops) copied from
-//! the kernel's neighbour table, so routed containers' packets leave with
-//! the right destination MAC without a trip through the kernel.
+//! The neighbour maps: the uplink's IPv4 (`NEIGHBOURS`) and IPv6
+//! (`NEIGHBOURS6`) neighbours (next hops) copied from the kernel's
+//! neighbour table, so routed containers' packets leave with the right
+//! destination MAC without a trip through the kernel.
 //!
 //! The daemon subscribes to neighbour changes first, then dumps the table
 //! into the map, then a task on the daemon's runtime applies every change
@@ -9,7 +10,12 @@
 //! or is deleted, is removed. When the kernel reports that changes were
 //! lost (`ENOBUFS`), the task dumps the table again.
 
-use std::{io, net::Ipv4Addr, path::Path};
+use std::{
+    borrow::BorrowMut,
+    io,
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
 
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -23,10 +29,34 @@ use crate::{
     rtnl::{NeighEntry, NeighEvent, NeighMonitor, Rtnl},
 };
 
-/// Writes one kernel entry into the map (or removes it if not usable).
-/// Entries on other interfaces than `uplink` are ignored.
-pub fn apply<T: std::borrow::BorrowMut<MapData>>(
-    map: &mut HashMap<T, [u8; 4], Neighbour>,
+/// The two neighbour maps, one per family.
+pub struct NeighMaps<T> {
+    /// IPv4 next hop → MAC.
+    pub v4: HashMap<T, [u8; 4], Neighbour>,
+    /// IPv6 next hop → MAC.
+    pub v6: HashMap<T, [u8; 16], Neighbour>,
+}
+
+/// Writes `value` under `key`, or removes `key` when `value` is `None`
+/// (a missing key is not an error).
+fn set<T: BorrowMut<MapData>, const N: usize>(
+    map: &mut HashMap<T, [u8; N], Neighbour>,
+    key: [u8; N],
+    value: Option<Neighbour>,
+) -> Result<(), MapError> {
+    match value {
+        Some(v) => map.insert(&key, &v, 0),
+        None => match map.remove(&key) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other,
+        },
+    }
+}
+
+/// Writes one kernel entry into its family's map (or removes it if not
+/// usable). Entries on other interfaces than `uplink` are ignored.
+pub fn apply<T: BorrowMut<MapData>>(
+    maps: &mut NeighMaps<T>,
     uplink: u32,
     event: &NeighEvent,
 ) -> Result<(), MapError> {
@@ -37,43 +67,51 @@ pub fn apply<T: std::borrow::BorrowMut<MapData>>(
     if e.ifindex != uplink {
         return Ok(());
     }
-    match (keep, e.mac) {
-        (true, Some(mac)) => map.insert(
-            &e.addr.octets(),
-            &Neighbour {
-                mac,
-                state: e.state,
-                ifindex: e.ifindex,
-            },
-            0,
-        ),
-        _ => match map.remove(&e.addr.octets()) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            other => other,
-        },
+    let value = match (keep, e.mac) {
+        (true, Some(mac)) => Some(Neighbour {
+            mac,
+            state: e.state,
+            ifindex: e.ifindex,
+        }),
+        _ => None,
+    };
+    match e.addr {
+        IpAddr::V4(a) => set(&mut maps.v4, a.octets(), value),
+        IpAddr::V6(a) => set(&mut maps.v6, a.octets(), value),
     }
 }
 
-/// Replaces the map's contents with the uplink's usable entries of `table`.
-pub fn fill<T: std::borrow::BorrowMut<MapData>>(
-    map: &mut HashMap<T, [u8; 4], Neighbour>,
+/// Replaces the maps' contents with the uplink's usable entries of `table`.
+pub fn fill<T: BorrowMut<MapData>>(
+    maps: &mut NeighMaps<T>,
     uplink: u32,
     table: &[NeighEntry],
 ) -> Result<(), MapError> {
-    let stale: Vec<[u8; 4]> = map
+    let usable = |addr: IpAddr| {
+        table
+            .iter()
+            .any(|e| e.ifindex == uplink && e.usable() && e.addr == addr)
+    };
+    let stale4: Vec<[u8; 4]> = maps
+        .v4
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| {
-            !table
-                .iter()
-                .any(|e| e.ifindex == uplink && e.usable() && e.addr.octets() == *k)
-        })
+        .filter(|k| !usable(IpAddr::from(*k)))
         .collect();
-    for k in stale {
-        let _ = map.remove(&k);
+    for k in stale4 {
+        let _ = maps.v4.remove(&k);
+    }
+    let stale6: Vec<[u8; 16]> = maps
+        .v6
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !usable(IpAddr::from(*k)))
+        .collect();
+    for k in stale6 {
+        let _ = maps.v6.remove(&k);
     }
     for e in table {
-        apply(map, uplink, &NeighEvent::New(e.clone()))?;
+        apply(maps, uplink, &NeighEvent::New(e.clone()))?;
     }
     Ok(())
 }
@@ -86,11 +124,11 @@ pub struct NeighSync {
 }
 
 impl NeighSync {
-    /// Starts applying `monitor`'s changes to `map` (the uplink's entries).
-    /// Must be called on the daemon's runtime.
+    /// Starts applying `monitor`'s changes to `maps` (the uplink's
+    /// entries). Must be called on the daemon's runtime.
     pub fn spawn(
         monitor: NeighMonitor,
-        mut map: HashMap<MapData, [u8; 4], Neighbour>,
+        mut maps: NeighMaps<MapData>,
         uplink: u32,
     ) -> io::Result<Self> {
         let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
@@ -115,7 +153,7 @@ impl NeighSync {
                         ready.clear_ready();
                         for ev in &events {
                             debug!("neighbour change: {ev:?}");
-                            if let Err(e) = apply(&mut map, uplink, ev) {
+                            if let Err(e) = apply(&mut maps, uplink, ev) {
                                 warn!("neighbour map update failed: {e}");
                             }
                         }
@@ -126,7 +164,7 @@ impl NeighSync {
                         warn!("neighbour changes: {e}; reading the whole table again");
                         match Rtnl::open().and_then(|mut r| r.neighbours()) {
                             Ok(table) => {
-                                if let Err(e) = fill(&mut map, uplink, &table) {
+                                if let Err(e) = fill(&mut maps, uplink, &table) {
                                     warn!("neighbour map refill failed: {e}");
                                 }
                             }
@@ -150,7 +188,7 @@ impl Drop for NeighSync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NeighRow {
     /// Next-hop address.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Its MAC.
     pub mac: String,
     /// Interface (name, or index if it is gone).
@@ -214,8 +252,16 @@ pub fn ifname(ifindex: u32) -> String {
         .unwrap_or_else(|| format!("#{ifindex}"))
 }
 
-/// The neighbour map of the datapath pinned in `dir`, sorted by address.
+/// The neighbour maps of the datapath pinned in `dir`, IPv4 then IPv6,
+/// each sorted by address. A datapath pinned by a netbpf without
+/// `NEIGHBOURS6` lists its IPv4 neighbours only.
 pub fn list(dir: &Path) -> Result<Vec<NeighRow>, MapsError> {
+    let row = |k: IpAddr, v: Neighbour| NeighRow {
+        address: k,
+        mac: format_mac(&v.mac),
+        interface: ifname(v.ifindex),
+        state: state_name(v.state),
+    };
     let name = map_names::NEIGHBOURS;
     let map: HashMap<MapData, [u8; 4], Neighbour> =
         HashMap::try_from(aya::maps::Map::HashMap(maps::open_pinned(dir, name)?))
@@ -223,13 +269,19 @@ pub fn list(dir: &Path) -> Result<Vec<NeighRow>, MapsError> {
     let mut rows: Vec<NeighRow> = map
         .iter()
         .filter_map(Result::ok)
-        .map(|(k, v)| NeighRow {
-            address: Ipv4Addr::from(k),
-            mac: format_mac(&v.mac),
-            interface: ifname(v.ifindex),
-            state: state_name(v.state),
-        })
+        .map(|(k, v)| row(IpAddr::V4(Ipv4Addr::from(k)), v))
         .collect();
+    let name = map_names::NEIGHBOURS6;
+    if let Ok(pinned) = maps::open_pinned(dir, name) {
+        let map: HashMap<MapData, [u8; 16], Neighbour> =
+            HashMap::try_from(aya::maps::Map::HashMap(pinned))
+                .map_err(|source| MapsError::Map { name, source })?;
+        rows.extend(
+            map.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| row(IpAddr::from(k), v)),
+        );
+    }
     rows.sort_by_key(|r| r.address);
     Ok(rows)
 }
@@ -250,7 +302,7 @@ mod tests {
     fn only_resolved_entries_are_usable() {
         let e = |state, mac| NeighEntry {
             ifindex: 2,
-            addr: Ipv4Addr::new(10, 0, 1, 2),
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2)),
             mac,
             state,
         };

@@ -7,7 +7,7 @@
 //! at run time, typed messages (`netlink-packet-route`), and the same socket
 //! API for the dump and for the stream of changes the daemon follows.
 
-use std::{io, net::Ipv4Addr};
+use std::{io, net::IpAddr};
 
 use aya::programs::XdpMode;
 use netlink_packet_core::{
@@ -112,13 +112,13 @@ pub struct LinkEntry {
     pub controller: Option<u32>,
 }
 
-/// One IPv4 neighbour table entry.
+/// One neighbour table entry (IPv4 or IPv6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighEntry {
     /// Interface it is on.
     pub ifindex: u32,
-    /// Its IPv4 address.
-    pub addr: Ipv4Addr,
+    /// Its address.
+    pub addr: IpAddr,
     /// Its MAC, if resolved.
     pub mac: Option<[u8; 6]>,
     /// Kernel `NUD_*` state bits.
@@ -338,10 +338,10 @@ impl Rtnl {
             .collect())
     }
 
-    /// Every IPv4 neighbour table entry.
+    /// Every IPv4 and IPv6 neighbour table entry.
     pub fn neighbours(&mut self) -> Result<Vec<NeighEntry>, RtnlError> {
         let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Inet;
+        msg.header.family = AddressFamily::Unspec;
         let replies = self.request(
             "dump neighbours",
             RouteNetlinkMessage::GetNeighbour(msg),
@@ -356,10 +356,14 @@ impl Rtnl {
             .collect())
     }
 
-    /// Routes `addr/32` to `ifindex` (replacing a route to it), so the
-    /// host's own stack reaches the container.
-    pub fn replace_host_route(&mut self, addr: Ipv4Addr, ifindex: u32) -> Result<(), RtnlError> {
-        let msg = host_route(addr, ifindex);
+    /// Routes `addr/32` (or an IPv6 `addr/128`) to `ifindex` (replacing a
+    /// route to it), so the host's own stack reaches the container.
+    pub fn replace_host_route(
+        &mut self,
+        addr: impl Into<IpAddr>,
+        ifindex: u32,
+    ) -> Result<(), RtnlError> {
+        let msg = host_route(addr.into(), ifindex);
         self.request(
             "add route",
             RouteNetlinkMessage::NewRoute(msg),
@@ -368,10 +372,14 @@ impl Rtnl {
         .map(|_| ())
     }
 
-    /// Removes netbpf's route to `addr/32` via `ifindex`; a missing route
-    /// is not an error.
-    pub fn delete_host_route(&mut self, addr: Ipv4Addr, ifindex: u32) -> Result<(), RtnlError> {
-        let msg = host_route(addr, ifindex);
+    /// Removes netbpf's route to `addr/32` (`/128`) via `ifindex`; a
+    /// missing route is not an error.
+    pub fn delete_host_route(
+        &mut self,
+        addr: impl Into<IpAddr>,
+        ifindex: u32,
+    ) -> Result<(), RtnlError> {
+        let msg = host_route(addr.into(), ifindex);
         match self.request(
             "delete route",
             RouteNetlinkMessage::DelRoute(msg),
@@ -385,32 +393,53 @@ impl Rtnl {
     }
 }
 
-/// The route message for `addr/32 dev ifindex scope link proto netbpf`.
-fn host_route(addr: Ipv4Addr, ifindex: u32) -> RouteMessage {
+/// The route message for `addr/32 dev ifindex scope link proto netbpf`
+/// (IPv6: `addr/128 dev ifindex proto netbpf`; IPv6 routes have no
+/// scope of their own).
+fn host_route(addr: IpAddr, ifindex: u32) -> RouteMessage {
     let mut msg = RouteMessage::default();
-    msg.header.address_family = AddressFamily::Inet;
-    msg.header.destination_prefix_length = 32;
+    let (family, len, scope, dst) = match addr {
+        IpAddr::V4(a) => (
+            AddressFamily::Inet,
+            32,
+            RouteScope::Link,
+            RouteAddress::Inet(a),
+        ),
+        IpAddr::V6(a) => (
+            AddressFamily::Inet6,
+            128,
+            RouteScope::Universe,
+            RouteAddress::Inet6(a),
+        ),
+    };
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = len;
     msg.header.table = RouteHeader::RT_TABLE_MAIN;
     msg.header.protocol = RouteProtocol::Other(ROUTE_PROTO);
-    msg.header.scope = RouteScope::Link;
+    msg.header.scope = scope;
     msg.header.kind = RouteType::Unicast;
     msg.attributes = vec![
-        RouteAttribute::Destination(RouteAddress::Inet(addr)),
+        RouteAttribute::Destination(dst),
         RouteAttribute::Oif(ifindex),
     ];
     msg
 }
 
-/// The IPv4 entry in a neighbour message, if it is one.
+/// The IPv4 or IPv6 entry in a neighbour message, if it is one.
 fn neigh_entry(n: &NeighbourMessage) -> Option<NeighEntry> {
-    if n.header.family != AddressFamily::Inet {
+    if n.header.family != AddressFamily::Inet && n.header.family != AddressFamily::Inet6 {
         return None;
     }
     let mut addr = None;
     let mut mac = None;
     for attr in &n.attributes {
         match attr {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                addr = Some(IpAddr::V4(*a));
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                addr = Some(IpAddr::V6(*a));
+            }
             NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                 let mut m = [0; 6];
                 m.copy_from_slice(l);

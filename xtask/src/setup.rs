@@ -81,6 +81,11 @@ pub const DEBIAN_TOOLS: &[DebianTool] = &[
         why: "the published-port tests connect to the lab's published ports from the outside machine with a real client (tests/publish.rs)",
     },
     DebianTool {
+        binary: "ping",
+        package: "iputils-ping",
+        why: "the IPv6 routing test pings a routed container's IPv6 address from a peer on the segment with `ping -6` (tests/routing6.rs)",
+    },
+    DebianTool {
         binary: "traceroute",
         package: "traceroute",
         why: "the tests trace from a container through the NAT with UDP, ICMP and TCP probes, which needs ICMP errors translated back (tests/publish.rs)",

@@ -41,7 +41,7 @@ mod status;
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -66,8 +66,9 @@ pub struct BgpSync {
     /// The host's own networks, kept out of what is learned.
     own: Vec<Ipv4Cidr>,
     pin_dir: PathBuf,
-    /// The containers last written to the fragment.
-    written: Option<BTreeSet<Ipv4Addr>>,
+    /// The containers (IPv4 and IPv6 addresses) last written to the
+    /// fragment.
+    written: Option<(BTreeSet<Ipv4Addr>, BTreeSet<Ipv6Addr>)>,
     /// Whether BIRD still has to be told (it was unreachable or refused).
     pending: bool,
     /// Whether the last attempt to reach BIRD failed (to log once).
@@ -128,24 +129,34 @@ impl BgpSync {
                 return;
             }
         };
-        self.apply(containers);
+        let containers6 = match crate::containers::ipv6_addresses(&self.pin_dir) {
+            Ok(set) => set,
+            Err(e) => {
+                log::debug!("bgp: reading the routed containers' IPv6 addresses: {e}");
+                return;
+            }
+        };
+        self.apply(containers, containers6);
     }
 
-    /// Like [`BgpSync::sync`] with the container set given.
-    pub fn apply(&mut self, containers: BTreeSet<Ipv4Addr>) {
-        if self.written.as_ref() != Some(&containers) {
-            let text = render_fragment(&self.cfg, &self.own, &containers);
+    /// Like [`BgpSync::sync`] with the container sets given.
+    pub fn apply(&mut self, containers: BTreeSet<Ipv4Addr>, containers6: BTreeSet<Ipv6Addr>) {
+        let now = (containers, containers6);
+        if self.written.as_ref() != Some(&now) {
+            let (containers, containers6) = &now;
+            let text = render_fragment(&self.cfg, &self.own, containers, containers6);
             if let Err(e) = write_atomic_mode(&self.cfg.config, &text, fragment_mode(&self.cfg)) {
                 warn!("bgp: {}", error_chain(&e));
                 return;
             }
             info!(
-                "bgp: {} announcing {} prefix(es) for {} routed container(s)",
+                "bgp: {} announcing {} prefix(es) for {} routed container(s), {} IPv6 /128(s)",
                 self.cfg.config.display(),
-                announced_prefixes(&self.cfg, &containers).len(),
-                containers.len()
+                announced_prefixes(&self.cfg, containers).len(),
+                containers.len(),
+                containers6.len()
             );
-            self.written = Some(containers);
+            self.written = Some(now);
             self.pending = true;
         }
         if !self.pending {

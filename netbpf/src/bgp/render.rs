@@ -1,6 +1,12 @@
 //! The BIRD configuration netbpf writes: the announced prefixes, the peers, the import filter and limits.
 
-use std::{collections::BTreeSet, fmt::Write as _, io, net::Ipv4Addr, path::Path};
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    io,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use crate::config::{BgpConfig, Config, Ipv4Cidr};
 
@@ -72,13 +78,15 @@ pub(crate) fn prefix_set(nets: &[Ipv4Cidr]) -> String {
     format!("[ {} ]", items.join(", "))
 }
 
-/// The fragment netbpf owns (`[bgp] config`) for these containers. `own`
-/// are the host's own networks ([`own_networks`]): nothing inside them is
-/// learned from a peer.
+/// The fragment netbpf owns (`[bgp] config`) for these containers
+/// (`containers6`: their IPv6 addresses, announced as /128s on each
+/// session's IPv6 channel). `own` are the host's own networks
+/// ([`own_networks`]): nothing inside them is learned from a peer.
 pub fn render_fragment(
     cfg: &BgpConfig,
     own: &[Ipv4Cidr],
     containers: &BTreeSet<Ipv4Addr>,
+    containers6: &BTreeSet<Ipv6Addr>,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{MARKER} from the [bgp] table of its config.");
@@ -96,9 +104,16 @@ pub fn render_fragment(
         let _ = writeln!(s, "  route {p} blackhole;");
     }
     s.push_str("}\n\n");
+    let _ = writeln!(s, "protocol static {STATIC_PROTOCOL6} {{");
+    s.push_str("  ipv6;\n");
+    for a in containers6 {
+        let _ = writeln!(s, "  route {a}/128 blackhole;");
+    }
+    s.push_str("}\n\n");
     s.push_str("# Announce netbpf's routes and nothing else.\n");
     let _ = writeln!(s, "filter {ANNOUNCE_FILTER} {{");
     let _ = writeln!(s, "  if proto = \"{STATIC_PROTOCOL}\" then accept;");
+    let _ = writeln!(s, "  if proto = \"{STATIC_PROTOCOL6}\" then accept;");
     s.push_str("  reject;\n}\n\n");
     if cfg.cluster_id.is_some() {
         let _ = write!(
@@ -108,6 +123,7 @@ pub fn render_fragment(
              # every iBGP neighbour, a non-client's only to the clients.\n\
              filter {REFLECT_FILTER} {{\n\
              \x20 if proto = \"{STATIC_PROTOCOL}\" then accept;\n\
+             \x20 if proto = \"{STATIC_PROTOCOL6}\" then accept;\n\
              \x20 if source = RTS_BGP then accept;\n\
              \x20 reject;\n}}\n\n"
         );
@@ -128,7 +144,21 @@ pub fn render_fragment(
     if !own.is_empty() {
         let _ = writeln!(s, "  if net ~ {} then reject;", prefix_set(own));
     }
-    s.push_str("  accept;\n}\n");
+    s.push_str("  accept;\n}\n\n");
+    let _ = write!(
+        s,
+        "# The same for IPv6: prefixes of /{IMPORT_MIN_LEN6} or longer, outside the\n\
+         # special-purpose ranges.\n\
+         filter {IMPORT_FILTER6} {{\n\
+         \x20 if net.len < {IMPORT_MIN_LEN6} then reject;\n\
+         \x20 if net ~ [ {special} ] then reject;\n\
+         \x20 accept;\n}}\n",
+        special = SPECIAL_PURPOSE6
+            .iter()
+            .map(|p| format!("{p}+"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     if any_multihop(cfg) {
         let _ = write!(
             s,
@@ -175,6 +205,15 @@ pub fn render_main(cfg: &BgpConfig) -> String {
          {learn}\
          \x20 ipv4 {{\n\
          {import}\
+         \x20   export where source = RTS_BGP;\n\
+         \x20 }};\n\
+         }}\n\n\
+         # The same for the IPv6 routes (the containers' /128s).\n\
+         protocol kernel {KERNEL_PROTOCOL6} {{\n\
+         \x20 persist;\n\
+         \x20 graceful restart on;\n\
+         \x20 ipv6 {{\n\
+         \x20   import none;\n\
          \x20   export where source = RTS_BGP;\n\
          \x20 }};\n\
          }}\n\n\

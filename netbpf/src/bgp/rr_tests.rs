@@ -44,7 +44,7 @@ fn a_reflector_marks_its_clients_and_reflects_bgp_routes() {
         ],
         Some(Ipv4Addr::new(10, 0, 0, 1)),
     );
-    let f = render_fragment(&c, &[], &BTreeSet::new());
+    let f = render_fragment(&c, &[], &BTreeSet::new(), &BTreeSet::new());
     assert!(f.contains(&format!("filter {REFLECT_FILTER} {{\n")), "{f}");
     assert!(f.contains("  if source = RTS_BGP then accept;\n"), "{f}");
     for client in ["10.0.0.11", "10.0.0.12"] {
@@ -77,12 +77,13 @@ fn a_client_announces_only_its_own_routes_to_its_reflectors() {
         None,
     );
     assert_eq!(c.role(), BgpRole::ReflectorClient);
-    let f = render_fragment(&c, &[], &BTreeSet::new());
+    let f = render_fragment(&c, &[], &BTreeSet::new(), &BTreeSet::new());
     assert!(!f.contains("rr client") && !f.contains("rr cluster"), "{f}");
     assert!(!f.contains(REFLECT_FILTER), "{f}");
+    // Two sessions, each with an IPv4 and an IPv6 channel.
     assert_eq!(
         f.matches("export filter netbpf_announce;").count(),
-        2,
+        4,
         "{f}"
     );
     assert!(f.contains("# [[bgp.reflector]] 10.0.0.2 AS 64512 (iBGP, our route reflector)"));

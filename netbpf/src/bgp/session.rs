@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::config::{BgpConfig, BgpPeer, PeerRole};
 
-use super::names::{ANNOUNCE_FILTER, IMPORT_FILTER, REFLECT_FILTER, peer_protocol};
+use super::names::{ANNOUNCE_FILTER, IMPORT_FILTER, IMPORT_FILTER6, REFLECT_FILTER, peer_protocol};
 
 /// Whether any session of `cfg` is multihop (BIRD then needs routes to
 /// resolve next hops: the direct protocol and the kernel's routes).
@@ -78,6 +78,13 @@ pub(super) fn render_session(cfg: &BgpConfig, peer: &BgpPeer) -> String {
          \x20 connect retry time 5;\n\
          \x20 ipv4 {{\n\
          \x20   import filter {IMPORT_FILTER};\n\
+         \x20   receive limit {limit} action block;\n\
+         \x20   export filter {export};\n\
+         {channel}\
+         \x20   gateway {gateway};\n\
+         \x20 }};\n\
+         \x20 ipv6 {{\n\
+         \x20   import filter {IMPORT_FILTER6};\n\
          \x20   receive limit {limit} action block;\n\
          \x20   export filter {export};\n\
          {channel}\

@@ -114,7 +114,8 @@ pub struct BgpStatus {
     pub cluster_id: Option<String>,
     /// Every BGP protocol.
     pub peers: Vec<PeerStatus>,
-    /// Routes of [`STATIC_PROTOCOL`]: what this host announces.
+    /// Routes of [`STATIC_PROTOCOL`] and [`STATIC_PROTOCOL6`]: what this
+    /// host announces.
     pub announced: Vec<RouteStatus>,
     /// Routes learned over BGP.
     pub learned: Vec<RouteStatus>,
@@ -278,12 +279,18 @@ pub fn parse_routes(lines: &[ReplyLine]) -> Vec<RouteStatus> {
 pub fn status(socket: &Path) -> Result<BgpStatus, BgpError> {
     let mut c = BirdClient::connect(socket)?;
     let peers = parse_protocols(&c.command("show protocols all")?);
-    let announced = match c.command(&format!("show route protocol {STATIC_PROTOCOL}")) {
-        Ok(lines) => parse_routes(&lines),
-        // No such protocol: netbpf's fragment is not loaded.
-        Err(BgpError::Bird { .. }) => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let mut announced = Vec::new();
+    for protocol in [STATIC_PROTOCOL, STATIC_PROTOCOL6] {
+        match c.command(&format!("show route protocol {protocol}")) {
+            Ok(lines) => announced.extend(parse_routes(&lines)),
+            // No such protocol: netbpf's fragment is not loaded (or is an
+            // older netbpf's, without IPv6).
+            Err(BgpError::Bird { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // BIRD 2 shows its default tables, master4 and master6: IPv4 and IPv6
+    // routes learned.
     let learned = parse_routes(&c.command("show route where source = RTS_BGP")?);
     Ok(BgpStatus {
         socket: socket.display().to_string(),
@@ -413,7 +420,7 @@ impl BgpStatus {
         s.push_str(&crate::table::render(&Self::PEER_HEADER, &peers));
         let _ = writeln!(
             s,
-            "\nAnnounced ({STATIC_PROTOCOL}): {} prefix(es)",
+            "\nAnnounced ({STATIC_PROTOCOL}, {STATIC_PROTOCOL6}): {} prefix(es)",
             self.announced.len()
         );
         s.push_str(&crate::table::render(

@@ -49,7 +49,12 @@ fn prefixes_are_slash_32s_or_the_block_plus_outsiders() {
 
 #[test]
 fn fragment_has_static_routes_filter_and_one_protocol_per_peer() {
-    let f = render_fragment(&cfg(None), &[], &set(&["10.10.1.1", "10.10.1.2"]));
+    let f = render_fragment(
+        &cfg(None),
+        &[],
+        &set(&["10.10.1.1", "10.10.1.2"]),
+        &BTreeSet::new(),
+    );
     assert!(f.starts_with(MARKER), "{f}");
     assert!(f.contains("protocol static netbpf_containers {\n  ipv4;\n  route 10.10.1.1/32 blackhole;\n  route 10.10.1.2/32 blackhole;\n}"), "{f}");
     assert!(f.contains("if proto = \"netbpf_containers\" then accept;"));
@@ -57,13 +62,14 @@ fn fragment_has_static_routes_filter_and_one_protocol_per_peer() {
     assert!(f.contains("  neighbor 10.0.0.12 as 64512;"), "{f}");
     assert!(f.contains("(iBGP)") && f.contains("(eBGP)"), "{f}");
     assert!(f.contains("  neighbor 10.0.0.1 as 65000;"), "{f}");
-    assert_eq!(f.matches("export filter netbpf_announce;").count(), 2);
+    // Two sessions, each with an IPv4 and an IPv6 channel.
+    assert_eq!(f.matches("export filter netbpf_announce;").count(), 4);
     assert_eq!(f.matches("router id 10.0.0.11;").count(), 2);
     assert_eq!(f.matches("local as 64512;").count(), 2);
     // Braces balance (BIRD would refuse the file otherwise).
     assert_eq!(f.matches('{').count(), f.matches('}').count());
     // No containers: a valid, empty static protocol.
-    let f = render_fragment(&cfg(None), &[], &BTreeSet::new());
+    let f = render_fragment(&cfg(None), &[], &BTreeSet::new(), &BTreeSet::new());
     assert!(f.contains("protocol static netbpf_containers {\n  ipv4;\n}"));
 }
 
@@ -74,14 +80,14 @@ fn cidrs(nets: &[&str]) -> Vec<Ipv4Cidr> {
 #[test]
 fn imports_are_filtered_to_other_hosts_containers_and_limited() {
     let own = cidrs(&["10.0.0.0/24", "10.77.0.0/24"]);
-    let f = render_fragment(&cfg(None), &own, &BTreeSet::new());
+    let f = render_fragment(&cfg(None), &own, &BTreeSet::new(), &BTreeSet::new());
     // One filter, used by every session, with a receive limit.
     assert!(f.contains("filter netbpf_learn {\n"), "{f}");
     assert_eq!(f.matches("import filter netbpf_learn;").count(), 2, "{f}");
     assert_eq!(
         f.matches("receive limit 16384 action block;").count(),
-        2,
-        "{f}"
+        4,
+        "{f}: per session and family"
     );
     assert!(!f.contains("import all"), "{f}");
     // /32 only by default: the default route and aggregates fail here.
@@ -102,7 +108,7 @@ fn imports_are_filtered_to_other_hosts_containers_and_limited() {
     let mut c = cfg(Some("10.10.1.0/24"));
     c.import_min_len = 24;
     c.receive_limit = 100;
-    let f = render_fragment(&c, &[], &BTreeSet::new());
+    let f = render_fragment(&c, &[], &BTreeSet::new(), &BTreeSet::new());
     assert!(f.contains("  if net.len < 24 then reject;\n"), "{f}");
     assert!(f.contains("receive limit 100 action block;"), "{f}");
     // No own networks: no empty set (BIRD refuses `[ ]`).
@@ -385,7 +391,8 @@ fn status_asks_for_protocols_and_routes() {
     let (path, t) = fake_bird(vec![
         "2002-Name       Proto      Table      State  Since         Info\n1002-netbpf_peer_10_0_0_12 BGP        ---        up     02:41:19.098  Established   \n1006-  BGP state:          Established\n     Neighbor address: 10.0.0.12\n0000 \n",
         "1007-Table master4:\n 10.10.1.1/32         blackhole [netbpf_containers 02:41:15.281] * (200)\n0000 \n",
-        "1007-Table master4:\n 10.10.2.1/32         unicast [netbpf_peer_10_0_0_12 02:41:19.386] * (100) [i]\n \tvia 10.0.0.12 on eth0\n0000 \n",
+        "1007-Table master6:\n 2001:db8:1::101/128  blackhole [netbpf_containers6 02:41:15.281] * (200)\n0000 \n",
+        "1007-Table master4:\n 10.10.2.1/32         unicast [netbpf_peer_10_0_0_12 02:41:19.386] * (100) [i]\n \tvia 10.0.0.12 on eth0\n1007-\n1007-Table master6:\n 2001:db8:1::201/128  unicast [netbpf_peer_10_0_0_12 02:41:19.386] * (100) [i]\n \tvia 2001:db8:1::12 on eth0\n0000 \n",
     ]);
     let s = status(&path).unwrap();
     assert_eq!(
@@ -393,16 +400,21 @@ fn status_asks_for_protocols_and_routes() {
         [
             "show protocols all",
             "show route protocol netbpf_containers",
+            "show route protocol netbpf_containers6",
             "show route where source = RTS_BGP"
         ]
     );
     assert_eq!(s.bird, "BIRD 2.0.12");
     assert_eq!(s.peers.len(), 1);
     assert_eq!(s.announced[0].prefix, "10.10.1.1/32");
+    assert_eq!(s.announced[1].prefix, "2001:db8:1::101/128");
     assert_eq!(s.learned[0].via.as_deref(), Some("10.0.0.12"));
+    assert_eq!(s.learned[1].prefix, "2001:db8:1::201/128");
+    assert_eq!(s.learned[1].via.as_deref(), Some("2001:db8:1::12"));
     let text = s.render();
     assert!(text.contains("1 of 1 established"), "{text}");
     assert!(text.contains("10.0.0.12 on eth0"), "{text}");
+    assert!(text.contains("2001:db8:1::201/128"), "{text}");
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["peers"][0]["bgp_state"], "Established");
     let _ = std::fs::remove_file(&path);
@@ -416,4 +428,85 @@ fn unreachable_socket_is_an_io_error_naming_it() {
         e.to_string().contains("/nonexistent/netbpf-bird.ctl"),
         "{e}"
     );
+}
+
+#[test]
+fn ipv6_container_addresses_are_announced_and_learned_on_an_ipv6_channel() {
+    let v6: BTreeSet<std::net::Ipv6Addr> = ["2001:db8:1::102", "2001:db8:1::101"]
+        .iter()
+        .map(|s| s.parse().expect("address"))
+        .collect();
+    let f = render_fragment(&cfg(None), &[], &BTreeSet::new(), &v6);
+    assert!(
+        f.contains(
+            "protocol static netbpf_containers6 {\n  ipv6;\n  route 2001:db8:1::101/128 blackhole;\n  route 2001:db8:1::102/128 blackhole;\n}"
+        ),
+        "{f}"
+    );
+    assert!(
+        f.contains("if proto = \"netbpf_containers6\" then accept;"),
+        "{f}"
+    );
+    assert!(
+        f.contains(
+            "filter netbpf_learn6 {\n  if net.len < 64 then reject;\n  if net ~ [ ::/8+, fe80::/10+, ff00::/8+ ] then reject;\n  accept;\n}"
+        ),
+        "{f}"
+    );
+    // Every session carries IPv6 too (multiprotocol BGP over its IPv4
+    // session), learning through the IPv6 filter.
+    assert_eq!(
+        f.matches("  ipv6 {\n    import filter netbpf_learn6;")
+            .count(),
+        2,
+        "{f}"
+    );
+    assert_eq!(f.matches('{').count(), f.matches('}').count());
+    let main = render_main(&cfg(None));
+    assert!(main.contains("protocol kernel netbpf_kernel6 {"), "{main}");
+    assert!(
+        main.contains("  ipv6 {\n    import none;\n    export where source = RTS_BGP;"),
+        "{main}"
+    );
+}
+
+/// BIRD itself accepts the config netbpf writes with IPv6 routes (`bird
+/// -p` only parses). Skipped where BIRD is not installed.
+#[test]
+fn bird_parses_the_dual_stack_config() {
+    let Ok(bird) = which_bird() else {
+        eprintln!("SKIPPED: bird not installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("nbv6-bird-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut c = cfg(None);
+    c.config = dir.join("netbpf.conf");
+    let v6: BTreeSet<std::net::Ipv6Addr> = ["2001:db8:1::101".parse().expect("address")]
+        .into_iter()
+        .collect();
+    let fragment = render_fragment(&c, &[], &set(&["10.10.1.1"]), &v6);
+    std::fs::write(&c.config, fragment).expect("fragment");
+    let main = dir.join("bird.conf");
+    std::fs::write(&main, render_main(&c)).expect("main");
+    let out = std::process::Command::new(bird)
+        .args(["-p", "-c"])
+        .arg(&main)
+        .output()
+        .expect("bird -p");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "bird -p: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which_bird() -> Result<PathBuf, ()> {
+    ["/usr/sbin/bird", "/usr/bin/bird"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or(())
 }

@@ -63,7 +63,7 @@ fn block<'a>(f: &'a str, addr: &str) -> &'a str {
 fn an_ebgp_tor_session_has_its_password_and_next_hop_and_stays_direct() {
     let c = cfg();
     assert_eq!(c.role(), BgpRole::Ebgp);
-    let f = render_fragment(&c, &[], &BTreeSet::new());
+    let f = render_fragment(&c, &[], &BTreeSet::new(), &BTreeSet::new());
     let b = block(&f, "10.0.1.1");
     assert!(b.contains("  local as 65101;\n  neighbor 10.0.1.1 as 65001;\n  direct;\n  password \"r4ck one\";\n"), "{b}");
     assert!(
@@ -87,7 +87,7 @@ fn an_ebgp_tor_session_has_its_password_and_next_hop_and_stays_direct() {
 #[test]
 fn a_multihop_session_resolves_its_next_hop_through_birds_table() {
     let c = cfg();
-    let f = render_fragment(&c, &[], &BTreeSet::new());
+    let f = render_fragment(&c, &[], &BTreeSet::new(), &BTreeSet::new());
     let b = block(&f, "10.255.0.2");
     assert!(
         b.contains("  neighbor 10.255.0.2 as 65002;\n  multihop 2;\n  graceful restart on;\n"),
@@ -120,7 +120,7 @@ fn a_multihop_session_resolves_its_next_hop_through_birds_table() {
 fn without_multihop_nothing_is_learned_from_the_kernel() {
     let mut c = cfg();
     c.peers.truncate(1);
-    let f = render_fragment(&c, &[], &BTreeSet::new());
+    let f = render_fragment(&c, &[], &BTreeSet::new(), &BTreeSet::new());
     assert!(!f.contains("protocol direct"), "{f}");
     let m = render_main(&c);
     assert!(!m.contains("  learn;"), "{m}");
@@ -129,7 +129,7 @@ fn without_multihop_nothing_is_learned_from_the_kernel() {
     let mut c = cfg();
     c.peers = vec![tor([10, 0, 1, 12], 65101)];
     assert_eq!(c.role(), BgpRole::FullMesh);
-    let b = render_fragment(&c, &[], &BTreeSet::new());
+    let b = render_fragment(&c, &[], &BTreeSet::new(), &BTreeSet::new());
     let b = block(&b, "10.0.1.12");
     assert!(!b.contains("next hop"), "{b}");
     assert!(!b.contains("password"), "{b}");

@@ -2,7 +2,11 @@
 //! status`: per-container-IP routing on the running datapath and across
 //! hosts.
 
-use std::{net::Ipv4Addr, path::Path, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    path::PathBuf,
+};
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -33,6 +37,9 @@ pub struct ContainerAddArgs {
     /// Host side of the container's veth.
     #[arg(long)]
     interface: String,
+    /// The container's IPv6 address, routed too (optional).
+    #[arg(long)]
+    ipv6: Option<Ipv6Addr>,
 }
 
 #[derive(Debug, Args)]
@@ -83,11 +90,17 @@ pub fn containers(command: ContainersCommand, pin_dir: &Path) -> Result<()> {
             }
         }
         ContainersCommand::Add(args) => {
-            let row = c::add(pin_dir, args.address, &args.interface)?;
-            println!(
-                "routing {} via {} (container MAC {})",
-                row.address, row.interface, row.mac
-            );
+            let row = c::add(pin_dir, args.address, &args.interface, args.ipv6)?;
+            match row.ipv6 {
+                Some(v6) => println!(
+                    "routing {} and {v6} via {} (container MAC {})",
+                    row.address, row.interface, row.mac
+                ),
+                None => println!(
+                    "routing {} via {} (container MAC {})",
+                    row.address, row.interface, row.mac
+                ),
+            }
         }
         ContainersCommand::Del(args) => {
             c::del(pin_dir, args.address)?;

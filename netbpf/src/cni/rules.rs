@@ -49,7 +49,7 @@ pub(super) fn add_rule(
         )),
     };
     if let OwnedRule::Container { address, interface } = rule {
-        return containers::add(pin_dir, *address, interface)
+        return containers::add(pin_dir, *address, interface, None)
             .map(drop)
             .map_err(|e| match e {
                 ContainersError::Masqueraded { .. } | ContainersError::Exists { .. } => {

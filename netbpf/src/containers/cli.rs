@@ -1,7 +1,7 @@
 //! `netbpf containers list|add|del` on a running datapath.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::Path,
     time::{Duration, Instant},
 };
@@ -24,6 +24,8 @@ use super::{error::*, tables::*, wire::*};
 pub struct ContainerRow {
     /// The container's address.
     pub address: Ipv4Addr,
+    /// Its IPv6 address, if it has one.
+    pub ipv6: Option<Ipv6Addr>,
     /// Host side of its veth (name, or `#index` if it is gone).
     pub interface: String,
     /// Its index.
@@ -38,12 +40,20 @@ pub struct ContainerRow {
 
 impl ContainerRow {
     /// Column headers of [`ContainerRow::cells`].
-    pub const HEADER: [&'static str; 5] = ["ADDRESS", "INTERFACE", "MAC", "HOST MAC", "ATTACHED"];
+    pub const HEADER: [&'static str; 6] = [
+        "ADDRESS",
+        "IPV6",
+        "INTERFACE",
+        "MAC",
+        "HOST MAC",
+        "ATTACHED",
+    ];
 
     /// The row as table cells.
     pub fn cells(&self) -> Vec<String> {
         vec![
             self.address.to_string(),
+            self.ipv6.map_or_else(|| "-".to_owned(), |a| a.to_string()),
             self.interface.clone(),
             self.mac.clone(),
             self.host_mac.clone(),
@@ -61,6 +71,7 @@ pub fn list(dir: &Path) -> Result<Vec<ContainerRow>, ContainersError> {
         .into_iter()
         .map(|(addr, e)| ContainerRow {
             address: Ipv4Addr::from(addr),
+            ipv6: maps.ipv6_of(e.ifindex),
             interface: ifname(e.ifindex),
             ifindex: e.ifindex,
             mac: format_mac(&e.mac),
@@ -74,14 +85,23 @@ pub fn list(dir: &Path) -> Result<Vec<ContainerRow>, ContainersError> {
     Ok(rows)
 }
 
-/// `netbpf containers add`: routes `address` to the container behind
-/// `interface` on the running datapath pinned in `dir`, and waits until
-/// the daemon has attached the veth's program.
+/// `netbpf containers add`: routes `address` (and `ipv6`, if given) to the
+/// container behind `interface` on the running datapath pinned in `dir`,
+/// and waits until the daemon has attached the veth's program.
 pub fn add(
     dir: &Path,
     address: Ipv4Addr,
     interface: &str,
+    ipv6: Option<Ipv6Addr>,
 ) -> Result<ContainerRow, ContainersError> {
+    if let Some(v6) = ipv6
+        && !netbpf_common::forwardable_source6(&v6.octets())
+    {
+        return Err(ContainersError::NotRoutable6 {
+            key: "--ipv6".into(),
+            addr: v6,
+        });
+    }
     for m in maps::read_masquerade(dir)? {
         let cidr = crate::config::Ipv4Cidr {
             addr: Ipv4Addr::from(m.source),
@@ -97,8 +117,8 @@ pub fn add(
     }
     let mut maps = RoutingMaps::open_pinned(dir)?;
     let c = Container {
-        address,
-        interface: interface.to_owned(),
+        ipv6,
+        ..Container::ipv4(address, interface)
     };
     let mut rtnl = Rtnl::open().map_err(|source| ContainersError::Rtnl {
         key: "rtnetlink".into(),
@@ -113,6 +133,13 @@ pub fn add(
     if maps.ifs.get(&r.ifindex, 0).is_ok() {
         return Err(ContainersError::Exists {
             what: interface.to_owned(),
+        });
+    }
+    if let Some(v6) = ipv6
+        && maps.containers6.get(&v6.octets(), 0).is_ok()
+    {
+        return Err(ContainersError::Exists {
+            what: v6.to_string(),
         });
     }
     maps.insert(&r, false)?;
@@ -148,11 +175,19 @@ pub fn add(
 /// next pass) and removes its host route.
 pub fn del(dir: &Path, address: Ipv4Addr) -> Result<(), ContainersError> {
     let mut maps = RoutingMaps::open_pinned(dir)?;
+    let ipv6 = maps
+        .containers
+        .get(&address.octets(), 0)
+        .ok()
+        .and_then(|e| maps.ipv6_of(e.ifindex));
     let ifindex = maps.remove(address)?;
     let mut rtnl = Rtnl::open().map_err(|source| ContainersError::Rtnl {
         key: "rtnetlink".into(),
         source,
     })?;
+    if let Some(v6) = ipv6 {
+        let _ = rtnl.delete_host_route(v6, ifindex);
+    }
     rtnl.delete_host_route(address, ifindex)
         .map_err(|source| ContainersError::Rtnl {
             key: format!("route to {address}"),

@@ -1,6 +1,6 @@
 //! Why a routed container could not be set up or changed.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{maps::MapError, programs::ProgramError};
 
@@ -20,6 +20,17 @@ pub enum ContainersError {
         addr: Ipv4Addr,
         /// The masquerade CIDR it is in.
         cidr: String,
+    },
+    /// An IPv6 address a router does not forward (unspecified, loopback,
+    /// multicast, link-local, IPv4-mapped).
+    #[error(
+        "{key}: {addr} is not a unicast address a router forwards (unspecified, loopback, multicast, link-local and IPv4-mapped addresses are not)"
+    )]
+    NotRoutable6 {
+        /// The config key (or command argument).
+        key: String,
+        /// The address.
+        addr: Ipv6Addr,
     },
     /// The interface is missing or unusable.
     #[error("{key}")]

@@ -47,7 +47,7 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
 use log::{info, warn};
-use netbpf_common::{Neighbour, RouteUplink, container_if_flags, map_names};
+use netbpf_common::{RouteUplink, container_if_flags, map_names};
 
 use crate::{
     config::{Config, Container},
@@ -175,13 +175,8 @@ impl Routing {
             key: "neighbour table".into(),
             source,
         })?;
-        let name = map_names::NEIGHBOURS;
-        let mut nmap: HashMap<_, [u8; 4], Neighbour> = HashMap::try_from(
-            ebpf.map_mut(name)
-                .ok_or_else(|| map_err(name)(MapError::InvalidName { name: name.into() }))?,
-        )
-        .map_err(map_err(name))?;
-        neigh::fill(&mut nmap, uplink_ifindex, &table).map_err(map_err(name))?;
+        let mut nmaps = borrowed_neigh_maps(ebpf)?;
+        neigh::fill(&mut nmaps, uplink_ifindex, &table).map_err(map_err(map_names::NEIGHBOURS))?;
         let mut routing = Self {
             pin_dir: pin_dir.to_owned(),
             uplink: uplink_name.to_owned(),
@@ -242,10 +237,16 @@ impl Routing {
         let Some(monitor) = self.monitor.take() else {
             return Ok(());
         };
-        let name = map_names::NEIGHBOURS;
-        let map = HashMap::try_from(Map::HashMap(maps::open_pinned(pin_dir, name)?))
-            .map_err(map_err(name))?;
-        let sync = NeighSync::spawn(monitor, map, self.uplink_ifindex).map_err(|source| {
+        let open = |name: &'static str| -> Result<Map, ContainersError> {
+            Ok(Map::HashMap(maps::open_pinned(pin_dir, name)?))
+        };
+        let nmaps = neigh::NeighMaps {
+            v4: HashMap::try_from(open(map_names::NEIGHBOURS)?)
+                .map_err(map_err(map_names::NEIGHBOURS))?,
+            v6: HashMap::try_from(open(map_names::NEIGHBOURS6)?)
+                .map_err(map_err(map_names::NEIGHBOURS6))?,
+        };
+        let sync = NeighSync::spawn(monitor, nmaps, self.uplink_ifindex).map_err(|source| {
             ContainersError::Neighbours {
                 what: "following neighbour changes",
                 source,
@@ -376,6 +377,9 @@ impl Routing {
             match maps.remove(c.address) {
                 Ok(ifindex) => {
                     let _ = rtnl.delete_host_route(c.address, ifindex);
+                    if let Some(v6) = c.ipv6 {
+                        let _ = rtnl.delete_host_route(v6, ifindex);
+                    }
                 }
                 Err(ContainersError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -435,6 +439,12 @@ pub fn remove_host_routes(pin_dir: &Path) {
         if let Err(err) = rtnl.delete_host_route(addr, e.ifindex) {
             log::debug!("routing: removing the route to {addr}: {err}");
         }
+        for (ifindex, i) in maps.interfaces6() {
+            let v6 = std::net::Ipv6Addr::from(i.addr);
+            if let Err(err) = rtnl.delete_host_route(v6, ifindex) {
+                warn!("routing: removing the route to {v6}: {err}");
+            }
+        }
     }
 }
 
@@ -471,13 +481,15 @@ mod tests {
     fn rows_render() {
         let row = ContainerRow {
             address: Ipv4Addr::new(10, 0, 1, 101),
+            ipv6: Some("2001:db8:1::101".parse().expect("address")),
             interface: "veth-r1".into(),
             ifindex: 7,
             mac: "02:00:00:00:00:01".into(),
             host_mac: "02:00:00:00:00:02".into(),
             attached: true,
         };
-        assert_eq!(row.cells()[4], "yes");
+        assert_eq!(row.cells()[1], "2001:db8:1::101");
+        assert_eq!(row.cells()[5], "yes");
         assert_eq!(row.cells().len(), ContainerRow::HEADER.len());
     }
 }

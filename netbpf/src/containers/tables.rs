@@ -1,12 +1,17 @@
-//! The routing maps (`CONTAINERS`, `CONTAINER_IFS`, `ROUTE_UPLINK`), pinned or in the loaded object.
+//! The routing maps (`CONTAINERS`, `CONTAINER_IFS`, their IPv6 twins
+//! `CONTAINERS6`, `CONTAINER_IFS6`), pinned or in the loaded object.
 
-use std::{borrow::BorrowMut, net::Ipv4Addr, path::Path};
+use std::{
+    borrow::BorrowMut,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use aya::{
     Ebpf,
     maps::{HashMap, Map, MapData, MapError},
 };
-use netbpf_common::{ContainerEntry, ContainerIf, container_if_flags, map_names};
+use netbpf_common::{ContainerEntry, ContainerIf, ContainerIf6, container_if_flags, map_names};
 
 use crate::maps::{self};
 
@@ -19,6 +24,10 @@ pub struct RoutingMaps<T> {
     pub containers: HashMap<T, [u8; 4], ContainerEntry>,
     /// Veth → address.
     pub ifs: HashMap<T, u32, ContainerIf>,
+    /// IPv6 address → veth and MACs.
+    pub containers6: HashMap<T, [u8; 16], ContainerEntry>,
+    /// Veth → IPv6 address.
+    pub ifs6: HashMap<T, u32, ContainerIf6>,
 }
 
 impl RoutingMaps<MapData> {
@@ -32,8 +41,24 @@ impl RoutingMaps<MapData> {
                 .map_err(map_err(map_names::CONTAINERS))?,
             ifs: HashMap::try_from(open(map_names::CONTAINER_IFS)?)
                 .map_err(map_err(map_names::CONTAINER_IFS))?,
+            containers6: HashMap::try_from(open(map_names::CONTAINERS6)?)
+                .map_err(map_err(map_names::CONTAINERS6))?,
+            ifs6: HashMap::try_from(open(map_names::CONTAINER_IFS6)?)
+                .map_err(map_err(map_names::CONTAINER_IFS6))?,
         })
     }
+}
+
+/// The IPv6 addresses of the routed containers of the datapath pinned in
+/// `dir` (what BGP announces as /128s).
+pub fn ipv6_addresses(dir: &Path) -> Result<std::collections::BTreeSet<Ipv6Addr>, ContainersError> {
+    let maps = RoutingMaps::open_pinned(dir)?;
+    Ok(maps
+        .containers6
+        .keys()
+        .filter_map(Result::ok)
+        .map(Ipv6Addr::from)
+        .collect())
 }
 
 impl<T: BorrowMut<MapData>> RoutingMaps<T> {
@@ -47,11 +72,27 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
         self.ifs.iter().filter_map(Result::ok).collect()
     }
 
-    /// Adds (or replaces) a container: the veth entry first, so the
+    /// The IPv6 address routed to the veth `ifindex`, if any.
+    pub fn ipv6_of(&self, ifindex: u32) -> Option<Ipv6Addr> {
+        self.ifs6
+            .get(&ifindex, 0)
+            .ok()
+            .map(|i| Ipv6Addr::from(i.addr))
+    }
+
+    /// Every routed veth with an IPv6 address: (ifindex, entry).
+    pub fn interfaces6(&self) -> Vec<(u32, ContainerIf6)> {
+        self.ifs6.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Adds (or replaces) a container: the veth entries first, so the
     /// container's own packets are checked from the moment the uplink
-    /// forwards to it. `configured`: it comes from the config's
-    /// `[[container]]` list ([`container_if_flags::CONFIGURED`]).
+    /// forwards to it; the IPv6 entries before the IPv4 ones, so the
+    /// veth's program (which starts from the IPv4 entry) sees both.
+    /// `configured`: it comes from the config's `[[container]]` list
+    /// ([`container_if_flags::CONFIGURED`]).
     pub fn insert(&mut self, r: &Resolved, configured: bool) -> Result<(), ContainersError> {
+        self.insert6(r)?;
         let attached = self
             .ifs
             .get(&r.ifindex, 0)
@@ -86,8 +127,56 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
             .map_err(map_err(map_names::CONTAINERS))
     }
 
+    /// The IPv6 half of [`RoutingMaps::insert`]: adds the container's IPv6
+    /// entries, or removes those its veth had if it has no IPv6 address now.
+    fn insert6(&mut self, r: &Resolved) -> Result<(), ContainersError> {
+        let Some(v6) = r.ipv6 else {
+            return self.remove6(r.ifindex);
+        };
+        if let Some(old) = self.ipv6_of(r.ifindex)
+            && old != v6
+        {
+            ignore_missing(self.containers6.remove(&old.octets()))
+                .map_err(map_err(map_names::CONTAINERS6))?;
+        }
+        self.ifs6
+            .insert(
+                &r.ifindex,
+                &ContainerIf6 {
+                    addr: v6.octets(),
+                    host_mac: r.host_mac,
+                    _pad: [0; 2],
+                },
+                0,
+            )
+            .map_err(map_err(map_names::CONTAINER_IFS6))?;
+        self.containers6
+            .insert(
+                &v6.octets(),
+                &ContainerEntry {
+                    ifindex: r.ifindex,
+                    host_mac: r.host_mac,
+                    mac: r.mac,
+                },
+                0,
+            )
+            .map_err(map_err(map_names::CONTAINERS6))
+    }
+
+    /// Removes the IPv6 entries of the veth `ifindex` (address first), if
+    /// it has any.
+    fn remove6(&mut self, ifindex: u32) -> Result<(), ContainersError> {
+        let Some(v6) = self.ipv6_of(ifindex) else {
+            return Ok(());
+        };
+        ignore_missing(self.containers6.remove(&v6.octets()))
+            .map_err(map_err(map_names::CONTAINERS6))?;
+        ignore_missing(self.ifs6.remove(&ifindex)).map_err(map_err(map_names::CONTAINER_IFS6))
+    }
+
     /// Removes a container (address first: the uplink stops forwarding to
-    /// it and answering ARP for it), returning its veth index.
+    /// it and answering ARP for it), its IPv6 entries too, returning its
+    /// veth index.
     pub fn remove(&mut self, addr: Ipv4Addr) -> Result<u32, ContainersError> {
         let entry = match self.containers.get(&addr.octets(), 0) {
             Ok(e) => e,
@@ -106,6 +195,7 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
             .get(&entry.ifindex, 0)
             .is_ok_and(|i| i.addr == addr.octets())
         {
+            self.remove6(entry.ifindex)?;
             ignore_missing(self.ifs.remove(&entry.ifindex))
                 .map_err(map_err(map_names::CONTAINER_IFS))?;
         }
@@ -140,13 +230,17 @@ pub(crate) fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 pub(crate) fn borrowed_maps(ebpf: &mut Ebpf) -> Result<RoutingMaps<&mut MapData>, ContainersError> {
-    // Two disjoint maps borrowed from one object.
+    // Four disjoint maps borrowed from one object.
     let mut containers = None;
     let mut ifs = None;
+    let mut containers6 = None;
+    let mut ifs6 = None;
     for (name, map) in ebpf.maps_mut() {
         match name {
             n if n == map_names::CONTAINERS => containers = Some(map),
             n if n == map_names::CONTAINER_IFS => ifs = Some(map),
+            n if n == map_names::CONTAINERS6 => containers6 = Some(map),
+            n if n == map_names::CONTAINER_IFS6 => ifs6 = Some(map),
             _ => {}
         }
     }
@@ -161,5 +255,36 @@ pub(crate) fn borrowed_maps(ebpf: &mut Ebpf) -> Result<RoutingMaps<&mut MapData>
             .map_err(map_err(map_names::CONTAINERS))?,
         ifs: HashMap::try_from(ifs.ok_or_else(|| missing(map_names::CONTAINER_IFS))?)
             .map_err(map_err(map_names::CONTAINER_IFS))?,
+        containers6: HashMap::try_from(containers6.ok_or_else(|| missing(map_names::CONTAINERS6))?)
+            .map_err(map_err(map_names::CONTAINERS6))?,
+        ifs6: HashMap::try_from(ifs6.ok_or_else(|| missing(map_names::CONTAINER_IFS6))?)
+            .map_err(map_err(map_names::CONTAINER_IFS6))?,
+    })
+}
+
+/// The two neighbour maps, borrowed from one object.
+pub(crate) fn borrowed_neigh_maps(
+    ebpf: &mut Ebpf,
+) -> Result<crate::neigh::NeighMaps<&mut MapData>, ContainersError> {
+    let mut v4 = None;
+    let mut v6 = None;
+    for (name, map) in ebpf.maps_mut() {
+        match name {
+            n if n == map_names::NEIGHBOURS => v4 = Some(map),
+            n if n == map_names::NEIGHBOURS6 => v6 = Some(map),
+            _ => {}
+        }
+    }
+    let missing = |name: &'static str| ContainersError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    };
+    Ok(crate::neigh::NeighMaps {
+        v4: HashMap::try_from(v4.ok_or_else(|| missing(map_names::NEIGHBOURS))?)
+            .map_err(map_err(map_names::NEIGHBOURS))?,
+        v6: HashMap::try_from(v6.ok_or_else(|| missing(map_names::NEIGHBOURS6))?)
+            .map_err(map_err(map_names::NEIGHBOURS6))?,
     })
 }

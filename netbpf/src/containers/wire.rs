@@ -1,12 +1,13 @@
-//! A routed container on this host: its veth and MACs resolved, its host route, the gratuitous ARP that announces it.
+//! A routed container on this host: its veth and MACs resolved, its host routes, the gratuitous ARP (and, for IPv6, the unsolicited neighbour advertisement) that announces it.
 
 use std::{
     io,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, FromRawFd, OwnedFd},
 };
 
 use log::warn;
+use netbpf_common::{ALL_NODES, ALL_NODES_MAC, Advert, na_flags, na_frame};
 
 use crate::{
     config::{Config, Container},
@@ -21,6 +22,8 @@ use super::error::*;
 pub struct Resolved {
     /// The container's address.
     pub address: Ipv4Addr,
+    /// Its IPv6 address, if it has one.
+    pub ipv6: Option<Ipv6Addr>,
     /// Host side of its veth.
     pub interface: String,
     /// Index of the host side.
@@ -73,6 +76,7 @@ pub fn resolve(rtnl: &mut Rtnl, key: &str, c: &Container) -> Result<Resolved, Co
         })?;
     Ok(Resolved {
         address: c.address,
+        ipv6: c.ipv6,
         interface: c.interface.clone(),
         ifindex,
         host_mac,
@@ -85,19 +89,6 @@ pub fn resolve(rtnl: &mut Rtnl, key: &str, c: &Container) -> Result<Resolved, Co
 /// the segment that cached another MAC for `addr` update it.
 pub fn announce(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
     const ETH_P_ARP: u16 = 0x0806;
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            i32::from(ETH_P_ARP.to_be()),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, owned descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut frame = Vec::with_capacity(42);
     frame.extend_from_slice(&[0xff; 6]);
     frame.extend_from_slice(&mac);
@@ -107,13 +98,49 @@ pub fn announce(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
     frame.extend_from_slice(&addr.octets());
     frame.extend_from_slice(&[0; 6]);
     frame.extend_from_slice(&addr.octets());
+    send_frame(ifindex, ETH_P_ARP, [0xff; 6], &frame)
+}
+
+/// Sends an unsolicited Neighbour Advertisement (RFC 4861 §7.2.6: to all
+/// nodes, override flag set, not solicited) "`addr` is at `mac`" out of
+/// `ifindex`, the IPv6 counterpart of [`announce`]. The frame is
+/// `netbpf_common::na_frame`'s, as the datapath builds its replies.
+pub fn announce6(ifindex: u32, mac: [u8; 6], addr: Ipv6Addr) -> io::Result<()> {
+    const ETH_P_IPV6: u16 = 0x86dd;
+    let target = addr.octets();
+    let frame = na_frame(&Advert {
+        eth_dst: &ALL_NODES_MAC,
+        mac: &mac,
+        target: &target,
+        ip_dst: &ALL_NODES,
+        flags: na_flags::OVERRIDE,
+    });
+    send_frame(ifindex, ETH_P_IPV6, ALL_NODES_MAC, &frame)
+}
+
+/// Sends the Ethernet `frame` (EtherType `ether_type`, to `dst`) out of
+/// `ifindex` through a raw packet socket.
+fn send_frame(ifindex: u32, ether_type: u16, dst: [u8; 6], frame: &[u8]) -> io::Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(ether_type.to_be()),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, owned descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = ETH_P_ARP.to_be();
+    sll.sll_protocol = ether_type.to_be();
     sll.sll_ifindex = ifindex as i32;
     sll.sll_halen = 6;
-    sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    sll.sll_addr[..6].copy_from_slice(&dst);
     use std::os::fd::AsRawFd;
     // SAFETY: frame and sll outlive the call; the lengths are theirs.
     let n = unsafe {
@@ -148,5 +175,16 @@ pub(crate) fn install_route_and_announce(
         && let Err(e) = announce(uplink, uplink_mac, r.address)
     {
         warn!("routing: gratuitous ARP for {} failed: {e}", r.address);
+    }
+    let Some(v6) = r.ipv6 else {
+        return;
+    };
+    if let Err(e) = rtnl.replace_host_route(v6, r.ifindex) {
+        warn!("routing: cannot route {v6}/128 to {}: {e}", r.interface);
+    }
+    if uplink_mac != [0; 6]
+        && let Err(e) = announce6(uplink, uplink_mac, v6)
+    {
+        warn!("routing: unsolicited neighbour advertisement for {v6} failed: {e}");
     }
 }

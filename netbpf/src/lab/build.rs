@@ -2,7 +2,7 @@
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -25,6 +25,9 @@ pub struct Container {
     pub addr: Ipv4Addr,
     /// Host side of its veth.
     pub host_veth: String,
+    /// Its IPv6 address, once [`Container::wire_ipv6`] gave it one (then
+    /// the configs the lab writes route it too).
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl Container {
@@ -43,7 +46,34 @@ impl Container {
             ns,
             addr,
             host_veth,
+            ipv6: None,
         })
+    }
+
+    /// Gives the container the IPv6 address `addr`, wired the Calico way
+    /// for IPv6: a /128 (no duplicate address detection) and the default
+    /// route via `fe80::1`, which netbpf answers for.
+    pub fn wire_ipv6(&mut self, addr: Ipv6Addr) -> Result<(), LabError> {
+        let a = format!("{addr}/128");
+        self.ns
+            .ip(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"])?;
+        self.ns.ip(&[
+            "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+        ])?;
+        self.ipv6 = Some(addr);
+        Ok(())
+    }
+
+    /// Its `[[container]]` table.
+    pub fn toml(&self) -> String {
+        let mut s = format!(
+            "\n[[container]]\naddress = \"{}\"\ninterface = \"{}\"\n",
+            self.addr, self.host_veth
+        );
+        if let Some(v6) = self.ipv6 {
+            s.push_str(&format!("ipv6 = \"{v6}\"\n"));
+        }
+        s
     }
 }
 
@@ -220,12 +250,7 @@ impl Lab {
         indexes
             .iter()
             .filter_map(|&i| self.routed.get(i))
-            .map(|c| {
-                format!(
-                    "\n[[container]]\naddress = \"{}\"\ninterface = \"{}\"\n",
-                    c.addr, c.host_veth
-                )
-            })
+            .map(Container::toml)
             .collect()
     }
 
@@ -260,6 +285,7 @@ impl Lab {
             ns,
             addr,
             host_veth,
+            ipv6: None,
         });
         Ok(())
     }

@@ -46,10 +46,7 @@ impl Host {
     pub fn config_toml(&self, all: &[Ipv4Addr], topology: Topology) -> String {
         let mut s = String::from("[uplink]\ninterface = \"eth0\"\n");
         for c in &self.containers {
-            s.push_str(&format!(
-                "\n[[container]]\naddress = \"{}\"\ninterface = \"{}\"\n",
-                c.addr, c.host_veth
-            ));
+            s.push_str(&c.toml());
         }
         let local_as = topology.host_as(self.index);
         s.push_str(&format!(

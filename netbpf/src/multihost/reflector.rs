@@ -87,7 +87,7 @@ impl ReflectorRouter {
         bgp::write_atomic(&cfg.main_config, &bgp::render_main(&cfg)).map_err(err)?;
         bgp::write_atomic(
             &cfg.config,
-            &bgp::render_fragment(&cfg, &own, &BTreeSet::new()),
+            &bgp::render_fragment(&cfg, &own, &BTreeSet::new(), &BTreeSet::new()),
         )
         .map_err(err)?;
         if let Some(mut b) = self.bird.take() {

@@ -20,6 +20,7 @@ mod nat;
 mod publish;
 mod reply;
 mod routing;
+mod routing6;
 mod xdp;
 
 use std::net::Ipv4Addr;

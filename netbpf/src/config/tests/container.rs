@@ -104,3 +104,49 @@ fn container_address_not_uplink_address() {
     );
     assert!(msg.contains("uplink.address"), "{msg}");
 }
+
+fn dual(addr: &str, ifname: &str, v6: &str) -> String {
+    format!("{}ipv6 = \"{v6}\"\n", container(addr, ifname))
+}
+
+#[test]
+fn container_ipv6_is_read_next_to_the_ipv4_address() {
+    let c = ok(&format!(
+        "{}{}",
+        dual("10.0.0.2", "v1", "2001:db8::2"),
+        container("10.0.0.3", "v2")
+    ));
+    assert_eq!(
+        c.container[0].ipv6,
+        Some("2001:db8::2".parse().expect("address"))
+    );
+    assert_eq!(c.container[1].ipv6, None);
+}
+
+#[test]
+fn container_ipv6_rules() {
+    assert_invalid(
+        &dual("10.0.0.2", "v1", "10.0.0.2"),
+        "container[0].ipv6",
+        &["\"10.0.0.2\"", "not an IPv6 address"],
+    );
+    for bad in ["::", "::1", "fe80::1", "ff02::1", "::ffff:10.0.0.2"] {
+        assert_invalid(
+            &dual("10.0.0.2", "v1", bad),
+            "container[0].ipv6",
+            &[
+                &format!("{bad:?}"),
+                "not a unicast address a router forwards",
+            ],
+        );
+    }
+    assert_invalid(
+        &format!(
+            "{}{}",
+            dual("10.0.0.2", "v1", "2001:db8::2"),
+            dual("10.0.0.3", "v2", "2001:db8::2")
+        ),
+        "container[1].ipv6",
+        &["already used by container[0].ipv6"],
+    );
+}

@@ -60,11 +60,13 @@ fn full_example_parses() {
         vec![
             Container {
                 address: ip("10.77.0.2"),
-                interface: "veth-c1".into()
+                interface: "veth-c1".into(),
+                ipv6: None,
             },
             Container {
                 address: ip("10.77.0.3"),
-                interface: "veth-c2".into()
+                interface: "veth-c2".into(),
+                ipv6: None,
             },
         ]
     );

@@ -1,0 +1,135 @@
+//! IPv6 container routes across hosts over BGP, end to end with real BIRD
+//! daemons: two container hosts in namespaces (prefix `nbv6bgp-<pid>`) on
+//! one bridge segment, each with a dual-stack routed container, its own
+//! netbpf daemon and BIRD. The IPv6 /128s travel on the IPv4 sessions'
+//! IPv6 channels; each host installs the other's, and the containers
+//! reach each other at their IPv6 addresses (`ping -6`, `ncat -6`).
+//! Everything is removed on drop, also when a test fails.
+//!
+//! Needs root, `bird` (Debian `bird2`), `ping` and `ncat` (`cargo xtask
+//! setup` installs them).
+
+#[macro_use]
+mod common;
+mod bgp_common;
+
+use bgp_common::*;
+use common::exe;
+
+use std::{net::Ipv6Addr, time::Duration};
+
+use common::require_root;
+use netbpf::multihost::{Host, MultiHost};
+use netbpf_common::Counter;
+
+/// Host `h`'s IPv6 address on the segment.
+fn host6(h: usize) -> String {
+    format!("2001:db8:ff::{h}")
+}
+
+/// The IPv6 address of host `h`'s container.
+fn container6(h: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, h as u16, 0, 0, 0, 0, 1)
+}
+
+/// The IPv6 addresses in host `h`'s kernel table with `proto bird`.
+fn kernel_bgp_routes6(host: &Host) -> String {
+    host.ns
+        .ip(&["-6", "route", "show", "proto", "bird"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_hosts_route_their_containers_ipv6_addresses_over_bgp() {
+    if !require_root("two_hosts_route_their_containers_ipv6_addresses_over_bgp")
+        || !bird_installed()
+    {
+        return;
+    }
+    let mut lab =
+        MultiHost::build(&format!("nbv6bgp-{}", std::process::id()), 2, 1).expect("build");
+    for h in &mut lab.hosts {
+        let a = format!("{}/64", host6(h.index));
+        ok(h.ns
+            .ip(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"])
+            .expect("host address"));
+        h.ns.sysctl("net.ipv6.conf.all.forwarding=1")
+            .expect("forwarding");
+        let v6 = container6(h.index);
+        h.containers[0].wire_ipv6(v6).expect("container IPv6");
+    }
+    if let Err(e) = lab.start(exe()) {
+        for h in &lab.hosts {
+            eprintln!("host {} daemon log:\n{}", h.index, h.daemon_log());
+        }
+        panic!("start: {e}");
+    }
+    lab.wait_converged(Duration::from_secs(30))
+        .expect("IPv4 converged");
+    // Each host learns the other's /128, via its global address.
+    for (h, o) in [(0, 2), (1, 1)] {
+        let host = &lab.hosts[h];
+        let want = format!("{}", container6(o));
+        assert!(
+            eventually(Duration::from_secs(15), || kernel_bgp_routes6(host)
+                .lines()
+                .any(|l| l.starts_with(&want))),
+            "host {}: no BGP route to {want}: {}\n{}",
+            host.index,
+            kernel_bgp_routes6(host),
+            host.daemon_log()
+        );
+    }
+    let routes = kernel_bgp_routes6(&lab.hosts[0]);
+    assert!(routes.contains(&format!("via {}", host6(2))), "{routes}");
+
+    // Container to container across the hosts, at their IPv6 addresses.
+    let c1 = &lab.hosts[0].containers[0];
+    let dst = container6(2).to_string();
+    let ping = |n: &str| {
+        c1.ns
+            .exec("ping", &["-6", "-c", n, "-W", "1", &dst])
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || ping("1")),
+        "ping -6 {dst} from host 1's container"
+    );
+    assert!(ping("3"), "three in a row");
+    for h in &lab.hosts {
+        let stats = netbpf::maps::read_stats(&h.pin_dir).expect("stats");
+        assert!(
+            stats.get(Counter::RoutedIn) > 0,
+            "host {}: routed in",
+            h.index
+        );
+    }
+
+    // `netbpf bgp status` on host 1: its /128 announced, host 2's learned.
+    let h1 = &lab.hosts[0];
+    let config = h1.dir.join("netbpf.toml");
+    let config = config.to_str().expect("utf-8");
+    let out = ok(run(
+        exe(),
+        h1,
+        &["bgp", "status", "--json", "--config", config],
+    ));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let prefixes = |key: &str| -> Vec<String> {
+        status[key]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|r| r["prefix"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        prefixes("announced").contains(&format!("{}/128", container6(1))),
+        "{status:#}"
+    );
+    assert!(
+        prefixes("learned").contains(&format!("{}/128", container6(2))),
+        "{status:#}"
+    );
+}
