@@ -158,9 +158,15 @@ impl Routing {
         let mut maps = borrowed_maps(ebpf)?;
         for (addr, ifindex) in dropped_from_config(&maps, &resolved) {
             info!("routing: {addr} is no longer in the config: removing it");
+            let v6 = maps.ipv6_of(ifindex);
             maps.remove(addr)?;
             if let Err(e) = rtnl.delete_host_route(addr, ifindex) {
                 log::debug!("routing: removing the route to {addr}: {e}");
+            }
+            if let Some(v6) = v6
+                && let Err(e) = rtnl.delete_host_route(v6, ifindex)
+            {
+                log::debug!("routing: removing the route to {v6}: {e}");
             }
         }
         for r in &resolved {
@@ -439,11 +445,11 @@ pub fn remove_host_routes(pin_dir: &Path) {
         if let Err(err) = rtnl.delete_host_route(addr, e.ifindex) {
             log::debug!("routing: removing the route to {addr}: {err}");
         }
-        for (ifindex, i) in maps.interfaces6() {
-            let v6 = std::net::Ipv6Addr::from(i.addr);
-            if let Err(err) = rtnl.delete_host_route(v6, ifindex) {
-                warn!("routing: removing the route to {v6}: {err}");
-            }
+    }
+    for (ifindex, i) in maps.interfaces6() {
+        let v6 = std::net::Ipv6Addr::from(i.addr);
+        if let Err(err) = rtnl.delete_host_route(v6, ifindex) {
+            log::debug!("routing: removing the route to {v6}: {err}");
         }
     }
 }
