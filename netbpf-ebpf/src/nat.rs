@@ -280,9 +280,10 @@ fn established(pkt: &Packet, t: &Tuple) -> Option<Translation> {
 /// [`inbound`] for a packet without a reply half: an existing flow (its
 /// first reply, a flow from before reply halves, or one whose half a full
 /// map refused) is found the long way and its half written; otherwise a
-/// new flow is opened if the packet may open one. For a new flow, a published port wins over a mapping that
-/// happens to hold the same port, and a host socket that owns the packet
-/// wins over the mapping's endpoint-independent filtering.
+/// new flow is opened if the packet may open one. For a new flow, a
+/// published port wins over a mapping that happens to hold the same port,
+/// and a host socket that owns the packet wins over the mapping's
+/// endpoint-independent filtering.
 #[inline(always)]
 fn find_or_open(ctx: &TcContext, pkt: &Packet, t: &Tuple) -> Result<Option<Translation>, Counter> {
     let outside = Endpoint::new(t.proto, t.dst, t.dport);

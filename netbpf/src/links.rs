@@ -106,22 +106,11 @@ pub fn attach_tc(
     attach: TcAttachType,
     pin_path: &Path,
 ) -> Result<Attached, LinkError> {
-    let mut was_severed = false;
-    if let Some(link) = adopt::<SchedClassifierLink>(pin_path) {
-        match prog.attach_to_link(link) {
-            Ok(_) => return Ok(Attached::Swapped),
-            Err(e) if severed(&e) => {
-                pins::remove_file(pin_path)?;
-                was_severed = true;
-            }
-            Err(e) => return Err(LinkError::Program(e)),
-        }
-    }
-    let id = prog.attach(ifindex, attach).map_err(LinkError::Program)?;
-    let link = prog.take_link(id).map_err(LinkError::Program)?;
-    pin(link, pin_path)?;
-    Ok(Attached::Fresh {
-        severed: was_severed,
+    let swapped =
+        adopt::<SchedClassifierLink>(pin_path).map(|link| prog.attach_to_link(link).map(|_| ()));
+    attach_pinned(pin_path, swapped, || {
+        let id = prog.attach(ifindex, attach)?;
+        prog.take_link(id)
     })
 }
 
@@ -133,19 +122,37 @@ pub fn attach_xdp(
     mode: XdpMode,
     pin_path: &Path,
 ) -> Result<Attached, LinkError> {
+    let swapped = adopt::<XdpLink>(pin_path).map(|link| prog.attach_to_link(link).map(|_| ()));
+    attach_pinned(pin_path, swapped, || {
+        let id = prog.attach(ifindex, mode)?;
+        prog.take_link(id)
+    })
+}
+
+/// The rest of [`attach_tc`] and [`attach_xdp`] once they tried to swap
+/// the program into the link pinned at `pin_path` (`swapped`: `None` if
+/// there was none): done if that worked; a severed link's pin is dropped;
+/// otherwise (or then) `fresh` attaches the program anew and its link is
+/// pinned.
+fn attach_pinned<L>(
+    pin_path: &Path,
+    swapped: Option<Result<(), ProgramError>>,
+    fresh: impl FnOnce() -> Result<L, ProgramError>,
+) -> Result<Attached, LinkError>
+where
+    FdLink: TryFrom<L, Error = AyaLinkError>,
+{
     let mut was_severed = false;
-    if let Some(link) = adopt::<XdpLink>(pin_path) {
-        match prog.attach_to_link(link) {
-            Ok(_) => return Ok(Attached::Swapped),
-            Err(e) if severed(&e) => {
-                pins::remove_file(pin_path)?;
-                was_severed = true;
-            }
-            Err(e) => return Err(LinkError::Program(e)),
+    match swapped {
+        Some(Ok(())) => return Ok(Attached::Swapped),
+        Some(Err(e)) if severed(&e) => {
+            pins::remove_file(pin_path)?;
+            was_severed = true;
         }
+        Some(Err(e)) => return Err(LinkError::Program(e)),
+        None => {}
     }
-    let id = prog.attach(ifindex, mode).map_err(LinkError::Program)?;
-    let link = prog.take_link(id).map_err(LinkError::Program)?;
+    let link = fresh().map_err(LinkError::Program)?;
     pin(link, pin_path)?;
     Ok(Attached::Fresh {
         severed: was_severed,

@@ -28,7 +28,7 @@ use std::net::Ipv4Addr;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use common::*;
 use netbpf::{
@@ -113,9 +113,7 @@ impl Dp {
     }
 
     fn counter(&self, c: Counter) -> u64 {
-        let map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(map_names::STATS).expect("stats")).expect("type");
-        map.get(&(c as u32), 0).expect("read").iter().sum()
+        counter_of(&self.ebpf, c)
     }
 
     /// Every flow, its reply half folded in (as `netbpf conntrack` shows
@@ -386,4 +384,31 @@ where
     let r = prog.test_run(opts)?;
     out.truncate(r.data_size_out as usize);
     Ok((r.return_value, out))
+}
+
+/// The value of counter `c` of a loaded datapath, summed over the CPUs.
+fn counter_of(ebpf: &Ebpf, c: Counter) -> u64 {
+    let map: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(ebpf.map(map_names::STATS).expect("stats")).expect("type");
+    map.get(&(c as u32), 0).expect("read").iter().sum()
+}
+
+/// One run of the XDP program `netbpf_arp` (the uplink's) on `pkt`.
+fn xdp_of(ebpf: &Ebpf, pkt: &[u8]) -> (u32, Vec<u8>) {
+    let p: &Xdp = ebpf
+        .program(programs::ARP)
+        .expect("program")
+        .try_into()
+        .expect("type");
+    run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
+}
+
+/// One run of the tc program `name` on `pkt`.
+fn tc_of(ebpf: &Ebpf, name: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
+    let p: &SchedClassifier = ebpf
+        .program(name)
+        .expect("program")
+        .try_into()
+        .expect("type");
+    run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
 }

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, Xdp},
+    maps::{Array, HashMap, MapData},
+    programs::Xdp,
 };
 use netbpf::{config::Config, containers::programs, datapath};
 use netbpf_common::{ContainerEntry, ContainerIf, Counter, Neighbour, RouteUplink, map_names};
@@ -116,29 +116,15 @@ impl Dp {
     }
 
     fn xdp(&self, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let p: &Xdp = self
-            .ebpf
-            .program(programs::ARP)
-            .expect("program")
-            .try_into()
-            .expect("type");
-        super::run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
+        super::xdp_of(&self.ebpf, pkt)
     }
 
     fn tc(&self, name: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let p: &SchedClassifier = self
-            .ebpf
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("type");
-        super::run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
+        super::tc_of(&self.ebpf, name, pkt)
     }
 
     fn counter(&self, c: Counter) -> u64 {
-        let map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(map_names::STATS).expect("stats")).expect("type");
-        map.get(&(c as u32), 0).expect("read").iter().sum()
+        super::counter_of(&self.ebpf, c)
     }
 }
 

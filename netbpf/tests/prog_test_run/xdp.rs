@@ -46,13 +46,7 @@ fn xdp_dp(dp: Dp, neighbours: bool, target: bool) -> Dp {
 impl Dp {
     /// Runs `netbpf_arp` (XDP) on `pkt`.
     fn xdp(&self, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let p: &Xdp = self
-            .ebpf
-            .program(programs::ARP)
-            .expect("program")
-            .try_into()
-            .expect("type");
-        super::run_once(p, pkt).expect("BPF_PROG_TEST_RUN")
+        super::xdp_of(&self.ebpf, pkt)
     }
 
     /// Packets recorded inbound on every flow.
