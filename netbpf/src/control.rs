@@ -143,8 +143,8 @@ pub fn publish_del(
     }
     let mut trie: LpmTrie<MapData, PublishKey, PublishRule> = trie(pin_dir, name)?;
     for e in &blocks {
-        match trie.remove(&Key::new(e.prefix_len, e.key)) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+        match crate::maps::absent_ok(trie.remove(&Key::new(e.prefix_len, e.key))) {
+            Ok(()) => {}
             Err(source) => return Err(ControlError::Map { name, source }),
         }
     }
@@ -249,8 +249,8 @@ pub fn isolation_set(pin_dir: &Path, nets: &[(Ipv4Cidr, u32)]) -> Result<usize, 
             .iter()
             .any(|(c, _)| u32::from(c.prefix_len) == k.prefix_len() && c.addr.octets() == k.data());
         if !wanted {
-            match trie.remove(k) {
-                Ok(()) | Err(MapError::KeyNotFound) => changed += 1,
+            match crate::maps::absent_ok(trie.remove(k)) {
+                Ok(()) => changed += 1,
                 Err(source) => return Err(ControlError::Map { name, source }),
             }
         }

@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 
-use aya::maps::MapError;
 use netbpf_common::{FlowKey, FlowValue, ReplyKey, ReplyValue, map_names, merge};
 
-use crate::maps::{MapsError, NatMaps, batch_or_walk};
+use crate::maps::{MapsError, NatMaps, absent_ok, batch_or_walk, is_absent};
 
 impl NatMaps {
     /// Every flow, as read now, each with its reply half folded in
@@ -57,7 +56,7 @@ impl NatMaps {
         self.remove_reply(&reply_key(key, value))?;
         match self.conntrack.remove(key) {
             Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) if is_absent(&e) => Ok(false),
             Err(source) => Err(MapsError::Map {
                 name: map_names::CONNTRACK,
                 source,
@@ -70,8 +69,8 @@ impl NatMaps {
         let Some(replies) = self.replies.as_mut() else {
             return Ok(());
         };
-        match replies.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        match absent_ok(replies.remove(key)) {
+            Ok(()) => Ok(()),
             Err(source) => Err(MapsError::Map {
                 name: map_names::CONNTRACK_REPLY,
                 source,

@@ -46,6 +46,26 @@ pub enum MapsError {
     },
 }
 
+/// Whether a map operation failed only because the key was not there.
+/// aya reports that as `KeyNotFound` for a lookup but as the syscall's
+/// `ENOENT` for a delete.
+pub fn is_absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// `r`, with "the key was not there" ([`is_absent`]) as success: for
+/// deletes whose goal is that the key is gone.
+pub fn absent_ok(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(e) if is_absent(&e) => Ok(()),
+        other => other,
+    }
+}
+
 /// Path of a map's pin.
 pub fn pin_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)

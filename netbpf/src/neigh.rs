@@ -46,10 +46,7 @@ fn set<T: BorrowMut<MapData>, const N: usize>(
 ) -> Result<(), MapError> {
     match value {
         Some(v) => map.insert(&key, &v, 0),
-        None => match map.remove(&key) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            other => other,
-        },
+        None => crate::maps::absent_ok(map.remove(&key)),
     }
 }
 

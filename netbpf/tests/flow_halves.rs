@@ -126,8 +126,10 @@ fn expiry_removes_both_halves_and_the_halves_left_without_a_flow() {
     // Idle out for longer than the UDP timeout, but a reply came in
     // recently: alive.
     let alive = dp.flow(2, 5000, S, Some(now - S));
-    // Both halves idle: expired.
+    // Both halves idle: expired. And one that never had a reply half
+    // (nothing came back, or one packet opened it).
     let expired = dp.flow(3, 5001, S, Some(2 * S));
+    let lone = dp.flow(6, 5002, S, None);
     // A half whose flow is gone (the LRU map evicted it), and one left by an earlier
     // flow on the tuple that another container's flow now holds.
     let orphan = ReplyKey::new(proto::UDP, REMOTE, 53, UP, 6000);
@@ -144,7 +146,7 @@ fn expiry_removes_both_halves_and_the_halves_left_without_a_flow() {
 
     let mut nat = NatMaps::open_pinned(&dp.dir).expect("open");
     let report = collect_garbage(&mut nat, &timeouts, now, &mut Orphans::new()).expect("gc");
-    assert_eq!(report.flows, 1, "only the idle flow");
+    assert_eq!(report.flows, 2, "only the idle flows");
     let keys: Vec<FlowKey> = nat
         .flows()
         .expect("flows")
@@ -154,6 +156,7 @@ fn expiry_removes_both_halves_and_the_halves_left_without_a_flow() {
     assert!(keys.contains(&alive), "kept alive by its reply half");
     assert!(keys.contains(&held));
     assert!(!keys.contains(&expired));
+    assert!(!keys.contains(&lone), "a flow without a half expires too");
     let halves = dp.halves();
     assert_eq!(
         halves,

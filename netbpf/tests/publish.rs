@@ -375,7 +375,9 @@ fn published_flows_expire_and_come_back() {
     }
     assert!(
         maps.flows().expect("flows").is_empty(),
-        "the published UDP flow expired"
+        "the published UDP flow expired: {:?} {}",
+        maps.halves(),
+        lab.daemon_log()
     );
     // The port is still published: a new flow opens.
     let (answer, local, _) = udp_ask(&lab.outside, uplink(8081)).expect("udp again");

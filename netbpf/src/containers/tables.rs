@@ -223,10 +223,7 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
 }
 
 pub(crate) fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
-    match r {
-        Err(MapError::KeyNotFound) => Ok(()),
-        other => other,
-    }
+    crate::maps::absent_ok(r)
 }
 
 pub(crate) fn borrowed_maps(ebpf: &mut Ebpf) -> Result<RoutingMaps<&mut MapData>, ContainersError> {

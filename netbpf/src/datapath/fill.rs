@@ -101,8 +101,8 @@ pub(crate) fn prune_trie<K: aya::Pod + PartialEq, V: aya::Pod>(
         })
         .collect();
     for key in stale {
-        match trie.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+        match crate::maps::absent_ok(trie.remove(&key)) {
+            Ok(()) => {}
             Err(source) => return Err(DatapathError::Map { name, source }),
         }
     }
@@ -165,8 +165,8 @@ pub fn fill_publish_keeping(
         .filter(|k| !local_addrs.iter().any(|a| a.octets() == *k))
         .collect();
     for key in stale {
-        match addrs.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+        match crate::maps::absent_ok(addrs.remove(&key)) {
+            Ok(()) => {}
             Err(source) => return Err(DatapathError::Map { name, source }),
         }
     }

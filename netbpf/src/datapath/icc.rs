@@ -94,8 +94,8 @@ impl Datapath {
         let mut map = self.icc_map()?;
         for ifindex in held {
             if !wanted.iter().any(|(_, i, _)| *i == ifindex) {
-                match map.remove(&ifindex) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                match crate::maps::absent_ok(map.remove(&ifindex)) {
+                    Ok(()) => {}
                     Err(e) => return Err(icc_map_err(e)),
                 }
             }
