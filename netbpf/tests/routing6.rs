@@ -25,13 +25,13 @@ use std::{
 };
 
 use netbpf::{
-    lab::{Container, Lab},
+    lab::{Container, Lab, PEER_ADDR6, SEGMENT_HOST_ADDR6, routed_addr6},
     netns::Netns,
 };
 use netbpf_common::Counter;
 
-const HOST6: &str = "2001:db8:1::1";
-const PEER6: &str = "2001:db8:1::2";
+const HOST6: Ipv6Addr = SEGMENT_HOST_ADDR6;
+const PEER6: Ipv6Addr = PEER_ADDR6;
 const PORT: u16 = 4000;
 
 fn prefix(x: &str) -> String {
@@ -40,7 +40,7 @@ fn prefix(x: &str) -> String {
 
 /// The routed container `i`'s IPv6 address (`2001:db8:1::101`, ...).
 fn addr6(i: usize) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x101 + i as u16)
+    routed_addr6(i + 1)
 }
 
 /// `out`, which must be a success (`what` names it in the failure).
@@ -54,42 +54,13 @@ fn ok(what: &str, out: Result<Output, netbpf::netns::NetnsError>) -> Output {
     out
 }
 
-/// Wires IPv6 into a lab built with routed containers: the uplink and the
-/// peer share `2001:db8:1::/64`, the host forwards IPv6, each container
-/// has its address as a /128 and a default route via `fe80::1` (Calico's
-/// wiring, with netbpf answering for the gateway).
+/// Wires IPv6 into a lab built with routed containers, as `netbpf lab`
+/// does ([`Lab::wire_ipv6`]): the uplink and the peer share
+/// `2001:db8:1::/64`, the host forwards IPv6, each container has its
+/// address as a /128 and a default route via `fe80::1` (Calico's wiring,
+/// with netbpf answering for the gateway).
 fn wire_ipv6(lab: &mut Lab) {
-    let peer = lab.peer.as_ref().expect("peer");
-    ok(
-        "host address",
-        lab.host.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{HOST6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]),
-    );
-    ok(
-        "peer address",
-        peer.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{PEER6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]),
-    );
-    lab.host
-        .sysctl("net.ipv6.conf.all.forwarding=1")
-        .expect("forwarding");
-    for (i, c) in lab.routed.iter_mut().enumerate() {
-        c.wire_ipv6(addr6(i)).expect("container IPv6");
-    }
+    lab.wire_ipv6().expect("wire IPv6");
 }
 
 /// Whether `f` holds within `bound`, tried every 200 ms.
@@ -248,7 +219,7 @@ fn peer_reaches_routed_containers_at_their_ipv6_addresses() {
         rows.as_array()
             .expect("array")
             .iter()
-            .any(|r| r["address"] == PEER6),
+            .any(|r| r["address"] == PEER6.to_string()),
         "the peer is a known IPv6 neighbour: {rows:#}"
     );
 }
@@ -287,7 +258,16 @@ fn a_container_cannot_send_from_another_ipv6_address() {
     let answered =
         c.ns.exec(
             "ping",
-            &["-6", "-c", "2", "-W", "1", "-I", "2001:db8:1::99", PEER6],
+            &[
+                "-6",
+                "-c",
+                "2",
+                "-W",
+                "1",
+                "-I",
+                "2001:db8:1::99",
+                &PEER6.to_string(),
+            ],
         )
         .is_ok_and(|o| o.status.success());
     assert!(!answered, "a spoofed source gets nowhere");
