@@ -19,17 +19,18 @@ use common::exe;
 use std::{net::Ipv6Addr, time::Duration};
 
 use common::require_root;
-use netbpf::multihost::{Host, MultiHost};
+use netbpf::multihost::{Host, MultiHost, container_addr6, host_addr6};
 use netbpf_common::Counter;
 
-/// Host `h`'s IPv6 address on the segment.
+/// Host `h`'s IPv6 address on the segment (as `netbpf lab --hosts`
+/// wires it).
 fn host6(h: usize) -> String {
-    format!("2001:db8:ff::{h}")
+    host_addr6(h).to_string()
 }
 
-/// The IPv6 address of host `h`'s container.
+/// The IPv6 address of host `h`'s (first) container.
 fn container6(h: usize) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, h as u16, 0, 0, 0, 0, 1)
+    container_addr6(h, 1)
 }
 
 /// The IPv6 addresses in host `h`'s kernel table with `proto bird`.
@@ -49,16 +50,8 @@ fn two_hosts_route_their_containers_ipv6_addresses_over_bgp() {
     }
     let mut lab =
         MultiHost::build(&format!("nbv6bgp-{}", std::process::id()), 2, 1).expect("build");
-    for h in &mut lab.hosts {
-        let a = format!("{}/64", host6(h.index));
-        ok(h.ns
-            .ip(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"])
-            .expect("host address"));
-        h.ns.sysctl("net.ipv6.conf.all.forwarding=1")
-            .expect("forwarding");
-        let v6 = container6(h.index);
-        h.containers[0].wire_ipv6(v6).expect("container IPv6");
-    }
+    // The lab's own IPv6 wiring, as `netbpf lab --hosts N` does it.
+    lab.wire_ipv6().expect("IPv6 wiring");
     if let Err(e) = lab.start(exe()) {
         for h in &lab.hosts {
             eprintln!("host {} daemon log:\n{}", h.index, h.daemon_log());

@@ -25,13 +25,13 @@ use std::{
 };
 
 use netbpf::{
-    lab::{Container, Lab},
+    lab::{Container, Lab, PEER_ADDR6, SEGMENT_HOST_ADDR6, routed_addr6},
     netns::Netns,
 };
-use netbpf_common::Counter;
+use netbpf_common::{Counter, map_names};
 
-const HOST6: &str = "2001:db8:1::1";
-const PEER6: &str = "2001:db8:1::2";
+const HOST6: Ipv6Addr = SEGMENT_HOST_ADDR6;
+const PEER6: Ipv6Addr = PEER_ADDR6;
 const PORT: u16 = 4000;
 
 fn prefix(x: &str) -> String {
@@ -40,7 +40,7 @@ fn prefix(x: &str) -> String {
 
 /// The routed container `i`'s IPv6 address (`2001:db8:1::101`, ...).
 fn addr6(i: usize) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x101 + i as u16)
+    routed_addr6(i + 1)
 }
 
 /// `out`, which must be a success (`what` names it in the failure).
@@ -54,42 +54,13 @@ fn ok(what: &str, out: Result<Output, netbpf::netns::NetnsError>) -> Output {
     out
 }
 
-/// Wires IPv6 into a lab built with routed containers: the uplink and the
-/// peer share `2001:db8:1::/64`, the host forwards IPv6, each container
-/// has its address as a /128 and a default route via `fe80::1` (Calico's
-/// wiring, with netbpf answering for the gateway).
+/// Wires IPv6 into a lab built with routed containers, as `netbpf lab`
+/// does ([`Lab::wire_ipv6`]): the uplink and the peer share
+/// `2001:db8:1::/64`, the host forwards IPv6, each container has its
+/// address as a /128 and a default route via `fe80::1` (Calico's wiring,
+/// with netbpf answering for the gateway).
 fn wire_ipv6(lab: &mut Lab) {
-    let peer = lab.peer.as_ref().expect("peer");
-    ok(
-        "host address",
-        lab.host.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{HOST6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]),
-    );
-    ok(
-        "peer address",
-        peer.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{PEER6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]),
-    );
-    lab.host
-        .sysctl("net.ipv6.conf.all.forwarding=1")
-        .expect("forwarding");
-    for (i, c) in lab.routed.iter_mut().enumerate() {
-        c.wire_ipv6(addr6(i)).expect("container IPv6");
-    }
+    lab.wire_ipv6().expect("wire IPv6");
 }
 
 /// Whether `f` holds within `bound`, tried every 200 ms.
@@ -248,7 +219,7 @@ fn peer_reaches_routed_containers_at_their_ipv6_addresses() {
         rows.as_array()
             .expect("array")
             .iter()
-            .any(|r| r["address"] == PEER6),
+            .any(|r| r["address"] == PEER6.to_string()),
         "the peer is a known IPv6 neighbour: {rows:#}"
     );
 }
@@ -287,7 +258,16 @@ fn a_container_cannot_send_from_another_ipv6_address() {
     let answered =
         c.ns.exec(
             "ping",
-            &["-6", "-c", "2", "-W", "1", "-I", "2001:db8:1::99", PEER6],
+            &[
+                "-6",
+                "-c",
+                "2",
+                "-W",
+                "1",
+                "-I",
+                "2001:db8:1::99",
+                &PEER6.to_string(),
+            ],
         )
         .is_ok_and(|o| o.status.success());
     assert!(!answered, "a spoofed source gets nowhere");
@@ -359,4 +339,74 @@ fn containers_del_and_add_with_ipv6_on_a_running_daemon() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A datapath started by a netbpf from before IPv6 routing has no IPv6
+/// maps pinned (made here by removing their pins from a running one):
+/// `containers list` and `del` work without them, `add --ipv6` says what
+/// to do, and a restarted daemon (which pins the IPv6 maps) takes it.
+#[test]
+fn containers_cli_on_a_datapath_without_ipv6_maps() {
+    require_root!();
+    let mut lab = Lab::build_direct_peer(&prefix("o"), 2).expect("build lab");
+    let extra = lab.routed_toml();
+    lab.start_daemon(exe(), &extra).expect("daemon starts");
+    for name in [
+        map_names::CONTAINERS6,
+        map_names::CONTAINER_IFS6,
+        map_names::NEIGHBOURS6,
+    ] {
+        std::fs::remove_file(netbpf::maps::pin_path(&lab.pin_dir, name))
+            .unwrap_or_else(|e| panic!("unpin {name}: {e}"));
+    }
+    let run = |lab: &Lab, args: &[&str]| {
+        let out = cli_output(lab, args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), out.stdout, err)
+    };
+    let (ok_list, stdout, err) = run(&lab, &["containers", "list", "--json"]);
+    assert!(ok_list, "list without the IPv6 maps: {err}");
+    let rows: serde_json::Value = serde_json::from_slice(&stdout).expect("json");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r["ipv6"].is_null()), "{rows:?}");
+
+    let (addr, veth) = (
+        lab.routed[1].addr.to_string(),
+        lab.routed[1].host_veth.clone(),
+    );
+    let (ok_del, _, err) = run(&lab, &["containers", "del", "--address", &addr]);
+    assert!(ok_del, "del without the IPv6 maps: {err}");
+
+    let add6 = [
+        "containers",
+        "add",
+        "--address",
+        &addr,
+        "--interface",
+        &veth,
+        "--ipv6",
+        "2001:db8:1::102",
+    ];
+    let (ok_add6, _, err) = run(&lab, &add6);
+    assert!(!ok_add6, "add --ipv6 needs the IPv6 maps");
+    assert!(
+        err.contains("the running datapath predates IPv6 routing")
+            && err.contains("restart `netbpf daemon`"),
+        "{err}"
+    );
+    // Nothing was half-added: the address is free for a plain add.
+    let (ok_add, _, err) = run(&lab, &add6[..6]);
+    assert!(ok_add, "add without --ipv6: {err}");
+    let (_, stdout, _) = run(&lab, &["containers", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&stdout).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows:#}");
+
+    // The advice holds: a restarted daemon pins the IPv6 maps again.
+    lab.stop_daemon().expect("stop");
+    lab.start_daemon(exe(), &extra).expect("daemon restarts");
+    let (ok_del, _, err) = run(&lab, &["containers", "del", "--address", &addr]);
+    assert!(ok_del, "{err}");
+    let (ok_add6, _, err) = run(&lab, &add6);
+    assert!(ok_add6, "add --ipv6 after the restart: {err}");
 }

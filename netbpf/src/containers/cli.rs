@@ -116,6 +116,11 @@ pub fn add(
         }
     }
     let mut maps = RoutingMaps::open_pinned(dir)?;
+    if let Some(v6) = ipv6
+        && maps.v6.is_none()
+    {
+        return Err(ContainersError::NoIpv6Routing { addr: v6 });
+    }
     let c = Container {
         ipv6,
         ..Container::ipv4(address, interface)
@@ -136,7 +141,7 @@ pub fn add(
         });
     }
     if let Some(v6) = ipv6
-        && maps.containers6.get(&v6.octets(), 0).is_ok()
+        && maps.has_ipv6(v6)
     {
         return Err(ContainersError::Exists {
             what: v6.to_string(),

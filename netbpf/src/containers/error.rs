@@ -32,6 +32,16 @@ pub enum ContainersError {
         /// The address.
         addr: Ipv6Addr,
     },
+    /// An IPv6 address for a datapath started by a netbpf from before IPv6
+    /// routing: its pins have no IPv6 routing maps.
+    #[error(
+        "--ipv6 {addr}: the running datapath predates IPv6 routing (its pin directory has no {map} map): restart `netbpf daemon` with this netbpf, which adds the IPv6 maps and keeps the routed containers, then add the container again (without --ipv6 it can be added now)",
+        map = netbpf_common::map_names::CONTAINERS6
+    )]
+    NoIpv6Routing {
+        /// The IPv6 address asked for.
+        addr: Ipv6Addr,
+    },
     /// The interface is missing or unusable.
     #[error("{key}")]
     Interface {

@@ -1,5 +1,8 @@
 //! The routing maps (`CONTAINERS`, `CONTAINER_IFS`, their IPv6 twins
-//! `CONTAINERS6`, `CONTAINER_IFS6`), pinned or in the loaded object.
+//! `CONTAINERS6`, `CONTAINER_IFS6`), pinned or in the loaded object. A
+//! datapath pinned by a netbpf from before IPv6 routing has no IPv6 twins:
+//! its containers are listed and removed all the same, and adding one with
+//! an IPv6 address is refused ([`ContainersError::NoIpv6Routing`]).
 
 use std::{
     borrow::BorrowMut,
@@ -13,7 +16,7 @@ use aya::{
 };
 use netbpf_common::{ContainerEntry, ContainerIf, ContainerIf6, container_if_flags, map_names};
 
-use crate::maps::{self};
+use crate::maps::{self, MapsError};
 
 use super::{error::*, wire::*};
 
@@ -24,41 +27,60 @@ pub struct RoutingMaps<T> {
     pub containers: HashMap<T, [u8; 4], ContainerEntry>,
     /// Veth → address.
     pub ifs: HashMap<T, u32, ContainerIf>,
+    /// The IPv6 twins; `None` on pins of a datapath started by a netbpf
+    /// from before IPv6 routing.
+    pub v6: Option<RoutingMaps6<T>>,
+}
+
+/// The IPv6 routing maps.
+pub struct RoutingMaps6<T> {
     /// IPv6 address → veth and MACs.
-    pub containers6: HashMap<T, [u8; 16], ContainerEntry>,
+    pub containers: HashMap<T, [u8; 16], ContainerEntry>,
     /// Veth → IPv6 address.
-    pub ifs6: HashMap<T, u32, ContainerIf6>,
+    pub ifs: HashMap<T, u32, ContainerIf6>,
 }
 
 impl RoutingMaps<MapData> {
-    /// Opens the maps pinned in `dir`.
+    /// Opens the maps pinned in `dir`; the IPv6 ones only if the datapath
+    /// has them (`CONTAINERS6` pinned).
     pub fn open_pinned(dir: &Path) -> Result<Self, ContainersError> {
         let open = |name: &'static str| -> Result<Map, ContainersError> {
             Ok(Map::HashMap(maps::open_pinned(dir, name)?))
+        };
+        let v6 = match maps::open_pinned(dir, map_names::CONTAINERS6) {
+            Ok(data) => Some(RoutingMaps6 {
+                containers: HashMap::try_from(Map::HashMap(data))
+                    .map_err(map_err(map_names::CONTAINERS6))?,
+                ifs: HashMap::try_from(open(map_names::CONTAINER_IFS6)?)
+                    .map_err(map_err(map_names::CONTAINER_IFS6))?,
+            }),
+            Err(MapsError::NotPinned { .. }) => None,
+            Err(e) => return Err(e.into()),
         };
         Ok(Self {
             containers: HashMap::try_from(open(map_names::CONTAINERS)?)
                 .map_err(map_err(map_names::CONTAINERS))?,
             ifs: HashMap::try_from(open(map_names::CONTAINER_IFS)?)
                 .map_err(map_err(map_names::CONTAINER_IFS))?,
-            containers6: HashMap::try_from(open(map_names::CONTAINERS6)?)
-                .map_err(map_err(map_names::CONTAINERS6))?,
-            ifs6: HashMap::try_from(open(map_names::CONTAINER_IFS6)?)
-                .map_err(map_err(map_names::CONTAINER_IFS6))?,
+            v6,
         })
     }
 }
 
 /// The IPv6 addresses of the routed containers of the datapath pinned in
-/// `dir` (what BGP announces as /128s).
+/// `dir` (what BGP announces as /128s); none if it predates IPv6 routing.
 pub fn ipv6_addresses(dir: &Path) -> Result<std::collections::BTreeSet<Ipv6Addr>, ContainersError> {
     let maps = RoutingMaps::open_pinned(dir)?;
     Ok(maps
-        .containers6
-        .keys()
-        .filter_map(Result::ok)
-        .map(Ipv6Addr::from)
-        .collect())
+        .v6
+        .map(|v6| {
+            v6.containers
+                .keys()
+                .filter_map(Result::ok)
+                .map(Ipv6Addr::from)
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 impl<T: BorrowMut<MapData>> RoutingMaps<T> {
@@ -74,15 +96,27 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
 
     /// The IPv6 address routed to the veth `ifindex`, if any.
     pub fn ipv6_of(&self, ifindex: u32) -> Option<Ipv6Addr> {
-        self.ifs6
+        self.v6
+            .as_ref()?
+            .ifs
             .get(&ifindex, 0)
             .ok()
             .map(|i| Ipv6Addr::from(i.addr))
     }
 
+    /// Whether `addr` is a routed container's IPv6 address.
+    pub fn has_ipv6(&self, addr: Ipv6Addr) -> bool {
+        self.v6
+            .as_ref()
+            .is_some_and(|v6| v6.containers.get(&addr.octets(), 0).is_ok())
+    }
+
     /// Every routed veth with an IPv6 address: (ifindex, entry).
     pub fn interfaces6(&self) -> Vec<(u32, ContainerIf6)> {
-        self.ifs6.iter().filter_map(Result::ok).collect()
+        self.v6
+            .as_ref()
+            .map(|v6| v6.ifs.iter().filter_map(Result::ok).collect())
+            .unwrap_or_default()
     }
 
     /// Adds (or replaces) a container: the veth entries first, so the
@@ -128,18 +162,24 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
     }
 
     /// The IPv6 half of [`RoutingMaps::insert`]: adds the container's IPv6
-    /// entries, or removes those its veth had if it has no IPv6 address now.
+    /// entries, or removes those its veth had if it has no IPv6 address
+    /// now. Refused if the datapath has no IPv6 maps.
     fn insert6(&mut self, r: &Resolved) -> Result<(), ContainersError> {
         let Some(v6) = r.ipv6 else {
             return self.remove6(r.ifindex);
         };
-        if let Some(old) = self.ipv6_of(r.ifindex)
+        let old = self.ipv6_of(r.ifindex);
+        let Some(maps6) = self.v6.as_mut() else {
+            return Err(ContainersError::NoIpv6Routing { addr: v6 });
+        };
+        if let Some(old) = old
             && old != v6
         {
-            ignore_missing(self.containers6.remove(&old.octets()))
+            ignore_missing(maps6.containers.remove(&old.octets()))
                 .map_err(map_err(map_names::CONTAINERS6))?;
         }
-        self.ifs6
+        maps6
+            .ifs
             .insert(
                 &r.ifindex,
                 &ContainerIf6 {
@@ -150,7 +190,8 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
                 0,
             )
             .map_err(map_err(map_names::CONTAINER_IFS6))?;
-        self.containers6
+        maps6
+            .containers
             .insert(
                 &v6.octets(),
                 &ContainerEntry {
@@ -169,9 +210,12 @@ impl<T: BorrowMut<MapData>> RoutingMaps<T> {
         let Some(v6) = self.ipv6_of(ifindex) else {
             return Ok(());
         };
-        ignore_missing(self.containers6.remove(&v6.octets()))
+        let Some(maps6) = self.v6.as_mut() else {
+            return Ok(());
+        };
+        ignore_missing(maps6.containers.remove(&v6.octets()))
             .map_err(map_err(map_names::CONTAINERS6))?;
-        ignore_missing(self.ifs6.remove(&ifindex)).map_err(map_err(map_names::CONTAINER_IFS6))
+        ignore_missing(maps6.ifs.remove(&ifindex)).map_err(map_err(map_names::CONTAINER_IFS6))
     }
 
     /// Removes a container (address first: the uplink stops forwarding to
@@ -252,10 +296,14 @@ pub(crate) fn borrowed_maps(ebpf: &mut Ebpf) -> Result<RoutingMaps<&mut MapData>
             .map_err(map_err(map_names::CONTAINERS))?,
         ifs: HashMap::try_from(ifs.ok_or_else(|| missing(map_names::CONTAINER_IFS))?)
             .map_err(map_err(map_names::CONTAINER_IFS))?,
-        containers6: HashMap::try_from(containers6.ok_or_else(|| missing(map_names::CONTAINERS6))?)
+        v6: Some(RoutingMaps6 {
+            containers: HashMap::try_from(
+                containers6.ok_or_else(|| missing(map_names::CONTAINERS6))?,
+            )
             .map_err(map_err(map_names::CONTAINERS6))?,
-        ifs6: HashMap::try_from(ifs6.ok_or_else(|| missing(map_names::CONTAINER_IFS6))?)
-            .map_err(map_err(map_names::CONTAINER_IFS6))?,
+            ifs: HashMap::try_from(ifs6.ok_or_else(|| missing(map_names::CONTAINER_IFS6))?)
+                .map_err(map_err(map_names::CONTAINER_IFS6))?,
+        }),
     })
 }
 

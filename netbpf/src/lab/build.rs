@@ -239,6 +239,27 @@ impl Lab {
         Ok(())
     }
 
+    /// Gives the lab IPv6 next to IPv4 on the uplink's segment: the host's
+    /// uplink [`SEGMENT_HOST_ADDR6`]/64, the peer [`PEER_ADDR6`]/64 (both
+    /// without duplicate address detection), IPv6 forwarding on the host,
+    /// and routed container `rN` [`routed_addr6`]`(N)` (see
+    /// [`Container::wire_ipv6`]), which its `[[container]]` table then
+    /// carries. Masqueraded containers get none: there is no NAT66.
+    pub fn wire_ipv6(&mut self) -> Result<(), LabError> {
+        let host6 = format!("{SEGMENT_HOST_ADDR6}/64");
+        self.host
+            .ip(&["-6", "addr", "add", &host6, "dev", "eth0", "nodad"])?;
+        if let Some(peer) = &self.peer {
+            let peer6 = format!("{PEER_ADDR6}/64");
+            peer.ip(&["-6", "addr", "add", &peer6, "dev", "eth0", "nodad"])?;
+        }
+        self.host.sysctl("net.ipv6.conf.all.forwarding=1")?;
+        for (i, c) in self.routed.iter_mut().enumerate() {
+            c.wire_ipv6(routed_addr6(i + 1))?;
+        }
+        Ok(())
+    }
+
     /// `[[container]]` tables for every routed container.
     pub fn routed_toml(&self) -> String {
         let all: Vec<usize> = (0..self.routed.len()).collect();

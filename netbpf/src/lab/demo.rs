@@ -1,7 +1,7 @@
 //! `netbpf lab` / `cargo xtask run`: the demo that builds the lab, shows the tables and the live counters.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6},
     path::Path,
     time::{Duration, Instant},
 };
@@ -23,6 +23,7 @@ use super::{build::*, plan::*, probes::*};
 pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()> {
     println!("netbpf lab: building namespaces {prefix}-* (the host's own network is not touched)");
     let mut lab = Lab::build_with(prefix, 3, 5)?;
+    lab.wire_ipv6()?;
     let mut _servers = Vec::new();
     for transport in [Transport::Tcp, Transport::Udp] {
         _servers.push(WhoamiServer::spawn(
@@ -38,6 +39,14 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
                 &format!("routed container {}: hello,", c.addr),
             )?);
+            if let Some(v6) = c.ipv6 {
+                _servers.push(WhoamiServer::spawn(
+                    &c.ns,
+                    transport,
+                    SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, SERVICE_PORT, 0, 0),
+                    &format!("routed container {v6}: hello,"),
+                )?);
+            }
         }
         for (i, c) in lab.containers.iter().enumerate() {
             _servers.push(WhoamiServer::spawn(
@@ -64,12 +73,21 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     println!("  outside {prefix}-out: {OUTSIDE_ADDR}, whoami server on tcp+udp :{SERVICE_PORT}");
     publish.push_str(&lab.routed_toml());
     println!(
-        "  peer {prefix}-peer: {PEER_ADDR}/24 on the uplink's segment, no routes; routed containers {}",
+        "  peer {prefix}-peer: {PEER_ADDR}/24 and {PEER_ADDR6}/64 on the uplink's segment (the host has {SEGMENT_HOST_ADDR}/24 and {SEGMENT_HOST_ADDR6}/64 there), no routes"
+    );
+    println!(
+        "  routed containers (IPv4 and IPv6): {}",
         lab.routed
             .iter()
-            .map(|c| c.addr.to_string())
+            .map(|c| match c.ipv6 {
+                Some(v6) => format!("{} {v6}", c.addr),
+                None => c.addr.to_string(),
+            })
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(", ")
+    );
+    println!(
+        "  masqueraded containers are IPv4 only: netbpf has no NAT66 (no IPv6 masquerade, no IPv6 published ports)"
     );
     lab.start_daemon(exe, &publish)?;
     println!(
@@ -78,7 +96,9 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
         lab.dir.join("netbpf.toml").display()
     );
     println!();
-    println!("The Docker way, outbound: every container reaches the outside as {UPLINK_ADDR}");
+    println!(
+        "The Docker way, outbound (IPv4 only, there is no NAT66): every container reaches the outside as {UPLINK_ADDR}"
+    );
     let dst = SocketAddrV4::new(OUTSIDE_ADDR, SERVICE_PORT);
     let seen = |line: String| parse_whoami(&line).map(|a| a.to_string()).unwrap_or(line);
     for (i, c) in lab.containers.iter().enumerate() {
@@ -95,7 +115,7 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     }
     println!();
     println!(
-        "The Docker way, inbound: the outside reaches each container through a published port, and the container sees the client's real address"
+        "The Docker way, inbound (IPv4 only, there is no NAT66): the outside reaches each container through a published port, and the container sees the client's real address"
     );
     for (n, port, to) in &published {
         let host = SocketAddrV4::new(UPLINK_ADDR, *port);
@@ -112,21 +132,51 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
         println!(
             "The Calico way: the peer reaches each routed container at its own IP (the host answers ARP for it)"
         );
-        for c in &lab.routed {
+        for (i, c) in lab.routed.iter().enumerate() {
             let dst = SocketAddrV4::new(c.addr, SERVICE_PORT);
             let tcp = tcp_whoami(peer, dst)?;
             let udp = udp_whoami(peer, 0, dst)?;
+            let icmp = ping(peer, c.addr, 0x5200 + i as u16)?;
             println!(
-                "  {dst:<16} tcp → {} saw {:<16} udp → saw {}",
+                "  {dst:<16} tcp → {} saw {:<16} udp → saw {:<16} ping → reply from {icmp}",
                 c.addr,
                 seen(tcp),
                 seen(udp)
+            );
+        }
+        println!();
+        println!(
+            "The Calico way in IPv6: the peer reaches each routed container at its IPv6 address (the host answers Neighbour Solicitations for it in XDP)"
+        );
+        for (i, c) in lab.routed.iter().enumerate() {
+            let Some(v6) = c.ipv6 else { continue };
+            let id = 0x5600 + i as u16;
+            // The first may wait for the container's link-local address
+            // (duplicate address detection), which its replies need.
+            let icmp = if i == 0 {
+                ping6_within(peer, v6, id, Duration::from_secs(20))?
+            } else {
+                ping6(peer, v6, id)?
+            };
+            let dst = SocketAddrV6::new(v6, SERVICE_PORT, 0, 0);
+            let tcp = tcp_whoami(peer, dst)?;
+            let udp = udp_whoami(peer, 0, dst)?;
+            println!(
+                "  {dst:<22} tcp → {v6} saw {:<22} udp → saw {:<22} ping -6 → reply from {icmp}",
+                whoami_seen(&tcp),
+                whoami_seen(&udp)
             );
         }
         let neigh = peer.ip(&["-4", "neigh", "show", "dev", "eth0"])?;
         println!();
         println!("The peer's ARP table (every container at the host's uplink MAC):");
         print!("{}", indent(&String::from_utf8_lossy(&neigh.stdout)));
+        let neigh6 = peer.ip(&["-6", "neigh", "show", "dev", "eth0"])?;
+        println!();
+        println!(
+            "The peer's IPv6 neighbour table (every container at the host's uplink MAC, from netbpf's Neighbour Advertisements):"
+        );
+        print!("{}", indent(&String::from_utf8_lossy(&neigh6.stdout)));
         println!();
         println!("The routed containers (netbpf containers list):");
         // Read inside the host namespace, so interface names resolve there.
@@ -200,6 +250,22 @@ pub async fn run_demo(exe: &Path, prefix: &str, once: bool) -> anyhow::Result<()
     drop(lab);
     println!("lab removed: namespaces, pins and files are gone");
     Ok(())
+}
+
+/// [`ping6`] again until a reply comes or `bound` has passed.
+fn ping6_within(
+    peer: &crate::netns::Netns,
+    dst: Ipv6Addr,
+    id: u16,
+    bound: Duration,
+) -> Result<Ipv6Addr, crate::lab::LabError> {
+    let start = Instant::now();
+    loop {
+        match ping6(peer, dst, id) {
+            Err(_) if start.elapsed() < bound => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Prints `rows` as a table under `header`, indented.

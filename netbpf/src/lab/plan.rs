@@ -1,6 +1,6 @@
 //! The lab's addresses and ports, and the config it publishes.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 /// The uplink address of the lab host.
 pub const UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -24,6 +24,25 @@ pub const SEGMENT_HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
 
 /// The peer's address: on the uplink's segment, no routes at all.
 pub const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+
+/// The segment's IPv6 subnet (from the documentation prefix
+/// 2001:db8::/32), next to [`SEGMENT_CIDR`]: the host has
+/// [`SEGMENT_HOST_ADDR6`] on its uplink, the peer [`PEER_ADDR6`], routed
+/// container `rN` [`routed_addr6`]`(N)`. Only routed containers have IPv6:
+/// netbpf has no NAT66, so masqueraded and published containers stay IPv4.
+pub const SEGMENT6_CIDR: &str = "2001:db8:1::/64";
+
+/// The host's IPv6 address on the segment.
+pub const SEGMENT_HOST_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+
+/// The peer's IPv6 address on the segment.
+pub const PEER_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+
+/// Routed container `rN`'s IPv6 address (N from 1): `2001:db8:1::10N`,
+/// which reads like its IPv4 address `10.0.1.10N`.
+pub fn routed_addr6(n: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100 + n as u16)
+}
 
 /// `netbpf lab` publishes container `cN`'s [`SERVICE_PORT`] on host port
 /// `DEMO_PUBLISH_BASE + N` (c1 → 8081, c2 → 8082, ...), TCP and UDP.

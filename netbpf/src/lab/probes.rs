@@ -1,8 +1,12 @@
-//! What the lab's machines run and send: whoami servers, their clients, ping.
+//! What the lab's machines run and send: whoami servers, their clients
+//! (IPv4 or IPv6), ping over ICMP and ICMPv6.
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{
+        IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
+        UdpSocket,
+    },
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,7 +25,7 @@ pub struct WhoamiServer {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) thread: Option<JoinHandle<()>>,
     /// Where it listens.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
 }
 
 /// Transport of a [`WhoamiServer`].
@@ -34,13 +38,16 @@ pub enum Transport {
 }
 
 impl WhoamiServer {
-    /// Starts a server in `ns` on `addr` answering `greeting peer\n`.
+    /// Starts a server in `ns` on `addr` answering `greeting peer\n`. An
+    /// IPv6 `addr` takes IPv6 only, so `[::]` and `0.0.0.0` can both
+    /// have the same port.
     pub fn spawn(
         ns: &Netns,
         transport: Transport,
-        addr: SocketAddrV4,
+        addr: impl Into<SocketAddr>,
         greeting: &str,
     ) -> Result<Self, LabError> {
+        let addr = addr.into();
         let stop = Arc::new(AtomicBool::new(false));
         let greeting = greeting.to_owned();
         let flag = stop.clone();
@@ -56,7 +63,9 @@ impl WhoamiServer {
             Transport::Udp => {
                 let socket = ns
                     .run(move || -> io::Result<UdpSocket> {
-                        let s = UdpSocket::bind(addr)?;
+                        let s = socket(addr, socket2::Type::DGRAM)?;
+                        s.bind(&addr.into())?;
+                        let s: UdpSocket = s.into();
                         s.set_read_timeout(Some(Duration::from_millis(50)))?;
                         Ok(s)
                     })?
@@ -81,13 +90,23 @@ impl Drop for WhoamiServer {
     }
 }
 
+/// A socket of `kind` for `addr`'s family; IPv6 only if `addr` is IPv6.
+fn socket(addr: SocketAddr, kind: socket2::Type) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    Ok(s)
+}
+
 /// A TCP listener on `addr` in the calling thread's namespace: address
 /// reuse, a backlog of 4096, non-blocking so that the serving loop can see
 /// its stop flag between accepts.
-pub(crate) fn tcp_listener(addr: SocketAddrV4) -> io::Result<TcpListener> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+pub(crate) fn tcp_listener(addr: impl Into<SocketAddr>) -> io::Result<TcpListener> {
+    let addr = addr.into();
+    let s = socket(addr, socket2::Type::STREAM)?;
     s.set_reuse_address(true)?;
-    s.bind(&SocketAddr::V4(addr).into())?;
+    s.bind(&addr.into())?;
     s.listen(4096)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
@@ -131,10 +150,17 @@ pub fn parse_whoami(line: &str) -> Option<SocketAddrV4> {
     line.split_whitespace().last()?.parse().ok()
 }
 
+/// The address a whoami answer ("greeting... address:port") shows, as
+/// written (either family).
+pub fn whoami_seen(line: &str) -> &str {
+    line.split_whitespace().last().unwrap_or(line)
+}
+
 /// Connects over TCP from inside `ns` to `dst` and returns the whoami line.
-pub fn tcp_whoami(ns: &Netns, dst: SocketAddrV4) -> Result<String, LabError> {
+pub fn tcp_whoami(ns: &Netns, dst: impl Into<SocketAddr>) -> Result<String, LabError> {
+    let dst = dst.into();
     ns.run(move || -> io::Result<String> {
-        let stream = TcpStream::connect_timeout(&SocketAddr::V4(dst), Duration::from_secs(3))?;
+        let stream = TcpStream::connect_timeout(&dst, Duration::from_secs(3))?;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line)?;
@@ -145,9 +171,18 @@ pub fn tcp_whoami(ns: &Netns, dst: SocketAddrV4) -> Result<String, LabError> {
 
 /// Sends one UDP datagram from inside `ns` (from `src_port`, 0 = any) to
 /// `dst` and returns the whoami answer.
-pub fn udp_whoami(ns: &Netns, src_port: u16, dst: SocketAddrV4) -> Result<String, LabError> {
+pub fn udp_whoami(
+    ns: &Netns,
+    src_port: u16,
+    dst: impl Into<SocketAddr>,
+) -> Result<String, LabError> {
+    let dst = dst.into();
+    let src = match dst {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, src_port)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, src_port)),
+    };
     ns.run(move || -> io::Result<String> {
-        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port))?;
+        let socket = UdpSocket::bind(src)?;
         socket.set_read_timeout(Some(Duration::from_millis(500)))?;
         let mut buf = [0u8; 2048];
         // UDP may lose the first datagram while ARP resolves: retry.
@@ -201,6 +236,52 @@ pub fn ping(ns: &Netns, dst: Ipv4Addr, id: u16) -> Result<Ipv4Addr, LabError> {
         Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
     })?
     .map_err(io_err(format!("ping {dst} from {}", ns.name())))
+}
+
+/// Sends ICMPv6 echo requests from inside `ns` to `dst` with identifier
+/// `id` until one is answered (at most 5 tries); returns the reply's
+/// source. The kernel fills in the ICMPv6 checksum of a raw ICMPv6 socket
+/// (it covers the IPv6 pseudo-header, which only the kernel knows).
+pub fn ping6(ns: &Netns, dst: Ipv6Addr, id: u16) -> Result<Ipv6Addr, LabError> {
+    ns.run(move || -> io::Result<Ipv6Addr> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+        s.set_read_timeout(Some(Duration::from_millis(400)))?;
+        for seq in 1..=5u16 {
+            let mut req = [
+                128u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'e', b't', b'b', b'p', b'f', 0, 0,
+            ];
+            req[4..6].copy_from_slice(&id.to_be_bytes());
+            req[6..8].copy_from_slice(&seq.to_be_bytes());
+            s.send_to(
+                &req,
+                &SocketAddr::V6(SocketAddrV6::new(dst, 0, 0, 0)).into(),
+            )?;
+            let deadline = Instant::now() + Duration::from_millis(400);
+            while Instant::now() < deadline {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    break;
+                };
+                // SAFETY: recv_from initialised the first n bytes.
+                let icmp: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
+                // A raw ICMPv6 socket receives the message without the IPv6 header.
+                if icmp.len() >= 8
+                    && icmp[0] == 129
+                    && icmp[4..6] == id.to_be_bytes()
+                    && icmp[6..8] == seq.to_be_bytes()
+                    && let Some(IpAddr::V6(src)) = from.as_socket().map(|a| a.ip())
+                {
+                    return Ok(src);
+                }
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
+    })?
+    .map_err(io_err(format!("ping -6 {dst} from {}", ns.name())))
 }
 
 /// The Internet checksum (RFC 1071) of `data`.

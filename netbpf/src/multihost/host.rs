@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeSet,
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Child, Command},
 };
@@ -114,6 +114,34 @@ impl Host {
             .filter_map(|l| l.split_whitespace().next())
             .filter_map(|p| p.split('/').next().and_then(|a| a.parse().ok()))
             .collect())
+    }
+
+    /// IPv6 addresses in this host's kernel table with `proto bird`: the
+    /// other hosts' containers' /128s BIRD learned and installed.
+    pub fn kernel_bgp_routes6(&self) -> Result<BTreeSet<Ipv6Addr>, LabError> {
+        let out = self.ns.ip(&["-6", "route", "show", "proto", "bird"])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|p| p.split('/').next().and_then(|a| a.parse().ok()))
+            .collect())
+    }
+
+    /// Gives this host and its containers IPv6: [`host_addr6`]/64 on the
+    /// uplink (no duplicate address detection), IPv6 forwarding, and
+    /// container `i` [`container_addr6`] (see [`Container::wire_ipv6`]),
+    /// which its `[[container]]` table then carries, so that the daemon
+    /// announces it as a /128 on the sessions' IPv6 channels.
+    pub fn wire_ipv6(&mut self) -> Result<(), LabError> {
+        let h = self.index;
+        let a = format!("{}/64", host_addr6(h));
+        self.ns
+            .ip(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"])?;
+        self.ns.sysctl("net.ipv6.conf.all.forwarding=1")?;
+        for (i, c) in self.containers.iter_mut().enumerate() {
+            c.wire_ipv6(container_addr6(h, i + 1))?;
+        }
+        Ok(())
     }
 
     /// Adds a routed container `10.10.h.i` wired like Calico's (a /32,

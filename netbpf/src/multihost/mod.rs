@@ -36,7 +36,7 @@ mod tor;
 use std::{
     collections::BTreeSet,
     fs,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -173,6 +173,22 @@ impl MultiHost {
         Ok(lab)
     }
 
+    /// Gives the hosts and their containers IPv6 next to IPv4 (call
+    /// before [`MultiHost::start`]): see [`Host::wire_ipv6`]; the route
+    /// reflector's router, if any, gets [`REFLECTOR_ADDR6`]. Not for
+    /// [`Topology::Racks`]: the racks' routers have no IPv6.
+    pub fn wire_ipv6(&mut self) -> Result<(), LabError> {
+        if let Some(rr) = &self.reflector {
+            let a = format!("{REFLECTOR_ADDR6}/64");
+            rr.ns
+                .ip(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"])?;
+        }
+        for h in &mut self.hosts {
+            h.wire_ipv6()?;
+        }
+        Ok(())
+    }
+
     /// Every host's uplink address.
     pub fn host_addrs(&self) -> Vec<Ipv4Addr> {
         self.hosts.iter().map(|h| h.addr).collect()
@@ -219,8 +235,8 @@ impl MultiHost {
     }
 
     /// Waits until every host's kernel has a BGP route for every other
-    /// host's containers (and none for addresses no other host has);
-    /// returns how long it took.
+    /// host's containers (and none for addresses no other host has), their
+    /// IPv6 addresses too; returns how long it took.
     pub fn wait_converged(&self, timeout: Duration) -> Result<Duration, LabError> {
         let start = Instant::now();
         loop {
@@ -236,6 +252,16 @@ impl MultiHost {
                 if have != want {
                     missing.push(format!("host {}: have {have:?}, want {want:?}", h.index));
                 }
+                let want6: BTreeSet<Ipv6Addr> = self
+                    .hosts
+                    .iter()
+                    .filter(|o| o.index != h.index)
+                    .flat_map(|o| o.containers.iter().filter_map(|c| c.ipv6))
+                    .collect();
+                let have6 = h.kernel_bgp_routes6()?;
+                if have6 != want6 {
+                    missing.push(format!("host {}: have {have6:?}, want {want6:?}", h.index));
+                }
             }
             if missing.is_empty() {
                 return Ok(start.elapsed());
@@ -250,7 +276,8 @@ impl MultiHost {
         }
     }
 
-    /// Whoami servers (TCP and UDP on [`SERVICE_PORT`]) in every container.
+    /// Whoami servers (TCP and UDP on [`SERVICE_PORT`]) in every
+    /// container, on its IPv6 address too if it has one.
     pub fn serve(&self) -> Result<Vec<WhoamiServer>, LabError> {
         let mut servers = Vec::new();
         for h in &self.hosts {
@@ -262,6 +289,14 @@ impl MultiHost {
                         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVICE_PORT),
                         &format!("container {} on host {}: you are", c.addr, h.index),
                     )?);
+                    if let Some(v6) = c.ipv6 {
+                        servers.push(WhoamiServer::spawn(
+                            &c.ns,
+                            t,
+                            SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, SERVICE_PORT, 0, 0),
+                            &format!("container {v6} on host {}: you are", h.index),
+                        )?);
+                    }
                 }
             }
         }
@@ -308,6 +343,11 @@ pub async fn run_demo(
         "netbpf multi-host lab: {hosts} hosts on {segments} (namespaces {prefix}-*; the host's own network is not touched)"
     );
     let mut lab = MultiHost::build_with(prefix, hosts, 2, topology)?;
+    // IPv6 on one segment; the racks' routers have none.
+    let ipv6 = !matches!(topology, Topology::Racks(_));
+    if ipv6 {
+        lab.wire_ipv6()?;
+    }
     if lab.reflector.is_some() {
         println!(
             "  route reflector ({prefix}-rr): BIRD alone at {REFLECTOR_ADDR}/24, AS {LAB_AS}, cluster id {REFLECTOR_ADDR}, every host its client"
@@ -317,8 +357,13 @@ pub async fn run_demo(
         racks::print_plan(&plan, prefix);
     }
     for h in &lab.hosts {
+        let uplink6 = if ipv6 {
+            format!(" and {}/64", host_addr6(h.index))
+        } else {
+            String::new()
+        };
         println!(
-            "  host {} ({}-h{}): uplink {}/24, AS {}, containers {}",
+            "  host {} ({}-h{}): uplink {}/24{uplink6}, AS {}, containers {}",
             h.index,
             prefix,
             h.index,
@@ -326,9 +371,17 @@ pub async fn run_demo(
             topology.host_as(h.index),
             h.containers
                 .iter()
-                .map(|c| c.addr.to_string())
+                .map(|c| match c.ipv6 {
+                    Some(v6) => format!("{} {v6}", c.addr),
+                    None => c.addr.to_string(),
+                })
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(", ")
+        );
+    }
+    if !ipv6 {
+        println!(
+            "  IPv4 only: the racks' routers have no IPv6 (the one-segment topologies show the containers' IPv6 /128s over BGP)"
         );
     }
     let _servers = lab.serve()?;
@@ -368,6 +421,37 @@ pub async fn run_demo(
                         seen(tcp),
                         seen(udp)
                     );
+                }
+            }
+        }
+    }
+    if ipv6 {
+        println!();
+        println!(
+            "And at its own IPv6 address (the /128s travel on the IPv4 sessions' IPv6 channels):"
+        );
+        let seen6 = |line: &str| {
+            let seen = lab::whoami_seen(line);
+            seen.parse::<std::net::SocketAddr>()
+                .map_or_else(|_| seen.to_owned(), |a| a.ip().to_string())
+        };
+        for h in &lab.hosts {
+            for c in &h.containers {
+                let Some(src) = c.ipv6 else { continue };
+                for o in lab.hosts.iter().filter(|o| o.index != h.index) {
+                    for d in &o.containers {
+                        let Some(v6) = d.ipv6 else { continue };
+                        let dst = SocketAddrV6::new(v6, SERVICE_PORT, 0, 0);
+                        let tcp = lab::tcp_whoami(&c.ns, dst)?;
+                        let udp = lab::udp_whoami(&c.ns, 0, dst)?;
+                        println!(
+                            "  {src:<16} (host {}) → {v6:<16} (host {})  tcp: saw {:<16} udp: saw {}",
+                            h.index,
+                            o.index,
+                            seen6(&tcp),
+                            seen6(&udp)
+                        );
+                    }
                 }
             }
         }
@@ -416,6 +500,13 @@ pub async fn run_demo(
                 "{}",
                 indent(&indent(&String::from_utf8_lossy(&routes.stdout)))
             );
+            if ipv6 {
+                let routes = h.ns.ip(&["-6", "route", "show", "proto", "bird"])?;
+                print!(
+                    "{}",
+                    indent(&indent(&String::from_utf8_lossy(&routes.stdout)))
+                );
+            }
             let stats = maps::read_stats(&h.pin_dir)?;
             println!(
                 "  routed_out={} routed_in={} route_no_neighbour={}",

@@ -1,7 +1,7 @@
 //! The lab's addresses: the segment, each host's uplink and containers,
 //! the route reflector's router, and how the hosts peer.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::racks::Racks;
 
@@ -20,6 +20,40 @@ pub fn host_addr(h: usize) -> Ipv4Addr {
 pub fn container_addr(h: usize, i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 10, h as u8, i as u8)
 }
+
+/// The segment's IPv6 subnet (documentation prefix), with
+/// [`MultiHost::wire_ipv6`](super::MultiHost::wire_ipv6).
+pub const SEGMENT6: &str = "2001:db8:ff::/64";
+
+/// `n` (below 100) written in decimal but read as hex, so that IPv6
+/// addresses read like their IPv4 twins (`10.0.0.11` ↔ `2001:db8:ff::11`).
+fn like_decimal(n: usize) -> u16 {
+    ((n / 10) * 16 + n % 10) as u16
+}
+
+/// Host `h`'s IPv6 address on the segment: `2001:db8:ff::{10+h}`.
+pub fn host_addr6(h: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, like_decimal(10 + h))
+}
+
+/// The IPv6 address of container `i` of host `h`: `2001:db8:10:{h}::{i}`
+/// (its IPv4 address is `10.10.h.i`).
+pub fn container_addr6(h: usize, i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x10,
+        like_decimal(h),
+        0,
+        0,
+        0,
+        like_decimal(i),
+    )
+}
+
+/// The route reflector's IPv6 address on the segment (BIRD resolves the
+/// IPv6 next hops it reflects through it).
+pub const REFLECTOR_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2);
 
 /// The route reflector's address on the segment (`--reflector`): a
 /// router namespace running BIRD alone.
