@@ -40,6 +40,7 @@ mod maps;
 mod nat;
 mod ndp;
 mod parse;
+mod parse6;
 mod ports;
 mod reorder;
 mod rewrite;
@@ -192,7 +193,7 @@ pub fn netbpf_getpeername4(ctx: SockAddrContext) -> i32 {
 /// rest.
 #[aya_ebpf::macros::xdp]
 pub fn netbpf_arp(ctx: aya_ebpf::programs::XdpContext) -> u32 {
-    if parse::is_ipv6_xdp(&ctx) {
+    if parse6::is_ipv6_xdp(&ctx) {
         return ndp::uplink(&ctx);
     }
     arp::uplink(&ctx)

@@ -37,7 +37,8 @@ use network_types::eth::EthHdr;
 use crate::{
     Verdict,
     maps::{CONTAINERS6, ROUTE_UPLINK},
-    parse::{Cursor, ETH_P_IPV6, IPV6_HDR_LEN, Packet6, parse_ipv6_xdp},
+    parse::{Cursor, ETH_P_IPV6},
+    parse6::{IPV6_HDR_LEN, Packet6, parse_ipv6_xdp},
     stats,
 };
 

@@ -45,7 +45,7 @@ use crate::{
     Verdict, fib,
     maps::{CONTAINER_IFS6, CONTAINERS6, NEIGHBOURS6, ROUTE_UPLINK},
     ndp,
-    parse::{self, IPV6_HDR_LEN, IPV6_HOP_LIMIT, Packet6},
+    parse6::{self, IPV6_HDR_LEN, IPV6_HOP_LIMIT, Packet6},
     stats,
 };
 
@@ -65,7 +65,7 @@ pub(crate) fn inbound(ctx: &TcContext, eth_dst: [u8; 6]) -> Result<Verdict, Coun
         return Ok(Verdict::Pass);
     }
     let mut pkt = Packet6::EMPTY;
-    if !parse::parse_ipv6_tc(ctx, &mut pkt)? {
+    if !parse6::parse_ipv6_tc(ctx, &mut pkt)? {
         return Ok(Verdict::Pass);
     }
     let Some(c) = CONTAINERS6.get_ptr(&pkt.dst) else {
@@ -97,7 +97,7 @@ pub(crate) fn container(
         return Ok(Verdict::Pass);
     };
     let mut pkt = Packet6::EMPTY;
-    if !parse::parse_ipv6_tc(ctx, &mut pkt)? {
+    if !parse6::parse_ipv6_tc(ctx, &mut pkt)? {
         return Ok(Verdict::Pass);
     }
     let own = pkt.src == cif.addr;
