@@ -355,8 +355,9 @@ fn established_inbound_flows_take_the_xdp_path() {
     let after_masq = counter(&lab, "xdp_fast_in");
     assert!(after_masq > 0, "replies to the masquerade took XDP");
     // A published UDP port: the first datagram opens the flow (tc), the
+    // second finds it the long way and writes its reply half (tc), the
     // rest go the XDP way; the container sees the client's address.
-    let answer = udp_flow(&lab.outside, published_udp, 3);
+    let answer = udp_flow(&lab.outside, published_udp, 4);
     assert_eq!(
         *parse_whoami(&answer).expect("addr").ip(),
         OUTSIDE_ADDR,
@@ -365,7 +366,8 @@ fn established_inbound_flows_take_the_xdp_path() {
     let after_udp = counter(&lab, "xdp_fast_in");
     assert!(after_udp >= after_masq + 2, "DNAT for UDP took XDP");
     // A published TCP port, from ncat: the SYN opens the flow (tc), the
-    // handshake's ACK and the FIN go the XDP way.
+    // handshake's ACK writes its reply half (tc), and what follows (the
+    // ACK of the greeting, the FIN) goes the XDP way.
     // It exits when idle for a second (the server keeps the connection
     // open), with status 1.
     let out = lab
