@@ -15,21 +15,21 @@ use netbpf_common::{ContainerEntry, ContainerIf, Counter, Neighbour, RouteUplink
 
 use super::*;
 
-const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
-const PEER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
-const C1_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x65];
-const C1_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x65];
-const C2_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x66];
-const C2_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x66];
+pub(super) const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
+pub(super) const PEER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
+pub(super) const C1_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x65];
+pub(super) const C1_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x65];
+pub(super) const C2_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x66];
+pub(super) const C2_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x66];
 const C1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 101);
 const C2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 102);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 200);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// BPF_PROG_TEST_RUN runs tc programs on a packet "arriving" on loopback.
-const TEST_IFINDEX: u32 = 1;
+pub(super) const TEST_IFINDEX: u32 = 1;
 const C1_IFINDEX: u32 = 1;
-const C2_IFINDEX: u32 = 77;
+pub(super) const C2_IFINDEX: u32 = 77;
 
 /// A loaded (not attached) object with two routed containers: C1 behind
 /// the test's input interface, C2 behind ifindex 77.
@@ -39,79 +39,21 @@ struct Dp {
 
 impl Dp {
     fn new() -> Dp {
-        let config =
-            Config::from_toml("[uplink]\ninterface = \"eth0\"\naddress = \"203.0.113.1\"\n")
-                .expect("config");
-        let mut ebpf = datapath::load(&config).expect("load object");
-        {
-            let mut up: Array<&mut MapData, RouteUplink> =
-                Array::try_from(ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map")).expect("type");
-            up.set(
-                0,
-                &RouteUplink {
-                    ifindex: 5,
-                    mac: UPLINK_MAC,
-                    _pad: [0; 2],
-                },
-                0,
-            )
-            .expect("uplink");
-        }
-        {
-            let mut c: HashMap<&mut MapData, [u8; 4], ContainerEntry> =
-                HashMap::try_from(ebpf.map_mut(map_names::CONTAINERS).expect("map")).expect("type");
-            for (addr, ifindex, host_mac, mac) in [
-                (C1, C1_IFINDEX, C1_HOST_MAC, C1_MAC),
-                (C2, C2_IFINDEX, C2_HOST_MAC, C2_MAC),
-            ] {
-                c.insert(
-                    &addr.octets(),
-                    &ContainerEntry {
-                        ifindex,
-                        host_mac,
-                        mac,
-                    },
-                    0,
-                )
-                .expect("container");
-            }
-        }
-        {
-            let mut i: HashMap<&mut MapData, u32, ContainerIf> =
-                HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map"))
-                    .expect("type");
-            i.insert(
-                &TEST_IFINDEX,
-                &ContainerIf {
+        let ebpf = routed_object(
+            (map_names::CONTAINERS, map_names::NEIGHBOURS),
+            [C1.octets(), C2.octets(), PEER.octets()],
+            |ebpf| {
+                let mut i: HashMap<&mut MapData, u32, ContainerIf> =
+                    HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map"))
+                        .expect("type");
+                let cif = ContainerIf {
                     addr: C1.octets(),
                     host_mac: C1_HOST_MAC,
                     flags: 0,
-                },
-                0,
-            )
-            .expect("veth");
-        }
-        {
-            let mut n: HashMap<&mut MapData, [u8; 4], Neighbour> =
-                HashMap::try_from(ebpf.map_mut(map_names::NEIGHBOURS).expect("map")).expect("type");
-            n.insert(
-                &PEER.octets(),
-                &Neighbour {
-                    mac: PEER_MAC,
-                    state: 2,
-                    ifindex: 5,
-                },
-                0,
-            )
-            .expect("neighbour");
-        }
-        let xdp: &mut Xdp = ebpf
-            .program_mut(programs::ARP)
-            .expect("program")
-            .try_into()
-            .expect("type");
-        xdp.load().expect("verifier accepts netbpf_arp");
-        load_tc(&mut ebpf, &[programs::ROUTE_IN, programs::CONTAINER]);
+                };
+                i.insert(&TEST_IFINDEX, &cif, 0).expect("veth");
+            },
+        );
         Dp { ebpf }
     }
 
@@ -126,6 +68,67 @@ impl Dp {
     fn counter(&self, c: Counter) -> u64 {
         super::counter_of(&self.ebpf, c)
     }
+}
+
+/// The object every routing test loads, for either family (`N`: 4 or 16
+/// address bytes): the uplink (ifindex 5, [`UPLINK_MAC`]) in
+/// `ROUTE_UPLINK`; `addrs` = [C1, C2, the peer]: C1 behind the test's
+/// input interface and C2 behind ifindex 77 in the family's containers
+/// map, the peer (at [`PEER_MAC`]) in its neighbour map (`maps`: those two
+/// map names); `veths` fills the veth entries; then the routing programs
+/// loaded.
+pub(super) fn routed_object<const N: usize>(
+    maps: (&str, &str),
+    addrs: [[u8; N]; 3],
+    veths: impl FnOnce(&mut Ebpf),
+) -> Ebpf {
+    let config = Config::from_toml("[uplink]\ninterface = \"eth0\"\naddress = \"203.0.113.1\"\n")
+        .expect("config");
+    let mut ebpf = datapath::load(&config).expect("load object");
+    {
+        let mut up: Array<&mut MapData, RouteUplink> =
+            Array::try_from(ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map")).expect("type");
+        let uplink = RouteUplink {
+            ifindex: 5,
+            mac: UPLINK_MAC,
+            _pad: [0; 2],
+        };
+        up.set(0, &uplink, 0).expect("uplink");
+    }
+    {
+        let mut c: HashMap<&mut MapData, [u8; N], ContainerEntry> =
+            HashMap::try_from(ebpf.map_mut(maps.0).expect("map")).expect("type");
+        for (addr, ifindex, host_mac, mac) in [
+            (addrs[0], C1_IFINDEX, C1_HOST_MAC, C1_MAC),
+            (addrs[1], C2_IFINDEX, C2_HOST_MAC, C2_MAC),
+        ] {
+            let entry = ContainerEntry {
+                ifindex,
+                host_mac,
+                mac,
+            };
+            c.insert(&addr, &entry, 0).expect("container");
+        }
+    }
+    veths(&mut ebpf);
+    {
+        let mut n: HashMap<&mut MapData, [u8; N], Neighbour> =
+            HashMap::try_from(ebpf.map_mut(maps.1).expect("map")).expect("type");
+        let peer = Neighbour {
+            mac: PEER_MAC,
+            state: 2,
+            ifindex: 5,
+        };
+        n.insert(&addrs[2], &peer, 0).expect("neighbour");
+    }
+    let xdp: &mut Xdp = ebpf
+        .program_mut(programs::ARP)
+        .expect("program")
+        .try_into()
+        .expect("type");
+    xdp.load().expect("verifier accepts netbpf_arp");
+    load_tc(&mut ebpf, &[programs::ROUTE_IN, programs::CONTAINER]);
+    ebpf
 }
 
 /// An ARP frame (RFC 826, IPv4 over Ethernet). The bench builds the

@@ -11,21 +11,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData},
-    programs::Xdp,
 };
-use netbpf::{config::Config, containers::programs, datapath};
-use netbpf_common::{
-    ContainerEntry, ContainerIf, ContainerIf6, Counter, Neighbour, RouteUplink, map_names,
+use netbpf::containers::programs;
+use netbpf_common::{ContainerIf, ContainerIf6, Counter, RouteUplink, map_names};
+
+use super::{
+    routing::{
+        C1_HOST_MAC, C1_MAC, C2_HOST_MAC, C2_MAC, PEER_MAC, TEST_IFINDEX, UPLINK_MAC, routed_object,
+    },
+    *,
 };
 
-use super::*;
-
-const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
-const PEER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
-const C1_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x65];
-const C1_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x65];
-const C2_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x66];
-const C2_HOST_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x66];
 const C1_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 101);
 const C1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x101);
 const C2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x102);
@@ -35,9 +31,6 @@ const C1_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xc1);
 const GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const UNSPECIFIED: Ipv6Addr = Ipv6Addr::UNSPECIFIED;
-/// BPF_PROG_TEST_RUN runs tc programs on a packet "arriving" on loopback.
-const TEST_IFINDEX: u32 = 1;
-const C2_IFINDEX: u32 = 77;
 /// `XDP_DROP`.
 const XDP_DROP: u32 = 1;
 /// NA flags.
@@ -53,76 +46,32 @@ struct Dp {
 
 impl Dp {
     fn new() -> Dp {
-        let config =
-            Config::from_toml("[uplink]\ninterface = \"eth0\"\naddress = \"203.0.113.1\"\n")
-                .expect("config");
-        let mut ebpf = datapath::load(&config).expect("load object");
-        {
-            let mut up: Array<&mut MapData, RouteUplink> =
-                Array::try_from(ebpf.map_mut(map_names::ROUTE_UPLINK).expect("map")).expect("type");
-            let uplink = RouteUplink {
-                ifindex: 5,
-                mac: UPLINK_MAC,
-                _pad: [0; 2],
-            };
-            up.set(0, &uplink, 0).expect("uplink");
-        }
-        {
-            let mut c: HashMap<&mut MapData, [u8; 16], ContainerEntry> =
-                HashMap::try_from(ebpf.map_mut(map_names::CONTAINERS6).expect("map"))
-                    .expect("type");
-            for (addr, ifindex, host_mac, mac) in [
-                (C1, TEST_IFINDEX, C1_HOST_MAC, C1_MAC),
-                (C2, C2_IFINDEX, C2_HOST_MAC, C2_MAC),
-            ] {
-                let entry = ContainerEntry {
-                    ifindex,
-                    host_mac,
-                    mac,
+        let ebpf = routed_object(
+            (map_names::CONTAINERS6, map_names::NEIGHBOURS6),
+            [C1.octets(), C2.octets(), PEER.octets()],
+            |ebpf| {
+                // The veth program starts from the IPv4 entry (every routed
+                // container has one), then reads the IPv6 one.
+                let mut i: HashMap<&mut MapData, u32, ContainerIf> =
+                    HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map"))
+                        .expect("type");
+                let cif = ContainerIf {
+                    addr: C1_V4.octets(),
+                    host_mac: C1_HOST_MAC,
+                    flags: 0,
                 };
-                c.insert(&addr.octets(), &entry, 0).expect("container");
-            }
-        }
-        {
-            // The veth program starts from the IPv4 entry (every routed
-            // container has one), then reads the IPv6 one.
-            let mut i: HashMap<&mut MapData, u32, ContainerIf> =
-                HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map"))
-                    .expect("type");
-            let cif = ContainerIf {
-                addr: C1_V4.octets(),
-                host_mac: C1_HOST_MAC,
-                flags: 0,
-            };
-            i.insert(&TEST_IFINDEX, &cif, 0).expect("veth");
-            let mut i6: HashMap<&mut MapData, u32, ContainerIf6> =
-                HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS6).expect("map"))
-                    .expect("type");
-            let cif6 = ContainerIf6 {
-                addr: C1.octets(),
-                host_mac: C1_HOST_MAC,
-                _pad: [0; 2],
-            };
-            i6.insert(&TEST_IFINDEX, &cif6, 0).expect("veth v6");
-        }
-        {
-            let mut n: HashMap<&mut MapData, [u8; 16], Neighbour> =
-                HashMap::try_from(ebpf.map_mut(map_names::NEIGHBOURS6).expect("map"))
-                    .expect("type");
-            let peer = Neighbour {
-                mac: PEER_MAC,
-                state: 2,
-                ifindex: 5,
-            };
-            n.insert(&PEER.octets(), &peer, 0).expect("neighbour");
-        }
-        let xdp: &mut Xdp = ebpf
-            .program_mut(programs::ARP)
-            .expect("program")
-            .try_into()
-            .expect("type");
-        xdp.load().expect("verifier accepts netbpf_arp");
-        load_tc(&mut ebpf, &[programs::ROUTE_IN, programs::CONTAINER]);
+                i.insert(&TEST_IFINDEX, &cif, 0).expect("veth");
+                let mut i6: HashMap<&mut MapData, u32, ContainerIf6> =
+                    HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS6).expect("map"))
+                        .expect("type");
+                let cif6 = ContainerIf6 {
+                    addr: C1.octets(),
+                    host_mac: C1_HOST_MAC,
+                    _pad: [0; 2],
+                };
+                i6.insert(&TEST_IFINDEX, &cif6, 0).expect("veth v6");
+            },
+        );
         Dp { ebpf }
     }
 
