@@ -106,14 +106,8 @@ fn three_hosts_reach_every_container_by_its_own_ip() {
     }
     // netbpf bgp status, from BIRD's socket, as JSON and as text.
     let h1 = &lab.hosts[0];
-    let config = h1.dir.join("netbpf.toml");
-    let config = config.to_str().expect("utf-8");
-    let out = ok(run(
-        exe(),
-        h1,
-        &["bgp", "status", "--json", "--config", config],
-    ));
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let s = bgp_status(exe(), h1);
+    let config = config_arg(h1);
     let peers = s["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 2, "{s:#}");
     for p in peers {
@@ -138,7 +132,7 @@ fn three_hosts_reach_every_container_by_its_own_ip() {
     assert!(learned.iter().any(|r| r["prefix"] == "10.10.2.1/32"
         && r["via"] == "10.0.0.12"
         && r["interface"] == "eth0"));
-    let out = ok(run(exe(), h1, &["bgp", "status", "--config", config]));
+    let out = ok(run(exe(), h1, &["bgp", "status", "--config", &config]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2 of 2 established"), "{text}");
     assert!(text.contains("10.10.3.2/32"), "{text}");

@@ -101,14 +101,7 @@ fn two_hosts_route_their_containers_ipv6_addresses_over_bgp() {
 
     // `netbpf bgp status` on host 1: its /128 announced, host 2's learned.
     let h1 = &lab.hosts[0];
-    let config = h1.dir.join("netbpf.toml");
-    let config = config.to_str().expect("utf-8");
-    let out = ok(run(
-        exe(),
-        h1,
-        &["bgp", "status", "--json", "--config", config],
-    ));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let status = bgp_status(exe(), h1);
     let prefixes = |key: &str| -> Vec<String> {
         status[key]
             .as_array()

@@ -138,14 +138,7 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     // netbpf bgp status on a client: its role, its one session, the limit
     // and the reflector's graceful restart.
     let h1 = &lab.hosts[0];
-    let config = h1.dir.join("netbpf.toml");
-    let config = config.to_str().expect("utf-8");
-    let out = ok(run(
-        exe(),
-        h1,
-        &["bgp", "status", "--json", "--config", config],
-    ));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let j = bgp_status(exe(), h1);
     assert_eq!(j["role"], "reflector-client", "{j:#}");
     let peers = j["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 1, "{j:#}");
@@ -156,7 +149,11 @@ fn four_clients_of_a_reflector_reach_every_container_and_see_withdrawals() {
     assert_eq!(peers[0]["receive_limit"], 16384, "{j:#}");
     assert_eq!(peers[0]["graceful_restart"], "able", "{j:#}");
     assert_eq!(peers[0]["restart_time"], 120, "{j:#}");
-    let out = ok(run(exe(), h1, &["bgp", "status", "--config", config]));
+    let out = ok(run(
+        exe(),
+        h1,
+        &["bgp", "status", "--config", &config_arg(h1)],
+    ));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("Role: route-reflector client\n"), "{text}");
     assert!(text.contains("3/16384/1"), "{text}");
@@ -278,14 +275,7 @@ fn a_netbpf_host_reflects_its_clients_routes_and_announces_its_own() {
     assert_full_reach(&lab);
 
     let h1 = &lab.hosts[0];
-    let config = h1.dir.join("netbpf.toml");
-    let config = config.to_str().expect("utf-8");
-    let out = ok(run(
-        exe(),
-        h1,
-        &["bgp", "status", "--json", "--config", config],
-    ));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let j = bgp_status(exe(), h1);
     assert_eq!(j["role"], "reflector", "{j:#}");
     assert_eq!(j["cluster_id"], h1.addr.to_string(), "{j:#}");
     let peers = j["peers"].as_array().expect("peers");

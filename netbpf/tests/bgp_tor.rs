@@ -167,14 +167,7 @@ fn two_racks_behind_their_routers_reach_each_other_over_ebgp() {
 
     // netbpf bgp status on host 1: the eBGP role, one session, up.
     let h1 = &lab.hosts[0];
-    let config = h1.dir.join("netbpf.toml");
-    let config = config.to_str().expect("utf-8");
-    let out = ok(run(
-        exe(),
-        h1,
-        &["bgp", "status", "--json", "--config", config],
-    ));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let j = bgp_status(exe(), h1);
     assert_eq!(j["role"], "ebgp", "{j:#}");
     let peers = j["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 1, "{j:#}");
@@ -184,7 +177,11 @@ fn two_racks_behind_their_routers_reach_each_other_over_ebgp() {
     assert_eq!(peers[0]["ebgp"], true, "{j:#}");
     assert_eq!(peers[0]["bgp_state"], "Established", "{j:#}");
     assert_eq!(peers[0]["imported"], 3, "{j:#}");
-    let out = ok(run(exe(), h1, &["bgp", "status", "--config", config]));
+    let out = ok(run(
+        exe(),
+        h1,
+        &["bgp", "status", "--config", &config_arg(h1)],
+    ));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("Role: eBGP to routers\n"), "{text}");
     assert!(text.contains(" eBGP "), "{text}");

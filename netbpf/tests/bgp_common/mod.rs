@@ -47,6 +47,26 @@ pub fn ok(out: Output) -> Output {
     out
 }
 
+/// The path of `host`'s netbpf config, as an argument.
+pub fn config_arg(host: &Host) -> String {
+    host.dir
+        .join("netbpf.toml")
+        .to_str()
+        .expect("utf-8")
+        .to_owned()
+}
+
+/// `netbpf bgp status --json` on `host` with its config, parsed.
+pub fn bgp_status(exe: &std::path::Path, host: &Host) -> serde_json::Value {
+    let config = config_arg(host);
+    let out = ok(run(
+        exe,
+        host,
+        &["bgp", "status", "--json", "--config", &config],
+    ));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 /// Polls `f` every 20 ms until it is true; returns how long it took, or
 /// None after `bound`.
 pub fn within(bound: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
