@@ -4,8 +4,7 @@
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
     net::{
-        IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
-        UdpSocket,
+        IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
     },
     sync::{
         Arc,
@@ -200,88 +199,78 @@ pub fn udp_whoami(
 /// Sends ICMP echo requests from inside `ns` to `dst` with identifier `id`
 /// until one is answered (at most 5 tries); returns the reply's source.
 pub fn ping(ns: &Netns, dst: Ipv4Addr, id: u16) -> Result<Ipv4Addr, LabError> {
-    ns.run(move || -> io::Result<Ipv4Addr> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
-        s.set_read_timeout(Some(Duration::from_millis(400)))?;
-        for seq in 1..=5u16 {
-            let mut req = [
-                8u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'e', b't', b'b', b'p', b'f', 0, 0,
-            ];
-            req[4..6].copy_from_slice(&id.to_be_bytes());
-            req[6..8].copy_from_slice(&seq.to_be_bytes());
-            let sum = internet_checksum(&req);
-            req[2..4].copy_from_slice(&sum.to_be_bytes());
-            s.send_to(&req, &SocketAddr::V4(SocketAddrV4::new(dst, 0)).into())?;
-            let deadline = Instant::now() + Duration::from_millis(400);
-            while Instant::now() < deadline {
-                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
-                let Ok(n) = s.recv(&mut buf) else { break };
-                // SAFETY: recv initialised the first n bytes.
-                let pkt: Vec<u8> = buf[..n]
-                    .iter()
-                    .map(|b| unsafe { b.assume_init() })
-                    .collect();
-                let ihl = usize::from(pkt.first().copied().unwrap_or(0) & 0x0f) * 4;
-                let icmp = pkt.get(ihl..).unwrap_or(&[]);
-                if icmp.len() >= 8
-                    && icmp[0] == 0
-                    && icmp[4..6] == id.to_be_bytes()
-                    && icmp[6..8] == seq.to_be_bytes()
-                {
-                    return Ok(Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
-                }
-            }
-        }
-        Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
+    ns.run(move || match echo(IpAddr::V4(dst), id)? {
+        IpAddr::V4(src) => Ok(src),
+        IpAddr::V6(_) => Err(io::Error::other("an IPv6 reply to IPv4")),
     })?
     .map_err(io_err(format!("ping {dst} from {}", ns.name())))
 }
 
 /// Sends ICMPv6 echo requests from inside `ns` to `dst` with identifier
 /// `id` until one is answered (at most 5 tries); returns the reply's
-/// source. The kernel fills in the ICMPv6 checksum of a raw ICMPv6 socket
-/// (it covers the IPv6 pseudo-header, which only the kernel knows).
+/// source.
 pub fn ping6(ns: &Netns, dst: Ipv6Addr, id: u16) -> Result<Ipv6Addr, LabError> {
-    ns.run(move || -> io::Result<Ipv6Addr> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
-        s.set_read_timeout(Some(Duration::from_millis(400)))?;
-        for seq in 1..=5u16 {
-            let mut req = [
-                128u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'e', b't', b'b', b'p', b'f', 0, 0,
-            ];
-            req[4..6].copy_from_slice(&id.to_be_bytes());
-            req[6..8].copy_from_slice(&seq.to_be_bytes());
-            s.send_to(
-                &req,
-                &SocketAddr::V6(SocketAddrV6::new(dst, 0, 0, 0)).into(),
-            )?;
-            let deadline = Instant::now() + Duration::from_millis(400);
-            while Instant::now() < deadline {
-                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
-                let Ok((n, from)) = s.recv_from(&mut buf) else {
-                    break;
-                };
-                // SAFETY: recv_from initialised the first n bytes.
-                let icmp: Vec<u8> = buf[..n]
-                    .iter()
-                    .map(|b| unsafe { b.assume_init() })
-                    .collect();
-                // A raw ICMPv6 socket receives the message without the IPv6 header.
-                if icmp.len() >= 8
-                    && icmp[0] == 129
-                    && icmp[4..6] == id.to_be_bytes()
-                    && icmp[6..8] == seq.to_be_bytes()
-                    && let Some(IpAddr::V6(src)) = from.as_socket().map(|a| a.ip())
-                {
-                    return Ok(src);
-                }
-            }
-        }
-        Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
+    ns.run(move || match echo(IpAddr::V6(dst), id)? {
+        IpAddr::V6(src) => Ok(src),
+        IpAddr::V4(_) => Err(io::Error::other("an IPv4 reply to IPv6")),
     })?
     .map_err(io_err(format!("ping -6 {dst} from {}", ns.name())))
+}
+
+/// [`ping`] and [`ping6`] in the calling thread's namespace: echo
+/// requests (ICMP type 8, or ICMPv6 128) with identifier `id` over a raw
+/// socket until one is answered (type 0, or 129); the reply's source.
+/// IPv4's raw socket receives the IP header too and needs the ICMP
+/// checksum; IPv6's receives the message alone, and the kernel fills in
+/// the ICMPv6 checksum (it covers the pseudo-header only the kernel
+/// knows).
+fn echo(dst: IpAddr, id: u16) -> io::Result<IpAddr> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (domain, proto, request, reply) = match dst {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, 128, 129),
+    };
+    let s = Socket::new(domain, Type::RAW, Some(proto))?;
+    s.set_read_timeout(Some(Duration::from_millis(400)))?;
+    for seq in 1..=5u16 {
+        let mut req = [
+            request, 0, 0, 0, 0, 0, 0, 0, b'n', b'e', b't', b'b', b'p', b'f', 0, 0,
+        ];
+        req[4..6].copy_from_slice(&id.to_be_bytes());
+        req[6..8].copy_from_slice(&seq.to_be_bytes());
+        if dst.is_ipv4() {
+            let sum = internet_checksum(&req);
+            req[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
+        s.send_to(&req, &SocketAddr::new(dst, 0).into())?;
+        let deadline = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < deadline {
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                break;
+            };
+            // SAFETY: recv_from initialised the first n bytes.
+            let pkt: Vec<u8> = buf[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            let at = if dst.is_ipv4() {
+                usize::from(pkt.first().copied().unwrap_or(0) & 0x0f) * 4
+            } else {
+                0
+            };
+            let icmp = pkt.get(at..).unwrap_or(&[]);
+            if icmp.len() >= 8
+                && icmp[0] == reply
+                && icmp[4..6] == id.to_be_bytes()
+                && icmp[6..8] == seq.to_be_bytes()
+                && let Some(src) = from.as_socket().map(|a| a.ip())
+            {
+                return Ok(src);
+            }
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
 }
 
 /// The Internet checksum (RFC 1071) of `data`.
