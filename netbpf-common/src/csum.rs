@@ -60,10 +60,74 @@ pub const fn pseudo_header_seed(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u
     csum_fold(sum).to_be_bytes()
 }
 
+/// How a `CHECKSUM_COMPLETE` skb's sum (the kernel's one's-complement sum
+/// of the packet's bytes, 16-bit words in memory order) changes when an
+/// address of the transport checksum's pseudo header goes from `old` to
+/// `new` and every checksum follows: the IP header's and the ports'
+/// changes are offset by their checksums, but the transport checksum also
+/// moves by `old - new` for the pseudo header, which the sum does not
+/// cover. The value to add with `bpf_csum_update`, folded to 16 bits (the
+/// same class of the sum: 2^32 - 1 is a multiple of 2^16 - 1).
+#[inline(always)]
+pub fn complete_sum_change(old: [u8; 4], new: [u8; 4]) -> u32 {
+    let word = |a: [u8; 4], i: usize| u64::from(u16::from_ne_bytes([a[i], a[i + 1]]));
+    let sum = word(old, 0) + word(old, 2) + (0xffff - word(new, 0)) + (0xffff - word(new, 2));
+    u32::from(csum_fold(sum))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn a_complete_sum_follows_a_rewrite_by_complete_sum_change() {
+        // The kernel's sum of a buffer: memory-order words.
+        let total = |b: &[u8]| -> u64 {
+            b.chunks(2)
+                .map(|w| u64::from(u16::from_ne_bytes([w[0], w[1]])))
+                .sum()
+        };
+        let (src, old_dst, new_dst) = ([198, 51, 100, 7], [203, 0, 113, 1], [10, 77, 0, 2]);
+        let mut ip = [
+            0x45, 0, 0, 30, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 7, 203, 0, 113, 1,
+        ];
+        let c = checksum(&ip);
+        ip[10..12].copy_from_slice(&c);
+        let mut seg = [0u8; 10];
+        seg[0..2].copy_from_slice(&443u16.to_be_bytes());
+        seg[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        seg[4..6].copy_from_slice(&10u16.to_be_bytes());
+        seg[8..10].copy_from_slice(&[0xbe, 0xef]);
+        let c = udp_checksum(src, old_dst, &seg);
+        seg[6..8].copy_from_slice(&c);
+        let before = total(&ip) + total(&seg);
+        // DNAT: destination address and port, each checksum by RFC 1624.
+        let ip_check = csum_update([ip[10], ip[11]], &old_dst, &new_dst);
+        ip[10..12].copy_from_slice(&ip_check);
+        ip[16..20].copy_from_slice(&new_dst);
+        let old = [
+            old_dst[0], old_dst[1], old_dst[2], old_dst[3], seg[2], seg[3],
+        ];
+        let new = [new_dst[0], new_dst[1], new_dst[2], new_dst[3], 0, 80];
+        let l4_check = udp_csum_update([seg[6], seg[7]], &old, &new);
+        seg[2..4].copy_from_slice(&80u16.to_be_bytes());
+        seg[6..8].copy_from_slice(&l4_check);
+        assert_eq!(
+            l4_check,
+            udp_checksum(src, new_dst, &{
+                let mut s = seg;
+                s[6..8].copy_from_slice(&[0, 0]);
+                s
+            })
+        );
+        let after = total(&ip) + total(&seg);
+        assert_ne!(csum_fold(before), csum_fold(after), "the sum moved");
+        assert_eq!(
+            csum_fold(before + u64::from(complete_sum_change(old_dst, new_dst))),
+            csum_fold(after)
+        );
+    }
 
     #[test]
     fn folding_carries_until_sixteen_bits() {

@@ -30,6 +30,7 @@ use crate::{
     maps::{CONNTRACK, HAIRPIN_FRAGS, NAT_REVERSE},
     nat,
     parse::{self, L4, Packet},
+    quote,
     rewrite::{self, Side},
     rules::{self, is_icmp_error, published},
     stats,
@@ -162,8 +163,8 @@ fn icmp_error(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter> {
     let Some(ttl) = rewrite::forwardable_ttl(ctx, pkt)? else {
         return Ok(Verdict::Pass);
     };
-    rewrite::rewrite_quoted(ctx, pkt, &q, Side::Source, y_addr, y_port)?;
-    rewrite::rewrite_quoted(ctx, pkt, &q, Side::Destination, x_addr, x_port)?;
+    quote::rewrite_quoted(ctx, pkt, &q, Side::Source, y_addr, y_port)?;
+    quote::rewrite_quoted(ctx, pkt, &q, Side::Destination, x_addr, x_port)?;
     rewrite::rewrite_addr(ctx, pkt, Side::Source, x_addr)?;
     rewrite::rewrite_addr(ctx, pkt, Side::Destination, y_addr)?;
     rewrite::decrement_ttl(ctx, pkt, ttl)?;

@@ -41,13 +41,9 @@ use crate::{
     fib::{self, FibCtx},
     guard,
     maps::FAST_HOPS,
-    parse::{Packet, off},
+    parse::{MAX_L3_OFF, Packet, off},
     rewrite, stats,
 };
-
-/// The largest IPv4 header offset a direct write accepts (Ethernet plus
-/// two VLAN tags): a bound the verifier can see.
-const MAX_L3_OFF: usize = 22;
 
 /// Whether the config sends translated packets back to the stack.
 #[inline(always)]

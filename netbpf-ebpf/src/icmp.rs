@@ -11,6 +11,7 @@ use crate::{
     Verdict, csum,
     maps::{CONNTRACK, NAT_REVERSE},
     parse::{self, ICMP_ECHO_REQUEST, Packet},
+    quote,
     rewrite::{self, Side},
     rules::{masquerade_source, published, untranslatable},
     stats,
@@ -56,7 +57,7 @@ pub(crate) fn error_in(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counter
     if !csum::icmp_error_ok(ctx, pkt, &q) {
         return Err(Counter::DropIcmpBadChecksum);
     }
-    rewrite::rewrite_quoted(ctx, pkt, &q, Side::Source, addr, port)?;
+    quote::rewrite_quoted(ctx, pkt, &q, Side::Source, addr, port)?;
     rewrite::rewrite_addr(ctx, pkt, Side::Destination, addr)?;
     stats::inc(Counter::IcmpErrorsTranslated);
     Ok(Verdict::Translated)
@@ -90,7 +91,7 @@ pub(crate) fn error_out(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Counte
     if !csum::icmp_error_ok(ctx, pkt, &q) {
         return Err(Counter::DropIcmpBadChecksum);
     }
-    rewrite::rewrite_quoted(ctx, pkt, &q, Side::Destination, addr, port)?;
+    quote::rewrite_quoted(ctx, pkt, &q, Side::Destination, addr, port)?;
     if from_container {
         rewrite::rewrite_addr(ctx, pkt, Side::Source, addr)?;
     }

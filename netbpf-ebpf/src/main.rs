@@ -42,6 +42,7 @@ mod ndp;
 mod parse;
 mod parse6;
 mod ports;
+mod quote;
 mod reorder;
 mod rewrite;
 mod route;

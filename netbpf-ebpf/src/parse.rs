@@ -45,6 +45,14 @@ const TCP_FLAGS_OFF: usize = 13;
 /// Ethernet + the longest IPv4 header + a TCP header.
 const MAX_HDR_LEN: u32 = (EthHdr::LEN + 60 + TcpHdr::LEN) as u32;
 
+/// The largest IPv4 header offset a direct write accepts (Ethernet plus
+/// two VLAN tags): a bound the verifier can see.
+pub(crate) const MAX_L3_OFF: usize = 22;
+
+/// The largest transport header offset a direct write accepts: the
+/// largest IPv4 header (with options) at [`MAX_L3_OFF`].
+pub(crate) const MAX_L4_OFF: usize = MAX_L3_OFF + 60;
+
 /// A bounds-checked read position in packet memory.
 pub(crate) struct Cursor {
     start: usize,

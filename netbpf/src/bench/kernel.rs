@@ -75,6 +75,10 @@ pub(crate) const PATHS: &[(&str, &str)] = &[
         "SNAT, established, fast path (netbpf_fast_out: translate + FIB + redirect to the uplink)",
     ),
     (
+        "snat_fast_seed",
+        "SNAT, established, fast path, CHECKSUM_PARTIAL seed (a container's packet over a veth: the checksum helpers)",
+    ),
+    (
         "reply_fast",
         "reply, fast path (ingress ACK: translate + FIB + redirect to the container's link)",
     ),
@@ -293,11 +297,16 @@ fn kernel_bench_here(quick: bool) -> Result<Value> {
         // decrements the TTL and rewrites the MACs (and SNAT the source),
         // so no repeat: single shots only.
         dp.set_via_stack(false)?;
-        let fast: [(&str, &str, Vec<u8>); 3] = [
+        let fast: [(&str, &str, Vec<u8>); 4] = [
             (
                 "snat_fast",
                 programs::FAST_OUT,
                 tcp_frame(C1, 40000, REMOTE, 443, ACK),
+            ),
+            (
+                "snat_fast_seed",
+                programs::FAST_OUT,
+                with_seed(tcp_frame(C1, 40000, REMOTE, 443, ACK)),
             ),
             ("reply_fast", programs::INGRESS, reply.clone()),
             ("dnat_fast", programs::INGRESS, est.clone()),

@@ -98,6 +98,18 @@ pub(crate) fn tcp_frame(
     ip_frame(src, dst, proto::TCP, tcp, 16)
 }
 
+/// `f` (an Ethernet + IPv4 + TCP frame, no IP options) as a container's
+/// stack hands it to a veth with checksum offload (`CHECKSUM_PARTIAL`):
+/// the TCP checksum field holds the pseudo header's seed, which the NAT
+/// updates through the kernel's checksum helpers.
+pub(crate) fn with_seed(mut f: Vec<u8>) -> Vec<u8> {
+    let (src, dst) = ([f[26], f[27], f[28], f[29]], [f[30], f[31], f[32], f[33]]);
+    let l4_len = (f.len() - 34) as u16;
+    let seed = netbpf_common::pseudo_header_seed(src, dst, proto::TCP, l4_len);
+    f[50..52].copy_from_slice(&seed);
+    f
+}
+
 /// An Ethernet + IPv4 + UDP frame whose IP packet is `ip_bytes` long (the
 /// payload 0x42 bytes), with correct checksums: what trafgen sends.
 pub(crate) fn udp_frame(

@@ -122,6 +122,35 @@ fn udp_port_change_is_byte_exact() {
     );
 }
 
+/// A transport checksum field that equals the pseudo header's seed (what
+/// a `CHECKSUM_PARTIAL` packet carries) takes the kernel's checksum
+/// helpers instead of the in-place update. BPF_PROG_TEST_RUN's skb holds
+/// a complete checksum, so the helpers must update it as one: the same
+/// bytes as RFC 1624 applied to the field, port and address written.
+#[test]
+fn a_field_equal_to_the_pseudo_header_seed_is_rewritten_exactly() {
+    require_root!();
+    let dp = Dp::new("");
+    let q = udp(5000, 3478, b"binding request");
+    assert_eq!(dp.out_port(C1, &q), 5000);
+    // C2's datagram with the same source port gets another port, so both
+    // the address and the port change; its checksum field is the seed.
+    let mut pkt = simple(C2, REMOTE, &q);
+    let seed = netbpf_common::pseudo_header_seed(C2.octets(), REMOTE.octets(), UDP, 23);
+    pkt[40..42].copy_from_slice(&seed);
+    let (rc, out) = dp.egress(&pkt);
+    assert_eq!(rc, TC_OK);
+    let p2 = u16::from_be_bytes([out[34], out[35]]);
+    assert_ne!(p2, 5000);
+    let mut want = simple(UPLINK, REMOTE, &with_sport(&q, p2));
+    let (c2, up) = (C2.octets(), UPLINK.octets());
+    let old = [c2[0], c2[1], c2[2], c2[3], 0x13, 0x88];
+    let p = p2.to_be_bytes();
+    let new = [up[0], up[1], up[2], up[3], p[0], p[1]];
+    want[40..42].copy_from_slice(&netbpf_common::udp_csum_update(seed, &old, &new));
+    assert_bytes(&out, &want, "seed-valued checksum re-ported");
+}
+
 #[test]
 fn tcp_same_source_port_two_containers_get_two_outside_ports() {
     require_root!();
