@@ -188,6 +188,7 @@ fn receive_frame(fd: &OwnedFd) -> Option<Vec<u8>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline {
         let mut buf = vec![0u8; 2048];
+        // SAFETY: an all-zero sockaddr_ll is valid.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut len = size_of::<libc::sockaddr_ll>() as u32;
         // SAFETY: a bound packet socket and live buffers.
@@ -204,7 +205,7 @@ fn receive_frame(fd: &OwnedFd) -> Option<Vec<u8>> {
         if n < 0 {
             return None;
         }
-        if from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+        if from.sll_pkttype != libc::PACKET_OUTGOING {
             buf.truncate(n as usize);
             return Some(buf);
         }
@@ -212,9 +213,10 @@ fn receive_frame(fd: &OwnedFd) -> Option<Vec<u8>> {
     None
 }
 
-/// `handoff_dp` with `netbpf_arp` attached natively to `nbf-up` and
+/// Attaches `netbpf_arp` natively to `nbf-up` and
 /// `netbpf_ingress` at its tc ingress (tcx), as the daemon attaches them
-/// in native mode; the links live as long as the returned value.
+/// in native mode; the links live as long as the loaded programs (the
+/// test's namespace goes with its thread).
 fn attached(dp: &mut Dp) {
     let xdp: &mut Xdp = dp
         .ebpf
