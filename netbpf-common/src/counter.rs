@@ -213,11 +213,20 @@ pub enum Counter {
     /// zero, a multicast target, duplicate address detection not sent to
     /// the solicited-node group or with a link-layer address).
     DropNdpInvalid,
+    /// Packets of established inbound NAT flows translated by the uplink's
+    /// XDP program in native mode and handed to the uplink's tc ingress
+    /// program with a metadata record (`XdpHandoff`), which redirects them
+    /// (and counts them in `fast_path_in`). Not a drop.
+    XdpHandoffIn,
+    /// Established inbound NAT packets the XDP program passed untouched to
+    /// the tc path: in native mode, the driver gives no room for the
+    /// metadata record (`bpf_xdp_adjust_meta` failed). Not a drop.
+    XdpPassNoMetadata,
 }
 
 impl Counter {
     /// Number of counters (the size of the stats map).
-    pub const COUNT: u32 = Counter::DropNdpInvalid as u32 + 1;
+    pub const COUNT: u32 = Counter::XdpPassNoMetadata as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -287,6 +296,8 @@ impl Counter {
         Counter::DropNdpHopLimit,
         Counter::DropNdpBadChecksum,
         Counter::DropNdpInvalid,
+        Counter::XdpHandoffIn,
+        Counter::XdpPassNoMetadata,
     ];
 
     /// Stable snake_case name, used in `netbpf stats` and metrics.
@@ -358,6 +369,8 @@ impl Counter {
             Counter::DropNdpHopLimit => "drop_ndp_hop_limit",
             Counter::DropNdpBadChecksum => "drop_ndp_bad_checksum",
             Counter::DropNdpInvalid => "drop_ndp_invalid",
+            Counter::XdpHandoffIn => "xdp_handoff_in",
+            Counter::XdpPassNoMetadata => "xdp_pass_no_metadata",
         }
     }
 

@@ -17,6 +17,13 @@ pub mod settings_flags {
     /// XDP may redirect to). Zero, XDP on, is what an older daemon's map
     /// holds; an older daemon attaches no XDP program for NAT.
     pub const NO_XDP: u32 = 1 << 2;
+    /// The uplink's XDP program runs in native (driver) mode: it hands the
+    /// established inbound packets it translates to the uplink's tc
+    /// ingress program in the skb's metadata ([`crate::XdpHandoff`])
+    /// instead of redirecting them itself (a native redirect into a veth
+    /// whose peer has no NAPI is dropped). Zero, redirect, is what an
+    /// older daemon's map holds.
+    pub const XDP_HANDOFF: u32 = 1 << 3;
 }
 
 /// Value of [`map_names::SETTINGS`] (index 0): the policies the config

@@ -7,7 +7,7 @@
 //! | program          | hook               | does                                   |
 //! |------------------|--------------------|----------------------------------------|
 //! | `netbpf_egress`  | tc (tcx) egress of the uplink  | masquerade (SNAT) outbound |
-//! | `netbpf_ingress` | tc (tcx) ingress of the uplink | translate replies back, DNAT |
+//! | `netbpf_ingress` | tc (tcx) ingress of the uplink | translate replies back, DNAT; send on what XDP translated (native mode) |
 //! | `netbpf_inside`  | tc (tcx) ingress of container-side interfaces | hairpinning |
 //! | `netbpf_fast_out` | the same, after `netbpf_inside` | masquerade and straight to the uplink (the fast path) |
 //! | `netbpf_icc`     | tc (tcx) ingress of the ports of a Docker bridge with `enable_icc=false` | drops container-to-container packets inside the network |
@@ -33,6 +33,7 @@ mod fib;
 mod fragment;
 mod guard;
 mod hairpin;
+mod handoff;
 mod hop;
 mod icc;
 mod icmp;
@@ -115,8 +116,13 @@ pub fn netbpf_egress(ctx: TcContext) -> i32 {
 }
 
 /// tc ingress on the uplink: translate replies to masqueraded flows back.
+/// A packet the XDP program translated in native mode carries a record of
+/// where it goes (`handoff`), read before anything else.
 #[classifier]
 pub fn netbpf_ingress(ctx: TcContext) -> i32 {
+    if let Some(verdict) = handoff::take(&ctx) {
+        return verdict;
+    }
     // A held fragment netbpf re-injected: already translated.
     if reorder::is_replay(&ctx) {
         return TC_ACT_UNSPEC;

@@ -29,6 +29,10 @@ struct Cli {
     /// Run only one part: kernel, router, install, flood or bgp.
     #[arg(long, value_name = "PART")]
     only: Option<netbpf::bench::Part>,
+    /// The router bench's variants to run, comma-separated (default: all),
+    /// e.g. xdp-floor,plain,iptables-nft,netbpf-fast,netbpf-native.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    variants: Vec<String>,
     /// Instead of the bench: run one warm in-kernel path back to back (for
     /// `perf record -e cpu-clock` / `bpftool prog`), e.g. dnat_established.
     #[arg(long, value_name = "PATH")]
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         command,
         skip_router: cli.skip_router,
         only: cli.only,
+        variants: cli.variants,
     };
     finish(netbpf::bench::run(&opts))
 }

@@ -3,9 +3,10 @@
 //! first packets before the kernel knows a neighbour, TTL 1, a packet
 //! larger than the container's MTU, ICMP errors, fragments; and that the
 //! uplink's XDP program takes established inbound flows when their
-//! checksums are complete, and leaves them to tc when they are not. Real
-//! daemon, real sockets, namespaces `nbt-fp<test>-<pid>` (`nbx<pid>` for
-//! the XDP test) removed on drop.
+//! checksums are complete, and leaves them to tc when they are not, in
+//! generic mode (redirect) and in native mode (hand-off to tc). Real
+//! daemon, real sockets, namespaces `nbt-fp<test>-<pid>` (`nbx<pid>` and
+//! `nbnx<pid>` for the XDP tests) removed on drop.
 
 #[macro_use]
 mod common;
@@ -289,28 +290,7 @@ fn tx_checksum_off(ns: &Netns, ifname: &str) {
 /// Sends `n` UDP datagrams from one socket in `ns` to `to` (one flow),
 /// each answered, and returns the last answer.
 fn udp_flow(ns: &Netns, to: SocketAddrV4, n: usize) -> String {
-    ns.run(move || -> String {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        s.set_read_timeout(Some(Duration::from_millis(700)))
-            .expect("timeout");
-        let mut buf = [0u8; 512];
-        let mut last = String::new();
-        for i in 0..n {
-            let answered = (0..5).any(|_| {
-                let _ = s.send_to(format!("datagram {i}").as_bytes(), to);
-                match s.recv_from(&mut buf) {
-                    Ok((len, _)) => {
-                        last = String::from_utf8_lossy(&buf[..len]).into_owned();
-                        true
-                    }
-                    Err(_) => false,
-                }
-            });
-            assert!(answered, "no answer from {to} to datagram {i}");
-        }
-        last
-    })
-    .expect("in namespace")
+    udp_sizes(ns, to, &vec![32; n])
 }
 
 #[test]
@@ -384,6 +364,152 @@ fn established_inbound_flows_take_the_xdp_path() {
         "DNAT for TCP took XDP"
     );
     assert!(counter(&lab, "fast_path_in") >= counter(&lab, "xdp_fast_in"));
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&lab, &["stats", "--json"])).expect("stats json");
+    for (name, value) in json["counters"].as_object().expect("counters") {
+        if name.starts_with("drop_") {
+            assert_eq!(value.as_u64(), Some(0), "{name}");
+        }
+    }
+}
+
+/// Sends one UDP datagram of each of `sizes` bytes from one socket in `ns`
+/// to `to` (one flow), each answered (up to five tries: a first try may
+/// teach the sender a smaller path MTU), and returns the last answer.
+fn udp_sizes(ns: &Netns, to: SocketAddrV4, sizes: &[usize]) -> String {
+    let sizes = sizes.to_vec();
+    ns.run(move || -> String {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        let mut last = String::new();
+        for size in sizes {
+            let answered = (0..5).any(|_| {
+                let _ = s.send_to(&vec![b'x'; size], to);
+                match s.recv_from(&mut buf) {
+                    Ok((len, _)) => {
+                        last = String::from_utf8_lossy(&buf[..len]).into_owned();
+                        true
+                    }
+                    Err(_) => false,
+                }
+            });
+            assert!(answered, "no answer from {to} to {size} bytes");
+        }
+        last
+    })
+    .expect("in namespace")
+}
+
+/// The uplink's XDP attachment as `ip link` shows it: `xdp` (native) or
+/// `xdpgeneric`.
+fn xdp_attachment(lab: &Lab) -> String {
+    let out = lab
+        .host
+        .exec("ip", &["-d", "link", "show", "dev", "eth0"])
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|w| w.starts_with("prog/xdp"))
+        .map(|w| w.trim_start_matches("prog/").to_owned())
+        .unwrap_or_else(|| panic!("no XDP program on eth0: {text}"))
+}
+
+#[test]
+fn established_inbound_flows_take_the_native_xdp_path_through_tc() {
+    require_root!();
+    let c1 = std::net::Ipv4Addr::new(10, 77, 0, 2);
+    let name = format!("nbnx{}", std::process::id());
+    let (lab, mut servers) = lab_named(
+        &name,
+        &format!(
+            "{}\n[datapath]\nxdp_mode = \"native\"\n",
+            publish_toml("tcp", "8080", sa(c1, SERVICE_PORT), None)
+        ),
+    );
+    let c = &lab.containers[0];
+    assert_eq!(c.addr, c1);
+    assert_eq!(
+        xdp_attachment(&lab),
+        "xdp",
+        "native (driver) mode on the veth"
+    );
+    servers.push(
+        WhoamiServer::spawn(
+            &c.ns,
+            Transport::Tcp,
+            sa(c.addr, SERVICE_PORT),
+            "inside sees",
+        )
+        .expect("tcp in c1"),
+    );
+    let published_udp = SocketAddrV4::new(UPLINK_ADDR, 5353);
+    // Offloaded checksums (the outside's veth): left to tc, delivered.
+    let answer = udp_flow(&lab.outside, published_udp, 3);
+    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), OUTSIDE_ADDR);
+    assert!(counter(&lab, "xdp_pass_checksum") > 0);
+    assert_eq!(counter(&lab, "xdp_handoff_in"), 0);
+
+    // Complete checksums, as from a NIC: XDP translates established
+    // flows and tc sends them on; nothing is redirected from XDP.
+    tx_checksum_off(&lab.outside, "eth0");
+    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
+    assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
+    let after_masq = counter(&lab, "xdp_handoff_in");
+    assert!(after_masq > 0, "replies to the masquerade were handed off");
+    let answer = udp_flow(&lab.outside, published_udp, 4);
+    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), OUTSIDE_ADDR);
+    let after_udp = counter(&lab, "xdp_handoff_in");
+    assert!(after_udp >= after_masq + 2, "DNAT for UDP was handed off");
+    let out = lab
+        .outside
+        .command("ncat")
+        .args(["-i", "1", "--recv-only", &UPLINK_ADDR.to_string(), "8080"])
+        .output()
+        .expect("ncat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen = parse_whoami(text.trim()).unwrap_or_else(|| panic!("ncat said {out:?}"));
+    assert_eq!(*seen.ip(), OUTSIDE_ADDR, "client address kept: {text}");
+    assert!(counter(&lab, "xdp_handoff_in") > after_udp, "DNAT for TCP");
+
+    // Fallbacks still deliver: a next hop the kernel forgot (XDP and tc
+    // leave the packet to the stack, which resolves it) ...
+    let flush = lab
+        .host
+        .exec("ip", &["neigh", "flush", "all"])
+        .expect("flush");
+    assert!(flush.status.success());
+    let answer = udp_flow(&lab.outside, published_udp, 2);
+    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), OUTSIDE_ADDR);
+    // ... and a datagram larger than the container's MTU.
+    for (ns, dev) in [(&lab.host, c.host_veth.as_str()), (&c.ns, "eth0")] {
+        let out = ns
+            .exec("ip", &["link", "set", dev, "mtu", "1280"])
+            .expect("mtu");
+        assert!(out.status.success(), "{dev}: {out:?}");
+    }
+    // The hop XDP and tc remember (`FAST_HOPS`) holds the old MTU for up
+    // to two seconds; after that the FIB answers with the new one.
+    std::thread::sleep(Duration::from_millis(2500));
+    // One flow: two small datagrams (tc opens it and writes its reply
+    // half), then one larger than the MTU, which XDP finds established
+    // and leaves to tc and the stack.
+    let answer = udp_sizes(&lab.outside, published_udp, &[32, 32, 1400]);
+    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), OUTSIDE_ADDR);
+    assert!(counter(&lab, "xdp_pass_mtu") > 0, "too big for XDP's hop");
+
+    assert_eq!(
+        counter(&lab, "xdp_fast_in"),
+        0,
+        "native XDP redirects nothing"
+    );
+    assert_eq!(
+        counter(&lab, "xdp_pass_no_metadata"),
+        0,
+        "veth has metadata"
+    );
+    assert!(counter(&lab, "fast_path_in") >= counter(&lab, "xdp_handoff_in"));
     let json: serde_json::Value =
         serde_json::from_str(&cli(&lab, &["stats", "--json"])).expect("stats json");
     for (name, value) in json["counters"].as_object().expect("counters") {

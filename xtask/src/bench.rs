@@ -14,8 +14,14 @@ const BENCH_EXAMPLE: &str = "bench";
 
 /// Runs the bench; `quick` is the reduced matrix (under two minutes once
 /// built); `only` names the one part to run (kernel, router, install,
-/// flood, bgp).
-pub fn run(ctx: &Context, quick: bool, skip_router: bool, only: Option<&str>) -> Result<()> {
+/// flood, bgp); `variants` the router bench's variants (comma-separated).
+pub fn run(
+    ctx: &Context,
+    quick: bool,
+    skip_router: bool,
+    only: Option<&str>,
+    variants: Option<&str>,
+) -> Result<()> {
     if !setup::is_root()? {
         bail!(
             "`cargo xtask bench` must run as root: it loads eBPF programs, creates network \
@@ -40,6 +46,10 @@ pub fn run(ctx: &Context, quick: bool, skip_router: bool, only: Option<&str>) ->
         recorded.push_str(" --only ");
         recorded.push_str(part);
     }
+    if let Some(list) = variants {
+        recorded.push_str(" --variants ");
+        recorded.push_str(list);
+    }
     let mut bench = Cmd::new(release.join("examples").join(BENCH_EXAMPLE));
     bench
         .current_dir(&ctx.root)
@@ -58,6 +68,9 @@ pub fn run(ctx: &Context, quick: bool, skip_router: bool, only: Option<&str>) ->
     }
     if let Some(part) = only {
         bench.args(["--only", part]);
+    }
+    if let Some(list) = variants {
+        bench.args(["--variants", list]);
     }
     bench.run().context("the bench failed")
 }

@@ -76,6 +76,10 @@ enum Command {
         /// Run only one part: kernel, router, install, flood or bgp.
         #[arg(long, value_name = "PART", value_parser = ["kernel", "router", "install", "flood", "bgp"])]
         only: Option<String>,
+        /// The router bench's variants to run, comma-separated (default: all), e.g.
+        /// xdp-floor,plain,iptables-nft,netbpf-tc,netbpf-fast,netbpf-native.
+        #[arg(long, value_name = "LIST")]
+        variants: Option<String>,
     },
 }
 
@@ -126,7 +130,14 @@ fn run(cli: Cli) -> Result<()> {
             quick,
             skip_router,
             only,
-        } => bench::run(&ctx, quick, skip_router, only.as_deref()),
+            variants,
+        } => bench::run(
+            &ctx,
+            quick,
+            skip_router,
+            only.as_deref(),
+            variants.as_deref(),
+        ),
     }
 }
 

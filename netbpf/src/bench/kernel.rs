@@ -87,6 +87,19 @@ pub(crate) const PATHS: &[(&str, &str)] = &[
         "DNAT, established, fast path (ingress ACK: translate + FIB + redirect)",
     ),
     (
+        "reply_xdp",
+        "reply, XDP, generic-mode redirect (netbpf_arp: lookup + translate + FIB + redirect_map)",
+    ),
+    ("dnat_xdp", "DNAT, established, XDP, generic-mode redirect"),
+    (
+        "reply_xdp_handoff",
+        "reply, XDP, native hand-off (netbpf_arp: lookup + translate + FIB + metadata record, pass to tc)",
+    ),
+    (
+        "dnat_xdp_handoff",
+        "DNAT, established, XDP, native hand-off",
+    ),
+    (
         "hairpin_not_needed",
         "inside ingress, no hairpin (container to outside)",
     ),
@@ -314,6 +327,30 @@ fn kernel_bench_here(quick: bool) -> Result<Value> {
         for (key, prog, pkt) in fast {
             let shots = single_shots(&dp, prog, samples, TC_REDIRECT, key, |_| pkt.clone())?;
             paths.insert(key.to_owned(), json!({"single": dist(&shots)}));
+        }
+        // The same two inbound flows in the uplink's XDP program (their
+        // reply halves were written above): redirected (generic mode) and
+        // handed off to tc (native mode). Each run rewrites the frame:
+        // single shots only.
+        let kin = nix::net::if_::if_nametoindex("nbb-kin")?;
+        for (handoff, want, suffix) in [
+            (false, XDP_REDIRECT, "xdp"),
+            (true, XDP_PASS, "xdp_handoff"),
+        ] {
+            dp.set_xdp(handoff, kin)?;
+            for (flow, pkt) in [("reply", &reply), ("dnat", &est)] {
+                let key = format!("{flow}_{suffix}");
+                let sent = dp.counter(Counter::XdpFastIn)? + dp.counter(Counter::XdpHandoffIn)?;
+                let shots = single_shots(&dp, route_programs::ARP, samples, want, &key, |_| {
+                    pkt.clone()
+                })?;
+                let taken =
+                    dp.counter(Counter::XdpFastIn)? + dp.counter(Counter::XdpHandoffIn)? - sent;
+                if taken != u64::from(samples) {
+                    bail!("{key}: XDP took {taken} of {samples}: not measuring that path");
+                }
+                paths.insert(key, json!({"single": dist(&shots)}));
+            }
         }
         dp.set_via_stack(true)?;
 

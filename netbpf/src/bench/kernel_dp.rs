@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{ProgramInfo, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use netbpf_common::{
@@ -73,6 +73,33 @@ impl KernelDp {
             value.flags &= !settings_flags::VIA_STACK;
         }
         settings.set(0, &value, 0)?;
+        Ok(())
+    }
+
+    /// How the uplink's XDP program sends established inbound flows on:
+    /// redirect into `XDP_TARGETS` (generic mode; `target` is then the
+    /// only device there) or, with `handoff`, the native hand-off to tc
+    /// (`XDP_HANDOFF`).
+    pub(crate) fn set_xdp(&mut self, handoff: bool, target: u32) -> Result<()> {
+        let mut settings: Array<&mut MapData, Settings> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::SETTINGS)
+                .ok_or_else(|| anyhow!("map SETTINGS missing"))?,
+        )?;
+        let mut value = settings.get(&0, 0)?;
+        value.flags &= !(settings_flags::NO_XDP | settings_flags::XDP_HANDOFF);
+        if handoff {
+            value.flags |= settings_flags::XDP_HANDOFF;
+        }
+        settings.set(0, &value, 0)?;
+        let mut targets: DevMapHash<&mut MapData> = DevMapHash::try_from(
+            self.ebpf
+                .map_mut(map_names::XDP_TARGETS)
+                .ok_or_else(|| anyhow!("map XDP_TARGETS missing"))?,
+        )?;
+        targets
+            .insert(target, target, None, 0)
+            .map_err(|e| anyhow!("XDP_TARGETS: {e}"))?;
         Ok(())
     }
 

@@ -19,6 +19,8 @@ pub struct Options {
     pub skip_router: bool,
     /// Run only this part.
     pub only: Option<Part>,
+    /// The router bench's variants to run, by name (empty: all of them).
+    pub variants: Vec<String>,
 }
 
 /// A part of the bench, for `--only`.

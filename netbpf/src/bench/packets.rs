@@ -33,6 +33,8 @@ pub(crate) const TC_REDIRECT: u32 = 7;
 pub(crate) const XDP_PASS: u32 = 2;
 
 pub(crate) const XDP_TX: u32 = 3;
+/// `XDP_REDIRECT`.
+pub(crate) const XDP_REDIRECT: u32 = 4;
 
 /// Routing state for the routed-forward and ARP paths: one routed
 /// container `ROUTED` behind ifindex `ROUTED_IFINDEX`, a peer on the

@@ -39,8 +39,12 @@ pub(crate) enum Variant {
     NetbpfTc,
     /// netbpf as configured by default: translated packets are redirected
     /// straight to their egress device, established inbound flows from
-    /// the uplink's XDP program.
+    /// the uplink's XDP program (generic mode on the lab's veth uplink).
     NetbpfFast,
+    /// netbpf with `[datapath] xdp_mode = "native"`: the uplink's XDP
+    /// program in driver mode translates established inbound flows and
+    /// hands them to tc in the skb's metadata (what a NIC uplink gets).
+    NetbpfNative,
 }
 
 impl Variant {
@@ -53,6 +57,7 @@ impl Variant {
             Variant::NetbpfStack => "netbpf-stack",
             Variant::NetbpfTc => "netbpf-tc",
             Variant::NetbpfFast => "netbpf-fast",
+            Variant::NetbpfNative => "netbpf-native",
         }
     }
 
@@ -67,6 +72,7 @@ impl Variant {
             Variant::NetbpfStack => Some("\n[datapath]\nfast_path = false\n"),
             Variant::NetbpfTc => Some("\n[datapath]\nxdp = false\n"),
             Variant::NetbpfFast => Some(""),
+            Variant::NetbpfNative => Some("\n[datapath]\nxdp_mode = \"native\"\n"),
             Variant::XdpFloor | Variant::Plain | Variant::Routed | Variant::Iptables => None,
         }
     }
@@ -337,7 +343,7 @@ pub(crate) fn build_rig(opts: &Options, variant: Variant, ports: u32) -> Result<
             install_s = timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?.as_secs_f64();
             published
         }
-        Variant::NetbpfStack | Variant::NetbpfTc | Variant::NetbpfFast => {
+        Variant::NetbpfStack | Variant::NetbpfTc | Variant::NetbpfFast | Variant::NetbpfNative => {
             let mut extra = publish_toml_n(ports);
             extra.push_str(&lab::publish_toml(
                 "udp",
@@ -427,19 +433,36 @@ pub(crate) fn plans() -> Vec<RigPlan> {
                 Variant::NetbpfStack,
                 Variant::NetbpfTc,
                 Variant::NetbpfFast,
+                Variant::NetbpfNative,
             ] {
                 // The XDP program only takes inbound packets: outbound,
-                // netbpf-tc is netbpf-fast.
+                // netbpf-tc and netbpf-native are netbpf-fast.
                 plans.push(RigPlan {
                     variant,
                     ports,
                     frame,
-                    outbound: ports == 0 && variant != Variant::NetbpfTc,
+                    outbound: ports == 0
+                        && !matches!(variant, Variant::NetbpfTc | Variant::NetbpfNative),
                 });
             }
         }
     }
     plans
+}
+
+/// [`plans`] with only the variants named in `names` (all when empty).
+pub(crate) fn plans_of(names: &[String]) -> anyhow::Result<Vec<RigPlan>> {
+    let all = plans();
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !all.iter().any(|p| p.variant.name() == n.as_str()))
+    {
+        anyhow::bail!("no router bench variant {unknown:?}");
+    }
+    Ok(all
+        .into_iter()
+        .filter(|p| names.is_empty() || names.iter().any(|n| n == p.variant.name()))
+        .collect())
 }
 
 /// The published-port ladder of the inbound 64-byte rows.

@@ -15,7 +15,7 @@ use super::{
     measure::*,
     options::*,
     phase::phase,
-    rig::{Direction, Frame, PORT_SEQUENCE_LEN, build_rig, plans},
+    rig::{Direction, Frame, PORT_SEQUENCE_LEN, build_rig, plans_of},
     router_stats, saturation, sink, throughput,
 };
 
@@ -38,7 +38,7 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
     // A router slower than the rate makes trafgen slow down; it is stopped
     // after twice the phase time (plus a second).
     let limit = Duration::from_secs(2 * secs + 1);
-    let plans = plans();
+    let plans = plans_of(&opts.variants)?;
     let mut rows: Vec<Value> = Vec::new();
     for run in 0..runs {
         // Interleaved: every run goes through every variant, starting at a
@@ -127,7 +127,7 @@ pub(crate) fn router_bench(opts: &Options) -> Result<Value> {
     }
     let (summary, ratios) = router_stats::aggregate(&rows, &plans);
     eprintln!("bench:   TCP throughput through the NAT (iperf3)");
-    let tcp = throughput::throughput(opts);
+    let tcp = throughput::throughput(opts, &plans);
     Ok(json!({
         "tcp_throughput": tcp,
         "method": METHOD,
@@ -151,7 +151,10 @@ const METHOD: &str = "Lab topology (outside -- host -- container c1; for routed:
     uplink, conntrack), netbpf-stack ([datapath] fast_path = false: translated packets go \
     through the host's stack), netbpf-tc (xdp = false: the fast path in tc only) and \
     netbpf-fast (the default: translated packets are redirected to their egress device, \
-    established inbound flows from the uplink's XDP program), netbpf with 8080 plus N other \
+    established inbound flows from the uplink's XDP program, generic mode on the lab's veth \
+    uplink), netbpf-native (xdp_mode = \"native\": the uplink's XDP program in driver mode \
+    translates established inbound flows and hands them to the uplink's tc ingress in the \
+    skb's metadata; inbound only, outbound it is netbpf-fast), netbpf with 8080 plus N other \
     [[publish]] ports. trafgen on CPU 0 sends UDP at a fixed rate: inbound to the container \
     (floor, plain, routed) or to 203.0.113.1:8080; outbound from the container to the far end \
     (no NAT for floor, plain, routed). RPS steers the receive processing of the host's uplink \

@@ -211,8 +211,8 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
          generator's, so the router CPU alone would not see the floor's cost): each variant \
          over the floor, and \"extra\" = (netbpf − floor) / (iptables − floor). Targets: \
          established fast / floor ≤ 1.1 and fast extra ≤ 0.33; new flows fast extra ≤ 0.2.\n\n\
-         | direction | frame | published ports | flows | floor (ns) | plain / floor | routed / floor | iptables / floor | fast / floor | tc / floor | stack / floor | fast extra / iptables extra | tc extra / iptables extra | stack extra / iptables extra |\n\
-         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         | direction | frame | published ports | flows | floor (ns) | plain / floor | routed / floor | iptables / floor | fast / floor | native / floor | tc / floor | stack / floor | fast extra / iptables extra | native extra / iptables extra | tc extra / iptables extra | stack extra / iptables extra |\n\
+         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for q in r["ratios"].as_array().cloned().unwrap_or_default() {
         for (phase, flows) in [("established", "established"), ("new_flow", "new")] {
@@ -220,7 +220,7 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
             let f = |k: &str| fmt_ratio(v[k].as_f64().unwrap_or(f64::NAN));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {flows} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {flows} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 q["direction"].as_str().unwrap_or("?"),
                 frame_text(q["frame"].as_str().unwrap_or("?")),
                 q["published_ports"],
@@ -229,9 +229,11 @@ pub(crate) fn router_summary(s: &mut String, r: &Value, plot: &str) {
                 f("routed_over_floor"),
                 f("iptables_over_floor"),
                 f("netbpf_fast_over_floor"),
+                f("netbpf_native_over_floor"),
                 f("netbpf_tc_over_floor"),
                 f("netbpf_stack_over_floor"),
                 f("netbpf_fast_extra_over_iptables_extra"),
+                f("netbpf_native_extra_over_iptables_extra"),
                 f("netbpf_tc_extra_over_iptables_extra"),
                 f("netbpf_stack_extra_over_iptables_extra"),
             );

@@ -22,7 +22,7 @@ use crate::{
 use super::{
     measure::GEN_CPU,
     options::Options,
-    rig::{Direction, Variant, steer_to_router},
+    rig::{Direction, RigPlan, Variant, steer_to_router},
 };
 
 /// The port iperf3 listens on, in the container and on the outside.
@@ -98,7 +98,7 @@ fn build(opts: &Options, variant: Variant) -> Result<Lab> {
             let rules = super::install::iptables_nat_rules(PUBLISHED, to);
             super::install::timed_stdin(&lab.host, "iptables-nft-restore", &[], &rules)?;
         }
-        Variant::NetbpfStack | Variant::NetbpfTc | Variant::NetbpfFast => {
+        Variant::NetbpfStack | Variant::NetbpfTc | Variant::NetbpfFast | Variant::NetbpfNative => {
             let mut extra = lab::publish_toml("tcp", &PUBLISHED.to_string(), to, None);
             extra.push_str(variant.datapath_toml().unwrap_or_default());
             lab.start_daemon(&opts.netbpf_exe, &extra)?;
@@ -136,9 +136,9 @@ fn stream(lab: &Lab, direction: Direction, secs: u64) -> Result<Value> {
     }))
 }
 
-/// Every variant and direction; a failure is recorded in its entry rather
-/// than ending the bench.
-pub(crate) fn throughput(opts: &Options) -> Value {
+/// Every NAT variant of `plans` and direction; a failure is recorded in
+/// its entry rather than ending the bench.
+pub(crate) fn throughput(opts: &Options, plans: &[RigPlan]) -> Value {
     let secs = if opts.quick { 2 } else { 5 };
     let mut rows = Vec::new();
     for variant in [
@@ -146,7 +146,11 @@ pub(crate) fn throughput(opts: &Options) -> Value {
         Variant::NetbpfStack,
         Variant::NetbpfTc,
         Variant::NetbpfFast,
+        Variant::NetbpfNative,
     ] {
+        if !plans.iter().any(|p| p.variant == variant) {
+            continue;
+        }
         let lab = match build(opts, variant) {
             Ok(lab) => lab,
             Err(e) => {

@@ -97,7 +97,7 @@ pub use conntrack::{
     RFC_MIN_TCP_TRANSITORY_TIMEOUT, RFC_MIN_UDP_TIMEOUT, Timeouts,
 };
 pub use container::Container;
-pub use datapath::DatapathConfig;
+pub use datapath::{DatapathConfig, XdpModeChoice};
 pub use docker::{DEFAULT_DOCKER_SOCKET, DockerConfig, docker_socket};
 pub use errors::ConfigError;
 pub use hosts::{check_masquerade_source, check_publish_to};

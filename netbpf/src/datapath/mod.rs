@@ -57,9 +57,9 @@ pub struct Datapath {
     /// Held while the daemon runs: one daemon per pin directory.
     _lock: pins::DaemonLock,
     routing: crate::containers::Routing,
-    /// Whether the uplink's XDP program takes established inbound flows
-    /// (else `NO_XDP` is kept set across reloads).
-    xdp_on: bool,
+    /// How the uplink's XDP program sends established inbound flows on
+    /// (its flag, `NO_XDP` or `XDP_HANDOFF`, is kept set across reloads).
+    xdp: xdp::XdpPath,
     /// Container-side interfaces attached for a rule owner (Docker's
     /// bridges), not for the config: [`Datapath::detach_inside`] may
     /// remove these only.
@@ -131,7 +131,7 @@ impl Datapath {
             drop_severed_links(pin_dir)?;
         }
         let result = Self::attach_all(config, pin_dir, options, &resolved, &kept, adopting);
-        let (ebpf, routing, xdp_on) = match result {
+        let (ebpf, routing, xdp) = match result {
             Ok(parts) => parts,
             Err(e) => {
                 // A fresh start leaves nothing behind. When adopting, the
@@ -170,7 +170,7 @@ impl Datapath {
             resolved,
             routing,
             _lock: lock,
-            xdp_on,
+            xdp,
             owned_inside,
             icc_ports: Vec::new(),
         })
@@ -185,7 +185,7 @@ impl Datapath {
         resolved: &Resolved,
         kept: &owners::Kept,
         adopting: bool,
-    ) -> Result<(Ebpf, crate::containers::Routing, bool), DatapathError> {
+    ) -> Result<(Ebpf, crate::containers::Routing, xdp::XdpPath), DatapathError> {
         let mut ebpf = load_with_pins(config, Some(pin_dir))?;
         if adopting {
             info!(
@@ -213,7 +213,7 @@ impl Datapath {
             None
         };
         match Self::fill_and_attach(&mut ebpf, config, pin_dir, options, resolved, kept) {
-            Ok((routing, xdp_on)) => Ok((ebpf, routing, xdp_on)),
+            Ok((routing, xdp)) => Ok((ebpf, routing, xdp)),
             Err(e) => {
                 if let Some(before) = before {
                     match before.restore(&mut ebpf) {
@@ -231,7 +231,7 @@ impl Datapath {
 
     /// Fills the rule maps, attaches (or swaps into pinned links) every
     /// program, removes links no longer wanted, and starts routing. Also
-    /// says whether the uplink's XDP program takes established flows.
+    /// says how the uplink's XDP program sends established flows on.
     fn fill_and_attach(
         ebpf: &mut Ebpf,
         config: &Config,
@@ -239,7 +239,7 @@ impl Datapath {
         options: &Options,
         resolved: &Resolved,
         kept: &owners::Kept,
-    ) -> Result<(crate::containers::Routing, bool), DatapathError> {
+    ) -> Result<(crate::containers::Routing, xdp::XdpPath), DatapathError> {
         fill_masquerade_keeping(ebpf, config, resolved.uplink_addr, &kept.masquerade)?;
         fill_publish_keeping(ebpf, config, &resolved.local_addrs, &kept.publish)?;
         let uplink = |attach| TcTarget {
@@ -272,23 +272,32 @@ impl Datapath {
             wanted.push(attach_tc_pinned(ebpf, programs::INSIDE, target, pin_dir)?);
             wanted.push(attach_tc_pinned(ebpf, programs::FAST_OUT, target, pin_dir)?);
         }
-        let xdp_on = match Self::xdp_targets(config, resolved) {
-            Some((mode, targets)) if !targets.is_empty() => {
+        let xdp_path = match Self::xdp_plan(config, resolved) {
+            Some((mode, path, targets)) if path == xdp::XdpPath::Handoff || !targets.is_empty() => {
                 xdp::fill_targets(ebpf, &targets)?;
+                // The flag before the attach: the program must not redirect
+                // natively.
+                xdp::set_flags(ebpf, path)?;
                 let up = (resolved.uplink.as_str(), resolved.uplink_ifindex);
                 wanted.push(xdp::attach_pinned(ebpf, up, mode, pin_dir)?);
-                info!(
-                    "XDP fast path: established inbound flows to {} interface(s) ({mode:?} mode)",
-                    targets.len()
-                );
-                true
+                match path {
+                    xdp::XdpPath::Handoff => info!(
+                        "XDP fast path: established inbound flows translated in XDP ({mode:?} mode), sent on by tc"
+                    ),
+                    _ => info!(
+                        "XDP fast path: established inbound flows to {} interface(s) ({mode:?} mode)",
+                        targets.len()
+                    ),
+                }
+                path
             }
             _ => {
                 xdp::fill_targets(ebpf, &[])?;
-                xdp::turn_off(ebpf)?;
-                false
+                xdp::set_flags(ebpf, xdp::XdpPath::Off)?;
+                xdp::XdpPath::Off
             }
         };
+        let xdp_on = xdp_path.on();
         if let Some(cgroup) = &options.cgroup
             && (!config.publish.is_empty() || options.dynamic_rules)
         {
@@ -324,25 +333,29 @@ impl Datapath {
             pin_dir,
         )?;
         routing.follow_neighbours(pin_dir)?;
-        Ok((routing, xdp_on))
+        Ok((routing, xdp_path))
     }
 
-    /// The uplink's XDP mode and the interfaces XDP may redirect to, when
-    /// the config wants the XDP fast path and the uplink can be read.
-    fn xdp_targets(
+    /// The uplink's XDP mode, the way on, and the interfaces XDP may
+    /// redirect to, when the config wants the XDP fast path and the uplink
+    /// can be read.
+    fn xdp_plan(
         config: &Config,
         resolved: &Resolved,
-    ) -> Option<(aya::programs::XdpMode, Vec<u32>)> {
+    ) -> Option<(aya::programs::XdpMode, xdp::XdpPath, Vec<u32>)> {
         if !config.datapath.xdp_fast_path() {
             return None;
         }
         let mut rtnl = crate::rtnl::Rtnl::open().ok()?;
-        let mode = rtnl
+        // A veth or a stacked device (`LinkInfo::uplink_xdp_mode`).
+        let stacked = rtnl
             .link(resolved.uplink_ifindex, None)
             .ok()?
-            .uplink_xdp_mode();
-        let targets = xdp::targets(&mut rtnl, mode, &resolved.inside);
-        Some((mode, targets))
+            .uplink_xdp_mode()
+            == aya::programs::XdpMode::Skb;
+        let (mode, path) = xdp::plan(config.datapath.xdp_mode, stacked);
+        let targets = xdp::targets(&mut rtnl, path, &resolved.inside);
+        Some((mode, path, targets))
     }
 
     /// Reconciles the routing programs with the container maps (containers
@@ -385,9 +398,7 @@ impl Datapath {
             self.resolved.uplink_addr,
             &kept.masquerade,
         )?;
-        if !self.xdp_on {
-            xdp::turn_off(&mut self.ebpf)?;
-        }
+        xdp::set_flags(&mut self.ebpf, self.xdp)?;
         fill_publish_keeping(&mut self.ebpf, config, &local, &kept.publish)?;
         Ok(())
     }

@@ -17,11 +17,11 @@ use super::*;
 /// The container's MAC, as the neighbour table knows it.
 pub(super) const C1_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x02];
 /// The outside host's MAC.
-const REMOTE_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x07];
+pub(super) const REMOTE_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x07];
 /// The host side of the containers' link.
 pub(super) const IN_MAC: [u8; 6] = [0x02, 0x1a, 0, 0, 0, 0x01];
 /// The host side of the uplink.
-const UP_MAC: [u8; 6] = [0x02, 0x0b, 0, 0, 0, 0x01];
+pub(super) const UP_MAC: [u8; 6] = [0x02, 0x0b, 0, 0, 0, 0x01];
 
 /// Runs `ip` in the test thread's network namespace.
 #[track_caller]

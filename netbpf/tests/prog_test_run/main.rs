@@ -14,6 +14,7 @@ mod fragments;
 mod fuzz;
 mod guards;
 mod hairpin;
+mod handoff;
 mod icc;
 mod icmp;
 mod nat;

@@ -1,7 +1,7 @@
 //! Tests of `[datapath]`.
 
 use super::support::*;
-use crate::config::DatapathConfig;
+use crate::config::{DatapathConfig, XdpModeChoice};
 use netbpf_common::settings_flags::{NO_XDP, PASS_UNSOLICITED_SYN, VIA_STACK};
 
 #[test]
@@ -44,4 +44,23 @@ fn xdp_is_on_by_default_and_off_sets_no_xdp() {
     assert_eq!(c.settings().flags, VIA_STACK);
     let e = err("[datapath]\nxdp = 1\n");
     assert!(e.contains("xdp") || e.contains("bool"), "{e}");
+}
+
+#[test]
+fn xdp_mode_is_auto_by_default_and_names_one_of_three() {
+    assert_eq!(ok("").datapath.xdp_mode, XdpModeChoice::Auto);
+    for (name, want) in [
+        ("auto", XdpModeChoice::Auto),
+        ("native", XdpModeChoice::Native),
+        ("generic", XdpModeChoice::Generic),
+    ] {
+        let c = ok(&format!("[datapath]\nxdp_mode = \"{name}\"\n"));
+        assert_eq!(c.datapath.xdp_mode, want);
+        assert_eq!(want.name(), name);
+        // The mode alone sets no flag: the daemon adds XDP_HANDOFF or
+        // NO_XDP once it knows the uplink.
+        assert_eq!(c.settings().flags, 0);
+    }
+    let e = err("[datapath]\nxdp_mode = \"driver\"\n");
+    assert!(e.contains("driver") || e.contains("variant"), "{e}");
 }
