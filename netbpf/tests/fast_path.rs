@@ -293,17 +293,16 @@ fn udp_flow(ns: &Netns, to: SocketAddrV4, n: usize) -> String {
     udp_sizes(ns, to, &vec![32; n])
 }
 
-#[test]
-fn established_inbound_flows_take_the_xdp_path() {
-    require_root!();
+/// A lab (namespaces `<prefix><pid>`) publishing TCP 8080 to the first
+/// container's whoami server (running, in the returned servers), with
+/// `extra` appended to the config.
+fn xdp_lab(prefix: &str, extra: &str) -> (Lab, Vec<WhoamiServer>) {
     // The lab's first container (checked below): the config names it
     // before the lab exists.
     let c1 = std::net::Ipv4Addr::new(10, 77, 0, 2);
-    let name = format!("nbx{}", std::process::id());
-    let (lab, mut servers) = lab_named(
-        &name,
-        &publish_toml("tcp", "8080", sa(c1, SERVICE_PORT), None),
-    );
+    let name = format!("{prefix}{}", std::process::id());
+    let toml = publish_toml("tcp", "8080", sa(c1, SERVICE_PORT), None) + extra;
+    let (lab, mut servers) = lab_named(&name, &toml);
     let c = &lab.containers[0];
     assert_eq!(c.addr, c1);
     servers.push(
@@ -315,6 +314,14 @@ fn established_inbound_flows_take_the_xdp_path() {
         )
         .expect("tcp in c1"),
     );
+    (lab, servers)
+}
+
+#[test]
+fn established_inbound_flows_take_the_xdp_path() {
+    require_root!();
+    let (lab, _servers) = xdp_lab("nbx", "");
+    let c = &lab.containers[0];
     let published_udp = SocketAddrV4::new(UPLINK_ADDR, 5353);
     // The outside's stack leaves checksums to its veth (CHECKSUM_PARTIAL):
     // XDP cannot see that state, recognises the seed and leaves those
@@ -419,30 +426,12 @@ fn xdp_attachment(lab: &Lab) -> String {
 #[test]
 fn established_inbound_flows_take_the_native_xdp_path_through_tc() {
     require_root!();
-    let c1 = std::net::Ipv4Addr::new(10, 77, 0, 2);
-    let name = format!("nbnx{}", std::process::id());
-    let (lab, mut servers) = lab_named(
-        &name,
-        &format!(
-            "{}\n[datapath]\nxdp_mode = \"native\"\n",
-            publish_toml("tcp", "8080", sa(c1, SERVICE_PORT), None)
-        ),
-    );
+    let (lab, _servers) = xdp_lab("nbnx", "\n[datapath]\nxdp_mode = \"native\"\n");
     let c = &lab.containers[0];
-    assert_eq!(c.addr, c1);
     assert_eq!(
         xdp_attachment(&lab),
         "xdp",
         "native (driver) mode on the veth"
-    );
-    servers.push(
-        WhoamiServer::spawn(
-            &c.ns,
-            Transport::Tcp,
-            sa(c.addr, SERVICE_PORT),
-            "inside sees",
-        )
-        .expect("tcp in c1"),
     );
     let published_udp = SocketAddrV4::new(UPLINK_ADDR, 5353);
     // Offloaded checksums (the outside's veth): left to tc, delivered.

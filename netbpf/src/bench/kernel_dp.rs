@@ -61,17 +61,22 @@ impl KernelDp {
     /// Sends translated packets to the stack (`[datapath] fast_path =
     /// false`) or lets them take the fast path.
     pub(crate) fn set_via_stack(&mut self, on: bool) -> Result<()> {
+        if on {
+            self.settings_flags(0, settings_flags::VIA_STACK)
+        } else {
+            self.settings_flags(settings_flags::VIA_STACK, 0)
+        }
+    }
+
+    /// Clears the `clear` bits of `SETTINGS`' flags, then sets `set`.
+    fn settings_flags(&mut self, clear: u32, set: u32) -> Result<()> {
         let mut settings: Array<&mut MapData, Settings> = Array::try_from(
             self.ebpf
                 .map_mut(map_names::SETTINGS)
                 .ok_or_else(|| anyhow!("map SETTINGS missing"))?,
         )?;
         let mut value = settings.get(&0, 0)?;
-        if on {
-            value.flags |= settings_flags::VIA_STACK;
-        } else {
-            value.flags &= !settings_flags::VIA_STACK;
-        }
+        value.flags = (value.flags & !clear) | set;
         settings.set(0, &value, 0)?;
         Ok(())
     }
@@ -81,17 +86,12 @@ impl KernelDp {
     /// only device there) or, with `handoff`, the native hand-off to tc
     /// (`XDP_HANDOFF`).
     pub(crate) fn set_xdp(&mut self, handoff: bool, target: u32) -> Result<()> {
-        let mut settings: Array<&mut MapData, Settings> = Array::try_from(
-            self.ebpf
-                .map_mut(map_names::SETTINGS)
-                .ok_or_else(|| anyhow!("map SETTINGS missing"))?,
-        )?;
-        let mut value = settings.get(&0, 0)?;
-        value.flags &= !(settings_flags::NO_XDP | settings_flags::XDP_HANDOFF);
-        if handoff {
-            value.flags |= settings_flags::XDP_HANDOFF;
-        }
-        settings.set(0, &value, 0)?;
+        let set = if handoff {
+            settings_flags::XDP_HANDOFF
+        } else {
+            0
+        };
+        self.settings_flags(settings_flags::NO_XDP | settings_flags::XDP_HANDOFF, set)?;
         let mut targets: DevMapHash<&mut MapData> = DevMapHash::try_from(
             self.ebpf
                 .map_mut(map_names::XDP_TARGETS)

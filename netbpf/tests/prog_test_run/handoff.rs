@@ -24,24 +24,18 @@ use aya::{
 use netbpf_common::{Settings, XDP_HANDOFF_MAGIC, XdpHandoff, settings_flags};
 
 use super::{
-    fast::{C1_MAC, IN_MAC, REMOTE_MAC, UP_MAC, fast_dp, ifindex, open_flow, ttl, with},
+    fast::{C1_MAC, IN_MAC, REMOTE_MAC, UP_MAC, ifindex, open_flow, ttl, with},
+    xdp::xdp_dp,
     *,
 };
 
 /// Bytes of the record.
 const LEN: usize = size_of::<XdpHandoff>();
 
-/// [`fast_dp`] with `netbpf_arp` loaded and `XDP_HANDOFF` set, as the
-/// daemon sets it for native mode (no device in `XDP_TARGETS`).
+/// [`xdp_dp`] (no device in `XDP_TARGETS`) with `XDP_HANDOFF` set, as
+/// the daemon sets it for native mode.
 fn handoff_dp(dp: Dp) -> Dp {
-    let mut dp = fast_dp(dp, true);
-    let xdp: &mut Xdp = dp
-        .ebpf
-        .program_mut(programs::ARP)
-        .expect("program")
-        .try_into()
-        .expect("type");
-    netbpf::loader::load_retrying(xdp).expect("verifier accepts netbpf_arp");
+    let mut dp = xdp_dp(dp, true, false);
     let mut settings: Array<&mut MapData, Settings> =
         Array::try_from(dp.ebpf.map_mut(map_names::SETTINGS).expect("map")).expect("type");
     let mut s = settings.get(&0, 0).expect("settings");

@@ -24,7 +24,7 @@ const XDP_REDIRECT: u32 = 4;
 
 /// [`fast_dp`] with `netbpf_arp` loaded and `nbf-in` in `XDP_TARGETS`
 /// (unless `target` is false).
-fn xdp_dp(dp: Dp, neighbours: bool, target: bool) -> Dp {
+pub(super) fn xdp_dp(dp: Dp, neighbours: bool, target: bool) -> Dp {
     let mut dp = fast_dp(dp, neighbours);
     let xdp: &mut Xdp = dp
         .ebpf
