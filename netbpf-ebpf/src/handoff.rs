@@ -17,11 +17,12 @@
 use core::mem::size_of;
 
 use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_redirect, programs::TcContext};
-use netbpf_common::{Counter, XdpHandoff, csum_update};
+use netbpf_common::{Counter, XdpHandoff};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     fib::{skb, skb_vlan_present},
+    hop,
     parse::off,
     stats,
 };
@@ -82,22 +83,14 @@ fn send(ctx: &TcContext, record: &XdpHandoff) -> Result<i32, Counter> {
             return Err(Counter::FastPathNotForwarded);
         }
     }
-    let ip = start + EthHdr::LEN;
-    let ttl_at = (ip + off::IP_TTL) as *mut [u8; 2];
-    let check_at = (ip + off::IP_CHECK) as *mut [u8; 2];
-    // SAFETY: every byte read or written lies within [start, start +
-    // HDRS), checked above; the fields are byte arrays (alignment 1); tc
-    // programs may write packet data (the kernel unclones the skb).
-    unsafe {
-        let ttl = core::ptr::read_unaligned(ttl_at);
-        if ttl[0] <= 1 {
-            return Err(Counter::FastPathTtl);
-        }
-        let new_ttl = [ttl[0] - 1, ttl[1]];
-        let check = csum_update(core::ptr::read_unaligned(check_at), &ttl, &new_ttl);
-        core::ptr::write_unaligned(check_at, check);
-        core::ptr::write_unaligned(ttl_at, new_ttl);
-        core::ptr::write_unaligned(start as *mut [u8; 12], record.macs());
+    // SAFETY: within [start, start + HDRS), checked above; a byte array.
+    let ttl: [u8; 2] =
+        unsafe { core::ptr::read_unaligned((start + EthHdr::LEN + off::IP_TTL) as *const [u8; 2]) };
+    if ttl[0] <= 1 {
+        return Err(Counter::FastPathTtl);
+    }
+    if !hop::write_hop(ctx, EthHdr::LEN, ttl, record.macs()) {
+        return Err(Counter::FastPathNotForwarded);
     }
     stats::inc(Counter::FastPathIn);
     // SAFETY: plain helper call; flags 0 = the device's egress.

@@ -215,21 +215,7 @@ pub(crate) fn send(
         dst_mac[0], dst_mac[1], dst_mac[2], dst_mac[3], dst_mac[4], dst_mac[5], src_mac[0],
         src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5],
     ];
-    let new_ttl = [ttl[0] - 1, ttl[1]];
-    let (start, end) = (ctx.data(), ctx.data_end());
-    let ip = start + pkt.l3_off;
-    if pkt.l3_off <= MAX_L3_OFF && ip + off::IP_CHECK + 2 <= end && start + 12 <= end {
-        // SAFETY: every byte written is checked above to lie within the
-        // packet's linear data; tc programs may write it (the kernel
-        // unclones the skb for a program that does).
-        unsafe {
-            let check_at = (ip + off::IP_CHECK) as *mut [u8; 2];
-            let check = core::ptr::read_unaligned(check_at);
-            core::ptr::write_unaligned(check_at, netbpf_common::csum_update(check, &ttl, &new_ttl));
-            core::ptr::write_unaligned((ip + off::IP_TTL) as *mut [u8; 2], new_ttl);
-            core::ptr::write_unaligned(start as *mut [u8; 12], macs);
-        }
-    } else {
+    if !write_hop(ctx, pkt.l3_off, ttl, macs) {
         rewrite::decrement_ttl(ctx, pkt, ttl)?;
         ctx.store(0, &macs, 0)
             .map_err(|_| Counter::DropRewriteFailed)?;
@@ -238,4 +224,30 @@ pub(crate) fn send(
     // SAFETY: plain helper call; flags 0 = the device's egress.
     let rc = unsafe { bpf_redirect(hop.ifindex, 0) };
     Ok(Verdict::Redirect(rc as i32))
+}
+
+/// Writes one hop into the packet's linear data: TTL minus one (`ttl` is
+/// the TTL and protocol word of the IPv4 header at `l3_off`, TTL above 1)
+/// with its header checksum (RFC 1624), and `macs` (destination, then
+/// source) over the Ethernet addresses. `false`, with nothing written,
+/// when those bytes are not in the linear data.
+#[inline(always)]
+pub(crate) fn write_hop(ctx: &TcContext, l3_off: usize, ttl: [u8; 2], macs: [u8; 12]) -> bool {
+    let new_ttl = [ttl[0] - 1, ttl[1]];
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let ip = start + l3_off;
+    if l3_off > MAX_L3_OFF || ip + off::IP_CHECK + 2 > end || start + 12 > end {
+        return false;
+    }
+    // SAFETY: every byte written is checked above to lie within the
+    // packet's linear data; tc programs may write it (the kernel unclones
+    // the skb for a program that does).
+    unsafe {
+        let check_at = (ip + off::IP_CHECK) as *mut [u8; 2];
+        let check = core::ptr::read_unaligned(check_at);
+        core::ptr::write_unaligned(check_at, netbpf_common::csum_update(check, &ttl, &new_ttl));
+        core::ptr::write_unaligned((ip + off::IP_TTL) as *mut [u8; 2], new_ttl);
+        core::ptr::write_unaligned(start as *mut [u8; 12], macs);
+    }
+    true
 }

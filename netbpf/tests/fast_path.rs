@@ -317,11 +317,46 @@ fn xdp_lab(prefix: &str, extra: &str) -> (Lab, Vec<WhoamiServer>) {
     (lab, servers)
 }
 
+/// Established inbound flows of each kind, each checked to arrive
+/// translated and to move the counter `name` ("`what`" in the messages):
+/// a reply to a masqueraded flow (SYN-ACK, the greeting, FIN); a
+/// published UDP port (the first datagram opens the flow at tc, the
+/// second finds it the long way and writes its reply half at tc, the rest
+/// count); a published TCP port from ncat (the SYN opens the flow, the
+/// handshake's ACK writes its reply half, the ACK of the greeting and the
+/// FIN count).
+fn established_flows_count(lab: &Lab, published_udp: SocketAddrV4, name: &str, what: &str) {
+    let c = &lab.containers[0];
+    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
+    assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
+    let after_masq = counter(lab, name);
+    assert!(after_masq > 0, "replies to the masquerade {what}");
+    let answer = udp_flow(&lab.outside, published_udp, 4);
+    assert_eq!(
+        *parse_whoami(&answer).expect("addr").ip(),
+        OUTSIDE_ADDR,
+        "client address kept: {answer}"
+    );
+    let after_udp = counter(lab, name);
+    assert!(after_udp >= after_masq + 2, "DNAT for UDP {what}");
+    // ncat exits when idle for a second (the server keeps the connection
+    // open), with status 1.
+    let out = lab
+        .outside
+        .command("ncat")
+        .args(["-i", "1", "--recv-only", &UPLINK_ADDR.to_string(), "8080"])
+        .output()
+        .expect("ncat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen = parse_whoami(text.trim()).unwrap_or_else(|| panic!("ncat said {out:?}"));
+    assert_eq!(*seen.ip(), OUTSIDE_ADDR, "client address kept: {text}");
+    assert!(counter(lab, name) > after_udp, "DNAT for TCP {what}");
+}
+
 #[test]
 fn established_inbound_flows_take_the_xdp_path() {
     require_root!();
     let (lab, _servers) = xdp_lab("nbx", "");
-    let c = &lab.containers[0];
     let published_udp = SocketAddrV4::new(UPLINK_ADDR, 5353);
     // The outside's stack leaves checksums to its veth (CHECKSUM_PARTIAL):
     // XDP cannot see that state, recognises the seed and leaves those
@@ -336,40 +371,7 @@ fn established_inbound_flows_take_the_xdp_path() {
 
     // Complete checksums, as from a NIC: XDP takes established flows.
     tx_checksum_off(&lab.outside, "eth0");
-    // A reply to a masqueraded flow (SYN-ACK, the greeting, FIN).
-    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
-    assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
-    let after_masq = counter(&lab, "xdp_fast_in");
-    assert!(after_masq > 0, "replies to the masquerade took XDP");
-    // A published UDP port: the first datagram opens the flow (tc), the
-    // second finds it the long way and writes its reply half (tc), the
-    // rest go the XDP way; the container sees the client's address.
-    let answer = udp_flow(&lab.outside, published_udp, 4);
-    assert_eq!(
-        *parse_whoami(&answer).expect("addr").ip(),
-        OUTSIDE_ADDR,
-        "client address kept: {answer}"
-    );
-    let after_udp = counter(&lab, "xdp_fast_in");
-    assert!(after_udp >= after_masq + 2, "DNAT for UDP took XDP");
-    // A published TCP port, from ncat: the SYN opens the flow (tc), the
-    // handshake's ACK writes its reply half (tc), and what follows (the
-    // ACK of the greeting, the FIN) goes the XDP way.
-    // It exits when idle for a second (the server keeps the connection
-    // open), with status 1.
-    let out = lab
-        .outside
-        .command("ncat")
-        .args(["-i", "1", "--recv-only", &UPLINK_ADDR.to_string(), "8080"])
-        .output()
-        .expect("ncat");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let seen = parse_whoami(text.trim()).unwrap_or_else(|| panic!("ncat said {out:?}"));
-    assert_eq!(*seen.ip(), OUTSIDE_ADDR, "client address kept: {text}");
-    assert!(
-        counter(&lab, "xdp_fast_in") > after_udp,
-        "DNAT for TCP took XDP"
-    );
+    established_flows_count(&lab, published_udp, "xdp_fast_in", "took XDP");
     assert!(counter(&lab, "fast_path_in") >= counter(&lab, "xdp_fast_in"));
     let json: serde_json::Value =
         serde_json::from_str(&cli(&lab, &["stats", "--json"])).expect("stats json");
@@ -443,24 +445,7 @@ fn established_inbound_flows_take_the_native_xdp_path_through_tc() {
     // Complete checksums, as from a NIC: XDP translates established
     // flows and tc sends them on; nothing is redirected from XDP.
     tx_checksum_off(&lab.outside, "eth0");
-    let seen = parse_whoami(&lab::tcp_whoami(&c.ns, outside()).expect("tcp")).expect("addr");
-    assert_eq!(*seen.ip(), UPLINK_ADDR, "masqueraded");
-    let after_masq = counter(&lab, "xdp_handoff_in");
-    assert!(after_masq > 0, "replies to the masquerade were handed off");
-    let answer = udp_flow(&lab.outside, published_udp, 4);
-    assert_eq!(*parse_whoami(&answer).expect("addr").ip(), OUTSIDE_ADDR);
-    let after_udp = counter(&lab, "xdp_handoff_in");
-    assert!(after_udp >= after_masq + 2, "DNAT for UDP was handed off");
-    let out = lab
-        .outside
-        .command("ncat")
-        .args(["-i", "1", "--recv-only", &UPLINK_ADDR.to_string(), "8080"])
-        .output()
-        .expect("ncat");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let seen = parse_whoami(text.trim()).unwrap_or_else(|| panic!("ncat said {out:?}"));
-    assert_eq!(*seen.ip(), OUTSIDE_ADDR, "client address kept: {text}");
-    assert!(counter(&lab, "xdp_handoff_in") > after_udp, "DNAT for TCP");
+    established_flows_count(&lab, published_udp, "xdp_handoff_in", "was handed off");
 
     // Fallbacks still deliver: a next hop the kernel forgot (XDP and tc
     // leave the packet to the stack, which resolves it) ...

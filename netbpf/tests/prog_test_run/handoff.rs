@@ -19,13 +19,13 @@ use std::{
 
 use aya::{
     maps::{Array, MapData},
-    programs::{TcAttachType, Xdp, XdpMode},
+    programs::{TcAttachType, XdpMode},
 };
 use netbpf_common::{Settings, XDP_HANDOFF_MAGIC, XdpHandoff, settings_flags};
 
 use super::{
     fast::{C1_MAC, IN_MAC, REMOTE_MAC, UP_MAC, ifindex, open_flow, ttl, with},
-    xdp::xdp_dp,
+    xdp::{arp_program, xdp_dp},
     *,
 };
 
@@ -212,13 +212,8 @@ fn receive_frame(fd: &OwnedFd) -> Option<Vec<u8>> {
 /// in native mode; the links live as long as the loaded programs (the
 /// test's namespace goes with its thread).
 fn attached(dp: &mut Dp) {
-    let xdp: &mut Xdp = dp
-        .ebpf
-        .program_mut(programs::ARP)
-        .expect("program")
-        .try_into()
-        .expect("type");
-    xdp.attach(ifindex("nbf-up"), XdpMode::Driver)
+    arp_program(dp)
+        .attach(ifindex("nbf-up"), XdpMode::Driver)
         .expect("native XDP on a veth");
     let tc: &mut SchedClassifier = dp
         .ebpf

@@ -42,17 +42,7 @@ impl Dp {
         let ebpf = routed_object(
             (map_names::CONTAINERS, map_names::NEIGHBOURS),
             [C1.octets(), C2.octets(), PEER.octets()],
-            |ebpf| {
-                let mut i: HashMap<&mut MapData, u32, ContainerIf> =
-                    HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map"))
-                        .expect("type");
-                let cif = ContainerIf {
-                    addr: C1.octets(),
-                    host_mac: C1_HOST_MAC,
-                    flags: 0,
-                };
-                i.insert(&TEST_IFINDEX, &cif, 0).expect("veth");
-            },
+            |ebpf| test_veth(ebpf, C1),
         );
         Dp { ebpf }
     }
@@ -68,6 +58,19 @@ impl Dp {
     fn counter(&self, c: Counter) -> u64 {
         super::counter_of(&self.ebpf, c)
     }
+}
+
+/// C1's host-side veth (the test's input interface) in `CONTAINER_IFS`,
+/// with the container's IPv4 address `addr`.
+pub(super) fn test_veth(ebpf: &mut Ebpf, addr: Ipv4Addr) {
+    let mut i: HashMap<&mut MapData, u32, ContainerIf> =
+        HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map")).expect("type");
+    let cif = ContainerIf {
+        addr: addr.octets(),
+        host_mac: C1_HOST_MAC,
+        flags: 0,
+    };
+    i.insert(&TEST_IFINDEX, &cif, 0).expect("veth");
 }
 
 /// The object every routing test loads, for either family (`N`: 4 or 16

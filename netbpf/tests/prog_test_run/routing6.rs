@@ -13,11 +13,12 @@ use aya::{
     maps::{Array, HashMap, MapData},
 };
 use netbpf::containers::programs;
-use netbpf_common::{ContainerIf, ContainerIf6, Counter, RouteUplink, map_names};
+use netbpf_common::{ContainerIf6, Counter, RouteUplink, map_names};
 
 use super::{
     routing::{
-        C1_HOST_MAC, C1_MAC, C2_HOST_MAC, C2_MAC, PEER_MAC, TEST_IFINDEX, UPLINK_MAC, routed_object,
+        C1_HOST_MAC, C1_MAC, C2_HOST_MAC, C2_MAC, PEER_MAC, TEST_IFINDEX, UPLINK_MAC,
+        routed_object, test_veth,
     },
     *,
 };
@@ -52,15 +53,7 @@ impl Dp {
             |ebpf| {
                 // The veth program starts from the IPv4 entry (every routed
                 // container has one), then reads the IPv6 one.
-                let mut i: HashMap<&mut MapData, u32, ContainerIf> =
-                    HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS).expect("map"))
-                        .expect("type");
-                let cif = ContainerIf {
-                    addr: C1_V4.octets(),
-                    host_mac: C1_HOST_MAC,
-                    flags: 0,
-                };
-                i.insert(&TEST_IFINDEX, &cif, 0).expect("veth");
+                test_veth(ebpf, C1_V4);
                 let mut i6: HashMap<&mut MapData, u32, ContainerIf6> =
                     HashMap::try_from(ebpf.map_mut(map_names::CONTAINER_IFS6).expect("map"))
                         .expect("type");

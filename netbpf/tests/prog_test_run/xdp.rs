@@ -22,17 +22,20 @@ use super::{
 /// `XDP_REDIRECT`.
 const XDP_REDIRECT: u32 = 4;
 
+/// The uplink's XDP program, `netbpf_arp`.
+pub(super) fn arp_program(dp: &mut Dp) -> &mut Xdp {
+    dp.ebpf
+        .program_mut(programs::ARP)
+        .expect("program")
+        .try_into()
+        .expect("type")
+}
+
 /// [`fast_dp`] with `netbpf_arp` loaded and `nbf-in` in `XDP_TARGETS`
 /// (unless `target` is false).
 pub(super) fn xdp_dp(dp: Dp, neighbours: bool, target: bool) -> Dp {
     let mut dp = fast_dp(dp, neighbours);
-    let xdp: &mut Xdp = dp
-        .ebpf
-        .program_mut(programs::ARP)
-        .expect("program")
-        .try_into()
-        .expect("type");
-    netbpf::loader::load_retrying(xdp).expect("verifier accepts netbpf_arp");
+    netbpf::loader::load_retrying(arp_program(&mut dp)).expect("verifier accepts netbpf_arp");
     if target {
         let inside = ifindex("nbf-in");
         DevMapHash::<&mut MapData>::try_from(dp.ebpf.map_mut(map_names::XDP_TARGETS).expect("map"))
